@@ -1,0 +1,422 @@
+"""V2V communication: who hears whom (topology + range) and how messages travel (latency, drops, outages).
+
+Only connected vehicles (platoon members) talk. They are numbered 0..M-1 ("comm ids"); the World maps
+them to its own vehicle rows. Each belongs to a platoon ``p`` and has a member index ``k`` inside it
+(0 = leader, then front to back).
+
+Parts:
+- ``topology_edges``: the directed (sender_member, receiver_member) links of one platoon.
+- ``CommGraph``: the live link graph of all platoons, recomputed from positions, range and activity.
+- ``Channel``: delivery of fixed-size messages with latency, independent drops and outages, read out
+  as a fixed-size ``Inbox`` per receiver (newest message of each sender, zero-order hold).
+
+Per simulation step the expected call order is::
+
+    silenced = channel.silenced(step)
+    graph.update(positions, active, silenced)
+    channel.send(step, payload, graph.adjacency())
+    inbox = channel.receive(step)
+
+Silencing is checked at both ends: the sender at send time and the receiver at arrival time (the
+graph also removes links to receivers silenced at send time).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple
+
+import networkx as nx
+import numpy as np
+
+TopologyName = Literal[
+    "predecessor_follower", "leader_follower", "predecessor_leader", "bidirectional", "all_to_all"
+]
+Topology = TopologyName | Sequence[Sequence[int]]
+
+TOPOLOGIES: tuple[str, ...] = (
+    "predecessor_follower",
+    "leader_follower",
+    "predecessor_leader",
+    "bidirectional",
+    "all_to_all",
+)
+
+MESSAGE_FIELDS: tuple[str, ...] = ("x", "y", "heading", "speed", "acceleration", "length")
+"""Leading fields of every message, in this order; units m, m, rad, m/s, m/s², m."""
+
+DEFAULT_PLAN_DIM = 8
+"""Floats reserved after ``MESSAGE_FIELDS`` for a planner's intent (zero until a planner fills it)."""
+
+FIELD_INDEX: dict[str, int] = {name: i for i, name in enumerate(MESSAGE_FIELDS)}
+
+
+def message_dim(plan_dim: int = DEFAULT_PLAN_DIM) -> int:
+    """Length D of one message vector: the named fields followed by ``plan_dim`` plan floats."""
+    return len(MESSAGE_FIELDS) + plan_dim
+
+
+def pack_messages(
+    x: np.ndarray,
+    y: np.ndarray,
+    heading: np.ndarray,
+    speed: np.ndarray,
+    acceleration: np.ndarray,
+    length: np.ndarray,
+    plan: np.ndarray | None = None,
+    plan_dim: int = DEFAULT_PLAN_DIM,
+) -> np.ndarray:
+    """Stack per-vehicle (M,) state arrays and an optional (M, plan_dim) plan into an (M, D) payload."""
+    fields = np.stack([x, y, heading, speed, acceleration, length], axis=-1).astype(np.float64)
+    m = fields.shape[0]
+    if plan is None:
+        plan = np.zeros((m, plan_dim))
+    plan = np.asarray(plan, dtype=np.float64)
+    if plan.shape != (m, plan_dim):
+        raise ValueError(f"plan must have shape ({m}, {plan_dim}), got {plan.shape}")
+    return np.concatenate([fields, plan], axis=-1)
+
+
+def topology_edges(topology: Topology, size: int) -> list[tuple[int, int]]:
+    """Directed (sender_member, receiver_member) links of one platoon of ``size`` members.
+
+    Member 0 is the leader, then front to back. Edges come back sorted and without duplicates.
+
+    =======================  ===========================================================
+    topology                 edges (sender → receiver)
+    =======================  ===========================================================
+    ``predecessor_follower``  k-1 → k for k = 1..size-1
+    ``leader_follower``       0 → k for k = 1..size-1
+    ``predecessor_leader``    union of the two above (the usual CACC setup)
+    ``bidirectional``         k-1 → k and k → k-1 for k = 1..size-1
+    ``all_to_all``            i → j for every ordered pair i ≠ j
+    list of ``[i, j]``        exactly those pairs (0 ≤ i, j < size, i ≠ j)
+    =======================  ===========================================================
+    """
+    if size < 0:
+        raise ValueError(f"platoon size must be >= 0, got {size}")
+    if isinstance(topology, str):
+        followers = range(1, size)
+        if topology == "predecessor_follower":
+            edges = {(k - 1, k) for k in followers}
+        elif topology == "leader_follower":
+            edges = {(0, k) for k in followers}
+        elif topology == "predecessor_leader":
+            edges = {(k - 1, k) for k in followers} | {(0, k) for k in followers}
+        elif topology == "bidirectional":
+            edges = {(k - 1, k) for k in followers} | {(k, k - 1) for k in followers}
+        elif topology == "all_to_all":
+            edges = {(i, j) for i in range(size) for j in range(size) if i != j}
+        else:
+            raise ValueError(f"unknown topology {topology!r}; expected one of {TOPOLOGIES} or a list of [i, j] pairs")
+        return sorted(edges)
+
+    edges = set()
+    for pair in topology:
+        try:
+            i, j = (int(v) for v in pair)
+        except (TypeError, ValueError):
+            raise ValueError(f"explicit edge {pair!r} is not a pair of integers") from None
+        if not (0 <= i < size and 0 <= j < size):
+            raise ValueError(f"explicit edge {[i, j]} is out of range for a platoon of {size} members")
+        if i == j:
+            raise ValueError(f"explicit edge {[i, j]} is a self-loop")
+        edges.add((i, j))
+    return sorted(edges)
+
+
+class PlatoonLinks(NamedTuple):
+    """One platoon for ``CommGraph``: comm ids of its members in order (leader first) and its topology."""
+
+    members: Sequence[int]
+    topology: Topology
+
+
+class CommGraph:
+    """Who hears whom among the M connected vehicles.
+
+    Edge j → i in ``graph`` (and ``adjacency()[i, j]``) means i hears j. A topology link is live when
+    both ends are active and not silenced and they are at most ``range_m`` apart. With
+    ``inter_platoon`` any two vehicles of different platoons within range also hear each other.
+    Before the first ``update`` every topology link is live.
+    """
+
+    def __init__(
+        self,
+        platoons: Sequence[PlatoonLinks | tuple[Sequence[int], Topology]],
+        range_m: float = float("inf"),
+        inter_platoon: bool = False,
+    ) -> None:
+        if range_m < 0:
+            raise ValueError(f"range_m must be >= 0, got {range_m}")
+        self.range_m = float(range_m)
+        self.inter_platoon = bool(inter_platoon)
+
+        ids = [int(c) for members, _ in platoons for c in members]
+        m = len(ids)
+        if sorted(ids) != list(range(m)):
+            raise ValueError(f"platoon members must use each comm id 0..{m - 1} exactly once, got {sorted(ids)}")
+        self.num_vehicles = m
+        self.platoon_members: list[np.ndarray] = [np.asarray(members, dtype=np.int64) for members, _ in platoons]
+        self.platoon_of = np.empty(m, dtype=np.int64)  # (M,)
+        self.member_of = np.empty(m, dtype=np.int64)  # (M,)
+
+        self._topology = np.zeros((m, m), dtype=bool)  # (M, M) receiver i hears sender j
+        for p, (members, topology) in enumerate(platoons):
+            members = self.platoon_members[p]
+            self.platoon_of[members] = p
+            self.member_of[members] = np.arange(len(members))
+            for s, r in topology_edges(topology, len(members)):
+                self._topology[members[r], members[s]] = True
+        self._foreign = self.platoon_of[:, None] != self.platoon_of[None, :]  # (M, M)
+
+        self._graph = nx.DiGraph()
+        self._graph.add_nodes_from(
+            (c, {"platoon": int(self.platoon_of[c]), "member": int(self.member_of[c])}) for c in range(m)
+        )
+        self._topology_graph = self._graph.copy()
+        self._topology_graph.add_edges_from(_edges_of(self._topology))
+        self._adjacency = np.zeros((m, m), dtype=bool)
+        self.reset()
+
+    def reset(self) -> None:
+        """Back to the initial state: every topology link live."""
+        self._set_adjacency(self._topology.copy())
+
+    def update(self, positions: np.ndarray, active: np.ndarray, silenced: np.ndarray) -> bool:
+        """Recompute live links from (M, 2) positions and (M,) masks; return True if the edge set changed."""
+        m = self.num_vehicles
+        positions = np.asarray(positions, dtype=np.float64)
+        active = np.asarray(active, dtype=bool)
+        silenced = np.asarray(silenced, dtype=bool)
+        if positions.shape != (m, 2) or active.shape != (m,) or silenced.shape != (m,):
+            raise ValueError(
+                f"expected positions ({m}, 2), active ({m},), silenced ({m},); "
+                f"got {positions.shape}, {active.shape}, {silenced.shape}"
+            )
+        delta = positions[:, None, :] - positions[None, :, :]  # (M, M, 2)
+        in_range = np.einsum("ijk,ijk->ij", delta, delta) <= self.range_m**2  # (M, M)
+        up = active & ~silenced  # (M,)
+        candidates = self._topology | (self._foreign if self.inter_platoon else False)
+        live = candidates & in_range & up[:, None] & up[None, :]
+        np.fill_diagonal(live, False)
+        if np.array_equal(live, self._adjacency):
+            return False
+        self._set_adjacency(live)
+        return True
+
+    @property
+    def graph(self) -> nx.DiGraph:
+        """The live links; edge j → i means i hears j. Nodes carry ``platoon`` and ``member``."""
+        return self._graph
+
+    @property
+    def topology_graph(self) -> nx.DiGraph:
+        """All topology links regardless of range and activity (no inter-platoon links)."""
+        return self._topology_graph
+
+    def adjacency(self) -> np.ndarray:
+        """(M, M) bool, A[i, j] = i hears j (a copy)."""
+        return self._adjacency.copy()
+
+    def topology_adjacency(self) -> np.ndarray:
+        """(M, M) bool of the topology links alone, A[i, j] = i is meant to hear j (a copy)."""
+        return self._topology.copy()
+
+    def platoon_mask(self, platoon: int) -> np.ndarray:
+        """(n, n) bool of live links inside one platoon in member order; the diagonal is True."""
+        members = self.platoon_members[platoon]
+        mask = self._adjacency[np.ix_(members, members)]
+        np.fill_diagonal(mask, True)
+        return mask
+
+    def max_in_degree(self) -> int:
+        """Largest number of topology senders any vehicle is meant to hear."""
+        return int(self._topology.sum(axis=1).max(initial=0))
+
+    def _set_adjacency(self, adjacency: np.ndarray) -> None:
+        self._adjacency = adjacency
+        self._graph.clear_edges()
+        self._graph.add_edges_from(_edges_of(adjacency))
+
+
+def _edges_of(adjacency: np.ndarray) -> list[tuple[int, int]]:
+    """Directed (sender, receiver) edges of an A[receiver, sender] matrix."""
+    receivers, senders = np.nonzero(adjacency)
+    return list(zip(senders.tolist(), receivers.tolist()))
+
+
+@dataclass(frozen=True, slots=True)
+class Inbox:
+    """What every receiver holds at one step; K slots per receiver, ordered by sender comm id.
+
+    Attributes:
+        data: (M, K, D) float32 message vectors, zero in empty slots.
+        sender: (M, K) int64 comm id of the sender, -1 in empty slots.
+        age: (M, K) int64 steps since the message was sent, 0 in empty slots.
+        mask: (M, K) bool, True where a slot holds a message.
+    """
+
+    data: np.ndarray
+    sender: np.ndarray
+    age: np.ndarray
+    mask: np.ndarray
+
+
+class Channel:
+    """Carries (M, D) message payloads between connected vehicles with latency, drops and outages.
+
+    A message sent at step t arrives at step t + ``latency`` (0 = same step, so call ``send`` before
+    ``receive``). Each (sender, receiver) message is dropped independently with ``drop_probability``;
+    the drop draws are one (M, M) uniform array per ``send`` call, whatever the adjacency, so the
+    random stream only depends on the number of steps. A receiver keeps the newest message of each
+    sender until it is older than ``max_age`` steps. When more than ``inbox_size`` senders are held,
+    the freshest ones fill the slots (ties: lower sender id). A silenced vehicle sends nothing, gets
+    nothing delivered and holds an empty inbox; what it held before the outage is lost.
+    """
+
+    def __init__(
+        self,
+        num_vehicles: int,
+        latency: int = 0,
+        drop_probability: float = 0.0,
+        *,
+        inbox_size: int | None = None,
+        max_age: int = 10,
+        plan_dim: int = DEFAULT_PLAN_DIM,
+        rng: np.random.Generator | None = None,
+    ) -> None:
+        if int(latency) != latency or latency < 0:
+            raise ValueError(f"latency must be an integer >= 0 (steps), got {latency}")
+        if not 0.0 <= drop_probability <= 1.0:
+            raise ValueError(f"drop_probability must be in [0, 1], got {drop_probability}")
+        if plan_dim < 0 or num_vehicles < 0:
+            raise ValueError("num_vehicles and plan_dim must be >= 0")
+        if max_age < latency:
+            # Every message is at least `latency` steps old on arrival; a smaller budget expires them all.
+            raise ValueError(f"max_age ({max_age}) must be >= latency ({latency})")
+        self.num_vehicles = int(num_vehicles)
+        self.latency = int(latency)
+        self.drop_probability = float(drop_probability)
+        self.max_age = int(max_age)
+        self.plan_dim = int(plan_dim)
+        self.message_dim = message_dim(self.plan_dim)
+        self.inbox_size = max(1, self.num_vehicles - 1) if inbox_size is None else int(inbox_size)
+        if self.inbox_size < 1:
+            raise ValueError(f"inbox_size must be >= 1, got {inbox_size}")
+        self.reset(rng)
+
+    @classmethod
+    def from_graph(cls, graph: CommGraph, **kwargs) -> Channel:
+        """A channel for ``graph``'s vehicles; ``inbox_size`` defaults to the topology's max in-degree
+        (all other vehicles when inter-platoon links are on)."""
+        if kwargs.get("inbox_size") is None:
+            m = graph.num_vehicles
+            kwargs["inbox_size"] = max(1, m - 1 if graph.inter_platoon else graph.max_in_degree())
+        return cls(graph.num_vehicles, **kwargs)
+
+    def reset(self, rng: np.random.Generator | None) -> None:
+        """Start a new episode: empty queues and inboxes, no outages, zero counters, this generator."""
+        m, d, slots = self.num_vehicles, self.message_dim, self.latency + 1
+        self._rng = rng
+        # Ring of in-flight sends: slot = sent_step % (latency + 1). A payload is broadcast, so it is
+        # stored once per sender; the (receiver, sender) mask says which copies survived.
+        self._ring_payload = np.zeros((slots, m, d))  # (L+1, M, D)
+        self._ring_links = np.zeros((slots, m, m), dtype=bool)  # (L+1, M, M) receiver, sender
+        self._ring_step = np.full(slots, -1, dtype=np.int64)  # (L+1,) sent step, -1 = nothing pending
+        # Newest delivered message per (receiver, sender).
+        self._held = np.zeros((m, m, d))  # (M, M, D)
+        self._held_step = np.full((m, m), -1, dtype=np.int64)  # (M, M) sent step, -1 = empty
+        self._outages: list[tuple[np.ndarray, int | None, int]] = []
+        self.sent_count = 0  # messages put on the air (after silencing, before drops)
+        self.dropped_count = 0
+
+    # -- outages -----------------------------------------------------------------------------
+
+    def silence(self, comm_ids: Sequence[int] | np.ndarray, until_step: int, from_step: int | None = None) -> None:
+        """Silence ``comm_ids`` for steps in [from_step, until_step); they are back at ``until_step``.
+
+        Without ``from_step`` the outage covers every step before ``until_step`` (i.e. starts now).
+        """
+        ids = np.asarray(comm_ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_vehicles):
+            raise ValueError(f"comm ids {ids.tolist()} out of range 0..{self.num_vehicles - 1}")
+        who = np.zeros(self.num_vehicles, dtype=bool)
+        who[ids] = True
+        self._outages.append((who, from_step, int(until_step)))
+
+    def silenced(self, step: int) -> np.ndarray:
+        """(M,) bool, True for vehicles under an outage at ``step``."""
+        mask = np.zeros(self.num_vehicles, dtype=bool)
+        for who, start, until in self._outages:
+            if (start is None or start <= step) and step < until:
+                mask |= who
+        return mask
+
+    # -- messages ----------------------------------------------------------------------------
+
+    def send(self, step: int, payload: np.ndarray, graph_adjacency: np.ndarray) -> None:
+        """Queue each sender's (D,) payload row for every receiver that hears it (A[i, j]: i hears j)."""
+        if self._rng is None:
+            raise RuntimeError("Channel has no random generator; call reset(rng) first")
+        m, d = self.num_vehicles, self.message_dim
+        payload = np.asarray(payload, dtype=np.float64)
+        graph_adjacency = np.asarray(graph_adjacency, dtype=bool)
+        if payload.shape != (m, d) or graph_adjacency.shape != (m, m):
+            raise ValueError(
+                f"expected payload ({m}, {d}) and adjacency ({m}, {m}), got {payload.shape}, {graph_adjacency.shape}"
+            )
+        # Whatever is still queued from older steps has arrived by now; deliver it before its slot is reused.
+        self._deliver(step - 1)
+        uniform = self._rng.random((m, m))  # drawn every step, in (receiver, sender) order
+        links = graph_adjacency & ~np.eye(m, dtype=bool) & ~self.silenced(step)[None, :]
+        survived = links & (uniform >= self.drop_probability)
+        self.sent_count += int(links.sum())
+        self.dropped_count += int(links.sum() - survived.sum())
+
+        slot = step % (self.latency + 1)
+        self._ring_payload[slot] = payload
+        self._ring_links[slot] = survived
+        self._ring_step[slot] = step
+
+    def receive(self, step: int) -> Inbox:
+        """Deliver what has arrived by ``step`` and return every receiver's inbox."""
+        self._deliver(step)
+        m, k, d = self.num_vehicles, self.inbox_size, self.message_dim
+        self._held_step[self.silenced(step)] = -1
+        age = step - self._held_step  # (M, M)
+        self._held_step[age > self.max_age] = -1
+        valid = self._held_step >= 0  # (M, M) receiver, sender
+
+        # Pick up to K senders per receiver: freshest first (ties by sender id), then order by sender id.
+        senders = np.arange(m)
+        rank = np.where(valid, age * m + senders[None, :], np.iinfo(np.int64).max)  # (M, M)
+        kk = min(k, m)
+        chosen = np.argsort(rank, axis=1, kind="stable")[:, :kk]  # (M, kk)
+        chosen_valid = np.take_along_axis(valid, chosen, axis=1)
+        chosen = np.sort(np.where(chosen_valid, chosen, m + chosen), axis=1)  # invalid ones sort last
+        mask = chosen < m
+        sender_idx = np.where(mask, chosen, 0)
+        rows = np.arange(m)[:, None]
+
+        data = np.zeros((m, k, d), dtype=np.float32)
+        sender = np.full((m, k), -1, dtype=np.int64)
+        ages = np.zeros((m, k), dtype=np.int64)
+        full_mask = np.zeros((m, k), dtype=bool)
+        data[:, :kk] = np.where(mask[..., None], self._held[rows, sender_idx], 0.0)
+        sender[:, :kk] = np.where(mask, sender_idx, -1)
+        ages[:, :kk] = np.where(mask, age[rows, sender_idx], 0)
+        full_mask[:, :kk] = mask
+        return Inbox(data=data, sender=sender, age=ages, mask=full_mask)
+
+    def _deliver(self, step: int) -> None:
+        """Move every queued send that has arrived by ``step`` into the receivers' held messages."""
+        pending = np.nonzero((self._ring_step >= 0) & (self._ring_step + self.latency <= step))[0]
+        for slot in pending[np.argsort(self._ring_step[pending])]:
+            sent = int(self._ring_step[slot])
+            arrived = self._ring_links[slot] & ~self.silenced(sent + self.latency)[:, None]  # (M, M)
+            arrived &= sent > self._held_step
+            self._held = np.where(arrived[..., None], self._ring_payload[slot][None, :, :], self._held)
+            self._held_step = np.where(arrived, sent, self._held_step)
+            self._ring_step[slot] = -1

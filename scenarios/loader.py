@@ -1,0 +1,345 @@
+"""Loading scenarios: YAML file or catalogue name → validated `ScenarioSpec`.
+
+Validation runs in two passes and reports every problem of both at once:
+1. schema — pydantic's checks, translated into "expected …, got …" messages with the YAML
+   line of the field;
+2. semantics — checks that need the built road: lanes exist, spawns lie on their lanes and do
+   not overlap, platoons fit, routes are connected and destinations reachable, events name
+   known vehicles and fire before the end.
+Nothing is silently repaired.
+"""
+
+from __future__ import annotations
+
+import typing
+from importlib import resources
+from pathlib import Path as FsPath
+from typing import Any
+
+from annotated_types import Ge, Gt, Le, Lt
+from pydantic import BaseModel, ValidationError
+
+from diffplatoon.scenarios.errors import Path, Problem, ScenarioError, format_path
+from diffplatoon.scenarios.schema import CommOutageEvent, CutInEvent, ScenarioSpec
+from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
+
+CATALOGUE_PACKAGE = "diffplatoon.scenarios"
+
+
+def catalogue_names() -> list[str]:
+    """Names of the scenarios shipped with the package, sorted."""
+    root = resources.files(CATALOGUE_PACKAGE)
+    return sorted(p.name[: -len(".yaml")] for p in root.iterdir() if p.name.endswith(".yaml"))
+
+
+def resolve_source(name_or_path: str | FsPath) -> tuple[str, str]:
+    """Return (display name, YAML text) for a path or a catalogue name."""
+    path = FsPath(name_or_path)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ScenarioError(str(path), [Problem((), "expected an existing scenario file, found none")])
+        return str(path), path.read_text(encoding="utf-8", errors="replace")
+    names = catalogue_names()
+    if str(name_or_path) not in names:
+        raise ScenarioError(
+            str(name_or_path),
+            [Problem((), f"expected a scenario file path or a catalogue name ({', '.join(names)})")],
+        )
+    text = (resources.files(CATALOGUE_PACKAGE) / f"{name_or_path}.yaml").read_text(encoding="utf-8")
+    return f"{name_or_path}.yaml", text
+
+
+def load_scenario(name_or_path: str | FsPath) -> ScenarioSpec:
+    """Load and fully validate a scenario; raise `ScenarioError` listing every problem."""
+    source, text = resolve_source(name_or_path)
+    return parse_scenario(text, source)
+
+
+def parse_scenario(text: str, source: str = "<string>") -> ScenarioSpec:
+    """Validate scenario YAML text (schema, semantics and every sweep variant)."""
+    data, lines = parse_yaml(text, source)
+    spec = validate_data(data, source, lines)
+    from diffplatoon.scenarios.sweep import expand_sweep  # sweep builds on this module
+
+    problems: list[Problem] = []
+    for variant_error in expand_sweep(spec, source=source, lines=lines, collect_errors=True)[1]:
+        problems.extend(variant_error)
+    if problems:
+        raise ScenarioError(source, problems)
+    return spec
+
+
+def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | None = None) -> ScenarioSpec:
+    """Validate already-parsed data: schema then semantics; raise `ScenarioError` on any problem."""
+    lines = lines or {}
+    try:
+        spec = ScenarioSpec.model_validate(data)
+    except ValidationError as exc:
+        raise ScenarioError(source, schema_problems(exc, lines)) from None
+    problems = semantic_problems(spec, lines)
+    if problems:
+        raise ScenarioError(source, problems)
+    return spec
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: pydantic errors → readable problems.
+
+
+def schema_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Problem]:
+    """Translate pydantic errors into one `Problem` per field, with YAML lines."""
+    seen: dict[Path, Problem] = {}
+    for error in exc.errors(include_url=False):
+        field, path, parents = _walk(error["loc"])
+        if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+            path = path + ("type",)
+        if path in seen:  # several union members failed for the same field: report it once
+            continue
+        seen[path] = Problem(path, _describe(error, field, parents), line_of(lines, path))
+    return list(seen.values())
+
+
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    """Every pydantic model class mentioned in a (possibly nested) annotation."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    found: list[type[BaseModel]] = []
+    for arg in typing.get_args(annotation):
+        found.extend(_models_in(arg))
+    return found
+
+
+def _walk(loc: tuple[Any, ...]) -> tuple[Any, Path, list[type[BaseModel]]]:
+    """Follow a pydantic error location through the schema.
+
+    Returns the innermost field's FieldInfo (or None), the clean path (union tags removed)
+    and the candidate models that own the last part (for "unknown field" messages).
+    """
+    candidates: list[type[BaseModel]] = [ScenarioSpec]
+    field = None
+    path: list[str | int] = []
+    parents = candidates
+    for part in loc:
+        if isinstance(part, int):
+            path.append(part)
+            continue
+        owner = next((m for m in candidates if part in m.model_fields), None)
+        if owner is not None:
+            field = owner.model_fields[part]
+            parents = [owner]
+            path.append(part)
+            candidates = _models_in(field.annotation)
+            continue
+        tagged = [m for m in candidates if _tag_of(m) == part]
+        if tagged:  # discriminated-union tag: narrows the model, not part of the user's path
+            candidates = tagged
+            continue
+        if candidates and not any(_tag_of(m) for m in candidates):
+            # an unknown key on a plain model
+            parents = candidates
+            path.append(part)
+            field = None
+            candidates = []
+        # otherwise: a union-member marker such as 'int' or 'tuple[...]' — skip it
+    return field, tuple(path), parents
+
+
+def _tag_of(model: type[BaseModel]) -> str | None:
+    if "type" not in model.model_fields:
+        return None
+    args = typing.get_args(model.model_fields["type"].annotation)
+    return args[0] if len(args) == 1 and isinstance(args[0], str) else None
+
+
+def _kind(annotation: Any) -> str:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)] or [annotation]
+    if int in args and len(args) == 1:
+        return "an integer"
+    if float in args or int in args:
+        return "a number"
+    return "a value"
+
+
+def _bounds(field: Any) -> tuple[str, str]:
+    lo = hi = ""
+    for meta in getattr(field, "metadata", []):
+        if isinstance(meta, Ge):
+            lo = f">= {meta.ge}"
+        elif isinstance(meta, Gt):
+            lo = f"> {meta.gt}"
+        elif isinstance(meta, Le):
+            hi = f"<= {meta.le}"
+        elif isinstance(meta, Lt):
+            hi = f"< {meta.lt}"
+    return lo, hi
+
+
+def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]]) -> str:
+    kind, got = error["type"], error.get("input")
+    got_text = repr(got) if isinstance(got, str) else _short(got)
+    annotation = getattr(field, "annotation", None)
+    if kind == "missing":
+        return "expected this required field, found nothing"
+    if kind == "extra_forbidden":
+        allowed = sorted({name for m in parents for name in m.model_fields})
+        return f"unknown field; expected one of: {', '.join(allowed)}"
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        lo, hi = _bounds(field)
+        what = _kind(annotation)
+        if lo.startswith(">=") and hi.startswith("<="):
+            return f"expected {what} between {lo[3:]} and {hi[3:]}, got {got_text}"
+        return f"expected {what} {' and '.join(filter(None, [lo, hi]))}, got {got_text}"
+    if annotation is not None and "LaneRef" in str(field) or _is_lane_ref(annotation):
+        return f"expected a lane: an integer id, a lane name or [from, to, id], got {got_text}"
+    if kind in ("int_type", "int_parsing", "int_from_float"):
+        return f"expected an integer, got {got_text}"
+    if kind in ("float_type", "float_parsing"):
+        return f"expected a number, got {got_text}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"expected true or false, got {got_text}"
+    if kind == "string_type":
+        return f"expected a string, got {got_text}"
+    if kind in ("list_type", "tuple_type"):
+        return f"expected a list, got {got_text}"
+    if kind in ("dict_type", "model_type", "model_attributes_type"):
+        return f"expected a mapping, got {got_text}"
+    if kind == "literal_error":
+        return f"expected one of {error['ctx']['expected']}, got {got_text}"
+    if kind == "union_tag_invalid":
+        return f"expected one of {error['ctx']['expected_tags']}, got {error['ctx']['tag']!r}"
+    if kind == "union_tag_not_found":
+        return f"expected a 'type' field (one of the known kinds), found none"
+    if kind == "string_pattern_mismatch":
+        return f"expected a name of letters, digits, '_' or '-' starting with a letter, got {got_text}"
+    if kind in ("too_short", "too_long"):
+        return f"expected {error['msg'].split('should have ', 1)[-1]}, got {_short(got)}"
+    if kind == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    return f"{error['msg']}, got {got_text}"
+
+
+def _is_lane_ref(annotation: Any) -> bool:
+    args = set(typing.get_args(annotation))
+    return int in args and str in args
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: semantics that need the road.
+
+
+def semantic_problems(spec: ScenarioSpec, lines: dict[Path, int] | None = None) -> list[Problem]:
+    """Everything wrong with a schema-valid spec that only the built road can reveal."""
+    lines = lines or {}
+    problems: list[Problem] = []
+
+    def add(path: Path, message: str) -> None:
+        problems.append(Problem(path, message, line_of(lines, path)))
+
+    road = spec.road
+    for field_path, message in road.problems():
+        add(("road",) + _parse_path(field_path), message)
+    if problems:
+        return problems  # lanes cannot be resolved on a broken road
+
+    placed: list[tuple[tuple[str, str, int], float, float, Path, str]] = []  # lane, s_front, s_back, path, name
+    for i, platoon in enumerate(spec.platoons):
+        lane = _lane(road, platoon.lane, ("platoons", i, "lane"), add)
+        if lane is None:
+            continue
+        length = road.lane_length(lane)
+        veh = platoon.vehicle
+        if platoon.start > length:
+            add(("platoons", i, "start"), f"expected a position on lane {list(lane)} (0 to {length:.1f} m), got {platoon.start}")
+            continue
+        tail = platoon.start - (platoon.size - 1) * (veh.length + platoon.spawn_gap) - veh.length / 2
+        if tail < 0:
+            add(
+                ("platoons", i, "start"),
+                f"expected the whole platoon to fit on lane {list(lane)}: {platoon.size} members need "
+                f"start >= {platoon.start - tail:.1f} m, got {platoon.start}",
+            )
+        for k in range(platoon.size):
+            s = platoon.start - k * (veh.length + platoon.spawn_gap)
+            placed.append((lane, s + veh.length / 2, s - veh.length / 2, ("platoons", i), f"{platoon.id}.{k}"))
+        _check_route(spec, road, i, lane, add)
+
+    for i, vehicle in enumerate(spec.vehicles):
+        lane = _lane(road, vehicle.lane, ("vehicles", i, "lane"), add)
+        if lane is None:
+            continue
+        length = road.lane_length(lane)
+        if vehicle.start > length:
+            add(("vehicles", i, "start"), f"expected a position on lane {list(lane)} (0 to {length:.1f} m), got {vehicle.start}")
+            continue
+        L = vehicle.vehicle.length
+        placed.append((lane, vehicle.start + L / 2, vehicle.start - L / 2, ("vehicles", i), vehicle.id))
+
+    placed.sort(key=lambda p: (p[0], -p[1]))
+    for a, b in zip(placed, placed[1:]):
+        if a[0] == b[0] and b[1] > a[2]:
+            add(b[3], f"expected vehicles not to overlap at spawn, but {b[4]} overlaps {a[4]} on lane {list(a[0])}")
+
+    names = set(spec.vehicle_names())
+    ids = [p.id for p in spec.platoons] + [v.id for v in spec.vehicles]
+    for dup in sorted({x for x in ids if ids.count(x) > 1}):
+        add(("platoons",), f"expected unique platoon and vehicle ids, got '{dup}' more than once")
+    members = {n for p in spec.platoons for n in p.member_names()} | {p.id for p in spec.platoons}
+    for i, event in enumerate(spec.events):
+        if event.at >= spec.duration:
+            add(("events", i, "at"), f"expected a time before the end of the scenario (duration {spec.duration:g} s), got {event.at:g}")
+        refs = event.vehicles if isinstance(event, CommOutageEvent) else [event.vehicle]
+        field = "vehicles" if isinstance(event, CommOutageEvent) else "vehicle"
+        for ref in refs:
+            if ref not in names:
+                add(("events", i, field), f"expected a known vehicle ({_short_list(sorted(names))}), got '{ref}'")
+            elif isinstance(event, CommOutageEvent) and ref not in members:
+                add(("events", i, field), f"expected a platoon member or platoon id (only they use V2V), got '{ref}'")
+        if isinstance(event, CutInEvent) and event.ahead_of not in names:
+            add(("events", i, "ahead_of"), f"expected a known vehicle ({_short_list(sorted(names))}), got '{event.ahead_of}'")
+    return problems
+
+
+def _parse_path(text: str) -> Path:
+    """'lanes[2].to' -> ('lanes', 2, 'to')."""
+    parts = text.replace("]", "").replace("[", ".").split(".")
+    return tuple(int(p) if p.isdigit() else p for p in parts if p)
+
+
+def _lane(road: Any, ref: Any, path: Path, add: Any) -> tuple[str, str, int] | None:
+    try:
+        return road.resolve_lane(ref)
+    except ValueError as exc:
+        add(path, str(exc))
+        return None
+
+
+def _check_route(spec: ScenarioSpec, road: Any, i: int, lane: tuple[str, str, int], add: Any) -> None:
+    platoon = spec.platoons[i]
+    if platoon.destination is not None:
+        try:
+            road.route(lane, platoon.destination)
+        except ValueError as exc:
+            add(("platoons", i, "destination"), str(exc))
+    if platoon.route is not None:
+        graph = road.lane_graph()
+        previous = lane
+        for j, ref in enumerate(platoon.route):
+            nxt = _lane(road, ref, ("platoons", i, "route", j), add)
+            if nxt is None:
+                return
+            if nxt != previous and not graph.has_edge(previous, nxt):
+                add(("platoons", i, "route", j), f"expected a lane connected to {list(previous)}, got {list(nxt)}")
+                return
+            previous = nxt
+
+
+def _short_list(items: list[str], limit: int = 8) -> str:
+    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
+
+
+__all__ = ["load_scenario", "parse_scenario", "validate_data", "catalogue_names", "ScenarioError", "format_path"]
