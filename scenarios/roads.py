@@ -36,6 +36,7 @@ four arm names; lane_graph the given `destinations`, else every node where lanes
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal, Union
 
@@ -59,10 +60,15 @@ _ARMS = ("south", "west", "north", "east")  # arm k is the south arm rotated by 
 
 
 class _Cache:
-    """Holder for derived objects; compares equal to any other cache and pickles empty."""
+    """Holder for derived objects; compares equal to any other cache and pickles empty.
+
+    `owner` lets a spec notice a cache inherited through `model_copy(update=...)`, which copies
+    private attributes as they are and would otherwise serve the original's network.
+    """
 
     def __init__(self) -> None:
         self.items: dict[str, Any] = {}
+        self.owner: weakref.ref | None = None
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, _Cache)
@@ -100,7 +106,7 @@ def _fmt(idx: LaneIndex) -> str:
     return f"[{idx[0]}, {idx[1]}, {idx[2]}]"
 
 
-class _RoadBase(BaseModel):
+class RoadBase(BaseModel):
     """Shared behaviour of every road type; subclasses provide the lanes and the names."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -128,6 +134,9 @@ class _RoadBase(BaseModel):
 
     # --- cached products ----------------------------------------------------------------------
     def _cached(self, key: str, make: Any) -> Any:
+        if self._cache.owner is None or self._cache.owner() is not self:
+            self._cache = _Cache()
+            self._cache.owner = weakref.ref(self)
         items = self._cache.items
         if key not in items:
             items[key] = make()
@@ -162,15 +171,11 @@ class _RoadBase(BaseModel):
                 width=float(lane.width_at(0.0)),
                 forbidden=bool(lane.forbidden),
             )
+        for u, v, gap, turn in self._joins():
+            if gap <= _JOIN_TOL and turn <= _HEADING_TOL:
+                graph.add_edge(u, v, kind="next", weight=float(lanes[u].length))
         for idx, lane in lanes.items():
             frm, to, k = idx
-            end, heading = lane.position(lane.length, 0.0), lane.heading_at(lane.length)
-            for nxt_to, nxt_lanes in net.graph.get(to, {}).items():
-                for j, nxt in enumerate(nxt_lanes):
-                    gap = float(np.linalg.norm(nxt.position(0.0, 0.0) - end))
-                    turn = abs(_wrap(nxt.heading_at(0.0) - heading))
-                    if gap <= _JOIN_TOL and turn <= _HEADING_TOL:
-                        graph.add_edge(idx, (to, nxt_to, j), kind="next", weight=float(lane.length))
             for j in (k - 1, k + 1):
                 if not 0 <= j < len(net.graph[frm][to]):
                     continue
@@ -184,9 +189,16 @@ class _RoadBase(BaseModel):
                     graph.add_edge(idx, (frm, to, j), kind=side, weight=_LATERAL_COST)
         return graph
 
-    def _next_graph(self) -> nx.DiGraph:
-        graph = self.lane_graph()
-        return graph.edge_subgraph([(u, v) for u, v, kind in graph.edges(data="kind") if kind == "next"])
+    def _joins(self) -> list[tuple[LaneIndex, LaneIndex, float, float]]:
+        """(u, v, gap [m], heading change [rad]) for every lane v starting at the node where u ends."""
+        net, out = self.build(), []
+        for u, lane in self._lanes().items():
+            end, heading = lane.position(lane.length, 0.0), lane.heading_at(lane.length)
+            for nxt_to, nxt_lanes in net.graph.get(u[1], {}).items():
+                for j, nxt in enumerate(nxt_lanes):
+                    gap = float(np.linalg.norm(nxt.position(0.0, 0.0) - end))
+                    out.append((u, (u[1], nxt_to, j), gap, abs(_wrap(nxt.heading_at(0.0) - heading))))
+        return out
 
     def _has_next(self, idx: LaneIndex, outgoing: bool) -> bool:
         graph = self.lane_graph()
@@ -279,7 +291,8 @@ class _RoadBase(BaseModel):
     def _make_drivable_area(self) -> shapely.Geometry:
         surfaces = []
         for lane in self._lanes().values():
-            n = max(2, int(math.ceil(lane.length / _SAMPLE_STEP)) + 1)
+            curved = isinstance(lane, (SineLane, CircularLane))
+            n = max(2, int(math.ceil(lane.length / _SAMPLE_STEP)) + 1) if curved else 2
             s = np.linspace(-_SEAM, lane.length + _SEAM, n)
             points = np.array([lane.position(float(si), 0.0) for si in s])
             line = shapely.LineString(points)
@@ -294,22 +307,16 @@ class _RoadBase(BaseModel):
             return found
         graph = self.lane_graph()
         lanes = self._lanes()
-        net = self.build()
         exits, entries = self.exit_lanes(), self.entry_lanes()
 
         # Lanes that meet at a node but turn abruptly: nobody can drive that join.
-        for idx, lane in lanes.items():
-            end, heading = lane.position(lane.length, 0.0), lane.heading_at(lane.length)
-            for nxt_to, nxt_lanes in net.graph.get(idx[1], {}).items():
-                for j, nxt in enumerate(nxt_lanes):
-                    gap = float(np.linalg.norm(nxt.position(0.0, 0.0) - end))
-                    turn = abs(_wrap(nxt.heading_at(0.0) - heading))
-                    if gap <= _JOIN_TOL and turn > _HEADING_TOL:
-                        found.append((
-                            self._lane_path(idx),
-                            f"expected lane {_fmt((idx[1], nxt_to, j))} to continue lane {_fmt(idx)} smoothly, "
-                            f"but the heading jumps by {math.degrees(turn):.0f} deg at node {idx[1]!r}",
-                        ))
+        for u, v, gap, turn in self._joins():
+            if gap <= _JOIN_TOL and turn > _HEADING_TOL:
+                found.append((
+                    self._lane_path(u),
+                    f"expected lane {_fmt(v)} to continue lane {_fmt(u)} smoothly, "
+                    f"but the heading jumps by {math.degrees(turn):.0f} deg at node {u[1]!r}",
+                ))
 
         # Every lane must lead somewhere: to an exit, or on a closed circuit to a loop.
         targets = set(exits) or {n for comp in nx.strongly_connected_components(graph) if len(comp) > 1 for n in comp}
@@ -325,7 +332,7 @@ class _RoadBase(BaseModel):
                 found.append((
                     self._lane_path(idx),
                     f"expected lane {_fmt(idx)} to continue: it ends at node {idx[1]!r} "
-                    f"({end[0]:.1f}, {end[1]:.1f}) where no lane starts and it has no lane to change into",
+                    f"({end[0]:.1f}, {end[1]:.1f}), no lane continues smoothly from there and it has no lane to change into",
                 ))
             else:
                 what = "an exit lane" if exits else "a closed loop"
@@ -351,7 +358,7 @@ class _RoadBase(BaseModel):
 # Built-in road types.
 
 
-class HighwayRoad(_RoadBase):
+class HighwayRoad(RoadBase):
     """Straight multi-lane highway."""
 
     type: Literal["highway"] = Field("highway", description="Road type.")
@@ -375,7 +382,7 @@ class HighwayRoad(_RoadBase):
         return {f"lane_{i}": ("start", "end", i) for i in range(self.lanes)}
 
 
-class OnrampMergeRoad(_RoadBase):
+class OnrampMergeRoad(RoadBase):
     """Main road with an on-ramp that converges into an acceleration lane which then ends."""
 
     type: Literal["onramp_merge"] = Field("onramp_merge", description="Road type.")
@@ -438,7 +445,7 @@ class OnrampMergeRoad(_RoadBase):
         return names
 
 
-class LaneDropRoad(_RoadBase):
+class LaneDropRoad(RoadBase):
     """Straight road whose outermost lane ends at `drop_position`; n lanes become n-1."""
 
     type: Literal["lane_drop"] = Field("lane_drop", description="Road type.")
@@ -481,7 +488,7 @@ class LaneDropRoad(_RoadBase):
         return names
 
 
-class IntersectionRoad(_RoadBase):
+class IntersectionRoad(RoadBase):
     """Unsignalised 4-way intersection; every arm has incoming and outgoing lanes and turning connectors."""
 
     type: Literal["intersection"] = Field("intersection", description="Road type.")
@@ -535,7 +542,7 @@ class IntersectionRoad(_RoadBase):
         return list(_ARMS)
 
 
-class RoundaboutRoad(_RoadBase):
+class RoundaboutRoad(RoadBase):
     """Roundabout: a ring of circular lanes (counter-clockwise on screen) with four single-lane arms.
 
     Entries and exits are circular arcs tangent to both the straight arm and the outer ring lane, so
@@ -640,7 +647,8 @@ class LaneSegment(BaseModel):
     start_phase: float | None = Field(None, description="arc: angle of the start point seen from the centre [rad].")
     end_phase: float | None = Field(None, description="arc: angle of the end point seen from the centre [rad].")
     clockwise: bool = Field(True, description="arc: phase increases along the lane (clockwise on screen, y down).")
-    amplitude: float | None = Field(None, description="sine: lateral amplitude [m], positive to the right.")
+    amplitude: float | None = Field(None, description="sine: lateral amplitude [m]; with the default phase the lane starts `amplitude` "
+                                     "right of its base line and ends `amplitude` left of it (a shift of 2 * amplitude).")
     pulsation: float | None = Field(None, gt=0, description="sine: spatial pulsation [rad/m]; default half a wave between the nodes.")
     phase: float | None = Field(None, description="sine: phase at the start [rad]; default pi/2.")
 
@@ -693,7 +701,7 @@ def _sine_base(p0: np.ndarray, p1: np.ndarray, amp: float, pulsation: float | No
     return start, start + length * u, pulsation
 
 
-class LaneGraphRoad(_RoadBase):
+class LaneGraphRoad(RoadBase):
     """A road drawn by hand: named node positions and lane segments between them."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
@@ -821,6 +829,7 @@ RoadSpec = Annotated[
 
 __all__ = [
     "LaneIndex",
+    "RoadBase",
     "RoadSpec",
     "LaneSegment",
     "HighwayRoad",
