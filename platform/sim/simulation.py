@@ -11,6 +11,8 @@ Per policy step (`step(actions)`):
 1. events due in this step are applied at their exact frame (brakes, speed changes, cut-ins
    hook into the World; outages silence the channel);
 2. the World advances `simulation_frequency // policy_frequency` frames;
+   (objects in `frame_listeners` are called before and after every frame — the collision
+   evaluator sub-steps between frames this way);
 3. the comm graph is updated from the new positions, every member broadcasts its state (and
    the plan summary a planner left in `plan_slots`), and inboxes are read.
 """
@@ -101,6 +103,7 @@ class Simulation:
         )
         self.plan_slots = np.zeros((len(self.controlled), spec.comms.plan_dim), dtype=np.float64)
         self.step_count = 0
+        self.frame_listeners: list = []  # objects with before_frame(sim) / after_frame(sim), e.g. evaluators
         self._pending = sorted(range(len(spec.events)), key=lambda i: spec.events[i].at)
         self._brakes: list[tuple[int, float, float]] = []  # row, deceleration, end time
         self.inbox = self._communicate()
@@ -197,7 +200,11 @@ class Simulation:
             actions = actions[live]
         for _ in range(world.params.frames_per_step):
             self._apply_events(world, result)
+            for listener in self.frame_listeners:
+                listener.before_frame(self)
             world.frame(actions)
+            for listener in self.frame_listeners:
+                listener.after_frame(self)
         world.step_count += 1
         result.collisions = [(self.name_of(c.i), self.name_of(c.j)) for c in world.collisions]
         result.departed = [self.name_of(d.row) for d in world.departed]

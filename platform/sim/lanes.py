@@ -1,0 +1,318 @@
+"""Lane geometry of a highway-env `RoadNetwork` as arrays, vectorized over vehicles.
+
+Owns the `LaneTable`: every lane of the network gets an int id (in the order highway-env's
+`get_closest_lane_index` enumerates lanes, so ties break the same way), and its parameters
+live in per-lane arrays. Coordinate transforms (`local_coordinates`, `position`,
+`heading_at`, `distance_with_heading`, `on_lane`) take an array of lane ids and arrays of
+coordinates of the same shape, so one call serves vehicles on lanes of mixed types.
+
+Lane types with closed forms, replicating highway-env's own formulas exactly:
+
+| kind | class | local coordinates |
+|---|---|---|
+| 0 | `StraightLane` | projection on the start→end segment |
+| 1 | `SineLane` | straight projection, lateral minus ``A·sin(ω·s + φ)`` (s along the chord) |
+| 2 | `CircularLane` | polar angle around the centre |
+| 3 | anything else (`PolyLane`, subclasses) | the lane's own methods, element by element (slow) |
+
+The SineLane row is highway-env's own approximation: s is measured along the chord, not the
+curve, and r is the offset from the sine in the chord's normal direction.
+
+Topology: `left`/`right` neighbours on the same road (lane id −1 / +1 in highway-env terms),
+`successors` (every lane of every road that starts where this lane's road ends),
+`predecessors`, `default_next` (what highway-env's `next_lane` picks at the lane end without
+a route), `entry_lanes` (no predecessor) and `near`: for each lane, the lanes whose band
+(|r| ≤ width/2 + 1 m, s within one vehicle length of the ends, i.e. highway-env's
+`on_lane(margin=1)` region) touches its own band. `near` is the candidate set for the
+closest-lane search and the lane-membership projection of the simulator.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from highway_env.road.lane import AbstractLane, CircularLane, SineLane, StraightLane
+from highway_env.road.road import LaneIndex, RoadNetwork
+
+STRAIGHT, SINE, CIRCULAR, OTHER = 0, 1, 2, 3
+
+VEHICLE_LENGTH = float(AbstractLane.VEHICLE_LENGTH)  # [m] highway-env's on_lane / after_end margin
+ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds to half the width
+
+# Sampling used once at build time to find which lane bands touch: step along s [m], and
+# extra slack [m] on the band so that sampling cannot miss a touching pair.
+_NEAR_STEP = 1.0
+_NEAR_SLACK = 0.5
+_NEAR_MAX_SAMPLES = 20000
+
+
+def _wrap_to_pi(a: np.ndarray) -> np.ndarray:
+    return ((a + np.pi) % (2 * np.pi)) - np.pi
+
+
+class LaneTable:
+    """Per-lane parameter arrays and vectorized geometry for one road network."""
+
+    def __init__(self, network: RoadNetwork):
+        self.network = network
+        self.indices: list[LaneIndex] = []
+        self.lanes: list[AbstractLane] = []
+        for _from, to_dict in network.graph.items():
+            for _to, lanes in to_dict.items():
+                for _id, lane in enumerate(lanes):
+                    self.indices.append((_from, _to, _id))
+                    self.lanes.append(lane)
+        if not self.lanes:
+            raise ValueError("the road network has no lanes")
+        self.id_of: dict[LaneIndex, int] = {idx: k for k, idx in enumerate(self.indices)}
+        n = self.n = len(self.lanes)
+
+        self.roads: list[tuple[str, str]] = list(dict.fromkeys(idx[:2] for idx in self.indices))
+        road_id = {r: k for k, r in enumerate(self.roads)}
+        self.road = np.array([road_id[idx[:2]] for idx in self.indices], dtype=np.intp)
+        self.lane_pos = np.array([idx[2] for idx in self.indices], dtype=np.intp)
+        self.road_size = np.array(
+            [len(network.graph[f][t]) for f, t, _ in self.indices], dtype=np.intp
+        )
+
+        self._fill_geometry()
+        self._fill_topology()
+        self.near = self._near_lanes()
+        # Lanes no further than this from any band point: a closest-lane distance above it may
+        # have missed a lane outside the `near` candidates (see `closest_lane`).
+        self.near_trust = float(np.min(self.width) / 2 + ON_LANE_MARGIN)
+
+    # ------------------------------------------------------------------ build
+    def _fill_geometry(self) -> None:
+        n = self.n
+        z = lambda: np.zeros(n)  # noqa: E731
+        self.kind = np.full(n, OTHER, dtype=np.int8)
+        self.start_x, self.start_y, self.dir_x, self.dir_y, self.heading0 = z(), z(), z(), z(), z()
+        self.amplitude, self.pulsation, self.phase = z(), z(), z()
+        self.center_x, self.center_y, self.radius, self.start_phase = z(), z(), np.ones(n), z()
+        self.cdir = np.ones(n)
+        self.length, self.width = z(), z()
+        self.speed_limit = np.full(n, np.inf)
+        self.speed_floor = np.full(n, -np.inf)  # IDM clips target speed to [0, limit] only if a limit exists
+        self.forbidden = np.zeros(n, dtype=bool)
+        for k, lane in enumerate(self.lanes):
+            t = type(lane)
+            if t is StraightLane or t is SineLane:
+                self.kind[k] = STRAIGHT if t is StraightLane else SINE
+                self.start_x[k], self.start_y[k] = lane.start
+                self.dir_x[k], self.dir_y[k] = lane.direction
+                self.heading0[k] = lane.heading
+                if t is SineLane:
+                    self.amplitude[k], self.pulsation[k], self.phase[k] = (
+                        lane.amplitude, lane.pulsation, lane.phase)
+            elif t is CircularLane:
+                self.kind[k] = CIRCULAR
+                self.center_x[k], self.center_y[k] = lane.center
+                self.radius[k], self.start_phase[k] = lane.radius, lane.start_phase
+                self.cdir[k] = lane.direction
+            self.length[k] = lane.length
+            self.width[k] = lane.width_at(0.0)
+            if lane.speed_limit is not None:
+                self.speed_limit[k] = lane.speed_limit
+                self.speed_floor[k] = 0.0
+            self.forbidden[k] = bool(getattr(lane, "forbidden", False))
+        self.has_sine = bool(np.any(self.kind == SINE))
+        self.circular_ids = np.flatnonzero(self.kind == CIRCULAR)
+        self.other_ids = np.flatnonzero(self.kind == OTHER)
+        self.is_circular = self.kind == CIRCULAR
+        self.is_other = self.kind == OTHER
+        self.all_linear = not self.has_sine and len(self.circular_ids) == 0 and len(self.other_ids) == 0
+
+    def _fill_topology(self) -> None:
+        g = self.network.graph
+        n = self.n
+        self.left = np.full(n, -1, dtype=np.intp)
+        self.right = np.full(n, -1, dtype=np.intp)
+        succ: list[list[int]] = [[] for _ in range(n)]
+        pred: list[list[int]] = [[] for _ in range(n)]
+        for k, (f, t, i) in enumerate(self.indices):
+            if i > 0:
+                self.left[k] = self.id_of[(f, t, i - 1)]
+            if i < len(g[f][t]) - 1:
+                self.right[k] = self.id_of[(f, t, i + 1)]
+            for nt, lanes in g.get(t, {}).items():
+                for j in range(len(lanes)):
+                    m = self.id_of[(t, nt, j)]
+                    succ[k].append(m)
+                    pred[m].append(k)
+        self.successors = [np.array(s, dtype=np.intp) for s in succ]
+        self.predecessors = [np.array(p, dtype=np.intp) for p in pred]
+        self.n_successors = np.array([len(s) for s in succ], dtype=np.intp)
+        self.entry_lanes = np.array([k for k in range(n) if not pred[k]], dtype=np.intp)
+        self.default_next = np.full(n, -1, dtype=np.intp)
+        for k, idx in enumerate(self.indices):
+            if succ[k]:
+                end = self.lanes[k].position(self.lanes[k].length, 0.0)
+                nxt = self.network.next_lane(idx, route=None, position=end)
+                if nxt != idx:
+                    self.default_next[k] = self.id_of[nxt]
+
+    def _near_lanes(self) -> np.ndarray:
+        """(n, K) lane ids, −1 padded, sorted: lanes whose on-lane band touches each lane's band."""
+        near: list[list[int]] = []
+        for k in range(self.n):
+            lo, hi = -VEHICLE_LENGTH - 3.0, self.length[k] + VEHICLE_LENGTH + 3.0
+            n_s = int(min(_NEAR_MAX_SAMPLES, np.ceil((hi - lo) / _NEAR_STEP) + 1))
+            half = self.width[k] / 2 + ON_LANE_MARGIN + _NEAR_SLACK
+            s, r = np.meshgrid(np.linspace(lo, hi, n_s), np.linspace(-half, half, 9))
+            s, r = s.ravel(), r.ravel()
+            px, py = self.position(np.full(s.shape, k), s, r)
+            found = {k}
+            found.update(int(m) for m in self.successors[k])
+            found.update(int(m) for m in self.predecessors[k])
+            found.update(int(m) for m in (self.left[k], self.right[k]) if m >= 0)
+            for m in range(self.n):
+                if m in found:
+                    continue
+                ids = np.full(px.shape, m)
+                sm, rm = self.local_coordinates(ids, px, py)
+                band = (np.abs(rm) <= self.width[m] / 2 + ON_LANE_MARGIN + _NEAR_SLACK) & (
+                    sm >= -VEHICLE_LENGTH - 3.0) & (sm <= self.length[m] + VEHICLE_LENGTH + 3.0)
+                if band.any():
+                    found.add(m)
+            near.append(sorted(found))
+        width = max(len(x) for x in near)
+        out = np.full((self.n, width), -1, dtype=np.intp)
+        for k, ids in enumerate(near):
+            out[k, : len(ids)] = ids
+        return out
+
+    # ------------------------------------------------------------ look-ups
+    def lane_id(self, index: LaneIndex) -> int:
+        """Int id of a highway-env lane index ``(from, to, id)``."""
+        f, t, i = index
+        if i is None:
+            i = 0
+        return self.id_of[(f, t, int(i))]
+
+    def lane_index(self, lane_id: int) -> LaneIndex:
+        """highway-env lane index of an int lane id."""
+        return self.indices[int(lane_id)]
+
+    # ------------------------------------------------------------ geometry
+    def local_coordinates(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray
+                          ) -> tuple[np.ndarray, np.ndarray]:
+        """(s, r): longitudinal and lateral coordinates of world points on the given lanes."""
+        dx = x - self.start_x[lanes]
+        dy = y - self.start_y[lanes]
+        ux, uy = self.dir_x[lanes], self.dir_y[lanes]
+        s = dx * ux + dy * uy
+        r = dy * ux - dx * uy  # lateral axis is (-uy, ux)
+        if self.all_linear:
+            return s, r
+        x, y = np.broadcast_to(x, s.shape), np.broadcast_to(y, s.shape)
+        if self.has_sine:
+            r = r - self.amplitude[lanes] * np.sin(self.pulsation[lanes] * s + self.phase[lanes])
+        if len(self.circular_ids):
+            self._circular_local(lanes, x, y, s, r)
+        if len(self.other_ids):
+            self._other_apply(lanes, x, y, s, r, "local")
+        return s, r
+
+    def _circular_local(self, lanes, x, y, s, r) -> None:
+        m = self.is_circular[lanes]
+        if not m.any():
+            return
+        lc = lanes[m]
+        dx = x[m] - self.center_x[lc]
+        dy = y[m] - self.center_y[lc]
+        sp = self.start_phase[lc]
+        phi = sp + _wrap_to_pi(np.arctan2(dy, dx) - sp)
+        cd = self.cdir[lc]
+        s[m] = cd * (phi - sp) * self.radius[lc]
+        r[m] = cd * (self.radius[lc] - np.hypot(dx, dy))
+
+    def _other_apply(self, lanes, a, b, out1, out2, what: str) -> None:
+        m = np.flatnonzero(self.is_other[lanes].ravel())
+        if len(m) == 0:
+            return
+        fl, fa, fb = lanes.ravel(), np.ravel(a), np.ravel(b)
+        o1, o2 = out1.reshape(-1), out2.reshape(-1)
+        for k in m:
+            lane = self.lanes[fl[k]]
+            if what == "local":
+                o1[k], o2[k] = lane.local_coordinates(np.array([fa[k], fb[k]]))
+            else:
+                o1[k], o2[k] = lane.position(fa[k], fb[k])
+
+    def position(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y) world points at lane coordinates (s, r) on the given lanes."""
+        lanes = np.asarray(lanes)
+        s = np.asarray(s, dtype=np.float64)
+        r = np.asarray(r, dtype=np.float64)
+        if self.has_sine:
+            r = r + self.amplitude[lanes] * np.sin(self.pulsation[lanes] * s + self.phase[lanes])
+        ux, uy = self.dir_x[lanes], self.dir_y[lanes]
+        x = self.start_x[lanes] + s * ux - r * uy
+        y = self.start_y[lanes] + s * uy + r * ux
+        if self.all_linear:
+            return x, y
+        x, y = np.array(x, dtype=np.float64), np.array(y, dtype=np.float64)
+        lanes, s, r = np.broadcast_arrays(lanes, s, r)
+        if len(self.circular_ids):
+            m = self.is_circular[lanes]
+            if m.any():
+                lc = lanes[m]
+                phi = self.cdir[lc] * s[m] / self.radius[lc] + self.start_phase[lc]
+                rad = self.radius[lc] - r[m] * self.cdir[lc]
+                x[m] = self.center_x[lc] + rad * np.cos(phi)
+                y[m] = self.center_y[lc] + rad * np.sin(phi)
+        if len(self.other_ids):
+            self._other_apply(lanes, s, r, x, y, "position")
+        return x, y
+
+    def heading_at(self, lanes: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """Lane heading [rad] at longitudinal coordinate s on the given lanes."""
+        h = self.heading0[lanes]
+        if self.all_linear:
+            return h
+        s = np.asarray(s, dtype=np.float64)
+        if self.has_sine:
+            a = self.amplitude[lanes]
+            w = self.pulsation[lanes]
+            h = h + np.arctan(a * w * np.cos(w * s + self.phase[lanes]))
+        if len(self.circular_ids) or len(self.other_ids):
+            lanes, s = np.broadcast_arrays(lanes, s)
+            h = np.array(np.broadcast_to(h, s.shape), dtype=np.float64)
+            m = self.is_circular[lanes]
+            if m.any():
+                lc = lanes[m]
+                phi = self.cdir[lc] * s[m] / self.radius[lc] + self.start_phase[lc]
+                h[m] = phi + np.pi / 2 * self.cdir[lc]
+            for k in np.flatnonzero(self.is_other[lanes].ravel()):
+                h.reshape(-1)[k] = self.lanes[np.ravel(lanes)[k]].heading_at(np.ravel(s)[k])
+        return h
+
+    def distance_with_heading(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray,
+                              heading: np.ndarray) -> np.ndarray:
+        """highway-env's lane distance: |r| + distance beyond the ends + |heading error|."""
+        length = self.length[lanes]
+        d = np.abs(r) + np.maximum(s - length, 0.0) + np.maximum(-s, 0.0)
+        return d + np.abs(_wrap_to_pi(heading - self.heading_at(lanes, s)))
+
+    def on_lane(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray,
+                margin: float = ON_LANE_MARGIN) -> np.ndarray:
+        """highway-env's `on_lane` from known lane coordinates (constant-width lanes)."""
+        return (np.abs(r) <= self.width[lanes] / 2 + margin) & (s >= -VEHICLE_LENGTH) & (
+            s < self.length[lanes] + VEHICLE_LENGTH)
+
+    def is_reachable(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray) -> np.ndarray:
+        """highway-env's `is_reachable_from` from known lane coordinates."""
+        return ~self.forbidden[lanes] & (np.abs(r) <= 2 * self.width[lanes]) & (s >= 0) & (
+            s < self.length[lanes] + VEHICLE_LENGTH)
+
+    def closest_lane(self, x: np.ndarray, y: np.ndarray, heading: np.ndarray,
+                     lanes: np.ndarray | None = None) -> np.ndarray:
+        """Closest lane by highway-env's `distance_with_heading`, searching all lanes."""
+        x, y, heading = (np.atleast_1d(np.asarray(v, dtype=np.float64)) for v in (x, y, heading))
+        all_ids = np.arange(self.n) if lanes is None else np.asarray(lanes)
+        ids = np.broadcast_to(all_ids[None, :], (len(x), len(all_ids)))
+        xs, ys, hs = (np.broadcast_to(v[:, None], ids.shape) for v in (x, y, heading))
+        s, r = self.local_coordinates(ids, np.ascontiguousarray(xs), np.ascontiguousarray(ys))
+        d = self.distance_with_heading(ids, s, r, hs)
+        return all_ids[np.argmin(d, axis=1)]

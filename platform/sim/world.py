@@ -1,0 +1,903 @@
+"""The World: every vehicle as a row of numpy state arrays, stepped all at once.
+
+Owns the state arrays, spawning/despawning, the step loop (simulation frames inside a
+policy step), traffic behaviour (highway-env's `IDMVehicle`: IDM + MOBIL + lane keeping,
+for all traffic at once), the kinematic bicycle model, lane re-assignment, departures,
+collision flags, traffic entry at a density, and the hooks scripted events use. Built on a
+highway-env `RoadNetwork` through `LaneTable` (lanes.py); kernels live in traffic.py;
+collision geometry in geometry.py.
+
+State layout: attributes of the World, each an array with one row per vehicle slot
+(`capacity` rows; a row is live while `active`; freed rows are reused by `spawn`):
+
+| attribute | dtype | meaning |
+|---|---|---|
+| `x`, `y` | float64 | centre position [m] |
+| `heading` | float64 | heading [rad], not wrapped (as highway-env) |
+| `speed` | float64 | speed along the heading [m/s] |
+| `accel`, `steering` | float64 | acceleration [m/s2] and front-wheel angle [rad] applied in the last frame |
+| `lane` | intp | current lane id in `world.table` (closest lane, highway-env's rule) |
+| `s`, `r` | float64 | longitudinal / lateral coordinates on `lane` [m] |
+| `target_lane` | intp | lane the lane-keeping controller steers to (traffic; experts may use it) |
+| `length`, `width` | float64 | body size [m] (default 5 × 2) |
+| `is_controlled` | bool | platoon member driven by external [acceleration, steering] actions |
+| `platoon`, `member` | intp | platoon id and index in it (−1 for traffic) |
+| `crashed` | bool | collided; stops (accel = −speed, steering 0) and stays as an obstacle |
+| `active` | bool | row holds a live vehicle |
+| `target_speed` | float64 | IDM desired speed [m/s] (clipped to the lane speed limit when used) |
+| `delta` | float64 | per-vehicle IDM exponent |
+| `lane_change_timer` | float64 | time since the last MOBIL decision [s] |
+| `route` | intp (capacity, ROUTE_LEN) | planned lane ids, −1 padded (`route_free`: any lane of that road) |
+| `route_pos`, `route_len` | intp | index of the route head, number of route entries |
+| `route_last_road` | intp | road id (`table.road`) of the last route entry, −1 without a route |
+| `accel_override` | float64 | NaN = none; else replaces the IDM output or the action's acceleration |
+| `lane_change_forced` | bool | a scripted lane change is under way (never aborted) |
+| `vid` | int64 | unique id of the vehicle in the row (rows are reused, ids are not) |
+
+Scalars: `time` [s], `frame_count`, `step_count`. `table` is the `LaneTable` whose ids `lane`,
+`target_lane` and `route` hold (`table.lane_id(("0", "1", 2))`, `table.lane_index(k)`).
+Per policy step: `collisions` (list of `Collision(i, j, time)`, pairs whose overlap began
+during the step) and `departed` (list of `Departure(row, vid, time, reason)`, reason
+"end_of_road", "destination" or "crashed"); read `departed` before spawning, which reuses rows.
+
+Frame order (as highway-env: all vehicles decide, then all move, then collisions):
+1. traffic decides: follow_road at lane ends (highway-env's `next_lane`), aborting a lane
+   change when another vehicle changes into the same lane within the desired gap, MOBIL for
+   vehicles whose lane-change timer expired, IDM on the current lane (and the target lane
+   while changing; the lower acceleration wins), lane-keeping steering to the target lane;
+2. controlled rows take their [acceleration, steering] as given (limits are the caller's);
+   `accel_override` replaces accelerations;
+3. every vehicle integrates the kinematic bicycle model (crashed ones brake to a stop);
+4. each vehicle re-picks its closest lane among the `near` candidates of its lane (falls
+   back to all lanes when no candidate is close); leaving a lane end moves the vehicle to
+   the next lane with the excess s, because s is recomputed on the new lane;
+5. departures (end of a road with no successor, end of the route), then collisions.
+
+Yielding at merges, intersections and roundabouts: none beyond IDM and MOBIL, as in
+highway-env's `Road` (its priority rule lives only in `RegulatedRoad`). A merging vehicle
+sees vehicles of other lanes only once they are on its lane band (1 m lateral margin) or,
+with `connected_lanes=True`, on the segments before/after its lane (highway-env's
+`neighbour_vehicles_connected_lanes`).
+
+Differences from highway-env, by design: controlled rows keep a `target_speed` (highway-env's
+continuous-action vehicles have none, which makes MOBIL treat them as infinitely braking);
+crashes stop vehicles without highway-env's impact displacement; vehicles leave at the end of
+the road instead of driving on past it; collisions use geometry.py's strict overlap test;
+only traffic rows count as "another vehicle changing into my target lane" when a lane change
+is aborted (highway-env counts every `ControlledVehicle`), and that check sees other vehicles'
+targets as set after their own `follow_road` of this frame.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple, Sequence
+
+import numpy as np
+from highway_env.road.road import LaneIndex, RoadNetwork
+
+from diffplatoon.sim import geometry, traffic
+from diffplatoon.sim.lanes import VEHICLE_LENGTH, LaneTable
+
+ROUTE_LEN = 16  # most lanes a route may list
+_EMPTY_INT = np.empty(0, dtype=np.intp)
+
+
+@dataclass(frozen=True)
+class WorldParams:
+    """Simulation settings; defaults are highway-env's (`IDMVehicle`, `Vehicle`, `AbstractEnv`)."""
+
+    simulation_frequency: int = 15  # [Hz]
+    policy_frequency: int = 5  # [Hz]
+    a_max: float = 6.0  # [m/s2] IDM output clip (highway-env ACC_MAX)
+    comfort_acc_max: float = 3.0  # [m/s2]
+    comfort_acc_min: float = -5.0  # [m/s2]
+    distance_wanted: float = 10.0  # [m] 5 m + vehicle length, centre to centre
+    time_wanted: float = 1.5  # [s]
+    delta: float = 4.0  # IDM exponent when not randomised
+    delta_range: tuple[float, float] = (3.5, 4.5)
+    randomize_delta: bool = True  # draw each traffic vehicle's delta from delta_range at spawn
+    politeness: float = 0.0
+    min_acc_gain: float = 0.2  # [m/s2]
+    max_braking_imposed: float = 2.0  # [m/s2]
+    lane_change_delay: float = 1.0  # [s]
+    lane_changes_enabled: bool = True
+    crashed_stay: bool = True  # crashed vehicles stay as obstacles; else they are removed
+    max_speed: float = 40.0  # [m/s]
+    min_speed: float = -40.0  # [m/s]
+    check_collisions: bool = True
+    connected_lanes: bool = False  # highway-env's neighbour_vehicles_connected_lanes
+
+    @property
+    def frames_per_step(self) -> int:
+        return int(self.simulation_frequency // self.policy_frequency)
+
+    def idm_constants(self) -> traffic.IDMConstants:
+        return traffic.IDMConstants(self.comfort_acc_max, self.comfort_acc_min,
+                                    self.distance_wanted, self.time_wanted)
+
+
+class Collision(NamedTuple):
+    i: int
+    j: int
+    time: float
+
+
+class Departure(NamedTuple):
+    row: int
+    vid: int
+    time: float
+    reason: str
+
+
+_FLOAT_FIELDS = ("x", "y", "heading", "speed", "accel", "steering", "s", "r", "length",
+                 "width", "target_speed", "delta", "lane_change_timer")
+_INT_FIELDS = ("lane", "target_lane", "platoon", "member", "route_pos", "route_len",
+               "route_last_road")
+_BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced")
+
+
+class World:
+    """All vehicles on one highway-env road network, stepped together (see module docstring)."""
+
+    def __init__(self, network: RoadNetwork, params: WorldParams = WorldParams(),
+                 rng: np.random.Generator | None = None, capacity: int = 256):
+        self.network = network
+        self.params = params
+        self.rng = rng if rng is not None else np.random.default_rng(0)
+        self.table = LaneTable(network)
+        self._idm_c = params.idm_constants()
+        self.capacity = 0
+        self._alloc(max(int(capacity), 1))
+        self.time = 0.0
+        self.frame_count = 0
+        self.step_count = 0
+        self.collisions: list[Collision] = []
+        self.departed: list[Departure] = []
+        self._hi = 0  # rows >= _hi are all inactive
+        self._next_vid = 0
+        self._n_routes = 0
+        self._n_overrides = 0
+        self._ctrl_rows: np.ndarray | None = None
+        self._cand: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._touching = np.empty(0, dtype=np.int64)  # pair codes overlapping in the last frame
+        self._entry_state: dict[int, tuple[float, float]] = {}
+        tab = self.table
+        span = 3 * float(tab.length.max()) + 8 * VEHICLE_LENGTH + 100.0
+        self._base = np.arange(tab.n) * span + float(tab.length.max()) + 4 * VEHICLE_LENGTH
+        if params.connected_lanes:
+            self._build_connected_groups()
+
+    # ------------------------------------------------------------------ storage
+    def _alloc(self, capacity: int) -> None:
+        old, n_old = self.capacity, self.capacity
+        for name in _FLOAT_FIELDS:
+            self._resize(name, capacity, 0.0, np.float64, old)
+        for name in _INT_FIELDS:
+            self._resize(name, capacity, -1, np.intp, old)
+        for name in _BOOL_FIELDS:
+            self._resize(name, capacity, False, bool, old)
+        self._resize("accel_override", capacity, np.nan, np.float64, old)
+        self._resize("vid", capacity, -1, np.int64, old)
+        route = np.full((capacity, ROUTE_LEN), -1, dtype=np.intp)
+        free = np.zeros((capacity, ROUTE_LEN), dtype=bool)
+        if n_old:
+            route[:n_old], free[:n_old] = self.route, self.route_free
+        self.route, self.route_free = route, free
+        self.capacity = capacity
+        self._cand = None
+
+    def _resize(self, name: str, capacity: int, fill, dtype, n_old: int) -> None:
+        arr = np.full(capacity, fill, dtype=dtype)
+        if n_old:
+            arr[:n_old] = getattr(self, name)
+        setattr(self, name, arr)
+
+    # ---------------------------------------------------------------- spawning
+    def spawn(self, lane: LaneIndex | int, s: float, speed: float, *, controlled: bool = False,
+              platoon: int = -1, member: int = -1, length: float = 5.0, width: float = 2.0,
+              target_speed: float | None = None, route: Sequence[LaneIndex] | None = None,
+              delta: float | None = None, lane_change_timer: float | None = None) -> int:
+        """Add a vehicle on `lane` at longitudinal coordinate `s`, on the centre line; returns its row."""
+        tab, p = self.table, self.params
+        lane_id = int(lane) if isinstance(lane, (int, np.integer)) else tab.lane_id(lane)
+        free = np.nonzero(~self.active[: self._hi])[0]
+        row = int(free[0]) if len(free) else self._hi
+        if row >= self.capacity:
+            self._alloc(2 * self.capacity)
+        ids = np.array([lane_id])
+        x, y = tab.position(ids, np.array([s], dtype=float), np.zeros(1))
+        h = float(tab.heading_at(ids, np.array([s], dtype=float))[0])
+        self.x[row], self.y[row], self.heading[row] = float(x[0]), float(y[0]), h
+        self.speed[row] = speed
+        self.accel[row] = self.steering[row] = 0.0
+        self.length[row], self.width[row] = length, width
+        self.is_controlled[row] = controlled
+        self.platoon[row], self.member[row] = platoon, member
+        self.crashed[row] = False
+        self.active[row] = True
+        self.target_speed[row] = speed if target_speed is None else target_speed
+        if delta is None:
+            delta = float(self.rng.uniform(*p.delta_range)) if p.randomize_delta else p.delta
+        self.delta[row] = delta
+        if lane_change_timer is None:  # highway-env's position-derived initial phase
+            lane_change_timer = (float(x[0] + y[0]) * np.pi) % p.lane_change_delay
+        self.lane_change_timer[row] = lane_change_timer
+        self.accel_override[row] = np.nan
+        self.lane_change_forced[row] = False
+        self.vid[row] = self._next_vid
+        self._next_vid += 1
+        self._set_route(row, route)
+        self._hi = max(self._hi, row + 1)
+        # Closest lane among the candidates of the spawn lane, as highway-env's constructor does.
+        self.lane[row] = lane_id
+        self._relocate(np.array([row]))
+        self.target_lane[row] = self.lane[row]
+        self._invalidate()
+        return row
+
+    def _set_route(self, row: int, route: Sequence[LaneIndex] | None) -> None:
+        if self.route_len[row] > 0:
+            self._n_routes -= 1
+        self.route[row] = -1
+        self.route_free[row] = False
+        self.route_pos[row], self.route_len[row], self.route_last_road[row] = 0, 0, -1
+        if not route:
+            return
+        if len(route) > ROUTE_LEN:
+            raise ValueError(f"a route may list at most {ROUTE_LEN} lanes")
+        for k, idx in enumerate(route):
+            self.route[row, k] = self.table.lane_id(idx)
+            self.route_free[row, k] = idx[2] is None
+        self.route_len[row] = len(route)
+        self.route_last_road[row] = self.table.road[self.route[row, len(route) - 1]]
+        self._n_routes += 1
+
+    def despawn(self, row: int) -> None:
+        """Remove the vehicle in `row`; the row becomes free."""
+        if not self.active[row]:
+            return
+        if self.route_len[row] > 0:
+            self._n_routes -= 1
+            self.route_len[row] = 0
+        if not np.isnan(self.accel_override[row]):
+            self._n_overrides -= 1
+        self.active[row] = False
+        self.crashed[row] = False
+        self.is_controlled[row] = False
+        self.speed[row] = self.accel[row] = self.steering[row] = 0.0
+        self.accel_override[row] = np.nan
+        self.route_last_road[row] = -1
+        while self._hi > 0 and not self.active[self._hi - 1]:
+            self._hi -= 1
+        self._invalidate()
+
+    def _invalidate(self) -> None:
+        self._ctrl_rows = None
+        self._cand = None
+
+    @property
+    def n_active(self) -> int:
+        return int(np.count_nonzero(self.active[: self._hi]))
+
+    def active_rows(self) -> np.ndarray:
+        """Rows of live vehicles, ascending."""
+        return np.nonzero(self.active[: self._hi])[0]
+
+    def controlled_rows(self) -> np.ndarray:
+        """Live controlled rows ordered by (platoon, member): the row order of `step`'s actions."""
+        if self._ctrl_rows is None:
+            rows = np.nonzero(self.active[: self._hi] & self.is_controlled[: self._hi])[0]
+            order = np.lexsort((rows, self.member[rows], self.platoon[rows]))
+            self._ctrl_rows = rows[order]
+        return self._ctrl_rows
+
+    # ---------------------------------------------------------- event hooks
+    def set_accel_override(self, row: int, value: float) -> None:
+        """Force the acceleration of `row` (NaN clears it); used by scripted events."""
+        was = not np.isnan(self.accel_override[row])
+        now = not np.isnan(value)
+        self._n_overrides += int(now) - int(was)
+        self.accel_override[row] = value
+
+    def force_lane_change(self, row: int, target_lane: LaneIndex | int) -> None:
+        """Make `row` change to `target_lane` now; it is not aborted and MOBIL waits until done."""
+        lane_id = int(target_lane) if isinstance(target_lane, (int, np.integer)) \
+            else self.table.lane_id(target_lane)
+        self.target_lane[row] = lane_id
+        self.lane_change_forced[row] = lane_id != self.lane[row]
+
+    def set_pose(self, row: int, x: float, y: float, heading: float,
+                 speed: float | None = None) -> None:
+        """Move `row` to a world pose; its lane becomes the closest of all lanes (highway-env's rule)."""
+        self.x[row], self.y[row], self.heading[row] = x, y, heading
+        if speed is not None:
+            self.speed[row] = speed
+        self._relocate_everywhere(np.array([row]))
+        self._cand = None
+
+    # ------------------------------------------------------------- stepping
+    def step(self, actions: np.ndarray | None = None) -> None:
+        """One policy step: `frames_per_step` frames with the controlled actions held constant.
+
+        `actions` is (n_controlled, 2) = [acceleration, steering] in `controlled_rows()` order.
+        """
+        self.collisions = []
+        self.departed = []
+        rows = self.controlled_rows()
+        acts = self._check_actions(rows, actions)
+        for _ in range(self.params.frames_per_step):
+            self._frame(rows, acts)
+        self.step_count += 1
+
+    def frame(self, actions: np.ndarray | None = None) -> None:
+        """A single simulation frame (1 / simulation_frequency s); does not clear the step records."""
+        rows = self.controlled_rows()
+        self._frame(rows, self._check_actions(rows, actions))
+
+    def _check_actions(self, rows: np.ndarray, actions) -> np.ndarray:
+        if actions is None:
+            return np.zeros((len(rows), 2))
+        acts = np.asarray(actions, dtype=np.float64)
+        if acts.shape != (len(rows), 2):
+            raise ValueError(f"actions must have shape ({len(rows)}, 2), got {acts.shape}")
+        return acts
+
+    def _frame(self, ctrl_rows: np.ndarray, acts: np.ndarray) -> None:
+        p = self.params
+        dt = 1.0 / p.simulation_frequency
+        hi = self._hi
+        if self._cand is None:
+            self._relocate(np.arange(hi), update_lane=False)
+        act = self.active[:hi]
+        self._cos = np.cos(self.heading[:hi])
+        self._sin = np.sin(self.heading[:hi])
+        traffic_mask = act & ~self.is_controlled[:hi]
+        rows = np.nonzero(traffic_mask & ~self.crashed[:hi])[0]
+        if len(rows):
+            self._traffic_decide(rows, self._neighbour_index())
+        if len(ctrl_rows):
+            ok = self.active[ctrl_rows]
+            self.accel[ctrl_rows[ok]] = acts[ok, 0]
+            self.steering[ctrl_rows[ok]] = acts[ok, 1]
+        if self._n_overrides:
+            ov = self.accel_override[:hi]
+            m = ~np.isnan(ov)
+            self.accel[:hi][m] = ov[m]
+        self._integrate(hi, dt)
+        self.lane_change_timer[:hi][traffic_mask] += dt
+        old_lane = self.lane[:hi].copy() if self._n_routes else None
+        self._relocate(np.arange(hi))
+        self.time += dt
+        self.frame_count += 1
+        self._departures(hi, old_lane)
+        if p.check_collisions:
+            self._collide()
+
+    # ------------------------------------------------------------ dynamics
+    def _integrate(self, hi: int, dt: float) -> None:
+        """Kinematic bicycle model of highway-env's `Vehicle.step`, all rows [:hi] at once."""
+        p = self.params
+        v = self.speed[:hi]
+        a = self.accel[:hi]
+        delta_f = self.steering[:hi]
+        cr = self.crashed[:hi]
+        if cr.any():
+            delta_f[cr] = 0.0
+            a[cr] = -v[cr]
+        np.copyto(a, np.minimum(a, p.max_speed - v), where=v > p.max_speed)
+        np.copyto(a, np.maximum(a, p.min_speed - v), where=v < p.min_speed)
+        beta = np.arctan(0.5 * np.tan(delta_f))
+        hb = self.heading[:hi] + beta
+        self.x[:hi] += v * np.cos(hb) * dt
+        self.y[:hi] += v * np.sin(hb) * dt
+        self.heading[:hi] += v * np.sin(beta) / (self.length[:hi] / 2) * dt
+        v += a * dt
+
+    def _relocate(self, rows: np.ndarray, update_lane: bool = True) -> None:
+        """Project rows on the `near` candidates of their lane; re-pick the closest lane.
+
+        Caches the candidate projections of all rows [:hi] (used for lane memberships)
+        when `rows` covers them.
+        """
+        tab = self.table
+        cand = tab.near[self.lane[rows]]  # (n, K)
+        valid = cand >= 0
+        cand = np.where(valid, cand, 0)
+        x, y, h = self.x[rows, None], self.y[rows, None], self.heading[rows, None]
+        sc, rc = tab.local_coordinates(cand, x, y)
+        if update_lane:
+            dist = tab.distance_with_heading(cand, sc, rc, h)
+            dist[~valid] = np.inf
+            k = np.argmin(dist, axis=1)
+            ar = np.arange(len(rows))
+            best = dist[ar, k]
+            self.lane[rows] = cand[ar, k]
+            self.s[rows] = sc[ar, k]
+            self.r[rows] = rc[ar, k]
+            far = best > tab.near_trust
+            if far.any():
+                self._relocate_everywhere(rows[far & self.active[rows]])
+        if len(rows) == self._hi:
+            self._cand = (np.where(valid, cand, -1), sc, rc)
+
+    def _relocate_everywhere(self, rows: np.ndarray) -> None:
+        if len(rows) == 0:
+            return
+        tab = self.table
+        lanes = tab.closest_lane(self.x[rows], self.y[rows], self.heading[rows])
+        self.lane[rows] = lanes
+        self.s[rows], self.r[rows] = tab.local_coordinates(lanes, self.x[rows], self.y[rows])
+
+    # ----------------------------------------------------------- neighbours
+    def _build_connected_groups(self) -> None:
+        """For each lane M: the query lanes G whose connected search covers M, with offsets."""
+        tab, g = self.table, self.network.graph
+        entries: list[list[tuple[int, float, int]]] = [[] for _ in range(tab.n)]
+        for gid, (f, t, i) in enumerate(tab.indices):
+            ext = [(gid, 0.0)]
+            for next_lanes in g.get(t, {}).values():
+                if next_lanes:
+                    m = next_lanes[i] if i < len(next_lanes) else next_lanes[0]
+                    ext.append((self._lane_obj_id(m), float(tab.length[gid])))
+            for to_dict in g.values():
+                if f in to_dict and to_dict[f]:
+                    prev = to_dict[f][i] if i < len(to_dict[f]) else to_dict[f][0]
+                    pid = self._lane_obj_id(prev)
+                    ext.append((pid, -float(tab.length[pid])))
+            for prio, (m, off) in enumerate(ext):
+                entries[m].append((gid, off, prio))
+        cnt = np.array([len(e) for e in entries], dtype=np.intp)
+        flat = [e for es in entries for e in es]
+        self._grp_count = cnt
+        self._grp_start = np.cumsum(cnt) - cnt
+        self._grp_g = np.array([e[0] for e in flat], dtype=np.intp)
+        self._grp_off = np.array([e[1] for e in flat], dtype=np.float64)
+        self._grp_prio = np.array([e[2] for e in flat], dtype=np.intp)
+
+    def _lane_obj_id(self, lane_obj) -> int:
+        for k, obj in enumerate(self.table.lanes):
+            if obj is lane_obj:
+                return k
+        raise KeyError("lane not in the network")
+
+    def _neighbour_index(self) -> traffic.NeighbourIndex:
+        """Lane memberships of all live vehicles (highway-env's on_lane with a 1 m margin)."""
+        cand, sc, rc = self._cand
+        hi = self._hi
+        on = self.table.on_lane(cand, sc, rc) & (cand >= 0) & self.active[:hi, None]
+        ri, ki = np.nonzero(on)
+        lanes, s = cand[ri, ki], sc[ri, ki]
+        if self.params.connected_lanes:
+            cnt = self._grp_count[lanes]
+            rep = np.repeat(np.arange(len(lanes)), cnt)
+            pos = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) \
+                + np.repeat(self._grp_start[lanes], cnt)
+            ri, lanes, s = ri[rep], self._grp_g[pos], s[rep] + self._grp_off[pos]
+            prio = self._grp_prio[pos]
+            order = np.lexsort((prio, lanes, ri))
+            ri, lanes, s = ri[order], lanes[order], s[order]
+            first = np.ones(len(ri), dtype=bool)
+            first[1:] = (ri[1:] != ri[:-1]) | (lanes[1:] != lanes[:-1])
+            ri, lanes, s = ri[first], lanes[first], s[first]
+        return traffic.NeighbourIndex(ri, lanes, s, self._base)
+
+    def neighbours(self, rows: np.ndarray, lanes: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """(front, rear) rows (−1 = none) of `rows` on `lanes` (default: their own lanes)."""
+        rows = np.asarray(rows, dtype=np.intp)
+        if self._cand is None:
+            self._relocate(np.arange(self._hi), update_lane=False)
+        if lanes is None:
+            lanes, s = self.lane[rows], self.s[rows]
+        else:
+            lanes = np.asarray(lanes, dtype=np.intp)
+            s, _ = self.table.local_coordinates(lanes, self.x[rows], self.y[rows])
+        return self._neighbour_index().query(rows, lanes, s)
+
+    # -------------------------------------------------------------- traffic
+    def _idm(self, ego: np.ndarray, front: np.ndarray, delta: np.ndarray) -> np.ndarray:
+        """IDM acceleration of rows `ego` behind rows `front` (−1: none); ego −1 gives 0."""
+        has_ego = ego >= 0
+        e = np.where(has_ego, ego, 0)
+        has_front = front >= 0
+        f = np.where(has_front, front, e)
+        tab = self.table
+        lane_e = self.lane[e]
+        sf, _ = tab.local_coordinates(lane_e, self.x[f], self.y[f])
+        d = sf - self.s[e]
+        v_e, v_f = self.speed[e], self.speed[f]
+        dv = traffic.projected_closing_speed(v_e, self._cos[e], self._sin[e],
+                                             v_f, self._cos[f], self._sin[f])
+        vt = np.minimum(np.maximum(self.target_speed[e], tab.speed_floor[lane_e]),
+                        tab.speed_limit[lane_e])
+        acc = traffic.idm_acceleration(self._idm_c, v_e, vt, delta, has_front, d, dv)
+        return np.where(has_ego, acc, 0.0)
+
+    def _traffic_decide(self, rows: np.ndarray, index: traffic.NeighbourIndex) -> None:
+        """highway-env `IDMVehicle.act` for all `rows` at once: sets accel, steering, targets.
+
+        One neighbour query for the own lanes, one for target/candidate lanes, and one IDM
+        evaluation batch serve the whole decision: MOBIL's "my acceleration behind the new
+        leader" is also the target-lane IDM term of a vehicle that starts changing lanes.
+        """
+        p, tab = self.params, self.table
+        n = len(rows)
+        x, y = self.x[rows], self.y[rows]
+        # 1. follow_road: past the last half length of the target lane, take the next lane.
+        tgt = self.target_lane[rows]
+        st, rt = tab.local_coordinates(tgt, x, y)
+        ending = (st > tab.length[tgt] - VEHICLE_LENGTH / 2) & (tab.n_successors[tgt] > 0)
+        if ending.any():
+            for row in rows[ending]:
+                self._follow_road(int(row))
+            tgt = self.target_lane[rows]
+            st, rt = tab.local_coordinates(tgt, x, y)
+        lane, s = self.lane[rows], self.s[rows]
+        front, rear = index.query(rows, lane, s)
+        changing = lane != tgt
+        c0 = np.nonzero(changing)[0]
+        # 2. MOBIL candidates (left before right) of the vehicles whose decision timer expired.
+        who = _EMPTY_INT
+        fire = None
+        if p.lane_changes_enabled:
+            fire = ~changing & (self.lane_change_timer[rows] > p.lane_change_delay)
+            if fire.any():
+                f_idx = np.nonzero(fire)[0]
+                self.lane_change_timer[rows[f_idx]] = 0.0
+                who, cand, cand_s, cand_r, n_left = self._mobil_candidates(rows, lane, f_idx)
+        m = len(who)
+        # 3. Leaders on target lanes (vehicles changing) and candidate lanes (MOBIL).
+        if len(c0) or m:
+            q_rows = np.concatenate((rows[c0], rows[who]))
+            q_lanes = np.concatenate((tgt[c0], cand)) if m else tgt[c0]
+            q_s = np.concatenate((st[c0], cand_s)) if m else st[c0]
+            qf, qr = index.query(q_rows, q_lanes, q_s)
+        # 4. Every IDM acceleration of this frame in one batch.
+        if m:
+            me = rows[who]
+            new_pre, new_fol = qf[len(c0):], qr[len(c0):]
+            old_pre, old_fol = front[who], rear[who]
+            ego = np.concatenate((rows, rows[c0], new_fol, new_fol, me, old_fol, old_fol))
+            lead = np.concatenate((front, qf[: len(c0)], new_pre, me, new_pre, me, old_pre))
+            dl = self.delta[rows]
+            deltas = np.concatenate((dl, dl[c0], np.tile(dl[who], 5)))
+        else:
+            ego = np.concatenate((rows, rows[c0])) if len(c0) else rows
+            lead = np.concatenate((front, qf)) if len(c0) else front
+            deltas = self.delta[rows]
+            deltas = np.concatenate((deltas, deltas[c0])) if len(c0) else deltas
+        acc_all = self._idm(ego, lead, deltas)
+        acc = acc_all[:n].copy()
+        acc_tgt = acc_all[n: n + len(c0)]
+        # 5. Lane-change decisions: aborts of ongoing changes, MOBIL acceptances.
+        keep = np.ones(len(c0), dtype=bool)
+        if m:
+            nf_a, nf_pred_a, self_pred_a, of_a, of_pred_a = acc_all[n + len(c0):].reshape(5, m)
+            self_a = acc[who]
+            accept = self._mobil_accept(rows[who], cand, nf_a, nf_pred_a, self_pred_a, self_a,
+                                        of_a, of_pred_a)
+            chosen = np.full(n, -1, dtype=np.intp)
+            left_acc = np.nonzero(accept[:n_left])[0]
+            chosen[who[left_acc]] = left_acc
+            right_acc = n_left + np.nonzero(accept[n_left:])[0]
+            chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
+            new_idx = np.nonzero(chosen >= 0)[0]
+            k = chosen[new_idx]
+            new_tgt = tgt.copy()
+            new_tgt[new_idx] = cand[k]
+        else:
+            new_idx = _EMPTY_INT
+            new_tgt = tgt
+        if len(c0) and p.lane_changes_enabled:
+            aborted = self._abort_lane_changes(rows, lane, tgt, c0, new_tgt, fire)
+            keep = ~aborted
+            if aborted.any():
+                a = c0[aborted]
+                new_tgt = new_tgt.copy() if new_tgt is tgt else new_tgt
+                new_tgt[a] = lane[a]
+                st, rt = st.copy(), rt.copy()
+                st[a], rt[a] = s[a], self.r[rows[a]]
+        if len(new_idx):
+            st, rt = st.copy(), rt.copy()
+            st[new_idx], rt[new_idx] = cand_s[k], cand_r[k]
+        if new_tgt is not tgt:
+            self.target_lane[rows] = new_tgt
+        # 6. IDM: the lower of the current-lane and target-lane accelerations while changing.
+        if len(c0):
+            kc = c0[keep]
+            acc[kc] = np.minimum(acc[kc], acc_tgt[keep])
+        if len(new_idx):
+            acc[new_idx] = np.minimum(acc[new_idx], self_pred_a[k])
+        self.accel[rows] = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
+        # 7. Lane keeping towards the target lane.
+        v = self.speed[rows]
+        future = tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
+        self.steering[rows] = traffic.lane_keeping_steering(
+            rt, future, self.heading[rows], v, self.length[rows])
+
+    def lane_keeping_steering(self, rows: np.ndarray, target_lane: np.ndarray | int | None = None
+                              ) -> np.ndarray:
+        """Steering [rad] of highway-env's lane-keeping controller for `rows` towards `target_lane`.
+
+        `target_lane` (lane ids, one per row, or one id for all) defaults to each row's
+        `target_lane`.
+        """
+        rows = np.asarray(rows, dtype=np.intp)
+        tgt = self.target_lane[rows] if target_lane is None else np.broadcast_to(
+            np.asarray(target_lane, dtype=np.intp), rows.shape)
+        st, rt = self.table.local_coordinates(tgt, self.x[rows], self.y[rows])
+        v = self.speed[rows]
+        future = self.table.heading_at(tgt, st + v * traffic.TAU_PURSUIT)
+        return traffic.lane_keeping_steering(rt, future, self.heading[rows], v, self.length[rows])
+
+    def _follow_road(self, row: int) -> None:
+        """highway-env's `follow_road` for one row: switch the target to the next lane (rare)."""
+        tab = self.table
+        route = None
+        n_left = 0
+        if self.route_len[row] > self.route_pos[row]:
+            route = [
+                (*tab.indices[self.route[row, k]][:2],
+                 None if self.route_free[row, k] else tab.indices[self.route[row, k]][2])
+                for k in range(self.route_pos[row], self.route_len[row])
+            ]
+            n_left = len(route)
+        current = tab.indices[self.target_lane[row]]
+        nxt = self.network.next_lane(current, route=route,
+                                     position=np.array([self.x[row], self.y[row]]))
+        if route is not None:
+            self.route_pos[row] += n_left - len(route)
+        self.target_lane[row] = tab.lane_id(nxt)
+
+    def _mobil_candidates(self, rows, lane, f_idx):
+        """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
+        tab = self.table
+        lf = lane[f_idx]
+        left, right = tab.left[lf], tab.right[lf]
+        has_l, has_r = left >= 0, right >= 0
+        who = np.concatenate((f_idx[has_l], f_idx[has_r]))
+        cand = np.concatenate((left[has_l], right[has_r]))
+        r_ = rows[who]
+        cs, cr = tab.local_coordinates(cand, self.x[r_], self.y[r_])
+        ok = tab.is_reachable(cand, cs, cr) & (np.abs(self.speed[r_]) >= 1)
+        n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has_l))]))
+        return who[ok], cand[ok], cs[ok], cr[ok], n_left
+
+    def _mobil_accept(self, me, cand, nf_a, nf_pred_a, self_pred_a, self_a, of_a, of_pred_a):
+        """MOBIL's verdict per (vehicle, candidate lane) pair, highway-env's `IDMVehicle.mobil`."""
+        p, tab = self.params, self.table
+        accept = ~(nf_pred_a < -p.max_braking_imposed)
+        gain = self_pred_a - self_a + p.politeness * (nf_pred_a - nf_a + of_pred_a - of_a)
+        by_gain = ~(gain < p.min_acc_gain)
+        if not self._n_routes:
+            return accept & by_gain
+        # A route head naming a lane: only move towards it, and only if that is safe for me.
+        head = np.minimum(self.route_pos[me], ROUTE_LEN - 1)
+        lane_route = (self.route_len[me] > self.route_pos[me]) & ~self.route_free[me, head]
+        route_pos_id = tab.lane_pos[np.maximum(self.route[me, head], 0)]
+        cur = tab.lane_pos[self.target_lane[me]]
+        wrong = np.sign(tab.lane_pos[cand] - cur) != np.sign(route_pos_id - cur)
+        by_route = ~wrong & ~(self_pred_a < -p.max_braking_imposed)
+        return accept & np.where(lane_route, by_route, by_gain)
+
+    def _abort_lane_changes(self, rows, lane, tgt, c0, new_tgt, fire) -> np.ndarray:
+        """Which ongoing lane changes (positions `c0` in `rows`) abort this frame.
+
+        highway-env aborts when another vehicle, not on the target lane, targets it too and is
+        ahead within the desired gap. It decides vehicle by vehicle, so a vehicle sees the
+        decisions taken this frame by the vehicles before it (lower rows) and the old targets
+        of the others. A vectorized pre-check finds candidate conflicts (rare); those are then
+        resolved in row order.
+        """
+        tab = self.table
+        aborted = np.zeros(len(c0), dtype=bool)
+        chk = (tab.road[lane[c0]] == tab.road[tgt[c0]]) & ~self.lane_change_forced[rows[c0]]
+        movers = np.nonzero((tgt != lane) | (new_tgt != lane))[0]
+        if not chk.any() or len(movers) < 2:
+            return aborted
+        ci = np.nonzero(chk)[0]
+        v_i = c0[ci][:, None]  # (C, 1) positions in `rows`
+        u_i = movers[None, :]  # (1, M)
+        t_v = tgt[v_i]
+        match = ((tgt[u_i] == t_v) | (new_tgt[u_i] == t_v)) & (lane[u_i] != t_v) & (v_i != u_i)
+        if not match.any():
+            return aborted
+        a_i, b_i = np.nonzero(match)
+        va, ub = c0[ci[a_i]], movers[b_i]
+        d, dstar = self._gap_and_desired(rows[va], rows[ub])
+        close = (d > 0) & (d < dstar)
+        if not close.any():
+            return aborted
+        conflicts: dict[int, list[int]] = {}
+        for a, b in zip(va[close], ub[close]):
+            conflicts.setdefault(int(a), []).append(int(b))
+        pos_in_c0 = {int(c): k for k, c in enumerate(c0)}
+        current = new_tgt.copy()
+        for a in sorted(conflicts):
+            for b in conflicts[a]:
+                seen = current[b] if b < a else tgt[b]
+                if seen == tgt[a] and lane[b] != tgt[a]:
+                    current[a] = lane[a]
+                    aborted[pos_in_c0[a]] = True
+                    break
+        return aborted
+
+    def _gap_and_desired(self, ego: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Distance along the ego lane to `other` and the ego's IDM desired gap to it."""
+        tab = self.table
+        so, _ = tab.local_coordinates(self.lane[ego], self.x[other], self.y[other])
+        d = so - self.s[ego]
+        dv = traffic.projected_closing_speed(
+            self.speed[ego], np.cos(self.heading[ego]), np.sin(self.heading[ego]),
+            self.speed[other], np.cos(self.heading[other]), np.sin(self.heading[other]))
+        return d, traffic.desired_gap(self._idm_c, self.speed[ego], dv)
+
+    # --------------------------------------------------- departures, crashes
+    def _departures(self, hi: int, old_lane: np.ndarray | None) -> None:
+        tab = self.table
+        act = self.active[:hi]
+        lane = self.lane[:hi]
+        gone = act & (self.s[:hi] > tab.length[lane]) & (tab.n_successors[lane] == 0)
+        dest = np.zeros(hi, dtype=bool)
+        if old_lane is not None:
+            last = self.route_last_road[:hi]
+            dest = act & (last >= 0) & (tab.road[old_lane] == last) & (tab.road[lane] != last) \
+                & (self.route_pos[:hi] >= self.route_len[:hi] - 1)
+        out = np.nonzero(gone | dest)[0]
+        if len(out) == 0:
+            return
+        last = self.route_last_road[out]
+        reached = dest[out] | ((last >= 0) & (tab.road[lane[out]] == last))
+        for row, done in zip(out, reached):
+            reason = "destination" if done else "end_of_road"
+            self.departed.append(Departure(int(row), int(self.vid[row]), self.time, reason))
+            self.despawn(int(row))
+
+    def _collide(self) -> None:
+        hi = self._hi
+        near = self._contact_candidates(hi)
+        if near is None:
+            self._touching = np.empty(0, dtype=np.int64)
+            return
+        pairs = geometry.overlapping_pairs(self.x[:hi], self.y[:hi], self.heading[:hi],
+                                           self.length[:hi], self.width[:hi], near)
+        if len(pairs) == 0:
+            self._touching = np.empty(0, dtype=np.int64)
+            return
+        codes = pairs[:, 0].astype(np.int64) * self.capacity + pairs[:, 1]
+        onset = ~np.isin(codes, self._touching)
+        self._touching = codes
+        self.crashed[pairs.ravel()] = True
+        for i, j in pairs[onset]:
+            self.collisions.append(Collision(int(i), int(j), self.time))
+        if not self.params.crashed_stay:
+            for row in np.unique(pairs.ravel()):
+                self.departed.append(Departure(int(row), int(self.vid[row]), self.time, "crashed"))
+                self.despawn(int(row))
+
+    def _contact_candidates(self, hi: int) -> np.ndarray | None:
+        """Mask of rows that may overlap another row, or None (the common case).
+
+        A cheap necessary test so that the exact test of geometry.py runs only when two
+        vehicles are close: pairs within reach along the axis of larger spread (sort and
+        window), then box i against the bounding circle of box j in i's own frame, which
+        separates vehicles driving side by side in adjacent lanes.
+        """
+        rows = np.nonzero(self.active[:hi])[0]
+        m = len(rows)
+        if m < 2:
+            return None
+        xs, ys = self.x[rows], self.y[rows]
+        half_l, half_w = 0.5 * self.length[rows], 0.5 * self.width[rows]
+        rad = np.hypot(half_l, half_w)
+        along = xs if np.ptp(xs) >= np.ptp(ys) else ys
+        order = np.argsort(along)
+        a_sorted = along[order]
+        end = np.searchsorted(a_sorted, a_sorted + 2 * rad.max(), side="right")
+        w = int((end - np.arange(m)).max()) - 1
+        if w <= 0:
+            return None
+        j = np.arange(m)[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
+        oj = order[np.minimum(j, m - 1)]
+        oi = order[:, None]
+        h = self.heading[rows[order]][:, None]
+        c, s = np.cos(h), np.sin(h)
+        dx, dy = xs[oj] - xs[oi], ys[oj] - ys[oi]
+        hit = (j < end[:, None]) & (np.abs(dx * c + dy * s) <= half_l[oi] + rad[oj]) & (
+            np.abs(dy * c - dx * s) <= half_w[oi] + rad[oj])
+        if not hit.any():
+            return None
+        ii, jj = np.nonzero(hit)
+        mask = np.zeros(hi, dtype=bool)
+        mask[rows[oi[ii, 0]]] = True
+        mask[rows[oj[ii, jj]]] = True
+        return mask
+
+    # -------------------------------------------------------------- traffic entry
+    def populate(self, density: float, speed_range: tuple[float, float],
+                 rng: np.random.Generator | None = None) -> list[int]:
+        """Place traffic along every lane at about `density` vehicles/km/lane; returns the rows.
+
+        Vehicles are placed back to front with spacing 1000/density × U(0.75, 1.25); a place
+        within the jam distance of a vehicle already on that lane (e.g. at a lane joint), or
+        touching the body of any vehicle (crossing lanes), is skipped, and a speed drawn from
+        `speed_range` is lowered so that the gap to the vehicle ahead is at least d0 + v·T.
+        """
+        rng = self.rng if rng is None else rng
+        if density <= 0:
+            return []
+        p, tab = self.params, self.table
+        spacing = 1000.0 / density
+        placed: list[int] = []
+        for lane_id in range(tab.n):
+            ids = np.array([lane_id])
+            half_w = tab.width[lane_id] / 2
+            s = tab.length[lane_id] - VEHICLE_LENGTH - spacing * rng.uniform(0.0, 1.0)
+            s_ahead = np.inf
+            while s > VEHICLE_LENGTH:
+                speed = float(rng.uniform(*speed_range))
+                rows = self.active_rows()
+                so, ro = tab.local_coordinates(np.broadcast_to(ids, rows.shape), self.x[rows],
+                                               self.y[rows])
+                same_lane = (np.abs(ro) < half_w) & (np.abs(so - s) < p.distance_wanted)
+                body = (np.abs(ro) < self.width[rows] + 0.5) & (np.abs(so - s) < self.length[rows] + 1.0)
+                if not np.any(same_lane | body):
+                    if np.isfinite(s_ahead):
+                        speed = min(speed, max(0.0, (s_ahead - s - p.distance_wanted) / p.time_wanted))
+                    placed.append(self.spawn(lane_id, float(s), speed))
+                    s_ahead = s
+                s -= spacing * rng.uniform(0.75, 1.25)
+        return placed
+
+    def fill_to_density(self, density: float, speed_range: tuple[float, float],
+                        rng: np.random.Generator | None = None) -> list[int]:
+        """Spawn traffic at the start of entry lanes to hold `density` vehicles/km/lane.
+
+        On each entry lane a vehicle enters once the last vehicle that entered is further from
+        the lane start than a drawn spacing 1000/density × U(0.75, 1.25) and than the IDM
+        desired gap for the drawn entry speed; it is placed exactly that far behind it (so the
+        density does not depend on how often this is called). Densities above what the IDM
+        gap allows at the drawn speeds saturate at that gap. Call once per policy step or
+        frame; returns the new rows.
+        """
+        rng = self.rng if rng is None else rng
+        if density <= 0:
+            return []
+        p, tab = self.params, self.table
+        spacing = 1000.0 / density
+        new: list[int] = []
+        hi = self._hi
+        act = self.active[:hi]
+        for e in tab.entry_lanes:
+            e = int(e)
+            if e not in self._entry_state:
+                self._entry_state[e] = (spacing * float(rng.uniform(0.75, 1.25)),
+                                        float(rng.uniform(*speed_range)))
+            need, speed = self._entry_state[e]
+            lane = self.lane[:hi]
+            on_e = act & (lane == e)
+            dist = self.s[:hi][on_e]
+            leader_speed = self.speed[:hi][on_e]
+            succ = tab.successors[e]
+            if len(succ):
+                on_s = act & np.isin(lane, succ)
+                dist = np.concatenate((dist, tab.length[e] + self.s[:hi][on_s]))
+                leader_speed = np.concatenate((leader_speed, self.speed[:hi][on_s]))
+            s_new = 0.0
+            if len(dist):
+                k = int(np.argmin(dist))
+                gap, v_f = float(dist[k]), float(leader_speed[k])
+                dstar = float(traffic.desired_gap(self._idm_c, np.float64(speed),
+                                                  np.float64(speed - v_f)))
+                want = max(need, dstar)
+                if gap < want:
+                    continue
+                # Enter where the spacing was reached during the step, not further back.
+                s_new = min(gap - want, max(tab.length[e] - VEHICLE_LENGTH, 0.0))
+            new.append(self.spawn(e, s_new, speed))
+            hi = self._hi
+            act = self.active[:hi]
+            self._entry_state[e] = (spacing * float(rng.uniform(0.75, 1.25)),
+                                    float(rng.uniform(*speed_range)))
+        return new
