@@ -165,6 +165,90 @@ def scenario_schema(
         console.print(f"wrote {out}")
 
 
+@scenario_app.command("render")
+def scenario_render(
+    scenario: str = typer.Argument(..., help="Scenario file or catalogue name."),
+    seconds: float = typer.Option(20.0, "--seconds", help="Simulated time to render [s]."),
+    out: Path = typer.Option(Path("runs/render.gif"), "--out", help="GIF to write."),
+    controller: str = typer.Option("cacc", "--controller", help="Policy driving the platoons (idm, cacc, random, ...)."),
+    episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
+) -> None:
+    """Render a scenario top-down to a GIF: platoons coloured, V2V links drawn, time stamped."""
+    from diffplatoon.sim.render import render_scenario
+
+    spec = _load(scenario)
+    path = render_scenario(spec, seconds=seconds, out_path=out, controller=controller, episode=episode)
+    console.print(f"wrote {path}")
+
+
+@scenario_app.command("run")
+def scenario_run(
+    scenario: str = typer.Argument(..., help="Scenario file or catalogue name."),
+    controller: str = typer.Option("cacc", "--controller", help="Policy driving the platoons (idm, cacc, random, ...)."),
+    seconds: Optional[float] = typer.Option(None, "--seconds", help="Simulated time [s]; default the scenario's duration."),
+    episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
+) -> None:
+    """Run a scenario headless with a built-in controller and print a step summary."""
+    from diffplatoon.sim.run import run_scenario
+
+    spec = _load(scenario)
+    summary = run_scenario(spec, controller, seconds=seconds if seconds is not None else spec.duration, episode=episode)
+    console.print(summary.table() if hasattr(summary, "table") else summary)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    policy: list[str] = typer.Option(..., "--policy", help="Policy to evaluate; repeat for several (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>)."),
+    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files (sweeps expand to their variants)."),
+    episodes: int = typer.Option(20, "--episodes", min=1, help="Episodes per scenario and policy."),
+    out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder (records.jsonl, report.md/html, plots/, replays/)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Parallel episode workers (default: available CPUs)."),
+    worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes in the report."),
+) -> None:
+    """Run a safety evaluation: episodes as Ray tasks, resumable records, then the report."""
+    from diffplatoon.evaluation.runner import evaluate
+
+    for name in scenarios:
+        _load(name)  # fail fast with file:line errors before starting Ray
+    evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers, worst_k=worst_k)
+
+
+@app.command("report")
+def report_command(
+    folder: Path = typer.Argument(..., help="An evaluation output folder with records.jsonl."),
+    worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes."),
+    no_replays: bool = typer.Option(False, "--no-replays", help="Skip re-simulating the worst episodes to GIF."),
+) -> None:
+    """(Re)build report.md / report.html / metrics.json / plots from an evaluation's records."""
+    from diffplatoon.evaluation.report import build_report
+
+    if not (folder / "records.jsonl").exists():
+        err_console.print(f"{folder}: expected an evaluation folder containing records.jsonl, found none")
+        raise typer.Exit(1)
+    path = build_report(folder, worst_k=worst_k, render_replays=not no_replays)
+    console.print(f"wrote {path}")
+
+
+@app.command("train")
+def train_command(
+    config: Path = typer.Argument(..., help="Training config (YAML), e.g. configs/ppo_mlp.yaml."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+) -> None:
+    """Train cooperative driving policies with RLlib (MLP PPO baseline or DPPO fine-tuning of the planner)."""
+    from diffplatoon.agents.rllib.train import train
+    from diffplatoon.scenarios import ScenarioError as ConfigError
+
+    try:
+        out = train(config, resume=resume, ray_address=ray_address)
+    except ConfigError as exc:
+        for line in exc.lines:
+            err_console.print(line, markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"run folder: {out}")
+
+
 @app.command("demo")
 def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for the demo's outputs.")) -> None:
     """The small end-to-end tour `make demo` runs."""

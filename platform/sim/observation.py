@@ -17,13 +17,53 @@ with M = number of controlled vehicles, in `Simulation.agent_names` order.
 | route | (M, 3) | lanes to move to reach the route (−left/+right), distance left to do it (m), route progress 0..1 |
 | inbox, inbox_mask, inbox_age | (M, Kc, D), (M, Kc) bool, (M, Kc) | V2V messages received (see `diffplatoon.sim.comms`) |
 | predecessor_message | (M, D), (M,) bool | the newest message from the member just ahead in the platoon, if received |
+| predecessor_age | (M,) | steps since that message was sent (0 when none) |
+| alive | (M,) bool | the member is on the road and not crashed (all its other fields are zero when false) |
+
+`flat()` concatenates ego … inbox_age (columns: `flat_layout`); the predecessor fields and
+`alive` are for controllers that read fields and are not part of it.
+
+Feature details (`Observer`):
+- gaps are bumper to bumper along the lane the two vehicles are compared on; closing speed is
+  positive when the gap shrinks (ego − front speed ahead, rear − ego speed behind). A vehicle is
+  searched on the lane itself and, across a lane boundary, on the lane it continues into (front)
+  or comes from (rear). Absent or beyond `range`: [range, 0, 0, 0].
+- the leader (`leader`) is the vehicle ahead on the member's current lane (any vehicle, not only
+  platoon members); side lanes are the lanes left (id − 1) and right (id + 1) on the same road;
+  a side lane that is `forbidden` to enter (an on-ramp's acceleration lane seen from the main
+  road) counts as absent.
+- `heading_error` is the heading minus the lane heading at the vehicle's s, wrapped to [−π, π);
+  `lateral_offset` is r on the current lane (positive to the right); `distance_to_lane_end`
+  follows the member's route (else the smooth continuation of the lane) to where the lane
+  ends, capped at 1000 m; `speed_limit` is 40 m/s on lanes without one; `is_leader` is 1 for
+  the first member of its platoon that is still alive.
+- neighbours are sorted nearest first (centre distance); dvx, dvy are the other's velocity
+  minus the ego's; `same_platoon` is 1 for members of the ego's platoon.
+- lane points lie at `lane_point_spacing`·(1..P) metres ahead of the vehicle's s along the
+  route (or the smooth continuation); past a lane with no continuation, the lane extended.
+- route: where the route changes lanes on a road (e.g. from an acceleration lane to the main
+  road), `lane_changes_needed` is the signed number of lanes to move and `distance_to_do_it`
+  the distance to the end of the road where it must be done; with no change pending, 0 and the
+  distance to the route end (capped at 1000 m). Vehicles without a route get the cheapest way
+  to any exit of the road (a lane that ends, as in `lane_drop`, asks for a change).
+  `progress` is the route length driven / total route length.
+- inbox messages are as sent (world frame, see `comms.MESSAGE_FIELDS`); `predecessor_message`
+  is the message of comm id i − 1 when member k > 0 holds one from it (the channel keeps a
+  sender's last message until `max_age`, also after the sender has left: read its age).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
+import networkx as nx
 import numpy as np
+
+from diffplatoon.sim.lanes import LaneTable
+
+if TYPE_CHECKING:
+    from diffplatoon.sim.simulation import Simulation
 
 EGO_FEATURES = (
     "speed",
@@ -43,6 +83,28 @@ NEIGHBOUR_FEATURES = ("dx", "dy", "dvx", "dvy", "cos_dheading", "sin_dheading", 
 ROUTE_FEATURES = ("lane_changes_needed", "distance_to_do_it", "progress")
 
 
+def flat_layout(k: int, p: int, kc: int, d: int) -> list[tuple[str, slice]]:
+    """(field, columns) of `Observation.flat()` for K neighbours, P lane points, Kc inbox slots of D floats."""
+    sizes = [
+        ("ego", len(EGO_FEATURES)),
+        ("leader", len(LEADER_FEATURES)),
+        ("side", 4 * len(SIDE_FEATURES)),
+        ("side_lane", 2),
+        ("neighbours", k * len(NEIGHBOUR_FEATURES)),
+        ("neighbour_mask", k),
+        ("lane_ahead", 2 * p),
+        ("route", len(ROUTE_FEATURES)),
+        ("inbox", kc * d),
+        ("inbox_mask", kc),
+        ("inbox_age", kc),
+    ]
+    out, start = [], 0
+    for name, size in sizes:
+        out.append((name, slice(start, start + size)))
+        start += size
+    return out
+
+
 @dataclass
 class Observation:
     """Structured observation of all controlled vehicles (see the module table)."""
@@ -60,6 +122,8 @@ class Observation:
     inbox_age: np.ndarray
     predecessor_message: np.ndarray
     predecessor_mask: np.ndarray
+    alive: np.ndarray | None = None
+    predecessor_age: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.ego.shape[0]
@@ -84,4 +148,373 @@ class Observation:
 
     def select(self, rows: np.ndarray) -> "Observation":
         """The observation of a subset of vehicles (e.g. one platoon)."""
-        return Observation(**{k: v[rows] for k, v in self.__dict__.items()})
+        return Observation(**{k: None if v is None else v[rows] for k, v in self.__dict__.items()})
+
+    def astype32(self) -> "Observation":
+        """A copy with float arrays as float32 (masks stay bool)."""
+        return Observation(**{
+            k: v if v is None or v.dtype == bool else v.astype(np.float32) for k, v in self.__dict__.items()
+        })
+
+
+# -- Observer ---------------------------------------------------------------------------------
+
+_FAR = 1000.0  # [m] cap on route and lane-end distances (loops and very long roads)
+_DEFAULT_SPEED_LIMIT = 40.0  # [m/s] reported for lanes without a limit (the World's max speed)
+_MAX_HOPS = 8  # most lane boundaries one lane-ahead point may cross
+
+
+@dataclass
+class _RouteTable:
+    """Per-lane route quantities of one vehicle (arrays indexed by lane id)."""
+
+    need: np.ndarray  # lanes to move (−left/+right) before the deadline
+    deadline: np.ndarray  # distance from the lane's start to where the move must be done [m]
+    before: np.ndarray  # route length driven before the lane's start [m]
+    remaining: np.ndarray  # distance from the lane's start to the route end [m]
+    next: np.ndarray  # lane taken at the end of this lane (−1: the lane ends)
+
+
+def _continuations(table: LaneTable, graph: nx.DiGraph) -> tuple[np.ndarray, np.ndarray]:
+    """(next, previous) lane ids along smooth joins (the lane graph's "next" edges), −1 if none.
+
+    Where a lane splits or several lanes merge, the one with the same lane position wins,
+    else the first one listed.
+    """
+    nxt = np.full(table.n, -1, dtype=np.intp)
+    prv = np.full(table.n, -1, dtype=np.intp)
+    for k, idx in enumerate(table.indices):
+        if idx not in graph:
+            continue
+        succ = [v for _, v, kind in graph.out_edges(idx, data="kind") if kind == "next"]
+        pred = [u for u, _, kind in graph.in_edges(idx, data="kind") if kind == "next"]
+        for out, cands in ((nxt, succ), (prv, pred)):
+            if cands:
+                same = [c for c in cands if c[2] == idx[2]]
+                out[k] = table.id_of[tuple((same or cands)[0])]
+    return nxt, prv
+
+
+def _chain_length(table: LaneTable, link: np.ndarray, include_self: bool) -> np.ndarray:
+    """Length along `link` from each lane (its own length first if `include_self`); a loop is counted once."""
+    out = np.zeros(table.n)
+    for k in range(table.n):
+        total, lane, seen = (table.length[k] if include_self else 0.0), link[k], {k}
+        while lane >= 0 and lane not in seen:
+            seen.add(lane)
+            total += table.length[lane]
+            lane = link[lane]
+        out[k] = total
+    return out
+
+
+def _route_entries(table: LaneTable, route: list[int], lane: int, block: int,
+                   blocks: list[tuple[int, int]]) -> tuple[int, float, float]:
+    """(need, deadline, remaining) of `lane`, which lies on the road of route block `block`.
+
+    `blocks` are (first, last) route indices of each road the route visits, in order.
+    """
+    pos = table.lane_pos
+    lengths = [table.length[route[last]] for _, last in blocks]
+    lengths[block] = table.length[lane]
+    remaining = float(sum(lengths[block:]))
+    exit_pos = pos[route[blocks[block][1]]]
+    if pos[lane] != exit_pos:
+        return int(exit_pos - pos[lane]), float(table.length[lane]), remaining
+    for b in range(block + 1, len(blocks)):
+        first, last = blocks[b]
+        if pos[route[first]] != pos[route[last]]:
+            return int(pos[route[last]] - pos[route[first]]), float(sum(lengths[block:b + 1])), remaining
+    return 0, remaining, remaining
+
+
+def _route_table(table: LaneTable, route: list[int], base: _RouteTable) -> _RouteTable:
+    """`base` with the lanes of every road on `route` overwritten by the route's quantities."""
+    out = _RouteTable(*(a.copy() for a in (base.need, base.deadline, base.before, base.remaining, base.next)))
+    blocks: list[tuple[int, int]] = []
+    for j, lane in enumerate(route):
+        if blocks and table.road[route[blocks[-1][0]]] == table.road[lane]:
+            blocks[-1] = (blocks[-1][0], j)
+        else:
+            blocks.append((j, j))
+    driven, done_roads = 0.0, set()
+    for b, (first, last) in enumerate(blocks):
+        road = int(table.road[route[first]])
+        if road in done_roads:  # a road visited twice keeps its first visit
+            continue
+        done_roads.add(road)
+        for lane in np.flatnonzero(table.road == road):
+            need, deadline, remaining = _route_entries(table, route, int(lane), b, blocks)
+            out.need[lane], out.deadline[lane], out.remaining[lane] = need, deadline, remaining
+            out.before[lane] = driven
+            if lane == route[last] and b + 1 < len(blocks):
+                out.next[lane] = route[blocks[b + 1][0]]
+        driven += float(table.length[route[last]])
+    return out
+
+
+def _default_table(table: LaneTable, graph: nx.DiGraph, exits: list, nxt: np.ndarray,
+                   prv: np.ndarray) -> _RouteTable:
+    """Route quantities of vehicles without a route: from each lane, the cheapest way to any exit."""
+    n = table.n
+    out = _RouteTable(np.zeros(n, dtype=np.intp), np.zeros(n), _chain_length(table, prv, False),
+                      _chain_length(table, nxt, True), nxt.copy())
+    sources = [e for e in exits if e in graph]
+    if not sources:  # closed circuit: nothing to reach
+        out.deadline[:] = out.remaining
+        return out
+    _, paths = nx.multi_source_dijkstra(graph.reverse(copy=False), sources, weight="weight")
+    for k, idx in enumerate(table.indices):
+        if idx not in paths:
+            continue
+        route = [table.id_of[tuple(p)] for p in reversed(paths[idx])]
+        one = _route_table(table, route, out)
+        out.need[k], out.deadline[k] = one.need[k], one.deadline[k]
+        out.remaining[k] = one.remaining[k]
+    return out
+
+
+class Observer:
+    """Builds the `Observation` of every platoon member of a `Simulation` from the World's arrays.
+
+    Route tables (per member and lane) are built once here; `observe()` only indexes them.
+    Neighbour search uses the World's sorted lane index (`World.neighbours`), asking for each
+    member the lane it is on, the lane its lane continues into, and the left/right lanes with
+    their continuations and predecessors, all in one call.
+    """
+
+    def __init__(self, sim: "Simulation"):
+        self.sim = sim
+        spec = sim.spec.observation
+        self.k = spec.neighbours
+        self.range = float(spec.range)
+        self.n_points = spec.lane_points
+        self.spacing = float(spec.lane_point_spacing)
+        world, tab = sim.world, sim.world.table
+        graph = sim.road.lane_graph()
+        self._cont, self._prev = _continuations(tab, graph)
+        exits = list(sim.road.exit_lanes())
+        base = _default_table(tab, graph, exits, self._cont, self._prev)
+        rows = sim.controlled
+        m = len(rows)
+        self._vids = world.vid[rows].copy()  # a row reused after a departure holds another vehicle
+        tables = []
+        for row in rows:
+            n_route = int(world.route_len[row])
+            route = [int(r) for r in world.route[row, :n_route]]
+            tables.append(_route_table(tab, route, base) if route else base)
+        self._need = np.stack([t.need for t in tables]).astype(np.float64)  # (M, n_lanes)
+        self._deadline = np.stack([t.deadline for t in tables])
+        self._before = np.stack([t.before for t in tables])
+        self._remaining = np.stack([t.remaining for t in tables])
+        self._next = np.stack([t.next for t in tables])  # (M, n_lanes)
+        self._lane_end = np.stack([_chain_length(tab, t.next, True) for t in tables])  # (M, n_lanes)
+        self._agent = np.arange(m)
+        graph_c = sim.comm_graph
+        self._platoon = graph_c.platoon_of.copy()  # (M,)
+        self._member = graph_c.member_of.copy()  # (M,)
+        self._pred = np.where(self._member > 0, self._agent - 1, -1)  # comm id of member k−1
+        self._same_platoon = self._platoon[:, None] == self._platoon[None, :]  # (M, M)
+        self._ahead_in_platoon = self._same_platoon & (self._member[None, :] < self._member[:, None])
+        self._side_ok = np.stack([(tab.left >= 0) & ~tab.forbidden[np.maximum(tab.left, 0)],
+                                  (tab.right >= 0) & ~tab.forbidden[np.maximum(tab.right, 0)]], axis=1)
+        self._speed_limit = np.where(np.isfinite(tab.speed_limit), tab.speed_limit, _DEFAULT_SPEED_LIMIT)
+
+    def live(self) -> np.ndarray:
+        """(M,) bool: members still on the road (as `Simulation.live_members`, without its Python loop)."""
+        world, rows = self.sim.world, self.sim.controlled
+        return world.active[rows] & (world.vid[rows] == self._vids)
+
+    def route_position(self) -> np.ndarray:
+        """(M,) distance driven along each member's route [m] (NaN for members off the road)."""
+        sim, world = self.sim, self.sim.world
+        live = self.live()
+        rows = sim.controlled
+        lane = np.where(live, world.lane[rows], 0)
+        pos = self._before[self._agent, lane] + world.s[rows]
+        return np.where(live, pos, np.nan)
+
+    def alive(self) -> np.ndarray:
+        """(M,) bool: members on the road and not crashed."""
+        return self.live() & ~self.sim.world.crashed[self.sim.controlled]
+
+    def observe(self) -> Observation:
+        """The observation of every member now (zeros with masks false for crashed/departed ones)."""
+        sim, world, tab = self.sim, self.sim.world, self.sim.world.table
+        m = len(sim.controlled)
+        alive = self.alive()
+        idx = np.flatnonzero(alive)
+        rows = sim.controlled[idx]
+        n = len(rows)
+        inbox = sim.inbox
+        kc, d = inbox.data.shape[1], inbox.data.shape[2]
+        obs = _zeros(m, self.k, self.n_points, kc, d)
+        obs.alive = alive
+        if n == 0:
+            return obs
+        lane, s = world.lane[rows], world.s[rows]
+        x, y, h, v = world.x[rows], world.y[rows], world.heading[rows], world.speed[rows]
+        cos_h, sin_h = np.cos(h), np.sin(h)
+
+        # 1. ego features
+        ego = obs.ego[idx]
+        ego[:, 0] = v
+        ego[:, 1] = world.accel[rows]
+        ego[:, 2] = world.steering[rows]
+        ego[:, 3] = _wrap(h - tab.heading_at(lane, s))
+        ego[:, 4] = world.r[rows]
+        ego[:, 5] = tab.width[lane]
+        ego[:, 6] = np.clip(self._lane_end[idx, lane] - s, 0.0, _FAR)
+        ego[:, 7] = self._speed_limit[lane]
+        ego[:, 8] = self._member[idx]
+        ego[:, 9] = ~(self._ahead_in_platoon[idx] & alive[None, :]).any(axis=1)
+        obs.ego[idx] = ego
+
+        # 2. leader and side lanes: one query batch on the World's sorted lane index
+        self._lane_neighbours(obs, idx, rows, lane)
+
+        # 3. K nearest vehicles in the ego frame
+        self._nearest(obs, idx, rows, x, y, cos_h, sin_h, v)
+
+        # 4. centre-line points ahead, following the member's route (else the smooth continuation)
+        obs.lane_ahead[idx] = self._lane_points(idx, lane, s, x, y, cos_h, sin_h)
+
+        # 5. route
+        before, remaining = self._before[idx, lane], self._remaining[idx, lane]
+        obs.route[idx, 0] = self._need[idx, lane]
+        obs.route[idx, 1] = np.clip(self._deadline[idx, lane] - s, 0.0, _FAR)
+        total = np.maximum(before + remaining, 1e-6)
+        obs.route[idx, 2] = np.clip((before + s) / total, 0.0, 1.0)
+
+        # 6. V2V inbox and the predecessor's newest message
+        obs.inbox[idx] = inbox.data[idx]
+        obs.inbox_mask[idx] = inbox.mask[idx]
+        obs.inbox_age[idx] = inbox.age[idx]
+        pred = self._pred[idx]
+        match = inbox.mask[idx] & (inbox.sender[idx] == pred[:, None]) & (pred[:, None] >= 0)  # (n, Kc)
+        has = match.any(axis=1)
+        slot = np.argmax(match, axis=1)
+        obs.predecessor_message[idx] = np.where(has[:, None], inbox.data[idx, slot], 0.0)
+        obs.predecessor_mask[idx] = has
+        obs.predecessor_age[idx] = np.where(has, inbox.age[idx, slot], 0)
+        return obs
+
+    # -- parts -----------------------------------------------------------------------------------
+    # Which found vehicle fills each (leader / side) slot: (query row of the first choice, of the
+    # fallback across a lane boundary, ahead?). Query rows: 0 own lane, 1 own→next, 2 left,
+    # 3 left→next, 4 left←prev, 5 right, 6 right→next, 7 right←prev.
+    _SLOTS = ((0, 1, True), (2, 3, True), (2, 4, False), (5, 6, True), (5, 7, False))
+
+    def _lane_neighbours(self, obs: Observation, idx: np.ndarray, rows: np.ndarray, lane: np.ndarray) -> None:
+        world, tab = self.sim.world, self.sim.world.table
+        n = len(rows)
+        left, right = tab.left[lane], tab.right[lane]
+        nxt, prv = self._next[idx[None, :], np.maximum(np.stack([lane, left, right]), 0)], self._prev
+        q = np.stack([lane, nxt[0], left, np.where(left >= 0, nxt[1], -1), np.where(left >= 0, prv[left], -1),
+                      right, np.where(right >= 0, nxt[2], -1), np.where(right >= 0, prv[right], -1)])  # (8, n)
+        valid = q >= 0
+        qf = np.where(valid, q, lane[None, :]).ravel()
+        front, rear = world.neighbours(np.tile(rows, 8), qf)
+        front = np.where(valid.ravel(), front, -1).reshape(8, n)
+        rear = np.where(valid.ravel(), rear, -1).reshape(8, n)
+
+        first = np.array([s[0] for s in self._SLOTS])
+        second = np.array([s[1] for s in self._SLOTS])
+        ahead = np.array([s[2] for s in self._SLOTS])[:, None]  # (5, 1)
+        found1 = np.where(ahead, front[first], rear[first])  # (5, n)
+        found2 = np.where(ahead, front[second], rear[second])
+        use_first = found1 >= 0
+        found = np.where(use_first, found1, found2)
+        on = np.maximum(np.where(use_first, q[first], q[second]), 0)  # lane both are compared on
+        has = found >= 0
+        other = np.where(has, found, rows[None, :])
+        s_other, _ = tab.local_coordinates(on, world.x[other], world.y[other])
+        s_ego, _ = tab.local_coordinates(on, world.x[rows][None, :], world.y[rows][None, :])
+        half = (world.length[rows][None, :] + world.length[other]) / 2
+        gap = np.where(ahead, s_other - s_ego, s_ego - s_other) - half
+        v_other, v_ego = world.speed[other], world.speed[rows][None, :]
+        closing = np.where(ahead, v_ego - v_other, v_other - v_ego)
+        side_ok = self._side_ok[lane]  # (n, 2)
+        ok = np.stack([np.ones(n, dtype=bool), side_ok[:, 0], side_ok[:, 0], side_ok[:, 1], side_ok[:, 1]])
+        present = has & ok & (gap <= self.range)
+        feats = np.stack([np.where(present, gap, self.range), np.where(present, v_other, 0.0),
+                          np.where(present, closing, 0.0), present], axis=-1)  # (5, n, 4)
+        obs.leader[idx] = feats[0]
+        obs.side[idx] = feats[1:].reshape(2, 2, n, 4).transpose(2, 0, 1, 3)
+        obs.side_lane[idx] = side_ok
+
+    def _nearest(self, obs, idx, rows, x, y, cos_h, sin_h, v) -> None:
+        world = self.sim.world
+        others = world.active_rows()
+        dx = world.x[others][None, :] - x[:, None]  # (n, N)
+        dy = world.y[others][None, :] - y[:, None]
+        dist = np.hypot(dx, dy)
+        dist[others[None, :] == rows[:, None]] = np.inf
+        dist[dist > self.range] = np.inf
+        k = min(self.k, len(others))
+        order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # (n, k)
+        mask = np.isfinite(np.take_along_axis(dist, order, axis=1))
+        o = others[order]  # (n, k) rows
+        ex, ey = np.take_along_axis(dx, order, axis=1), np.take_along_axis(dy, order, axis=1)
+        c, s_ = cos_h[:, None], sin_h[:, None]
+        ho = world.heading[o]
+        vo = world.speed[o]
+        rvx = vo * np.cos(ho) - (v * cos_h)[:, None]
+        rvy = vo * np.sin(ho) - (v * sin_h)[:, None]
+        dh = ho - np.arctan2(sin_h, cos_h)[:, None]
+        feats = np.stack([
+            c * ex + s_ * ey, -s_ * ex + c * ey,  # position, ego frame (x forward, y right)
+            c * rvx + s_ * rvy, -s_ * rvx + c * rvy,  # velocity relative to the ego, ego frame
+            np.cos(dh), np.sin(dh),
+            world.length[o], world.width[o],
+            (world.platoon[o] == world.platoon[rows][:, None]) & (world.platoon[o] >= 0),
+        ], axis=-1)
+        out = np.zeros((len(rows), self.k, len(NEIGHBOUR_FEATURES)))
+        out[:, :k] = np.where(mask[..., None], feats, 0.0)
+        obs.neighbours[idx] = out
+        obs.neighbour_mask[idx, :k] = mask
+
+    def _lane_points(self, idx, lane, s, x, y, cos_h, sin_h) -> np.ndarray:
+        tab = self.sim.world.table
+        n, p = len(idx), self.n_points
+        agent = np.repeat(idx, p)
+        ln = np.repeat(lane, p)
+        sp = (s[:, None] + self.spacing * np.arange(1, p + 1)[None, :]).ravel()
+        for _ in range(_MAX_HOPS):
+            nxt = self._next[agent, ln]
+            over = (sp > tab.length[ln]) & (nxt >= 0)
+            if not over.any():
+                break
+            sp = np.where(over, sp - tab.length[ln], sp)
+            ln = np.where(over, nxt, ln)
+        px, py = tab.position(ln, sp, np.zeros_like(sp))  # beyond a lane end: the lane extended
+        ex = px.reshape(n, p) - x[:, None]
+        ey = py.reshape(n, p) - y[:, None]
+        c, s_ = cos_h[:, None], sin_h[:, None]
+        return np.stack([c * ex + s_ * ey, -s_ * ex + c * ey], axis=-1)
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+def _zeros(m: int, k: int, p: int, kc: int, d: int) -> Observation:
+    """An all-absent observation of m vehicles."""
+    f = np.float32
+    return Observation(
+        ego=np.zeros((m, len(EGO_FEATURES)), f),
+        leader=np.zeros((m, len(LEADER_FEATURES)), f),
+        side=np.zeros((m, 2, 2, len(SIDE_FEATURES)), f),
+        side_lane=np.zeros((m, 2), f),
+        neighbours=np.zeros((m, k, len(NEIGHBOUR_FEATURES)), f),
+        neighbour_mask=np.zeros((m, k), dtype=bool),
+        lane_ahead=np.zeros((m, p, 2), f),
+        route=np.zeros((m, len(ROUTE_FEATURES)), f),
+        inbox=np.zeros((m, kc, d), f),
+        inbox_mask=np.zeros((m, kc), dtype=bool),
+        inbox_age=np.zeros((m, kc), f),
+        predecessor_message=np.zeros((m, d), f),
+        predecessor_mask=np.zeros(m, dtype=bool),
+        alive=np.zeros(m, dtype=bool),
+        predecessor_age=np.zeros(m, f),
+    )

@@ -88,6 +88,7 @@ class Simulation:
 
         self.controlled = np.array([self.names[n] for n in self.agent_names], dtype=np.int64)
         self._vids = {name: int(self.world.vid[row]) for name, row in self.names.items()}
+        self._member_vids = self.world.vid[self.controlled].copy()
         links, offset = [], 0
         for i, platoon in enumerate(spec.platoons):
             links.append(PlatoonLinks(list(range(offset, offset + platoon.size)), platoon.topology or spec.comms.topology))
@@ -192,17 +193,16 @@ class Simulation:
         result = StepResult(time=0.0)
         world = self.world
         world.collisions, world.departed = [], []
-        live = self.live_members()
         if actions is not None:
             actions = np.asarray(actions, dtype=np.float64)
             if actions.shape != (len(self.controlled), 2):
                 raise ValueError(f"actions must have shape ({len(self.controlled)}, 2), got {actions.shape}")
-            actions = actions[live]
         for _ in range(world.params.frames_per_step):
             self._apply_events(world, result)
             for listener in self.frame_listeners:
                 listener.before_frame(self)
-            world.frame(actions)
+            # members may leave the road mid-step: the World takes actions of live members only
+            world.frame(None if actions is None else actions[self.live_members()])
             for listener in self.frame_listeners:
                 listener.after_frame(self)
         world.step_count += 1
@@ -218,8 +218,7 @@ class Simulation:
     def live_members(self) -> np.ndarray:
         """(M,) bool: which platoon members are still on the road (not departed or removed)."""
         w, rows = self.world, self.controlled
-        vids = np.array([self._vids[n] for n in self.agent_names])
-        return w.active[rows] & (w.vid[rows] == vids)
+        return w.active[rows] & (w.vid[rows] == self._member_vids)
 
     def is_live(self, name: str) -> bool:
         """Whether the named vehicle is still the one in its row (rows are reused after departures)."""

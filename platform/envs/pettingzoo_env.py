@@ -1,0 +1,184 @@
+"""`PlatoonParallelEnv`: a PettingZoo `ParallelEnv` over one scenario, one agent per platoon member.
+
+| | |
+|---|---|
+| agents | `Simulation.agent_names`, e.g. "p0.0" … "p0.3", "p1.0" … (platoon id, member index; 0 leads) |
+| observation | `Box(-inf, inf, (obs_dim,), float32)`: one row of `Observation.flat()` (layout below) |
+| action | `Box(2,)` float32 [acceleration m/s², steering rad], bounds = the platoon's `vehicle` limits [−max_deceleration, max_acceleration] × [−max_steering, max_steering]; with `spec.action.normalized`, [-1, 1]² scaled so that 0 stays 0 (negative acceleration × max_deceleration, positive × max_acceleration, steering × max_steering). Actions are clipped to the bounds. |
+| reward | per agent, `diffplatoon.envs.rewards` (terms weighted by `spec.reward`) |
+| termination | the member crashed (when `spec.safety.terminate_on_collision`) or left the road (end of road / destination) |
+| truncation | every remaining agent when the scenario's duration has elapsed |
+| info | `crashed`, `departed`, `offroad` (bools, this step), `reward_terms` (weighted terms by name), `time` [s] |
+| reset(seed) | episode index = `episode_offset + seed`; `seed=None` takes the episode after the last one |
+
+Observation layout (`diffplatoon.sim.observation.flat_layout`), K = `observation.neighbours`,
+P = `observation.lane_points`, Kc = inbox slots, D = message length:
+
+| columns | field | features |
+|---|---|---|
+| 10 | ego | `EGO_FEATURES` |
+| 4 | leader | `LEADER_FEATURES` |
+| 16 | side | [left, right] × [front, rear] × `SIDE_FEATURES` |
+| 2 | side_lane | left, right lane may be entered |
+| 9·K | neighbours | K × `NEIGHBOUR_FEATURES` |
+| K | neighbour_mask | |
+| 2·P | lane_ahead | P × (x, y) ego frame |
+| 3 | route | `ROUTE_FEATURES` |
+| Kc·D | inbox | Kc × (`comms.MESSAGE_FIELDS` + plan floats) |
+| Kc | inbox_mask | |
+| Kc | inbox_age | steps |
+
+A member that crashed or left gets a zero observation before it is removed from `agents`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from pettingzoo import ParallelEnv
+
+from diffplatoon.envs.rewards import REWARD_TERMS, RewardFunction
+from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.sim.observation import Observation, Observer
+from diffplatoon.sim.simulation import Simulation
+
+__all__ = ["PlatoonParallelEnv"]
+
+
+class PlatoonParallelEnv(ParallelEnv):
+    """One scenario as a parallel multi-agent environment (see the module docstring)."""
+
+    metadata = {"name": "diffplatoon_platoon_v0", "render_modes": ["rgb_array"], "is_parallelizable": True}
+
+    def __init__(self, spec: ScenarioSpec, render_mode: str | None = None, episode_offset: int = 0):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.spec = spec
+        self.render_mode = render_mode
+        self.episode_offset = int(episode_offset)
+        self.metadata = {**self.metadata, "render_fps": spec.policy_frequency}
+        self._next_episode = 0
+        self.episode = self.episode_offset
+        self._start(self.episode_offset)
+        self.possible_agents: list[str] = list(self.sim.agent_names)
+        self.agents: list[str] = []
+        obs_dim = self._last_obs.flat().shape[1]
+        self._obs_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
+        self._obs_spaces = {a: self._obs_space for a in self.possible_agents}
+        self._act_spaces: dict[str, spaces.Box] = {}
+        low, high = [], []
+        for platoon in spec.platoons:
+            v = platoon.vehicle
+            lo = np.array([-v.max_deceleration, -v.max_steering], dtype=np.float32)
+            hi = np.array([v.max_acceleration, v.max_steering], dtype=np.float32)
+            for name in platoon.member_names():
+                if spec.action.normalized:
+                    self._act_spaces[name] = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+                else:
+                    self._act_spaces[name] = spaces.Box(lo, hi, dtype=np.float32)
+                low.append(lo)
+                high.append(hi)
+        self._low = np.array(low, dtype=np.float64)  # (M, 2) SI limits
+        self._high = np.array(high, dtype=np.float64)
+        self._index = {a: i for i, a in enumerate(self.possible_agents)}
+        self._renderer = None
+
+    # -- spaces ---------------------------------------------------------------------------------
+    def observation_space(self, agent: str) -> spaces.Box:
+        return self._obs_spaces[agent]
+
+    def action_space(self, agent: str) -> spaces.Box:
+        return self._act_spaces[agent]
+
+    # -- episode --------------------------------------------------------------------------------
+    def _start(self, episode: int) -> None:
+        self.sim = Simulation(self.spec, episode)
+        self.observer = Observer(self.sim)
+        self.reward_fn = RewardFunction(self.sim, self.observer)
+        self._last_obs: Observation = self.observer.observe()
+        if getattr(self, "_renderer", None) is not None:
+            self._renderer.attach(self.sim)
+
+    def reset(self, seed: int | None = None, options: dict | None = None
+              ) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """Start an episode: `seed` picks the episode index (see the module docstring)."""
+        index = self._next_episode if seed is None else int(seed)
+        if options and "episode" in options:
+            index = int(options["episode"])
+        self._next_episode = index + 1
+        self.episode = self.episode_offset + index
+        self._start(self.episode)
+        self.agents = list(self.possible_agents)
+        flat = self._last_obs.flat()
+        obs = {a: flat[i] for i, a in enumerate(self.agents)}
+        t = self.sim.time
+        infos = {a: {"crashed": False, "departed": False, "offroad": False, "time": t} for a in self.agents}
+        return obs, infos
+
+    def scale_actions(self, actions: dict[str, Any]) -> np.ndarray:
+        """(M, 2) SI actions for every member from a dict of the agents' actions (missing ones: 0)."""
+        acts = np.zeros((len(self.possible_agents), 2))
+        for agent, action in actions.items():
+            acts[self._index[agent]] = action
+        if self.spec.action.normalized:
+            acts = np.clip(acts, -1.0, 1.0)
+            acts = np.where(acts < 0, -acts * self._low, acts * self._high)
+        return np.clip(acts, self._low, self._high)
+
+    def step(self, actions: dict[str, Any]):
+        """Advance one policy step; returns (obs, rewards, terminations, truncations, infos)."""
+        if not self.agents:
+            raise RuntimeError("step() called with no live agents; call reset()")
+        sim = self.sim
+        was_live = self.observer.live()
+        sim.step(self.scale_actions(actions))
+        obs_all = self.observer.observe()
+        self._last_obs = obs_all
+        reward, terms, events = self.reward_fn()
+        live = self.observer.live()
+        crashed = live & sim.world.crashed[sim.controlled]
+        departed = was_live & ~live
+        terminate = departed | (crashed if self.spec.safety.terminate_on_collision else False)
+        truncate = sim.done
+        flat = obs_all.flat()
+        t = sim.time
+
+        observations, rewards, terminations, truncations, infos = {}, {}, {}, {}, {}
+        for agent in self.agents:
+            i = self._index[agent]
+            observations[agent] = flat[i]
+            rewards[agent] = float(reward[i])
+            terminations[agent] = bool(terminate[i])
+            truncations[agent] = bool(truncate)
+            infos[agent] = {
+                "crashed": bool(crashed[i]),
+                "departed": bool(departed[i]),
+                "offroad": bool(events["outside"][i]),
+                "reward_terms": dict(zip(REWARD_TERMS, terms[i].tolist())),
+                "time": t,
+            }
+        self.agents = [a for a in self.agents if not (terminations[a] or truncations[a])]
+        return observations, rewards, terminations, truncations, infos
+
+    @property
+    def observation(self) -> Observation:
+        """The structured observation of all members at the current step."""
+        return self._last_obs
+
+    # -- rendering ------------------------------------------------------------------------------
+    def render(self) -> np.ndarray | None:
+        """An (H, W, 3) uint8 top-down frame for render_mode="rgb_array"; None otherwise."""
+        if self.render_mode != "rgb_array":
+            return None
+        if self._renderer is None:
+            from diffplatoon.sim.render import Renderer
+
+            self._renderer = Renderer(self.sim)
+        return self._renderer.frame()
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None

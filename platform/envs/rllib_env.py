@@ -1,0 +1,311 @@
+"""`PlatoonMultiAgentEnv`: an RLlib `MultiAgentEnv` over one scenario, grouped per platoon or per vehicle.
+
+The episode engine is `PlatoonParallelEnv` (the simulation, the per-member rewards of
+`diffplatoon.envs.rewards`, its termination/truncation rules and action scaling), used as is;
+this module only regroups its per-member results into the agents RLlib trains and keeps
+RLlib's multi-agent rules: `possible_agents` never changes, every agent that acted gets a
+reward, every agent still on the road gets a final observation at truncation, a done agent
+never receives data again, and `__all__` is set in both `terminateds` and `truncateds`.
+
+env_config keys (all optional except `scenario`):
+
+| key | meaning |
+|---|---|
+| scenario | catalogue name, YAML path, mapping of scenario fields, or a `ScenarioSpec`; a sweep cycles its variants per episode |
+| grouping | "vehicle" (one agent per member, default) or "platoon" (one agent per platoon) |
+| duration | episode length override [s] |
+| normalize_actions | true (default): actions in [-1, 1], scaled so that 0 stays 0; false: the scenario's own setting |
+| platoon_reward | "mean" (default) or "sum" of the rewards of the members that acted this step (platoon grouping) |
+| episode_offset | added to every episode index |
+
+Agents and spaces (N = largest platoon size, D = flat observation width, Kc × Dm = inbox):
+
+| grouping | agent ids | observation | action |
+|---|---|---|---|
+| vehicle | member names "p0.0", … | Dict(obs=(D,) own flat observation, state=(N·D + 2N,) platoon joint state: members' flat observations padded to N, member mask, one-hot of the agent's member index) | Box(2,) |
+| platoon | platoon ids "p0", … | Dict(obs=(N, D), inbox=(N, Kc, Dm), inbox_mask=(N, Kc), comm_mask=(N, N) i hears j (diagonal set), both present, member_mask=(N,), pose=(N, 4) world [x, y, heading, speed], length=(N,)) | Box(2N,) members' [acc, steer] in member order |
+
+Masks are float32 0/1. Absent members (crashed, departed or padding) have zero rows and a zero
+mask; their actions are ignored. Platoon rewards aggregate member rewards (`platoon_reward`).
+
+Episode seeding: `reset(seed=s)` starts stream s (RLlib passes `config.seed + worker_index (+ i for the
+i-th vectorized copy)` on its first reset); later `reset()` calls without a seed take the next
+episode of the stream. Episode index = episode_offset + stream · 1_000_000 + count; without any seed,
+stream = 1000 · worker_index + vector_index of the env context, so runners never share episodes.
+`reset(options={"episode": k})` plays episode k exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import gymnasium as gym
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+from diffplatoon.envs.pettingzoo_env import PlatoonParallelEnv
+from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario, validate_data
+from diffplatoon.scenarios.schema import ActionSpec
+
+__all__ = ["EnvSettings", "PlatoonMultiAgentEnv", "resolve_scenario", "EPISODES_PER_STREAM"]
+
+EPISODES_PER_STREAM = 1_000_000
+
+
+class EnvSettings(BaseModel):
+    """The env_config of `PlatoonMultiAgentEnv` (see the module table)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True, arbitrary_types_allowed=True)
+
+    scenario: Any
+    grouping: Literal["vehicle", "platoon"] = "vehicle"
+    duration: float | None = Field(None, gt=0)
+    normalize_actions: bool = True
+    platoon_reward: Literal["mean", "sum"] = "mean"
+    episode_offset: int = Field(0, ge=0)
+
+
+def resolve_scenario(scenario: Any) -> ScenarioSpec:
+    """A `ScenarioSpec` from a catalogue name, YAML path, mapping of fields or a spec."""
+    if isinstance(scenario, ScenarioSpec):
+        return scenario
+    if isinstance(scenario, dict):
+        return validate_data(dict(scenario), "<env_config.scenario>")
+    return load_scenario(str(scenario))
+
+
+def _variants(settings: EnvSettings) -> list[ScenarioSpec]:
+    spec = resolve_scenario(settings.scenario)
+    variants, _ = expand_sweep(spec)
+    update: dict[str, Any] = {}
+    if settings.duration is not None:
+        update["duration"] = settings.duration
+    if settings.normalize_actions:
+        update["action"] = ActionSpec(normalized=True)
+    return [v.model_copy(update=update) for v in variants] if update else variants
+
+
+class PlatoonMultiAgentEnv(MultiAgentEnv):
+    """One scenario as an RLlib multi-agent environment (see the module docstring)."""
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        config = config or {}
+        self.settings = EnvSettings.model_validate(dict(config))
+        self.grouping = self.settings.grouping
+        self._engines = [PlatoonParallelEnv(spec) for spec in _variants(self.settings)]
+        self._check_variants()
+        self.engine = self._engines[0]
+        self.spec = self.engine.spec
+        self.members = list(self.engine.possible_agents)
+        self.platoon_ids = [p.id for p in self.spec.platoons]
+        self.platoon_members = [p.member_names() for p in self.spec.platoons]
+        self.n_max = max(len(m) for m in self.platoon_members)
+        obs = self.engine.observation
+        self.obs_dim = int(obs.flat().shape[1])
+        self.kc, self.msg_dim = int(obs.inbox.shape[1]), int(obs.inbox.shape[2])
+        self._slot = {}  # member name -> (platoon index, member index)
+        for p, names in enumerate(self.platoon_members):
+            for k, name in enumerate(names):
+                self._slot[name] = (p, k)
+        self._row = {a: i for i, a in enumerate(self.members)}
+
+        box = lambda *shape: gym.spaces.Box(-np.inf, np.inf, shape=shape, dtype=np.float32)  # noqa: E731
+        unit = lambda *shape: gym.spaces.Box(0.0, 1.0, shape=shape, dtype=np.float32)  # noqa: E731
+        n, d = self.n_max, self.obs_dim
+        if self.grouping == "vehicle":
+            self.possible_agents = list(self.members)
+            space = gym.spaces.Dict({"obs": box(d), "state": box(n * d + 2 * n)})
+            self.observation_spaces = {a: space for a in self.possible_agents}
+            self.action_spaces = {a: self.engine.action_space(a) for a in self.possible_agents}
+        else:
+            self.possible_agents = list(self.platoon_ids)
+            space = gym.spaces.Dict({
+                "obs": box(n, d), "inbox": box(n, self.kc, self.msg_dim), "inbox_mask": unit(n, self.kc),
+                "comm_mask": unit(n, n), "member_mask": unit(n), "pose": box(n, 4), "length": box(n),
+            })
+            self.observation_spaces = {a: space for a in self.possible_agents}
+            act = self.engine.action_space(self.members[0])
+            low, high = np.tile(act.low, n), np.tile(act.high, n)
+            self.action_spaces = {a: gym.spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
+        self.agents = []
+        ctx_worker = int(getattr(config, "worker_index", 0) or 0)
+        ctx_vector = int(getattr(config, "vector_index", 0) or 0)
+        self._stream = 1000 * ctx_worker + ctx_vector
+        self._count = 0
+        self.episode = -1
+        self.episode_stats: dict[str, float] = {}
+        self.last_episode_stats: dict[str, float] | None = None
+
+    def _check_variants(self) -> None:
+        first = self._engines[0]
+        width = first.observation.flat().shape[1]
+        for engine in self._engines[1:]:
+            if engine.possible_agents != first.possible_agents or engine.observation.flat().shape[1] != width:
+                raise ValueError(
+                    f"sweep variant {engine.spec.name!r} changes the agents or the observation width; "
+                    "an RLlib env needs the same agents and spaces in every episode"
+                )
+
+    # -- episode ---------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start the next episode of the seed stream (see the module docstring)."""
+        if seed is not None:
+            self._stream, self._count = int(seed), 0
+        if options and "episode" in options:
+            episode = int(options["episode"])
+        else:
+            episode = self.settings.episode_offset + self._stream * EPISODES_PER_STREAM + self._count
+            self._count += 1
+        self.episode = episode
+        self.engine = self._engines[episode % len(self._engines)]
+        self.spec = self.engine.spec
+        member_obs, member_infos = self.engine.reset(options={"episode": episode})
+        self.episode_stats = {"collisions": 0.0, "offroad_steps": 0.0, "departed": 0.0, "steps": 0.0,
+                              "speed_sum": 0.0, "speed_count": 0.0}
+        self._track_speed()
+        if self.grouping == "vehicle":
+            self.agents = list(self.members)
+            flat = self.engine.observation.flat()
+            obs = {a: self._vehicle_obs(a, flat) for a in self.agents}
+            infos = {a: member_infos[a] for a in self.agents}
+        else:
+            self.agents = list(self.platoon_ids)
+            obs = {pid: self._platoon_obs(p) for p, pid in enumerate(self.platoon_ids)}
+            infos = {pid: {"episode": episode} for pid in self.agents}
+        return obs, infos
+
+    def step(self, action_dict: dict[str, Any]):
+        """One policy step of every agent in `action_dict`; returns RLlib's five dicts."""
+        if not self.agents:
+            raise RuntimeError("step() called after the episode ended; call reset()")
+        engine = self.engine
+        if self.grouping == "vehicle":
+            member_actions = {a: action_dict[a] for a in action_dict if a in engine.agents}
+        else:
+            member_actions = {}
+            for pid, action in action_dict.items():
+                joint = np.asarray(action, dtype=np.float64).reshape(self.n_max, 2)
+                for k, name in enumerate(self.platoon_members[self.platoon_ids.index(pid)]):
+                    if name in engine.agents:
+                        member_actions[name] = joint[k]
+        m_obs, m_rew, m_term, m_trunc, m_info = engine.step(member_actions)
+        self._record(m_info)
+        truncated_all = bool(engine.sim.done)
+        if self.grouping == "vehicle":
+            out = self._vehicle_step(m_rew, m_term, m_trunc, m_info)
+        else:
+            out = self._platoon_step(action_dict, m_rew, m_term, m_info, truncated_all)
+        obs, rewards, terms, truncs, infos = out
+        terms["__all__"] = not self.agents and not truncated_all
+        truncs["__all__"] = truncated_all
+        if truncated_all or not self.agents:
+            self.agents = []
+            self.last_episode_stats = self.summary()
+        return obs, rewards, terms, truncs, infos
+
+    def _vehicle_step(self, m_rew, m_term, m_trunc, m_info):
+        flat = self.engine.observation.flat()
+        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
+        for a in m_rew:
+            obs[a] = self._vehicle_obs(a, flat)
+            rewards[a] = float(m_rew[a])
+            terms[a] = bool(m_term[a])
+            truncs[a] = bool(m_trunc[a]) and not terms[a]
+            infos[a] = m_info[a]
+        self.agents = [a for a in self.agents if a in m_rew and not (terms[a] or truncs[a])]
+        return obs, rewards, terms, truncs, infos
+
+    def _platoon_step(self, action_dict, m_rew, m_term, m_info, truncated_all):
+        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
+        live = set(self.engine.agents)
+        for p, pid in enumerate(self.platoon_ids):
+            if pid not in self.agents:
+                continue
+            acted = [n for n in self.platoon_members[p] if n in m_rew]
+            member_rewards = [float(m_rew[n]) for n in acted]
+            total = float(np.sum(member_rewards)) if member_rewards else 0.0
+            rewards[pid] = total if self.settings.platoon_reward == "sum" or not acted else total / len(acted)
+            gone = not any(n in live for n in self.platoon_members[p])
+            terms[pid] = gone and not truncated_all
+            truncs[pid] = truncated_all and not terms[pid]
+            obs[pid] = self._platoon_obs(p)
+            infos[pid] = {
+                "member_rewards": dict(zip(acted, member_rewards)),
+                "crashed": [n for n in acted if m_info[n]["crashed"]],
+                "departed": [n for n in acted if m_info[n]["departed"]],
+            }
+        self.agents = [pid for pid in self.agents if not (terms[pid] or truncs[pid])]
+        return obs, rewards, terms, truncs, infos
+
+    # -- observations ----------------------------------------------------------------------------
+    def _vehicle_obs(self, agent: str, flat: np.ndarray) -> dict[str, np.ndarray]:
+        p, k = self._slot[agent]
+        n, d = self.n_max, self.obs_dim
+        state = np.zeros(n * d + 2 * n, dtype=np.float32)
+        alive = self.engine.observation.alive
+        for j, name in enumerate(self.platoon_members[p]):
+            row = self._row[name]
+            state[j * d:(j + 1) * d] = flat[row]
+            state[n * d + j] = float(alive[row])
+        state[n * d + n + k] = 1.0
+        return {"obs": flat[self._row[agent]].copy(), "state": state}
+
+    def _platoon_obs(self, p: int) -> dict[str, np.ndarray]:
+        """The Dict observation of platoon `p` (members padded to N)."""
+        engine, n = self.engine, self.n_max
+        o = engine.observation
+        rows = np.array([self._row[name] for name in self.platoon_members[p]])
+        size = len(rows)
+        active = set(engine.agents)
+        present = np.array([bool(o.alive[r]) and name in active
+                            for r, name in zip(rows, self.platoon_members[p])])
+        sim, world = engine.sim, engine.sim.world
+        wr = sim.controlled[rows]
+        out = {
+            "obs": np.zeros((n, self.obs_dim), np.float32),
+            "inbox": np.zeros((n, self.kc, self.msg_dim), np.float32),
+            "inbox_mask": np.zeros((n, self.kc), np.float32),
+            "comm_mask": np.zeros((n, n), np.float32),
+            "member_mask": np.zeros(n, np.float32),
+            "pose": np.zeros((n, 4), np.float32),
+            "length": np.zeros(n, np.float32),
+        }
+        out["obs"][:size] = o.flat()[rows]
+        out["inbox"][:size] = o.inbox[rows]
+        out["inbox_mask"][:size] = o.inbox_mask[rows]
+        out["comm_mask"][:size, :size] = sim.comm_graph.platoon_mask(p)
+        out["member_mask"][:size] = present
+        pose = np.stack([world.x[wr], world.y[wr], world.heading[wr], world.speed[wr]], axis=1)
+        out["pose"][:size] = np.where(present[:, None], pose, 0.0)
+        out["length"][:size] = np.where(present, world.length[wr], 0.0)
+        keep = np.zeros(n, np.float32)
+        keep[:size] = present
+        out["comm_mask"] *= keep[:, None] * keep[None, :]
+        return out
+
+    # -- episode statistics ----------------------------------------------------------------------
+    def _track_speed(self) -> None:
+        o = self.engine.observation
+        alive = o.alive.astype(bool)
+        self.episode_stats["speed_sum"] += float(o.ego[alive, 0].sum())
+        self.episode_stats["speed_count"] += float(alive.sum())
+
+    def _record(self, m_info: dict[str, dict]) -> None:
+        stats = self.episode_stats
+        stats["steps"] += 1
+        for info in m_info.values():
+            stats["collisions"] += info["crashed"]
+            stats["offroad_steps"] += info["offroad"]
+            stats["departed"] += info["departed"]
+        self._track_speed()
+
+    def summary(self) -> dict[str, float]:
+        """Counts of the current episode: member collisions, member-steps off the road, departures, steps, mean speed [m/s]."""
+        s = self.episode_stats
+        return {
+            "collisions": s["collisions"], "offroad_steps": s["offroad_steps"], "departed": s["departed"], "steps": s["steps"],
+            "mean_speed": s["speed_sum"] / max(s["speed_count"], 1.0),
+        }
+

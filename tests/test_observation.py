@@ -1,0 +1,259 @@
+"""Observer: hand-checkable leader gaps, side lanes, neighbours, routes, V2V fields and masks."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from diffplatoon.scenarios import ScenarioSpec, load_scenario
+from diffplatoon.sim.comms import MESSAGE_FIELDS
+from diffplatoon.sim.observation import (
+    EGO_FEATURES,
+    LEADER_FEATURES,
+    NEIGHBOUR_FEATURES,
+    ROUTE_FEATURES,
+    SIDE_FEATURES,
+    Observer,
+)
+from diffplatoon.sim.simulation import Simulation
+
+EGO = {name: i for i, name in enumerate(EGO_FEATURES)}
+LEAD = {name: i for i, name in enumerate(LEADER_FEATURES)}
+SIDE = {name: i for i, name in enumerate(SIDE_FEATURES)}
+NB = {name: i for i, name in enumerate(NEIGHBOUR_FEATURES)}
+ROUTE = {name: i for i, name in enumerate(ROUTE_FEATURES)}
+LEFT, RIGHT, FRONT, REAR = 0, 1, 0, 1
+
+
+def highway_spec(vehicles: list[dict], *, size: int = 2, start: float = 200.0, speed: float = 25.0,
+                 length: float = 1000.0, **extra) -> ScenarioSpec:
+    """Empty 3-lane highway (lanes 4 m apart, y = 0, 4, 8), a platoon on lane 1, hand-placed vehicles."""
+    data = {
+        "name": "obs_test",
+        "road": {"type": "highway", "lanes": 3, "length": length},
+        "traffic": {"count": 0},
+        "platoons": [{"id": "p0", "size": size, "lane": 1, "start": start, "speed": speed, "spacing": 15.0}],
+        "vehicles": vehicles,
+        **extra,
+    }
+    return ScenarioSpec.model_validate(data)
+
+
+def observe(spec: ScenarioSpec):
+    sim = Simulation(spec, 0)
+    return sim, Observer(sim).observe()
+
+
+def test_vehicle_30m_ahead_in_lane_is_the_leader_25m_bumper_to_bumper() -> None:
+    sim, obs = observe(highway_spec([{"id": "a", "lane": 1, "start": 230.0, "speed": 20.0}]))
+    leader = obs.leader[0]
+    assert leader[LEAD["gap"]] == pytest.approx(25.0, abs=1e-4)
+    assert leader[LEAD["speed"]] == pytest.approx(20.0)
+    assert leader[LEAD["closing_speed"]] == pytest.approx(5.0)  # 25 − 20: the gap shrinks
+    assert leader[LEAD["present"]] == 1.0
+    # member 1 (15 m behind the leader, bumper to bumper) follows member 0
+    assert obs.leader[1, LEAD["gap"]] == pytest.approx(15.0, abs=1e-4)
+    assert obs.leader[1, LEAD["speed"]] == pytest.approx(25.0)
+    assert obs.ego[0, EGO["is_leader"]] == 1.0 and obs.ego[1, EGO["is_leader"]] == 0.0
+    assert obs.ego[1, EGO["member_index"]] == 1.0
+    assert obs.ego[0, EGO["speed"]] == pytest.approx(25.0)
+    assert obs.ego[0, EGO["lane_width"]] == pytest.approx(4.0)
+    assert obs.ego[0, EGO["distance_to_lane_end"]] == pytest.approx(800.0)
+    assert obs.ego[0, EGO["speed_limit"]] == pytest.approx(30.0)
+
+
+def test_no_leader_within_range_reports_range_and_absent() -> None:
+    spec = highway_spec([{"id": "far", "lane": 1, "start": 400.0, "speed": 25.0}])
+    _, obs = observe(spec)
+    assert obs.leader[0].tolist() == [spec.observation.range, 0.0, 0.0, 0.0]
+
+
+def test_side_lane_neighbours_front_and_rear() -> None:
+    vehicles = [
+        {"id": "l_front", "lane": 0, "start": 212.0, "speed": 27.0},  # left lane, 12 m ahead
+        {"id": "r_rear", "lane": 2, "start": 160.0, "speed": 30.0},  # right lane, 40 m behind
+    ]
+    _, obs = observe(highway_spec(vehicles))
+    side = obs.side[0]
+    assert side[LEFT, FRONT, SIDE["gap"]] == pytest.approx(7.0, abs=1e-4)
+    assert side[LEFT, FRONT, SIDE["speed"]] == pytest.approx(27.0)
+    assert side[LEFT, FRONT, SIDE["closing_speed"]] == pytest.approx(-2.0)  # it pulls away
+    assert side[LEFT, FRONT, SIDE["present"]] == 1.0
+    assert side[LEFT, REAR, SIDE["present"]] == 0.0
+    assert side[RIGHT, REAR, SIDE["gap"]] == pytest.approx(35.0, abs=1e-4)
+    assert side[RIGHT, REAR, SIDE["closing_speed"]] == pytest.approx(5.0)  # 30 − 25: it closes in
+    assert side[RIGHT, FRONT, SIDE["present"]] == 0.0
+    assert obs.side_lane[0].tolist() == [1.0, 1.0]
+    # the left-lane vehicle is not the in-lane leader
+    assert obs.leader[0, LEAD["present"]] == 0.0
+
+
+def test_outer_lane_has_no_side_lane() -> None:
+    spec = ScenarioSpec.model_validate({
+        "name": "edge", "road": {"type": "highway", "lanes": 2, "length": 800}, "traffic": {"count": 0},
+        "platoons": [{"id": "p0", "size": 1, "lane": 0, "start": 100}],
+    })
+    _, obs = observe(spec)
+    assert obs.side_lane[0].tolist() == [0.0, 1.0]
+    assert np.all(obs.side[0, LEFT, :, SIDE["present"]] == 0.0)
+
+
+def test_neighbours_in_ego_frame_with_same_platoon_flag() -> None:
+    vehicles = [{"id": "l_front", "lane": 0, "start": 210.0, "speed": 25.0}]
+    sim, obs = observe(highway_spec(vehicles))
+    k = obs.neighbour_mask.shape[1]
+    assert obs.neighbour_mask[0].sum() == 2 and obs.neighbour_mask[0, 2:].sum() == 0
+    nb = obs.neighbours[0]
+    # nearest first: the left-lane car (10 m ahead, 4 m to the left = −y), then member 1 (20 m behind)
+    assert nb[0, NB["dx"]] == pytest.approx(10.0, abs=1e-4)
+    assert nb[0, NB["dy"]] == pytest.approx(-4.0, abs=1e-4)
+    assert nb[0, NB["same_platoon"]] == 0.0
+    assert nb[1, NB["dx"]] == pytest.approx(-20.0, abs=1e-4)
+    assert nb[1, NB["same_platoon"]] == 1.0
+    assert nb[1, NB["dvx"]] == pytest.approx(0.0, abs=1e-5)
+    assert nb[1, NB["cos_dheading"]] == pytest.approx(1.0)
+    assert nb[1, NB["length"]] == pytest.approx(5.0) and nb[1, NB["width"]] == pytest.approx(2.0)
+    assert np.all(obs.neighbours[0, 2:] == 0.0)
+    assert obs.neighbours.shape == (2, k, len(NEIGHBOUR_FEATURES))
+
+
+def test_lane_points_ahead_on_a_straight_lane() -> None:
+    spec = highway_spec([])
+    _, obs = observe(spec)
+    p, spacing = spec.observation.lane_points, spec.observation.lane_point_spacing
+    expected = np.stack([spacing * np.arange(1, p + 1), np.zeros(p)], axis=1)
+    np.testing.assert_allclose(obs.lane_ahead[0], expected, atol=1e-4)
+
+
+def test_predecessor_message_is_what_the_predecessor_broadcast() -> None:
+    spec = highway_spec([], size=3, comms={"topology": "predecessor_follower", "latency": 0})
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        sim.step(np.column_stack([rng.uniform(-2, 2, 3), np.zeros(3)]))
+    obs = observer.observe()
+    w = sim.world
+    assert obs.predecessor_mask.tolist() == [False, True, True]
+    assert np.all(obs.predecessor_message[0] == 0.0)
+    for k in (1, 2):
+        pred = sim.controlled[k - 1]
+        sent = [w.x[pred], w.y[pred], w.heading[pred], w.speed[pred], w.accel[pred], w.length[pred]]
+        np.testing.assert_allclose(obs.predecessor_message[k, : len(MESSAGE_FIELDS)], sent, rtol=1e-6)
+    # the inbox is passed through unchanged
+    np.testing.assert_array_equal(obs.inbox, sim.inbox.data)
+    np.testing.assert_array_equal(obs.inbox_mask, sim.inbox.mask)
+
+
+def test_departed_member_is_zero_and_masked_and_the_next_one_leads() -> None:
+    # 25 m/s = 1.67 m per frame: the leader passes the road end (200 m) in the step's last frame
+    spec = highway_spec([], size=2, start=196.0, length=200.0)
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    result = sim.step(np.zeros((2, 2)))
+    assert result.departed == ["p0.0"]
+    obs = observer.observe()
+    assert obs.alive.tolist() == [False, True]
+    for field in ("ego", "leader", "side", "side_lane", "neighbours", "lane_ahead", "route", "inbox",
+                  "inbox_age", "predecessor_message"):
+        assert np.all(getattr(obs, field)[0] == 0), field
+    assert not obs.neighbour_mask[0].any() and not obs.inbox_mask[0].any() and not obs.predecessor_mask[0]
+    assert obs.ego[1, EGO["is_leader"]] == 1.0
+    # the channel holds the leader's last message (sent a step ago) until it expires
+    assert obs.predecessor_mask[1] and obs.predecessor_age[1] == 1.0
+    assert np.isfinite(obs.flat()).all()
+
+
+def test_crashed_member_is_zero_and_masked() -> None:
+    spec = highway_spec([{"id": "wall", "lane": 1, "start": 207.0, "speed": 0.0}])
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    sim.step(np.zeros((2, 2)))
+    assert sim.world.crashed[sim.controlled[0]]
+    obs = observer.observe()
+    assert obs.alive.tolist() == [False, True]
+    assert np.all(obs.ego[0] == 0) and not obs.neighbour_mask[0].any()
+    # the crashed leader is still an obstacle that member 1 sees ahead
+    assert obs.leader[1, LEAD["present"]] == 1.0
+
+
+def test_onramp_route_asks_for_one_lane_left_before_the_acceleration_lane_ends() -> None:
+    spec = load_scenario("onramp_merge")
+    road = spec.road
+    sim = Simulation(spec, 0)
+    obs = Observer(sim).observe()
+    end_of_accel = road.ramp_length + road.converge_length + road.accel_length
+    start = spec.platoons[0].start
+    assert obs.route[0, ROUTE["lane_changes_needed"]] == -1.0
+    assert obs.route[0, ROUTE["distance_to_do_it"]] == pytest.approx(end_of_accel - start, abs=1e-3)
+    assert 0.0 < obs.route[0, ROUTE["progress"]] < 1.0
+    assert obs.route[1, ROUTE["progress"]] < obs.route[0, ROUTE["progress"]]  # member 1 is behind
+    assert obs.side_lane[0].tolist() == [0.0, 0.0]  # single-lane ramp
+
+
+def test_acceleration_lane_sees_main_road_but_main_road_cannot_enter_it() -> None:
+    spec = ScenarioSpec.model_validate({
+        "name": "merge_sides",
+        "road": {"type": "onramp_merge", "main_lanes": 2, "main_length": 600},
+        "traffic": {"count": 0},
+        "platoons": [
+            {"id": "ramp", "size": 1, "lane": "accel", "start": 40.0, "speed": 20.0, "destination": "main_out"},
+            {"id": "main", "size": 1, "lane": [ "merge_begin", "merge_end", 1], "start": 60.0, "speed": 20.0},
+        ],
+    })
+    _, obs = observe(spec)
+    assert obs.side_lane[0].tolist() == [1.0, 0.0]  # accel lane: left = main lane 1
+    assert obs.side_lane[1].tolist() == [1.0, 0.0]  # main lane 1: right = accel lane, forbidden
+    # the main-road member is 20 m ahead in the left lane of the accel-lane member
+    assert obs.side[0, LEFT, FRONT, SIDE["gap"]] == pytest.approx(15.0, abs=1e-3)
+    assert obs.side[1, RIGHT, REAR, SIDE["present"]] == 0.0
+    road = spec.road
+    assert obs.route[0, ROUTE["lane_changes_needed"]] == -1.0
+    assert obs.route[0, ROUTE["distance_to_do_it"]] == pytest.approx(road.accel_length - 40.0, abs=1e-3)
+    assert obs.ego[0, EGO["distance_to_lane_end"]] == pytest.approx(road.accel_length - 40.0, abs=1e-3)
+
+
+def test_leader_is_found_across_a_lane_boundary() -> None:
+    spec = ScenarioSpec.model_validate({
+        "name": "boundary",
+        "road": {"type": "onramp_merge", "main_lanes": 2, "main_length": 600},
+        "traffic": {"count": 0},
+        "platoons": [{"id": "p0", "size": 1, "lane": "main_0", "start": 220.0, "speed": 20.0}],
+        "vehicles": [{"id": "a", "lane": ["merge_begin", "merge_end", 0], "start": 10.0, "speed": 20.0}],
+    })
+    _, obs = observe(spec)
+    boundary = spec.road.ramp_length + spec.road.converge_length  # where main_0 hands over
+    assert obs.leader[0, LEAD["present"]] == 1.0
+    assert obs.leader[0, LEAD["gap"]] == pytest.approx(boundary + 10.0 - 220.0 - 5.0, abs=1e-3)
+
+
+def test_lane_drop_without_route_asks_to_leave_the_dropped_lane() -> None:
+    spec = load_scenario("lane_drop")
+    sim = Simulation(spec, 0)
+    obs = Observer(sim).observe()
+    p0, p1 = spec.platoons
+    drop = spec.road.drop_position
+    assert obs.route[0, ROUTE["lane_changes_needed"]] == -1.0
+    assert obs.route[0, ROUTE["distance_to_do_it"]] == pytest.approx(drop - p0.start, abs=1e-3)
+    assert obs.route[p0.size, ROUTE["lane_changes_needed"]] == 0.0
+
+
+def test_flat_layout_and_dtypes_on_every_catalogue_scenario() -> None:
+    from diffplatoon.scenarios import catalogue_names
+
+    for name in catalogue_names():
+        spec = load_scenario(name)
+        sim = Simulation(spec, 0)
+        observer = Observer(sim)
+        for _ in range(3):
+            sim.step(np.zeros((len(sim.controlled), 2)))
+        obs = observer.observe()
+        m, k, p = len(sim.controlled), spec.observation.neighbours, spec.observation.lane_points
+        kc, d = sim.inbox.data.shape[1:]
+        dim = len(EGO_FEATURES) + len(LEADER_FEATURES) + 4 * len(SIDE_FEATURES) + 2 \
+            + k * (len(NEIGHBOUR_FEATURES) + 1) + 2 * p + len(ROUTE_FEATURES) + kc * (d + 2)
+        flat = obs.flat()
+        assert flat.shape == (m, dim) and flat.dtype == np.float32, name
+        assert np.isfinite(flat).all(), name
+        assert obs.ego.dtype == np.float32 and obs.neighbour_mask.dtype == bool
+        assert obs.alive.all(), name
