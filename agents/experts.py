@@ -1,0 +1,438 @@
+"""Built-in expert policies: IDM, constant-time-gap CACC (Ploeg) with ACC fallback, and random.
+
+All three read only the `Observation` (no simulator access) and act on every controlled
+vehicle at once. Shared pieces:
+
+- Lane keeping: highway-env's `steering_control` cascade (lateral P → heading reference →
+  heading P → bicycle-model steering) on the observed lateral offset and heading error;
+  curvature inside the 0.1 s pursuit horizon is neglected, the lateral loop absorbs it.
+- Route lane changes (``lane_changes="route"``): a member whose route needs another lane
+  (observation ``route``: lanes to move, distance left to do it) changes lanes when the
+  target-lane gaps pass MOBIL's safety criterion, i.e. neither the new follower nor the
+  member itself has to brake harder than ``b_safe`` (IDM accelerations), with ``b_safe``
+  relaxed from MOBIL's 2 m/s² to ``b_urgent`` as the distance left shrinks to 0. While it
+  waits for a gap it follows the target lane's front vehicle (so it slips in behind it), and
+  its speed is capped so that it can stop at 3 m/s² 8 m before the place where the change must
+  be done, from where it can still steer out (merge behaviour of the on-ramp and lane drop). No discretionary (speed-gain) changes: a platoon
+  member leaving its lane for speed would break up the platoon.
+- Speeds never go negative: braking is limited to what stops the vehicle within one step.
+- Actions are clipped to each platoon's `VehicleSpec` limits.
+
+IDM (Treiber): a·[1 − (v/v0)^δ − (s*/s)²], s* = s0 + max(0, v·T + v·Δv / (2√(ab))), on the
+observed leader; T defaults to the platoon's time gap, s0 to its standstill gap, a, b, δ to
+the scenario's traffic IDM. No lane changes unless ``lane_changes="route"``.
+
+CACC (Ploeg et al. 2011, as in Plexe): h·u̇_i = −u_i + k_p·e_i + k_d·ė_i + u_{i−1} with
+e_i = gap − (r + h·v_i), ė_i = v_{i−1} − v_i − h·a_i, u_{i−1} the predecessor's acceleration
+*as received over V2V* (so latency, drops and outages reach the controller). The ODE is
+integrated exactly over each policy step with u_i held (zero-order hold). Without a fresh
+predecessor message, or when the vehicle ahead is not the predecessor (a cut-in), it runs as
+ACC (the same law without feed-forward, the "degraded CACC" of safety.md §3) with the larger
+``acc_time_gap``; the effective time gap moves between the two at ``time_gap_rate`` s/s so a
+switch does not demand a jump in spacing. The platoon leader runs ACC on whatever is ahead.
+Cruise control v0 − v caps the output (the usual ACC min-selection). An emergency layer
+brakes at the kinematically required constant deceleration (both braking to a stop) when
+that exceeds ``emergency_decel`` (see `required_deceleration`). Defaults: k_p = 0.2, k_d = 0.7 (Plexe), h = the platoon's
+time gap, r = its standstill gap, ACC h = 1.2 s (safety.md §3: 1.0–1.5 s for ACC).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from diffplatoon.agents.policy import Policy, SimInfo
+from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.sim import traffic
+from diffplatoon.sim.comms import FIELD_INDEX
+from diffplatoon.sim.observation import EGO_FEATURES, LEADER_FEATURES, NEIGHBOUR_FEATURES, Observation
+
+_E = {name: k for k, name in enumerate(EGO_FEATURES)}
+_L = {name: k for k, name in enumerate(LEADER_FEATURES)}
+_LEFT, _RIGHT, _FRONT, _REAR = 0, 1, 0, 1
+_GAP, _SPEED, _PRESENT = 0, 1, 3
+
+# A leader further than this [m] does not constrain the gap controllers (cruise only).
+_FOLLOW_RANGE = 150.0
+# A member waiting for a gap stops this far [m] (front bumper) before the lane-change deadline,
+# braking at most _MERGE_BRAKE [m/s²]; the speed cap is tracked with time constant _CAP_TIME [s].
+_STOP_MARGIN = 8.0
+_MERGE_BRAKE = 3.0
+_CAP_TIME = 0.5
+# Slack [m] the emergency layer keeps to the vehicle ahead.
+_EMERGENCY_MARGIN = 1.0
+# Route changes start considering the target lane once this close to the deadline [m].
+_MERGE_HORIZON = 250.0
+# A lane change that has not crossed into the new lane after this long is given up [s].
+_LANE_CHANGE_TIMEOUT = 6.0
+
+
+def _check_params(cls: type, params: dict[str, Any]) -> Any:
+    """Build the params dataclass `cls` from `params`; unknown keys name the valid ones."""
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(params) - set(valid))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    return cls(**params)
+
+
+def _fmt_params(params: Any, defaults: Any) -> str:
+    """``k=v,...`` of the fields that differ from the defaults ('' when none)."""
+    diff = [f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params)
+            if getattr(params, f.name) != getattr(defaults, f.name)]
+    return ",".join(diff)
+
+
+def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, closing: np.ndarray,
+                     present: np.ndarray, *, a: float | np.ndarray, b: float | np.ndarray,
+                     time_gap: float | np.ndarray, s0: float | np.ndarray,
+                     delta: float = 4.0) -> np.ndarray:
+    """IDM acceleration [m/s²] with a bumper-to-bumper `gap` and closing speed v − v_leader."""
+    v = np.maximum(v, 0.0)
+    free = a * (1.0 - np.power(v / np.maximum(v0, 0.1), delta))
+    s_star = s0 + np.maximum(0.0, v * time_gap + v * closing / (2.0 * np.sqrt(a * b)))
+    inter = a * (s_star / np.maximum(gap, 0.05)) ** 2
+    return free - np.where(present, inter, 0.0)
+
+
+def required_deceleration(v: np.ndarray, v_lead: np.ndarray, b_lead: np.ndarray,
+                          room: np.ndarray) -> np.ndarray:
+    """Smallest constant deceleration [m/s²] that keeps a follower behind a leader braking at b_lead.
+
+    Both brake to a stop at constant rates from speeds v (follower) and v_lead over a free
+    distance `room`. If the follower may brake more gently than the leader, the closest
+    approach is at the end: b = v² / (2·(room + v_lead² / (2·b_lead))). Otherwise it is when the
+    speeds are equal: b = b_lead + (v − v_lead)² / (2·room). inf when `room` <= 0 and closing.
+    """
+    room = np.asarray(room, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        stop_lead = np.where(b_lead > 1e-6, v_lead ** 2 / (2.0 * np.maximum(b_lead, 1e-6)), np.inf)
+        at_stop = v ** 2 / (2.0 * (room + stop_lead))
+        closing = np.maximum(v - v_lead, 0.0)
+        at_equal = b_lead + np.where(closing > 0, closing ** 2 / (2.0 * np.maximum(room, 1e-9)), 0.0)
+        b = np.where(at_stop <= b_lead, at_stop, at_equal)
+    b = np.where((room <= 0) & (closing > 0), np.inf, b)
+    return np.nan_to_num(np.maximum(b, 0.0), nan=0.0, posinf=1e9)
+
+
+@dataclass(frozen=True)
+class _Members:
+    """Per-agent constants of an episode, (M,) arrays."""
+
+    time_gap: np.ndarray
+    standstill: np.ndarray
+    cruise: np.ndarray
+    length: np.ndarray
+    max_acc: np.ndarray
+    max_dec: np.ndarray
+    max_steer: np.ndarray
+
+
+def _members(info: SimInfo, time_gap: float | None) -> _Members:
+    spec = info.spec
+    lo, hi = spec.traffic.speed_range
+    rows = [spec.platoons[p] for p in info.platoon]
+    # A platoon cruises at its own speed, or at the traffic's mean desired speed if that is
+    # faster (a platoon starting slowly on a ramp speeds up to the stream it merges into).
+    return _Members(
+        time_gap=np.array([time_gap if time_gap is not None else p.desired_time_gap for p in rows]),
+        standstill=np.array([p.standstill_gap for p in rows]),
+        cruise=np.array([max(p.speed, 0.5 * (lo + hi)) for p in rows]),
+        length=np.array([p.vehicle.length for p in rows]),
+        max_acc=np.array([p.vehicle.max_acceleration for p in rows]),
+        max_dec=np.array([p.vehicle.max_deceleration for p in rows]),
+        max_steer=np.array([p.vehicle.max_steering for p in rows]),
+    )
+
+
+class _Expert(Policy):
+    """Lane keeping, route lane changes and action limits shared by the experts."""
+
+    version = "1"
+    lane_changes: Literal["none", "route"] = "none"
+
+    def __init__(self, spec: ScenarioSpec) -> None:
+        self.spec = spec
+        mobil, idm = spec.traffic.mobil, spec.traffic.idm
+        self._b_safe = mobil.max_braking_imposed
+        # How the traffic behind judges a gap: its IDM (highway-env's bumper gap s0 = 5 m).
+        self._traffic_idm = dict(a=idm.a, b=idm.b, time_gap=idm.T, s0=idm.s0, delta=idm.delta)
+        self._traffic_speed = 0.5 * sum(spec.traffic.speed_range)  # its mean desired speed
+        self.reset(SimInfo.from_spec(spec))
+
+    def reset(self, info: SimInfo) -> None:
+        m = len(info.agent_names)
+        self.info = info
+        self.dt = info.dt
+        self.lc_dir = np.zeros(m, dtype=np.intp)  # lane change under way: -1 left, +1 right
+        self.lc_time = np.zeros(m)
+        self.prev_r = np.zeros(m)
+        self.lane_changes_done = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {}
+
+    # -- shared pieces -----------------------------------------------------------------------
+    def _finish(self, obs: Observation, acc: np.ndarray, steer: np.ndarray,
+                mem: _Members) -> np.ndarray:
+        """Clip to vehicle limits, never brake into reverse, pack (M, 2)."""
+        v = np.maximum(obs.ego[:, _E["speed"]].astype(np.float64), 0.0)
+        acc = np.clip(acc, -mem.max_dec, mem.max_acc)
+        acc = np.maximum(acc, -v / self.dt)
+        steer = np.clip(steer, -mem.max_steer, mem.max_steer)
+        return np.stack([np.nan_to_num(acc), np.nan_to_num(steer)], axis=1)
+
+    def _steering(self, obs: Observation, mem: _Members) -> np.ndarray:
+        """Lane keeping towards the current lane, or the adjacent one during a lane change."""
+        ego = obs.ego.astype(np.float64)
+        r, width = ego[:, _E["lateral_offset"]], ego[:, _E["lane_width"]]
+        lateral = r - self.lc_dir * width  # offset from the target lane's centre
+        return traffic.lane_keeping_steering(lateral, np.zeros_like(r), ego[:, _E["heading_error"]],
+                                             ego[:, _E["speed"]], mem.length)
+
+    def _route_lane_changes(self, obs: Observation, acc: np.ndarray, mem: _Members,
+                            time_gap: np.ndarray, params: Any) -> np.ndarray:
+        """Start/finish route lane changes; returns `acc` with the merge speed adaptation."""
+        ego = obs.ego.astype(np.float64)
+        v = np.maximum(ego[:, _E["speed"]], 0.0)
+        r, width = ego[:, _E["lateral_offset"]], ego[:, _E["lane_width"]]
+        # 1. finished: the lane id flips once the centre crosses the boundary, so r jumps by ~w.
+        changing = self.lc_dir != 0
+        crossed = changing & ((r - self.prev_r) * (-self.lc_dir) > 0.5 * width)
+        self.lane_changes_done += int(crossed.sum())
+        self.lc_time = np.where(changing, self.lc_time + self.dt, 0.0)
+        give_up = changing & ~crossed & (self.lc_time > _LANE_CHANGE_TIMEOUT)
+        self.lc_dir[crossed | give_up] = 0
+        self.prev_r = r.copy()
+
+        need = np.rint(obs.route[:, 0]).astype(np.intp)
+        dist = np.maximum(obs.route[:, 1].astype(np.float64), 0.0)
+        # Never drive past the place where the change must be done: a speed cap from which the
+        # vehicle stops comfortably before it (waiting ones keep room to steer out from standstill).
+        front = dist - 0.5 * mem.length
+        room = np.where(self.lc_dir != 0, front, front - _STOP_MARGIN)
+        v_cap = np.sqrt(2.0 * _MERGE_BRAKE * np.maximum(room, 0.0))
+        capped = (need != 0) & (dist < _MERGE_HORIZON)
+        acc = np.where(capped, np.minimum(acc, (v_cap - v) / _CAP_TIME), acc)
+        wants = (need != 0) & (self.lc_dir == 0) & (dist < _MERGE_HORIZON)
+        if not wants.any():
+            return acc
+        d = np.sign(need)
+        k = np.where(d < 0, _LEFT, _RIGHT)
+        rows = np.arange(len(need))
+        side = obs.side[rows, k].astype(np.float64)  # (M, 2 front/rear, 4)
+        exists = obs.side_lane[rows, k] > 0.5
+        f_gap, f_speed, f_on = side[:, _FRONT, _GAP], side[:, _FRONT, _SPEED], side[:, _FRONT, _PRESENT] > 0.5
+        r_gap, r_speed, r_on = side[:, _REAR, _GAP], side[:, _REAR, _SPEED], side[:, _REAR, _PRESENT] > 0.5
+
+        urgency = np.clip(1.0 - dist / params.urgent_distance, 0.0, 1.0)
+        b_safe = self._b_safe + (params.b_urgent - self._b_safe) * urgency
+        v0 = np.minimum(mem.cruise, ego[:, _E["speed_limit"]])
+        own = idm_acceleration(v, v0, f_gap, v - f_speed, f_on, a=params.a, b=params.b,
+                               time_gap=time_gap, s0=mem.standstill)
+        follower = idm_acceleration(r_speed, np.maximum(r_speed, self._traffic_speed), r_gap, r_speed - v,
+                                    r_on, **self._traffic_idm)
+        clear = (~f_on | (f_gap > mem.standstill)) & (~r_on | (r_gap > mem.standstill))
+        ok = wants & exists & clear & (own >= -b_safe) & (~r_on | (follower >= -b_safe))
+        self.lc_dir[ok] = d[ok]
+        self.lc_time[ok] = 0.0
+
+        # 2. still waiting: slip in behind the target lane's front vehicle.
+        wait = wants & ~ok
+        behind = np.where(f_on, np.maximum(own, -params.b_urgent), np.inf)  # a wish, not a safety need
+        return np.where(wait, np.minimum(acc, behind), acc)
+
+@dataclass(frozen=True)
+class IDMParams:
+    """IDM policy parameters (None: from the scenario, see the module docstring)."""
+
+    time_gap: float | None = None  # T [s]
+    standstill: float | None = None  # s0 [m]
+    a: float | None = None  # max acceleration [m/s²]
+    b: float | None = None  # comfortable deceleration [m/s²]
+    delta: float = 4.0
+    lane_changes: Literal["none", "route"] = "none"
+    urgent_distance: float = 100.0  # [m] route changes accept b_urgent at the deadline
+    b_urgent: float = 4.0  # [m/s²]
+
+
+class IDMPolicy(_Expert):
+    """IDM car following on the observed leader, lane keeping (and optional route changes)."""
+
+    def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
+        p = _check_params(IDMParams, params)
+        idm = spec.traffic.idm
+        self.params = dataclasses.replace(p, a=p.a if p.a is not None else idm.a,
+                                          b=p.b if p.b is not None else idm.b)
+        suffix = _fmt_params(p, IDMParams())
+        self.name = "idm" + (f":{suffix}" if suffix else "")
+        super().__init__(spec)
+
+    def reset(self, info: SimInfo) -> None:
+        super().reset(info)
+        self.mem = _members(info, self.params.time_gap)
+        if self.params.standstill is not None:
+            self.mem = dataclasses.replace(self.mem, standstill=np.full(len(self.mem.standstill),
+                                                                        float(self.params.standstill)))
+
+    def act(self, obs: Observation) -> np.ndarray:
+        p, mem = self.params, self.mem
+        ego, lead = obs.ego.astype(np.float64), obs.leader.astype(np.float64)
+        v = ego[:, _E["speed"]]
+        v0 = np.minimum(mem.cruise, ego[:, _E["speed_limit"]])
+        acc = idm_acceleration(v, v0, lead[:, _L["gap"]], lead[:, _L["closing_speed"]],
+                               lead[:, _L["present"]] > 0.5, a=p.a, b=p.b,
+                               time_gap=mem.time_gap, s0=mem.standstill, delta=p.delta)
+        if p.lane_changes == "route":
+            acc = self._route_lane_changes(obs, acc, mem, mem.time_gap, p)
+        return self._finish(obs, acc, self._steering(obs, mem), mem)
+
+
+@dataclass(frozen=True)
+class CACCParams:
+    """CACC policy parameters (None: from the scenario, see the module docstring)."""
+
+    time_gap: float | None = None  # h with V2V [s]; default the platoon's time gap
+    standstill: float | None = None  # r [m]; default the platoon's standstill gap
+    kp: float = 0.2  # [1/s²]
+    kd: float = 0.7  # [1/s]
+    acc_time_gap: float = 1.2  # h without V2V (degraded CACC / ACC) and for the platoon leader [s]
+    time_gap_rate: float = 0.1  # how fast the effective h moves between the two [s/s]
+    cruise_gain: float = 0.5  # cruise control v0 - v gain [1/s]
+    emergency_decel: float = 4.0  # the emergency layer acts when this much braking is needed [m/s²]
+    a: float = 3.0  # IDM a used to judge lane-change gaps [m/s²]
+    b: float = 5.0  # IDM b used to judge lane-change gaps [m/s²]
+    lane_changes: Literal["none", "route"] = "route"
+    urgent_distance: float = 100.0  # [m]
+    b_urgent: float = 4.0  # [m/s²]
+
+
+class CACCPolicy(_Expert):
+    """Ploeg CACC on V2V with ACC fallback, route lane changes and lane keeping."""
+
+    def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
+        self.params = _check_params(CACCParams, params)
+        suffix = _fmt_params(self.params, CACCParams())
+        self.name = "cacc" + (f":{suffix}" if suffix else "")
+        super().__init__(spec)
+
+    def reset(self, info: SimInfo) -> None:
+        super().reset(info)
+        p = self.params
+        self.mem = _members(info, p.time_gap)
+        if p.standstill is not None:
+            self.mem = dataclasses.replace(self.mem, standstill=np.full(len(self.mem.standstill),
+                                                                        float(p.standstill)))
+        m = len(info.agent_names)
+        self.u = np.zeros(m)  # Ploeg's controller state: the commanded acceleration
+        self.h_eff = self.mem.time_gap.copy()
+        self.prev_leader_speed = np.full(m, np.nan)
+        self.cacc_steps = 0
+        self.acc_steps = 0
+        self.emergency_steps = 0
+
+    def stats(self) -> dict[str, Any]:
+        total = max(self.cacc_steps + self.acc_steps, 1)
+        return {"cacc_fraction": self.cacc_steps / total, "emergency_steps": self.emergency_steps,
+                "lane_changes": self.lane_changes_done}
+
+    def _predecessor_ahead(self, obs: Observation) -> np.ndarray:
+        """(M,) whether the observed leader is this member's platoon predecessor (not a cut-in).
+
+        The neighbour list marks platoon members; the leader is the predecessor when a
+        same-platoon neighbour sits ahead in the lane at the leader's distance.
+        """
+        nb = obs.neighbours.astype(np.float64)
+        i = {n: NEIGHBOUR_FEATURES.index(n) for n in ("dx", "dy", "length", "same_platoon")}
+        gap = obs.leader[:, _L["gap"]].astype(np.float64)
+        width = obs.ego[:, _E["lane_width"]].astype(np.float64)
+        centre = gap[:, None] + 0.5 * (self.mem.length[:, None] + nb[..., i["length"]])
+        match = (obs.neighbour_mask & (nb[..., i["same_platoon"]] > 0.5) & (nb[..., i["dx"]] > 0)
+                 & (np.abs(nb[..., i["dy"]]) < 0.5 * width[:, None])
+                 & (np.abs(nb[..., i["dx"]] - centre) < 2.0))
+        return match.any(axis=1)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        p, mem, dt = self.params, self.mem, self.dt
+        ego, lead = obs.ego.astype(np.float64), obs.leader.astype(np.float64)
+        v, a_ego = np.maximum(ego[:, _E["speed"]], 0.0), ego[:, _E["acceleration"]]
+        gap, closing = lead[:, _L["gap"]], lead[:, _L["closing_speed"]]
+        v_lead = lead[:, _L["speed"]]
+        following = (lead[:, _L["present"]] > 0.5) & (gap < _FOLLOW_RANGE)
+        is_leader = ego[:, _E["is_leader"]] > 0.5
+
+        msg = obs.predecessor_message.astype(np.float64)
+        cacc = ~is_leader & obs.predecessor_mask & following & self._predecessor_ahead(obs)
+        u_pred = np.where(cacc, msg[:, FIELD_INDEX["acceleration"]], 0.0)
+        self.cacc_steps += int(cacc.sum())
+        self.acc_steps += int((~cacc).sum())
+
+        # Effective time gap, rate-limited between the CACC and the ACC value.
+        h_target = np.where(cacc, mem.time_gap, np.maximum(mem.time_gap, p.acc_time_gap))
+        step = p.time_gap_rate * dt
+        self.h_eff = np.where(following, self.h_eff + np.clip(h_target - self.h_eff, -step, step), h_target)
+        h = self.h_eff
+
+        # Ploeg: h·u' = -u + kp·e + kd·e' + u_pred, integrated exactly over dt with inputs held.
+        e = gap - (mem.standstill + h * v)
+        e_dot = -closing - h * a_ego
+        target = p.kp * e + p.kd * e_dot + u_pred
+        u_gap = target + (self.u - target) * np.exp(-dt / h)
+
+        # The platoon leader cruises at the platoon's speed; followers may go up to the speed
+        # limit to close a gap (capping them at the cruise speed would leave a standing error).
+        limit = ego[:, _E["speed_limit"]]
+        v0 = np.where(is_leader, np.minimum(mem.cruise, limit), limit)
+        u_cruise = p.cruise_gain * (v0 - v)
+        acc = np.where(following, np.minimum(u_gap, u_cruise), u_cruise)
+
+        # Emergency layer: the constant deceleration that avoids contact if the leader keeps
+        # braking as it does now until it stops.
+        a_lead = np.where(cacc, u_pred, (v_lead - self.prev_leader_speed) / dt)
+        a_lead = np.minimum(np.nan_to_num(a_lead, nan=0.0), 0.0)
+        self.prev_leader_speed = np.where(following, v_lead, np.nan)
+        b_req = required_deceleration(v, v_lead, -a_lead, gap - _EMERGENCY_MARGIN)
+        emergency = following & (b_req > p.emergency_decel) & (-b_req < acc)
+        self.emergency_steps += int(emergency.sum())
+        acc = np.where(emergency, -b_req, acc)
+
+        if p.lane_changes == "route":
+            acc = self._route_lane_changes(obs, acc, mem, h, p)
+        out = self._finish(obs, acc, self._steering(obs, mem), mem)
+        self.u = out[:, 0].copy()  # the command actually applied is the controller's state
+        return out
+
+
+@dataclass(frozen=True)
+class RandomParams:
+    """Random policy parameters."""
+
+    steering: float = 0.05  # steering is uniform in ±this [rad] (capped by the vehicle limit)
+    lane_keeping: bool = True  # add the lane-keeping steering to the random steering
+
+
+class RandomPolicy(_Expert):
+    """Uniformly random acceleration within the vehicle limits, small random steering."""
+
+    def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
+        self.params = _check_params(RandomParams, params)
+        suffix = _fmt_params(self.params, RandomParams())
+        self.name = "random" + (f":{suffix}" if suffix else "")
+        super().__init__(spec)
+
+    def reset(self, info: SimInfo) -> None:
+        super().reset(info)
+        self.mem = _members(info, None)
+        seq = np.random.SeedSequence([int(info.spec.seed), int(info.episode), 0x5EED])
+        self.rng = np.random.default_rng(seq)
+
+    def act(self, obs: Observation) -> np.ndarray:
+        mem, m = self.mem, len(obs)
+        acc = self.rng.uniform(-mem.max_dec, mem.max_acc, size=m)
+        steer = self.rng.uniform(-1.0, 1.0, size=m) * np.minimum(self.params.steering, mem.max_steer)
+        if self.params.lane_keeping:
+            steer = steer + self._steering(obs, mem)
+        return self._finish(obs, acc, steer, mem)

@@ -1,0 +1,266 @@
+"""One evaluation episode: (scenario, policy, episode index) → one JSON-serialisable record.
+
+`run_episode` builds the `Simulation`, the `Observer` and a `CollisionEvaluator`, drives the
+platoon members with the policy until the scenario's duration has elapsed (or every member has
+crashed or left the road), samples a trace of the vehicles that matter at every policy step,
+and summarises it with `measures.episode_summary`.
+
+The trace holds the platoon members plus every vehicle that was, at some step, directly ahead
+of or behind a member on its lane or on an adjacent lane, or that collided with a member. A
+member's `leader`/`gap` is the vehicle ahead on its own lane (World's lane index) and the
+bumper-to-bumper distance along the member's lane; the platoon measures use these gaps with
+the first platoon's desired time gap and standstill gap, and the string-stability window
+starts at the first brake or speed-change event.
+
+Record keys: scenario, policy, policy_version, seed, episode, job_id ("scenario|policy|episode"),
+steps (policy steps taken; the summary's sample count T = steps + 1 is not kept), sim_time, wall_time, collision (a member was involved), collisions (member collisions:
+time, a, b, type, at_fault, relative_speed, heading_difference, substep_only),
+at_fault_collisions, traffic_collisions (collisions among traffic only), offroad,
+offroad_members, wrong_way, wrong_way_members, departed ({member: reason}), every key of
+`episode_summary`, thresholds, shield (a learned policy's shield counters; {} for experts) and
+policy_stats. Undefined measures (NaN) and infinities are stored as None.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from diffplatoon.agents.policy import Policy, SimInfo, make_policy
+from diffplatoon.evaluation import measures
+from diffplatoon.evaluation.collisions import CollisionEvaluator
+from diffplatoon.scenarios import load_scenario
+from diffplatoon.scenarios.schema import BrakeEvent, ScenarioSpec, SpeedChangeEvent
+from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.simulation import Simulation
+
+_FIELDS = ("x", "y", "heading", "speed", "accel")
+
+
+@dataclass
+class EpisodeResult:
+    """A finished episode: its record, and the trace / rendered frames when asked for."""
+
+    record: dict[str, Any]
+    trace: measures.EpisodeTrace | None
+    frames: list | None
+
+
+class _TraceRecorder:
+    """Samples every live vehicle each policy step; keeps the member neighbourhood at the end."""
+
+    def __init__(self, sim: Simulation) -> None:
+        self.sim = sim
+        self.steps: list[dict[str, np.ndarray]] = []
+        self.related: set[int] = set()  # vehicle ids seen next to a member
+        self.member_vids = [int(sim.world.vid[r]) for r in sim.controlled]
+
+    def sample(self) -> None:
+        sim, w = self.sim, self.sim.world
+        rows = w.active_rows()
+        # lane -2 marks a crashed vehicle (it merges nowhere); -1 in the trace means absent
+        snap = {"vid": w.vid[rows].copy(), "lane": np.where(w.crashed[rows], -2, w.lane[rows]),
+                **{f: getattr(w, f)[rows].copy() for f in _FIELDS}}
+        live = sim.live_members()
+        members = sim.controlled[live]
+        lead = np.full(len(sim.controlled), -1, dtype=np.int64)
+        gap = np.full(len(sim.controlled), np.nan)
+        if len(members):
+            front, rear = w.neighbours(members)
+            has = front >= 0
+            f = np.where(has, front, members)
+            sf, _ = w.table.local_coordinates(w.lane[members], w.x[f], w.y[f])
+            g = sf - w.s[members] - 0.5 * (w.length[members] + w.length[f])
+            lead[live] = np.where(has, w.vid[f], -1)
+            gap[live] = np.where(has, g, np.nan)
+            found = [front, rear]
+            for side in (w.table.left, w.table.right):
+                lanes = side[w.lane[members]]
+                ok = lanes >= 0
+                if ok.any():
+                    found.extend(w.neighbours(members[ok], lanes[ok]))
+            near = np.concatenate(found)
+            self.related.update(int(v) for v in w.vid[near[near >= 0]])
+        snap["lead_vid"], snap["gap"] = lead, gap
+        self.steps.append(snap)
+
+    def trace(self, extra_vids: set[int]) -> tuple[measures.EpisodeTrace, list[int], np.ndarray]:
+        """(trace, vehicle ids of its columns, lane ids (T, N): -1 absent, -2 crashed)."""
+        vids = list(self.member_vids) + sorted((self.related | extra_vids) - set(self.member_vids))
+        col = {v: k for k, v in enumerate(vids)}
+        t, n = len(self.steps), len(vids)
+        arrays = {f: np.full((t, n), np.nan) for f in _FIELDS}
+        lane = np.full((t, n), -1, dtype=np.int64)
+        length, width = np.full(n, np.nan), np.full(n, np.nan)
+        leader = np.full((t, n), -1, dtype=np.intp)
+        gap = np.full((t, n), np.nan)
+        w = self.sim.world
+        sizes = {}
+        for k, snap in enumerate(self.steps):
+            keep = np.array([v in col for v in snap["vid"]], dtype=bool)
+            cols = np.array([col[v] for v in snap["vid"][keep]], dtype=np.intp)
+            for f in _FIELDS:
+                arrays[f][k, cols] = snap[f][keep]
+            lane[k, cols] = snap["lane"][keep]
+            m = len(self.member_vids)
+            lv = snap["lead_vid"]
+            has = lv >= 0
+            leader[k, :m] = np.where(has, [col.get(int(v), -1) for v in lv], -1)
+            gap[k, :m] = snap["gap"]
+        for r in range(w.capacity):  # body sizes of vehicles still on the road
+            if w.active[r]:
+                sizes[int(w.vid[r])] = (w.length[r], w.width[r])
+        for v, k in col.items():
+            length[k], width[k] = sizes.get(v, self._size_of(v))
+        return (measures.EpisodeTrace(**arrays, length=length, width=width, dt=1.0 / self.sim.spec.policy_frequency,
+                                      leader=leader, gap=np.where(leader >= 0, gap, np.nan)), vids, lane)
+
+    def _size_of(self, vid: int) -> tuple[float, float]:
+        """Size of a vehicle that has left: members from their spec, traffic from the traffic spec."""
+        spec = self.sim.spec
+        if vid in self.member_vids:
+            p = spec.platoons[int(self.sim.world.platoon[self.sim.controlled[self.member_vids.index(vid)]])]
+            return p.vehicle.length, p.vehicle.width
+        return spec.traffic.vehicle.length, spec.traffic.vehicle.width
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    if isinstance(value, (np.bool_, bool)):
+        return bool(value)
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value
+
+
+def summary_thresholds(spec: ScenarioSpec) -> measures.Thresholds:
+    """Measure thresholds of `spec`: its safety settings and its first platoon's spacing policy."""
+    platoon = spec.platoons[0]
+    disturbance = [e.at for e in spec.events if isinstance(e, (BrakeEvent, SpeedChangeEvent))]
+    return measures.Thresholds(
+        ttc=spec.safety.ttc_threshold, drac=spec.safety.drac_threshold, hard_brake=spec.safety.hard_brake,
+        time_gap=platoon.desired_time_gap, standstill=platoon.standstill_gap,
+        disturbance_step=int(round(min(disturbance) * spec.policy_frequency)) if disturbance else 0,
+    )
+
+
+def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int, *,
+                record_trace: bool = False, render: bool = False,
+                policy_params: dict[str, Any] | None = None,
+                evaluator: CollisionEvaluator | None = None) -> EpisodeResult:
+    """Run episode `episode` of `scenario` under `policy` and return its record (module docstring)."""
+    start = time.perf_counter()
+    spec = scenario if isinstance(scenario, ScenarioSpec) else load_scenario(scenario)
+    if isinstance(policy, Policy):
+        pol, policy_label = policy, policy.name
+    else:
+        pol, policy_label = make_policy(policy, spec, **(policy_params or {})), policy
+    sim = Simulation(spec, episode)
+    observer = Observer(sim)
+    ev = (evaluator or CollisionEvaluator()).attach(sim)
+    pol.reset(SimInfo(spec, int(episode), tuple(sim.agent_names),
+                      np.array([int(sim.world.platoon[r]) for r in sim.controlled], dtype=np.intp),
+                      np.array([int(sim.world.member[r]) for r in sim.controlled], dtype=np.intp),
+                      1.0 / spec.policy_frequency))
+    recorder = _TraceRecorder(sim)
+    recorder.sample()
+    renderer = None
+    if render:
+        from diffplatoon.sim.render import Renderer  # pygame: loaded only when frames are wanted
+
+        renderer = Renderer(sim)
+    frames = [renderer.frame()] if renderer else None
+    departed: dict[str, str] = {}
+    while not sim.done:
+        obs = observer.observe()
+        if not obs.alive.any():
+            break  # every member has crashed or left the road
+        result = sim.step(pol.act(obs))
+        departed.update({d.name: d.reason for d in _member_departures(sim, result)})
+        recorder.sample()
+        if renderer:
+            frames.append(renderer.frame())
+
+    involved = {v for c in ev.collisions for v in c.vids}
+    trace, vids, lanes = recorder.trace(involved)
+    members = list(range(len(sim.agent_names)))
+    platoons, offset = [], 0
+    for p in spec.platoons:
+        platoons.append(list(range(offset, offset + p.size)))
+        offset += p.size
+    th = summary_thresholds(spec)
+    merge_kw = _merge_args(sim, lanes, platoons)
+    summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th, **merge_kw)
+
+    stats = dict(pol.stats())
+    shield = stats.pop("shield", {})
+    member_collisions = ev.member_collisions()
+    record: dict[str, Any] = {
+        **summary,  # first, so that `steps` below is the number of policy steps, not of samples
+        "scenario": spec.name,
+        "policy": policy_label,
+        "policy_version": getattr(pol, "version", "0"),
+        "seed": spec.seed,
+        "episode": int(episode),
+        "job_id": f"{spec.name}|{policy_label}|{int(episode)}",
+        "steps": int(sim.step_count),
+        "sim_time": float(sim.time),
+        "collision": bool(member_collisions),
+        "collisions": [c.as_dict() for c in member_collisions],
+        "at_fault_collisions": ev.at_fault_count(),
+        "traffic_collisions": len(ev.collisions) - len(member_collisions),
+        "offroad": bool(ev.offroad),
+        "offroad_members": dict(ev.offroad),
+        "wrong_way": bool(ev.wrong_way),
+        "wrong_way_members": dict(ev.wrong_way),
+        "departed": departed,
+        "thresholds": th.as_dict(),
+        "shield": shield,
+        "policy_stats": stats,
+    }
+    record["wall_time"] = time.perf_counter() - start
+    return EpisodeResult(_clean(record), trace if record_trace else None, frames)
+
+
+class _Departure(NamedTuple):
+    name: str
+    reason: str
+
+
+def _member_departures(sim: Simulation, result: Any) -> list[_Departure]:
+    """Members that left the road during the last step, with the World's reason."""
+    members = set(sim.agent_names)
+    return [_Departure(name, d.reason) for name, d in zip(result.departed, sim.world.departed) if name in members]
+
+
+def _merge_args(sim: Simulation, lanes: np.ndarray, platoons: list[list[int]]) -> dict[str, Any]:
+    """Merge-success inputs: members of routed platoons must end on their route's last road."""
+    w, tab = sim.world, sim.world.table
+    mergers, targets = [], set()
+    for platoon, cols in zip(sim.spec.platoons, platoons):
+        row = sim.controlled[cols[0]]
+        n = int(w.route_len[row])
+        if platoon.destination is None and platoon.route is None or n == 0:
+            continue
+        last_road = tab.road[w.route[row, n - 1]]
+        first_road = tab.road[w.route[row, 0]]
+        if last_road == first_road:
+            continue
+        targets.update(int(k) for k in np.flatnonzero(tab.road == last_road))
+        mergers.extend(cols)
+    if not mergers:
+        return {}
+    filled = lanes.copy()
+    for k in range(1, len(filled)):  # a member that left the road keeps its last lane
+        filled[k] = np.where(filled[k] == -1, filled[k - 1], filled[k])
+    return {"lane": filled, "target_lanes": sorted(targets), "mergers": mergers}
