@@ -1,0 +1,399 @@
+"""Sharded safety evaluation: (scenario x episode x policy) jobs as Ray tasks, one record per episode.
+
+`evaluate` expands the scenarios (catalogue names, YAML files, spec objects; sweeps become
+one spec per grid point), submits one Ray task per job and appends each finished episode's
+record to ``<out>/records.jsonl`` from the driver as results arrive, so a crash loses only
+the episodes still running. Resuming: a rerun reads the records, skips every job_id already
+there and reports each episode exactly once.
+
+Failures: a Python exception inside an episode is deterministic (same seed, same error), so
+it is not retried; it becomes one failure record (``failed: true`` and the error). A task
+whose worker process dies (segfault, out of memory) is retried by Ray up to ``max_retries``
+times and recorded as a failure if it still dies. Failure records are final on rerun unless
+``retry_failed`` is set; `load_records` keeps one record per job_id (a success over a
+failure), so the report never counts an episode twice.
+
+Parallelism: at most ``num_workers`` tasks are in flight, one CPU each, torch limited to one
+thread per worker. Episodes are seeded by (scenario seed, episode index) only, so the records
+(minus ``wall_time``) do not depend on the number of workers or the completion order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import platform as _platform
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+from rich.table import Table
+
+from diffplatoon import io
+from diffplatoon.evaluation import stats
+from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
+from diffplatoon.scenarios.loader import resolve_source
+
+RECORDS = "records.jsonl"
+RUN = "run.json"
+# Ray retries a task whose worker died this many times before it is recorded as a failure.
+DEFAULT_MAX_RETRIES = 2
+
+
+@dataclass(frozen=True)
+class ScenarioEntry:
+    """One resolved scenario (a sweep variant counts as its own scenario)."""
+
+    spec: ScenarioSpec
+    source: str  # catalogue file name, YAML path, or "<spec>" for an object passed in
+    sha256: str  # of the resolved spec's canonical JSON
+
+
+@dataclass(frozen=True)
+class Job:
+    """One episode of one policy on one scenario."""
+
+    scenario: str
+    policy: str
+    episode: int
+
+    @property
+    def job_id(self) -> str:
+        """The key records are matched on when resuming."""
+        return job_id(self.scenario, self.policy, self.episode)
+
+
+@dataclass
+class EvalSummary:
+    """What one `evaluate` call did; ``rows`` are per scenario x policy aggregates."""
+
+    out: Path
+    jobs: int
+    completed: int
+    skipped: int
+    failed: int
+    wall_time: float
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    report: Path | None = None
+
+    @property
+    def episodes_per_s(self) -> float:
+        """Episodes finished in this call per second of wall time."""
+        return self.completed / self.wall_time if self.wall_time > 0 else float("nan")
+
+
+def job_id(scenario: str, policy: str, episode: int) -> str:
+    """Identifier of a job: ``scenario|policy|episode``."""
+    return f"{scenario}|{policy}|{episode}"
+
+
+def spec_hash(spec: ScenarioSpec) -> str:
+    """SHA-256 of the spec's canonical JSON (what a rerun must reproduce)."""
+    return hashlib.sha256(spec.model_dump_json(by_alias=True).encode("utf-8")).hexdigest()
+
+
+def resolve_scenarios(scenarios: Iterable[str | os.PathLike[str] | ScenarioSpec]) -> list[ScenarioEntry]:
+    """Load names, files and spec objects and expand their sweeps; names must be unique."""
+    entries: list[ScenarioEntry] = []
+    for item in scenarios:
+        if isinstance(item, ScenarioSpec):
+            source, spec = "<spec>", item
+        else:
+            source = resolve_source(item)[0]
+            spec = load_scenario(item)
+        variants, _ = expand_sweep(spec, source=source)
+        entries.extend(ScenarioEntry(v, source, spec_hash(v)) for v in variants)
+    names = [e.spec.name for e in entries]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"scenario names must be unique within a run, repeated: {', '.join(dupes)}")
+    return entries
+
+
+def make_jobs(entries: Sequence[ScenarioEntry], policies: Sequence[str], episodes: int,
+              seed_offset: int = 0) -> list[Job]:
+    """Jobs in submission order: scenario, then episode, then policy (paired by seed)."""
+    return [Job(e.spec.name, p, ep) for e in entries
+            for ep in range(seed_offset, seed_offset + episodes) for p in policies]
+
+
+# ------------------------------------------------------------------------------------------------
+# Records
+# ------------------------------------------------------------------------------------------------
+
+
+def repair_records(path: Path) -> int:
+    """Drop a torn (unterminated) last line left by a killed run; return the bytes removed.
+
+    Appending after a torn line would glue the next record onto it and lose both.
+    """
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return 0
+    keep = data[: data.rfind(b"\n") + 1]
+    io.atomic_write_bytes(path, keep)
+    return len(data) - len(keep)
+
+
+def load_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Records of a run folder, one per job_id (a success wins over a failure), in file order."""
+    chosen: dict[str, dict[str, Any]] = {}
+    for rec in io.read_jsonl(Path(out) / RECORDS):
+        key = rec.get("job_id")
+        if key is None:
+            continue
+        if key not in chosen or (chosen[key].get("failed") and not rec.get("failed")):
+            chosen[key] = rec
+    return list(chosen.values())
+
+
+def failure_record(job: Job, seed: int, error: str, detail: str = "") -> dict[str, Any]:
+    """The record of a job that could not produce an episode."""
+    return {"job_id": job.job_id, "scenario": job.scenario, "policy": job.policy, "episode": job.episode,
+            "seed": seed, "failed": True, "error": error, "traceback": detail}
+
+
+# ------------------------------------------------------------------------------------------------
+# The task
+# ------------------------------------------------------------------------------------------------
+
+
+def run_job(spec: ScenarioSpec, policy: str, episode: int) -> dict[str, Any]:
+    """Run one episode in this process and return its record (or a failure record)."""
+    import torch
+
+    torch.set_num_threads(1)  # one worker per core; more threads only contend (ARCHITECTURE §7)
+    job = Job(spec.name, policy, episode)
+    try:
+        from diffplatoon.evaluation.episode import run_episode
+
+        record = dict(run_episode(spec, policy, episode).record)
+    except Exception as exc:  # noqa: BLE001 - any episode error becomes a failure record
+        return failure_record(job, spec.seed, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    record["job_id"] = job.job_id
+    return record
+
+
+_remote_run_job = None
+
+
+def _remote():
+    """The Ray remote version of `run_job` (created once, after Ray is importable)."""
+    global _remote_run_job
+    if _remote_run_job is None:
+        import ray
+
+        _remote_run_job = ray.remote(num_cpus=1)(run_job)
+    return _remote_run_job
+
+
+def _init_ray(ray_address: str | None, num_workers: int | None) -> bool:
+    """Connect to Ray (reusing a running session); return True if this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False,
+                 log_to_driver=False, logging_level="ERROR")
+    return True
+
+
+# ------------------------------------------------------------------------------------------------
+# evaluate
+# ------------------------------------------------------------------------------------------------
+
+
+def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path, *,
+             ray_address: str | None = None, num_workers: int | None = None, seed_offset: int = 0,
+             worst_k: int = 3, progress: bool = True, max_retries: int = DEFAULT_MAX_RETRIES,
+             retry_failed: bool = False, report: bool = True, render_replays: bool = True,
+             console: Console | None = None) -> EvalSummary:
+    """Run every (scenario, episode, policy) job on Ray, append records, then build the report.
+
+    ``scenarios`` may hold catalogue names, YAML paths or `ScenarioSpec` objects. Jobs whose
+    job_id is already in ``out/records.jsonl`` are skipped (failures too, unless
+    ``retry_failed``).
+    """
+    import ray
+
+    if episodes < 0:
+        raise ValueError(f"episodes must be >= 0, got {episodes}")
+    if not policies:
+        raise ValueError("at least one policy is needed")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    console = console or Console()
+    entries = resolve_scenarios(scenarios)
+    specs = {e.spec.name: e.spec for e in entries}
+    jobs = make_jobs(entries, policies, episodes, seed_offset)
+    records_path = out / RECORDS
+    repair_records(records_path)
+    done = {r["job_id"]: r for r in load_records(out)}
+    todo = [j for j in jobs if j.job_id not in done or (retry_failed and done[j.job_id].get("failed"))]
+    _write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
+                    worst_k)
+
+    started = time.perf_counter()
+    completed = 0
+    we_started_ray = False
+    if todo:
+        we_started_ray = _init_ray(ray_address, num_workers)
+        try:
+            completed = _drive(todo, specs, records_path, num_workers, max_retries, progress, console)
+        finally:
+            if we_started_ray:
+                ray.shutdown()
+    wall = time.perf_counter() - started
+
+    wanted = {j.job_id for j in jobs}
+    records = [r for r in load_records(out) if r["job_id"] in wanted]
+    _write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
+                    worst_k, records)
+    ok = [r for r in records if not r.get("failed")]
+    summary = EvalSummary(out=out, jobs=len(jobs), completed=completed, skipped=len(jobs) - len(todo),
+                          failed=sum(1 for r in records if r.get("failed")), wall_time=wall,
+                          rows=summary_rows(ok))
+    if progress:
+        console.print(summary_table(summary.rows, failed=summary.failed))
+        console.print(f"{summary.completed} episodes run, {summary.skipped} already done, "
+                      f"{summary.failed} failed, in {wall:.1f} s -> {out}")
+    if report:
+        from diffplatoon.evaluation.report import build_report
+
+        summary.report = build_report(out, worst_k=worst_k, render_replays=render_replays)
+    return summary
+
+
+def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, num_workers: int | None,
+           max_retries: int, show: bool, console: Console) -> int:
+    """Submit jobs keeping at most ``num_workers`` in flight; append each record as it arrives."""
+    import ray
+
+    workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    spec_refs = {name: ray.put(spec) for name, spec in specs.items()}
+    task = _remote().options(max_retries=max_retries)
+    queue = list(reversed(todo))
+    pending: dict[Any, Job] = {}
+    completed = 0
+    bar = Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
+                   TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
+                   disable=not show)
+
+    def refill() -> None:
+        while queue and len(pending) < workers:
+            job = queue.pop()
+            pending[task.remote(spec_refs[job.scenario], job.policy, job.episode)] = job
+
+    with bar:
+        task_id = bar.add_task("episodes", total=len(todo))
+        while queue or pending:
+            refill()
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            finished = [(ref, pending.pop(ref)) for ref in ready]
+            refill()  # keep the freed worker busy while the record is fetched and written
+            for ref, job in finished:
+                try:
+                    record = ray.get(ref)
+                except Exception as exc:  # noqa: BLE001 - worker died after all retries
+                    record = failure_record(job, specs[job.scenario].seed,
+                                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
+                                            str(exc))
+                io.append_jsonl(records_path, record)
+                completed += 1
+                bar.advance(task_id)
+    return completed
+
+
+# ------------------------------------------------------------------------------------------------
+# Provenance and the summary table
+# ------------------------------------------------------------------------------------------------
+
+
+def package_version() -> str:
+    """Installed diffplatoon version."""
+    try:
+        return version("diffplatoon")
+    except PackageNotFoundError:
+        return "0+unknown"
+
+
+def _write_run_json(out: Path, policies: Sequence[str], scenarios: Sequence[Any], episodes: int,
+                    entries: Sequence[ScenarioEntry], seed_offset: int, ray_address: str | None,
+                    num_workers: int | None, worst_k: int,
+                    records: Sequence[dict[str, Any]] = ()) -> None:
+    """Write ``run.json``: arguments, resolved scenarios with hashes, seeds, versions."""
+    versions: dict[str, list[str]] = {}
+    for rec in records:
+        if not rec.get("failed") and rec.get("policy_version") is not None:
+            versions.setdefault(rec["policy"], [])
+            if str(rec["policy_version"]) not in versions[rec["policy"]]:
+                versions[rec["policy"]].append(str(rec["policy_version"]))
+    run = {
+        "command": "evaluate",
+        "arguments": {
+            "policies": list(policies),
+            "scenarios": [s.name if isinstance(s, ScenarioSpec) else str(s) for s in scenarios],
+            "episodes": episodes, "out": str(out), "ray_address": ray_address, "num_workers": num_workers,
+            "seed_offset": seed_offset, "worst_k": worst_k,
+        },
+        "scenarios": [{
+            "name": e.spec.name, "source": e.source, "sha256": e.sha256, "seed": e.spec.seed,
+            "episodes": list(range(seed_offset, seed_offset + episodes)),
+            "spec": e.spec.model_dump(mode="json", by_alias=True),
+        } for e in entries],
+        "policy_versions": versions,
+        "versions": {"diffplatoon": package_version(), "python": sys.version.split()[0],
+                     "platform": _platform.platform(), **_lib_versions()},
+    }
+    io.atomic_write_json(out / RUN, run)
+
+
+def _lib_versions() -> dict[str, str]:
+    """Versions of the libraries that shape the numbers."""
+    found = {}
+    for lib in ("numpy", "highway-env", "torch", "ray", "shapely"):
+        try:
+            found[lib] = version(lib)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per scenario x policy: collision rate (Wilson), mean speed and min TTC."""
+    recs = [r for r in records if not r.get("failed")]
+    present = {k for r in recs for k in r}
+    metrics = [m for m in ("mean_speed", "min_ttc") if m in present]
+    return stats.aggregate(recs, by=("scenario", "policy"), metrics=metrics, rates=["collision"])
+
+
+def _f(x: Any, spec: str) -> str:
+    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+
+
+def summary_table(rows: Sequence[dict[str, Any]], *, failed: int = 0) -> Table:
+    """Rich table of `summary_rows`: collision rate with its Wilson 95% CI and n, speed, TTC."""
+    table = Table(title="Safety evaluation" + (f" ({failed} failed episodes not counted)" if failed else ""))
+    for col, just in (("scenario", "left"), ("policy", "left"), ("collisions", "right"),
+                      ("rate [95% CI]", "right"), ("speed", "right"), ("min TTC", "right")):
+        table.add_column(col, justify=just, no_wrap=col != "scenario")
+    table.caption = ("collisions: episodes with a collision / episodes; 95% CI: Wilson; speed: mean [m/s]; "
+                     "min TTC: mean of the per-episode minimum [s]")
+    for r in rows:
+        rate = f"{_f(r['collision'], '.3f')} [{_f(r['collision_lo'], '.3f')}, {_f(r['collision_hi'], '.3f')}]"
+        table.add_row(str(r["scenario"]), str(r["policy"]), f"{r['collision_k']}/{r['collision_n']}", rate,
+                      _f(r.get("mean_speed_mean"), ".2f"), _f(r.get("min_ttc_mean"), ".2f"))
+    return table

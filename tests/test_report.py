@@ -1,0 +1,131 @@
+"""The safety report: files, self-contained HTML, numbers that match the records, rule of three.
+
+One small real evaluation (2 policies x 3 episodes of a shortened hard_brake) feeds every
+test; the expected numbers are recomputed here from the records with the stats primitives.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+import imageio.v3 as iio
+import pytest
+
+from diffplatoon import io
+from diffplatoon.evaluation import report, runner, stats
+from diffplatoon.evaluation.measures import Thresholds
+from diffplatoon.scenarios import load_scenario
+
+POLICIES = ["idm", "cacc"]
+EPISODES = 3
+WORST_K = 2
+
+
+@pytest.fixture(scope="module")
+def run(ray_session, tmp_path_factory):
+    """An evaluation with its report, replays included."""
+    spec = load_scenario("hard_brake").model_copy(update={"duration": 7.0})
+    out = tmp_path_factory.mktemp("report")
+    summary = runner.evaluate(POLICIES, [spec], EPISODES, out, num_workers=2, progress=False,
+                              worst_k=WORST_K, render_replays=True)
+    return out, summary
+
+
+def test_report_files_exist(run):
+    out, summary = run
+    assert summary.report == out / "report.md"
+    for name in ("metrics.json", "report.md", "report.html", "run.json", "records.jsonl"):
+        assert (out / name).stat().st_size > 0, name
+    for name in ("collision_rates", "ttc_distribution", "min_gap_cdf", "worst_episode_profiles", "string_stability"):
+        png = (out / "plots" / f"{name}.png").read_bytes()
+        assert png.startswith(b"\x89PNG"), name
+    gifs = sorted((out / "replays").glob("*.gif"))
+    assert len(gifs) == WORST_K
+    frames = iio.imread(gifs[0], index=None)
+    assert frames.ndim == 4 and frames.shape[0] > 1
+
+
+def test_html_is_self_contained(run):
+    out, _ = run
+    text = (out / "report.html").read_text()
+    srcs = re.findall(r'\bsrc\s*=\s*"([^"]*)"', text)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    hrefs = re.findall(r'\bhref\s*=\s*"([^"]*)"', text)
+    assert len(hrefs) == WORST_K  # only the replay links
+    for h in hrefs:
+        assert h.startswith("replays/") and (out / h).is_file()
+    assert "<link" not in text and "<script" not in text
+    assert not re.search(r'(src|href)\s*=\s*"(https?:)?//', text)
+
+
+def test_report_numbers_match_records(run):
+    out, _ = run
+    md = (out / "report.md").read_text()
+    records = [r for r in io.read_jsonl(out / runner.RECORDS)]
+    assert len(records) == EPISODES * len(POLICIES)
+    for pol in POLICIES:
+        recs = [r for r in records if r["policy"] == pol]
+        k, n = sum(bool(r["collision"]) for r in recs), len(recs)
+        lo, hi = stats.wilson_interval(k, n)
+        rate = f"{k}/{n} = {k / n:.3f} [{lo:.3f}, {hi:.3f}]"
+        row = next(line for line in md.splitlines() if line.startswith(f"| {recs[0]['scenario']} | {pol} |"))
+        assert rate in row
+        rule3 = f"≤ 3/{n} = {3 / n:.3f}"
+        assert (rule3 in row) == (k == 0)
+        for key in ("min_ttc", "mean_speed"):
+            ci = stats.mean_ci(r[key] for r in recs)
+            assert f"{ci.mean:.3g} ± {ci.half_width:.3g}" in md, key
+
+    metrics = json.loads((out / "metrics.json").read_text(),
+                         parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
+    assert metrics["thresholds"] == {records[0]["scenario"]: records[0]["thresholds"]}
+    rows = {r["policy"]: r for r in metrics["rows"]}
+    for pol in POLICIES:
+        recs = [r for r in records if r["policy"] == pol]
+        assert rows[pol]["collision_n"] == len(recs)
+        assert rows[pol]["mean_speed_mean"] == pytest.approx(sum(r["mean_speed"] for r in recs) / len(recs))
+
+
+def test_report_states_thresholds_provenance_and_how_to_read(run):
+    out, _ = run
+    md = (out / "report.md").read_text()
+    assert "## How to read this" in md and "Wilson" in md and "3/n" in md
+    used = json.loads((out / "metrics.json").read_text())["thresholds"]
+    (scenario,) = used
+    for key, default in Thresholds().as_dict().items():
+        assert f"| {key} | {used[scenario][key]} | {default} |" in md
+    run_json = json.loads((out / "run.json").read_text())
+    entry = run_json["scenarios"][0]
+    assert entry["sha256"][:16] in md and f"| {entry['seed']} |" in md
+    assert "diffplatoon evaluate --policy idm --policy cacc" in md
+    for pol, versions in run_json["policy_versions"].items():
+        assert f"| {pol} | {', '.join(versions)} |" in md
+
+
+def test_rule_of_three_when_no_collisions():
+    """Records with zero collisions: the report table shows Wilson [0, hi] and 3/n."""
+    recs = [{"scenario": "s", "policy": "p", "collision": False, "min_ttc": 2.0 + i} for i in range(40)]
+    rows, rates, _ = report.report_rows(recs)
+    (row,) = rows
+    assert report.fmt_rate(row, "collision") == f"0/40 = 0.000 [0.000, {stats.wilson_interval(0, 40)[1]:.3f}]"
+    assert report.fmt_rule3(row, "collision") == "≤ 3/40 = 0.075"
+    assert row["collision_rule3"] == pytest.approx(3 / 40)
+
+
+def test_worst_episode_order():
+    recs = [
+        {"job_id": "a", "scenario": "s", "policy": "p", "collision": False, "min_ttc": 0.5},
+        {"job_id": "b", "scenario": "s", "policy": "p", "collision": True, "min_ttc": 3.0},
+        {"job_id": "c", "scenario": "s", "policy": "p", "collision": False, "min_ttc": 0.2},
+        {"job_id": "d", "scenario": "s", "policy": "p", "failed": True},
+    ]
+    assert [r["job_id"] for r in report.worst_episodes(recs, 3)] == ["b", "c", "a"]
+
+
+def test_rebuild_from_records_alone(run):
+    out, _ = run
+    before = json.loads((out / "metrics.json").read_text())["rows"]
+    report.build_report(out, worst_k=1, render_replays=False)
+    after = json.loads((out / "metrics.json").read_text())
+    assert after["rows"] == before and len(after["worst"]) == 1

@@ -1,0 +1,120 @@
+"""The Ray-sharded runner: records appended and resumable, worker-count invariance, failures recorded once.
+
+Real Ray (the shared session fixture), real episodes of a catalogue scenario shortened to a
+few seconds so that every test stays small.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from diffplatoon import io
+from diffplatoon.evaluation import runner
+from diffplatoon.scenarios import load_scenario
+
+POLICIES = ["idm", "cacc"]
+EPISODES = 3
+
+
+@pytest.fixture(scope="module")
+def spec():
+    """hard_brake cut to 7 s: the lead vehicle still brakes at t = 5 s."""
+    return load_scenario("hard_brake").model_copy(update={"duration": 7.0})
+
+
+@pytest.fixture(scope="module")
+def two_worker_run(ray_session, spec, tmp_path_factory):
+    """One 2-worker run: 2 policies x 3 episodes, no report."""
+    out = tmp_path_factory.mktemp("eval2")
+    summary = runner.evaluate(POLICIES, [spec], EPISODES, out, num_workers=2, progress=False, report=False)
+    return out, summary
+
+
+def _by_job(records):
+    """Records keyed by job_id, without the wall-clock time (the only non-deterministic field)."""
+    return {r["job_id"]: {k: v for k, v in r.items() if k != "wall_time"} for r in records}
+
+
+def _lines(path):
+    return path.read_bytes().splitlines(keepends=True)
+
+
+def test_every_job_recorded_once_with_run_json(two_worker_run, spec):
+    out, summary = two_worker_run
+    records = list(io.read_jsonl(out / runner.RECORDS))
+    ids = [r["job_id"] for r in records]
+    expected = {runner.job_id(spec.name, p, e) for e in range(EPISODES) for p in POLICIES}
+    assert sorted(ids) == sorted(expected)  # each job exactly once
+    assert summary.completed == len(expected) and summary.skipped == 0 and summary.failed == 0
+    assert not any(r.get("failed") for r in records)
+    for r in records:
+        assert r["scenario"] == spec.name and isinstance(r["collision"], bool) and r["seed"] == spec.seed
+    run = json.loads((out / runner.RUN).read_text())
+    assert run["arguments"]["policies"] == POLICIES and run["arguments"]["episodes"] == EPISODES
+    (entry,) = run["scenarios"]
+    assert entry["sha256"] == runner.spec_hash(spec) and entry["episodes"] == list(range(EPISODES))
+    assert set(run["policy_versions"]) == set(POLICIES)
+    assert [r["n"] for r in summary.rows] == [EPISODES] * len(POLICIES)
+
+
+def test_rerun_after_interruption_redoes_only_missing_jobs(two_worker_run, spec, tmp_path):
+    """Half the lines kept plus a torn line: the rerun redoes the rest, each job ends up once."""
+    src, _ = two_worker_run
+    full = _by_job(io.read_jsonl(src / runner.RECORDS))
+    lines = _lines(src / runner.RECORDS)
+    keep = len(lines) // 2
+    out = tmp_path / "resumed"
+    out.mkdir()
+    torn = lines[keep][: len(lines[keep]) // 2]  # a record cut mid-write, no newline
+    (out / runner.RECORDS).write_bytes(b"".join(lines[:keep]) + torn)
+
+    summary = runner.evaluate(POLICIES, [spec], EPISODES, out, num_workers=2, progress=False, report=False)
+    assert summary.skipped == keep and summary.completed == len(lines) - keep
+    raw = _lines(out / runner.RECORDS)
+    assert len(raw) == len(full) and all(line.endswith(b"\n") for line in raw)
+    redone = [json.loads(line) for line in raw]
+    assert sorted(r["job_id"] for r in redone) == sorted(full)
+    assert _by_job(redone) == full  # the redone episodes reproduce the originals
+
+    again = runner.evaluate(POLICIES, [spec], EPISODES, out, num_workers=2, progress=False, report=False)
+    assert again.completed == 0 and again.skipped == len(full)
+    assert len(_lines(out / runner.RECORDS)) == len(full)
+
+
+def test_one_and_two_workers_give_identical_records(two_worker_run, spec, tmp_path):
+    src, _ = two_worker_run
+    summary = runner.evaluate(POLICIES, [spec], EPISODES, tmp_path, num_workers=1, progress=False, report=False)
+    assert summary.completed == EPISODES * len(POLICIES)
+    one = _by_job(io.read_jsonl(tmp_path / runner.RECORDS))
+    two = _by_job(io.read_jsonl(src / runner.RECORDS))
+    assert one == two
+
+
+def test_failing_job_is_recorded_once_and_run_continues(ray_session, spec, tmp_path):
+    policies = ["idm", "no_such_policy"]
+    summary = runner.evaluate(policies, [spec], 1, tmp_path, num_workers=2, progress=False, report=False)
+    records = list(io.read_jsonl(tmp_path / runner.RECORDS))
+    assert len(records) == 2 and summary.failed == 1 and summary.completed == 2
+    (bad,) = [r for r in records if r.get("failed")]
+    assert bad["job_id"] == runner.job_id(spec.name, "no_such_policy", 0)
+    assert "no_such_policy" in bad["error"]
+    (good,) = [r for r in records if not r.get("failed")]
+    assert good["policy"] == "idm" and "collision" in good
+    assert [r["policy"] for r in summary.rows] == ["idm"]  # failures are not counted in rates
+
+    again = runner.evaluate(policies, [spec], 1, tmp_path, num_workers=2, progress=False, report=False)
+    assert again.completed == 0 and again.failed == 1
+    assert len(list(io.read_jsonl(tmp_path / runner.RECORDS))) == 2
+
+
+def test_sweep_variants_become_separate_scenarios():
+    entries = runner.resolve_scenarios(["dense_highway_sweep"])
+    names = [e.spec.name for e in entries]
+    assert len(names) == 6 and len(set(names)) == 6
+    assert all(e.source == "dense_highway_sweep.yaml" and not e.spec.sweep for e in entries)
+    jobs = runner.make_jobs(entries, ["idm"], 2, seed_offset=10)
+    assert [j.episode for j in jobs[:2]] == [10, 11] and len(jobs) == 12
+    with pytest.raises(ValueError, match="unique"):
+        runner.resolve_scenarios(["hard_brake", "hard_brake"])
