@@ -488,12 +488,19 @@ def _norm(v: np.ndarray, kind: str) -> np.ndarray:
     raise ValueError(f"norm must be 'l2' or 'linf', got {kind!r}")
 
 
-def _ratios(norms: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """Successive ratios norms[k+1] / norms[k]; 0/0 is 0 (nothing amplified), x/0 is inf."""
+def _ratios(norms: np.ndarray, rel: float = 1e-3, eps: float = 1e-9) -> np.ndarray:
+    """Successive ratios norms[k+1] / norms[k].
+
+    A norm below ``rel`` × the largest norm is "no error": a ratio from such a norm to another
+    negligible one is 0 (nothing amplified); from a negligible norm to a real one it is
+    undefined (NaN) — that error did not come from the predecessor (e.g. a cut-in in between),
+    and dividing by numerical noise would report absurd amplifications.
+    """
     num, den = norms[1:], norms[:-1]
+    floor = max(eps, rel * float(np.nanmax(norms))) if len(norms) else eps
     with np.errstate(divide="ignore", invalid="ignore"):
         r = num / den
-    return np.where(den > eps, r, np.where(num > eps, np.inf, 0.0))
+    return np.where(den > floor, r, np.where(num > floor, np.nan, 0.0))
 
 
 def string_stability(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.5,
@@ -505,8 +512,8 @@ def string_stability(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.
     Over steps [start, stop) (start at the leader disturbance), ratios of the L2 norms (or peak
     norms with ``norm='linf'``, the collision-relevant one per Vegamoor et al.) of successive
     followers' spacing errors, and of successive members' speed deviations from their own
-    window mean. ``stable`` is True when every ratio of ``criterion`` is <= 1 + tol (no ratio
-    to check counts as stable). A zero norm over a zero norm counts as ratio 0.
+    window mean. ``stable`` is True when every defined ratio of ``criterion`` is <= 1 + tol (no
+    ratio to check counts as stable). See `_ratios` for negligible norms (0 or NaN).
     """
     sl = slice(start, stop)
     e = spacing_errors(gap, speed, time_gap=time_gap, standstill=standstill)[sl]
@@ -517,7 +524,7 @@ def string_stability(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.
     error_ratios, speed_ratios = _ratios(error_norms), _ratios(speed_norms)
     checked = {"spacing": [error_ratios], "speed": [speed_ratios],
                "both": [error_ratios, speed_ratios]}[criterion]
-    stable = all(bool(np.all(r <= 1.0 + tol)) for r in checked)
+    stable = all(bool(np.all(r[np.isfinite(r)] <= 1.0 + tol)) for r in checked)
     return StringStability(error_norms, error_ratios, speed_norms, speed_ratios, stable)
 
 
@@ -689,8 +696,8 @@ def _platoon_summary(out: dict[str, float], trace: EpisodeTrace,
             err_max = max(err_max, float(np.abs(ef).max()))
         ss = string_stability(gap, speed, time_gap=th.time_gap, standstill=th.standstill,
                               start=th.disturbance_step, tol=th.string_tol)
-        e_ratio.extend(ss.error_ratios.tolist())
-        v_ratio.extend(ss.speed_ratios.tolist())
+        e_ratio.extend(r for r in ss.error_ratios.tolist() if np.isfinite(r))
+        v_ratio.extend(r for r in ss.speed_ratios.tolist() if np.isfinite(r))
         stable &= ss.stable
         splits += int(platoon_split_events(gap, threshold=th.split_gap).sum())
     out["gap_error_rms"] = float(np.sqrt(sq_sum / count)) if count else float("nan")

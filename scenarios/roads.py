@@ -31,6 +31,19 @@ Node names, named lanes and what an `int` lane ref means, per road type:
 
 Destinations: highway `end`; onramp `main_out`; lane_drop `end`; intersection and roundabout the
 four arm names; lane_graph the given `destinations`, else every node where lanes end and none start.
+
+Right of way: every lane carries highway-env's `priority` (an int, higher goes first). Where
+lanes of different priority merge or cross, the World's traffic on the lower-priority lane
+yields (see `diffplatoon.sim.world`); lanes of equal priority never yield to each other.
+
+| type | priority (higher has right of way) |
+|---|---|
+| highway | 0 everywhere (nothing merges or crosses) |
+| onramp_merge | main road 1; ramp, ramp_bend and the acceleration lane 0 (ramp traffic yields) |
+| lane_drop | through lanes 1; the dropped lane 0 (its traffic yields where it ends) |
+| intersection | the west–east axis is the major road: its arms, straight and right-turn connectors 3, its left turns 2; the south–north arms, straight and right-turn connectors 1, their left turns 0 (highway-env's intersection-v0 levels) |
+| roundabout | ring lanes, exit curves and outgoing arms 1; approach arms and entry curves 0 (entering traffic yields to the ring) |
+| lane_graph | each segment's `priority` (default 0) |
 """
 
 from __future__ import annotations
@@ -412,8 +425,8 @@ class OnrampMergeRoad(RoadBase):
         n, w = self.main_lanes, self.lane_width
         x_begin = self.ramp_length + self.converge_length
         x_end = x_begin + self.accel_length
-        main = dict(width=w, speed_limit=self.main_speed_limit)
-        ramp = dict(width=w, speed_limit=self.ramp_speed_limit)
+        main = dict(width=w, speed_limit=self.main_speed_limit, priority=1)
+        ramp = dict(width=w, speed_limit=self.ramp_speed_limit, priority=0)
         out: list[tuple[str, str, AbstractLane]] = []
         for i in range(n):
             y = i * w
@@ -424,7 +437,7 @@ class OnrampMergeRoad(RoadBase):
         # Main traffic may not move onto the acceleration lane (it ends); ramp traffic may leave it.
         y_accel = n * w
         out.append(("merge_begin", "merge_end", StraightLane([x_begin, y_accel], [x_end, y_accel], line_types=[_N, _C],
-                                                             forbidden=True, **main)))
+                                                             forbidden=True, **{**main, "priority": 0})))
         amp = self.ramp_offset / 2
         y_ramp = y_accel + self.ramp_offset
         out.append(("ramp_in", "ramp_bend", StraightLane([0, y_ramp], [self.ramp_length, y_ramp], line_types=[_C, _C],
@@ -471,11 +484,12 @@ class LaneDropRoad(RoadBase):
         kw = dict(width=w, speed_limit=self.speed_limit)
         out: list[tuple[str, str, AbstractLane]] = []
         for i in range(n):
-            out.append(("start", "drop", StraightLane([0, i * w], [x, i * w], line_types=_edge_lines(i, n), **kw)))
+            prio = 0 if i == self._dropped_id else 1
+            out.append(("start", "drop", StraightLane([0, i * w], [x, i * w], line_types=_edge_lines(i, n), priority=prio, **kw)))
         shift = 1 if self.drop_side == "left" else 0
         for j in range(n - 1):
             y = (j + shift) * w
-            out.append(("drop", "end", StraightLane([x, y], [self.length, y], line_types=_edge_lines(j, n - 1), **kw)))
+            out.append(("drop", "end", StraightLane([x, y], [self.length, y], line_types=_edge_lines(j, n - 1), priority=1, **kw)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -489,7 +503,12 @@ class LaneDropRoad(RoadBase):
 
 
 class IntersectionRoad(RoadBase):
-    """Unsignalised 4-way intersection; every arm has incoming and outgoing lanes and turning connectors."""
+    """Unsignalised 4-way intersection; every arm has incoming and outgoing lanes and turning connectors.
+
+    The west–east axis is the major road (lane priorities as highway-env's intersection-v0):
+    its arms, straight and right-turn connectors have priority 3, its left turns 2; the
+    south–north arms, straight and right-turn connectors 1, their left turns 0.
+    """
 
     type: Literal["intersection"] = Field("intersection", description="Road type.")
     arm_length: float = Field(100.0, gt=0, description="Length of each arm up to the stop line [m].")
@@ -509,19 +528,22 @@ class IntersectionRoad(RoadBase):
         for k, name in enumerate(_ARMS):
             rot, ang = _rotation(k * math.pi / 2), k * math.pi / 2
             right, straight, left = _ARMS[(k - 1) % 4], _ARMS[(k + 2) % 4], _ARMS[(k + 1) % 4]
+            prio = 3 if k % 2 else 1  # west (k=1) and east (k=3) form the major road
             for i in range(n):
                 e = w / 2 + i * w
                 lines_in = [_S, _C if i == n - 1 else _N]
                 lines_out = [_N if i == 0 else _S, _C if i == n - 1 else _N]
-                out.append((name, f"{name}_in", StraightLane(rot @ [e, d + self.arm_length], rot @ [e, d], line_types=lines_in, **arm)))
-                out.append((f"{name}_out", name, StraightLane(rot @ [-e, d], rot @ [-e, d + self.arm_length], line_types=lines_out, **arm)))
+                out.append((name, f"{name}_in", StraightLane(rot @ [e, d + self.arm_length], rot @ [e, d], line_types=lines_in,
+                                                             priority=prio, **arm)))
+                out.append((f"{name}_out", name, StraightLane(rot @ [-e, d], rot @ [-e, d + self.arm_length], line_types=lines_out,
+                                                              priority=prio, **arm)))
             for i in range(n):
                 e = w / 2 + i * w
                 out.append((f"{name}_in", f"{right}_out", CircularLane(rot @ [d, d], d - e, ang + math.pi, ang + 1.5 * math.pi,
-                                                                         clockwise=True, **box)))
-                out.append((f"{name}_in", f"{straight}_out", StraightLane(rot @ [e, d], rot @ [e, -d], **box)))
+                                                                         clockwise=True, priority=prio, **box)))
+                out.append((f"{name}_in", f"{straight}_out", StraightLane(rot @ [e, d], rot @ [e, -d], priority=prio, **box)))
                 out.append((f"{name}_in", f"{left}_out", CircularLane(rot @ [-d, d], d + e, ang, ang - 0.5 * math.pi,
-                                                                        clockwise=False, **box)))
+                                                                        clockwise=False, priority=prio - 1, **box)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -546,7 +568,8 @@ class RoundaboutRoad(RoadBase):
     """Roundabout: a ring of circular lanes (counter-clockwise on screen) with four single-lane arms.
 
     Entries and exits are circular arcs tangent to both the straight arm and the outer ring lane, so
-    every join is exact in position and heading.
+    every join is exact in position and heading. The ring has right of way: ring lanes, exit
+    curves and outgoing arms have priority 1, approach arms and entry curves 0.
     """
 
     type: Literal["roundabout"] = Field("roundabout", description="Road type.")
@@ -582,17 +605,22 @@ class RoundaboutRoad(RoadBase):
         theta = math.atan2(y, e + r)  # ring phase where the south entry joins, in (pi/4, pi/2)
         arm = dict(width=w, speed_limit=self.arm_speed_limit)
         ring = dict(width=w, speed_limit=self.speed_limit)
+        enter, leave = dict(priority=0), dict(priority=1)
         out: list[tuple[str, str, AbstractLane]] = []
         phases: dict[str, float] = {}
         for k, name in enumerate(_ARMS):
             rot, ang = _rotation(k * math.pi / 2), k * math.pi / 2
-            out.append((name, f"{name}_yield", StraightLane(rot @ [e, y + self.arm_length], rot @ [e, y], line_types=[_S, _C], **arm)))
+            out.append((name, f"{name}_yield", StraightLane(rot @ [e, y + self.arm_length], rot @ [e, y], line_types=[_S, _C],
+                                                            **enter, **arm)))
             enter_end = math.atan2(-y, -(e + r)) + 2 * math.pi
             out.append((f"{name}_yield", f"ring_{name}_in", CircularLane(rot @ [e + r, y], r, ang + math.pi, ang + enter_end,
-                                                                          clockwise=True, line_types=[_C, _C], forbidden=True, **ring)))
+                                                                          clockwise=True, line_types=[_C, _C], forbidden=True,
+                                                                          **enter, **ring)))
             out.append((f"ring_{name}_out", f"{name}_leave", CircularLane(rot @ [-(e + r), y], r, ang + math.atan2(-y, e + r), ang,
-                                                                           clockwise=True, line_types=[_C, _C], forbidden=True, **ring)))
-            out.append((f"{name}_leave", name, StraightLane(rot @ [-e, y], rot @ [-e, y + self.arm_length], line_types=[_N, _C], **arm)))
+                                                                           clockwise=True, line_types=[_C, _C], forbidden=True,
+                                                                           **leave, **ring)))
+            out.append((f"{name}_leave", name, StraightLane(rot @ [-e, y], rot @ [-e, y + self.arm_length], line_types=[_N, _C],
+                                                            **leave, **arm)))
             phases[f"ring_{name}_in"] = theta + ang
             phases[f"ring_{name}_out"] = math.pi - theta + ang
         # Ring in travel order (decreasing phase): south, east, north, west.
@@ -604,7 +632,7 @@ class RoundaboutRoad(RoadBase):
             end = start - (start - phases[b]) % (2 * math.pi)
             for i in range(m):
                 out.append((a, b, CircularLane([0.0, 0.0], self.radius + i * w, start, end, clockwise=False,
-                                               line_types=_edge_lines(i, m), **ring)))
+                                               line_types=_edge_lines(i, m), **leave, **ring)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -641,6 +669,8 @@ class LaneSegment(BaseModel):
     width: float = Field(4.0, gt=0, description="Lane width [m].")
     speed_limit: float = Field(20.0, gt=0, description="Speed limit [m/s].")
     forbidden: bool = Field(False, description="Whether changing into these lanes is forbidden.")
+    priority: int = Field(0, description="Right of way (higher goes first): where lanes of different priority merge or cross, "
+                                         "traffic on the lower-priority lane yields.")
     count: int = Field(1, ge=1, le=8, description="Parallel lanes, laid out to the right of lane 0.")
     center: tuple[float, float] | None = Field(None, description="arc: circle centre [m].")
     radius: float | None = Field(None, gt=0, description="arc: radius of lane 0 [m].")
@@ -756,7 +786,7 @@ class LaneGraphRoad(RoadBase):
         return found
 
     def _segment_lanes(self, seg: LaneSegment) -> list[AbstractLane]:
-        common = dict(width=seg.width, speed_limit=seg.speed_limit, forbidden=seg.forbidden)
+        common = dict(width=seg.width, speed_limit=seg.speed_limit, forbidden=seg.forbidden, priority=seg.priority)
         p0, p1 = np.array(self.nodes[seg.from_], float), np.array(self.nodes[seg.to], float)
         out: list[AbstractLane] = []
         for k in range(seg.count):

@@ -28,11 +28,11 @@ Agents and spaces (N = largest platoon size, D = flat observation width, Kc × D
 Masks are float32 0/1. Absent members (crashed, departed or padding) have zero rows and a zero
 mask; their actions are ignored. Platoon rewards aggregate member rewards (`platoon_reward`).
 
-Episode seeding: `reset(seed=s)` starts stream s (RLlib passes `config.seed + worker_index (+ i for the
-i-th vectorized copy)` on its first reset); later `reset()` calls without a seed take the next
-episode of the stream. Episode index = episode_offset + stream · 1_000_000 + count; without any seed,
-stream = 1000 · worker_index + vector_index of the env context, so runners never share episodes.
-`reset(options={"episode": k})` plays episode k exactly.
+Episode seeding: RLlib resets its k-th vectorized copy on runner w with seed = config.seed + w + k on the
+first reset and without a seed afterwards. `reset(seed=s)` starts stream s · 1000 + w (w = the env
+context's worker_index, so no two (runner, copy) pairs share a stream); later unseeded resets take the
+stream's next episode. Episode index = episode_offset + stream · 1_000_000 + count (an env never seeded
+uses s = 0). `reset(options={"episode": k})` plays episode k exactly.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from diffplatoon.scenarios.schema import ActionSpec
 __all__ = ["EnvSettings", "PlatoonMultiAgentEnv", "resolve_scenario", "EPISODES_PER_STREAM"]
 
 EPISODES_PER_STREAM = 1_000_000
+_MAX_WORKERS = 1000  # streams of different env runners interleave with this stride
 
 
 class EnvSettings(BaseModel):
@@ -130,9 +131,8 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             low, high = np.tile(act.low, n), np.tile(act.high, n)
             self.action_spaces = {a: gym.spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
         self.agents = []
-        ctx_worker = int(getattr(config, "worker_index", 0) or 0)
-        ctx_vector = int(getattr(config, "vector_index", 0) or 0)
-        self._stream = 1000 * ctx_worker + ctx_vector
+        self._worker = int(getattr(config, "worker_index", 0) or 0)
+        self._stream = self._worker
         self._count = 0
         self.episode = -1
         self.episode_stats: dict[str, float] = {}
@@ -152,7 +152,9 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start the next episode of the seed stream (see the module docstring)."""
         if seed is not None:
-            self._stream, self._count = int(seed), 0
+            if seed < 0:
+                raise ValueError(f"seed must be >= 0, got {seed}")
+            self._stream, self._count = int(seed) * _MAX_WORKERS + self._worker, 0
         if options and "episode" in options:
             episode = int(options["episode"])
         else:

@@ -21,15 +21,40 @@ curve, and r is the offset from the sine in the chord's normal direction.
 Topology: `left`/`right` neighbours on the same road (lane id −1 / +1 in highway-env terms),
 `successors` (every lane of every road that starts where this lane's road ends),
 `predecessors`, `default_next` (what highway-env's `next_lane` picks at the lane end without
-a route), `entry_lanes` (no predecessor) and `near`: for each lane, the lanes whose band
+a route), `follow_next` (what it picks from the centre line half a vehicle length before the
+end, where traffic's `follow_road` switches lanes; the two differ where next lanes start at
+one point, as at the intersection's stop lines), `entry_lanes` (no predecessor) and `near`: for each lane, the lanes whose band
 (|r| ≤ width/2 + 1 m, s within one vehicle length of the ends, i.e. highway-env's
 `on_lane(margin=1)` region) touches its own band. `near` is the candidate set for the
 closest-lane search and the lane-membership projection of the simulator.
+
+Conflicts (right of way), built once, only when the lanes' highway-env `priority` values
+differ (so highways and every all-default network get none). A conflict is an ordered pair
+(ego lane E, other lane O) of lanes with different priorities, either
+
+- crossing or converging: not on the same road, not consecutive, not diverging from the same
+  node, and a reference body (5 m × 2 m plus 0.5 m on every side) centred on one lane's
+  centre line overlaps the corridor the other lane's bodies sweep; or
+- merging: both lanes continue onto the same `follow_next` lane N (a ramp or dropped lane
+  ending beside the lane that carries on, a roundabout entry joining the ring, connectors
+  ending at one outgoing lane). Each lane's zone then also covers its last vehicle length,
+  and the priority lane's zone reaches a body length (plus margin) into N.
+
+Each side gets a zone [z0, z1] of centre positions along its own lane where its body may
+touch the other's. Per lane, `zone_start` is the first z0 of all its conflicts (the World's
+yield line is just before it) and `zone_end` the last z1. `conflict_yields` is True where the ego lane has the lower
+priority. Watch entries say where vehicles relevant to a conflict can be: on O itself, on
+O's successors (only where O's zone reaches its end), and, for yielding conflicts, on lanes
+up to `WATCH_HOPS` predecessors upstream (within `WATCH_HORIZON` of the zone) whose lane
+numbering lets them lead into O; a vehicle on watch lane F at s sits at s + offset in O's
+frame. `watch_next_road` is the road the chain continues on (a routed vehicle heading
+elsewhere is not counted).
 """
 
 from __future__ import annotations
 
 import numpy as np
+import shapely
 from highway_env.road.lane import AbstractLane, CircularLane, SineLane, StraightLane
 from highway_env.road.road import LaneIndex, RoadNetwork
 
@@ -43,6 +68,13 @@ ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds t
 _NEAR_STEP = 1.0
 _NEAR_SLACK = 0.5
 _NEAR_MAX_SAMPLES = 20000
+
+# Conflict zones: reference body, clearance added on every side, sampling step along lanes [m];
+# how far and how many lanes upstream of a zone traffic is watched.
+BODY_LENGTH, BODY_WIDTH, BODY_MARGIN = 5.0, 2.0, 0.5
+_CONFLICT_STEP = 0.5
+WATCH_HORIZON = 150.0  # [m]
+WATCH_HOPS = 3
 
 
 def _wrap_to_pi(a: np.ndarray) -> np.ndarray:
@@ -77,6 +109,7 @@ class LaneTable:
         self._fill_geometry()
         self._fill_topology()
         self.near = self._near_lanes()
+        self._fill_conflicts()
         # Lanes no further than this from any band point: a closest-lane distance above it may
         # have missed a lane outside the `near` candidates (see `closest_lane`).
         self.near_trust = float(np.min(self.width) / 2 + ON_LANE_MARGIN)
@@ -94,6 +127,7 @@ class LaneTable:
         self.speed_limit = np.full(n, np.inf)
         self.speed_floor = np.full(n, -np.inf)  # IDM clips target speed to [0, limit] only if a limit exists
         self.forbidden = np.zeros(n, dtype=bool)
+        self.priority = np.zeros(n, dtype=np.intp)
         for k, lane in enumerate(self.lanes):
             t = type(lane)
             if t is StraightLane or t is SineLane:
@@ -115,6 +149,7 @@ class LaneTable:
                 self.speed_limit[k] = lane.speed_limit
                 self.speed_floor[k] = 0.0
             self.forbidden[k] = bool(getattr(lane, "forbidden", False))
+            self.priority[k] = int(getattr(lane, "priority", 0) or 0)
         self.has_sine = bool(np.any(self.kind == SINE))
         self.circular_ids = np.flatnonzero(self.kind == CIRCULAR)
         self.other_ids = np.flatnonzero(self.kind == OTHER)
@@ -144,12 +179,16 @@ class LaneTable:
         self.n_successors = np.array([len(s) for s in succ], dtype=np.intp)
         self.entry_lanes = np.array([k for k in range(n) if not pred[k]], dtype=np.intp)
         self.default_next = np.full(n, -1, dtype=np.intp)
+        self.follow_next = np.full(n, -1, dtype=np.intp)
         for k, idx in enumerate(self.indices):
             if succ[k]:
-                end = self.lanes[k].position(self.lanes[k].length, 0.0)
-                nxt = self.network.next_lane(idx, route=None, position=end)
-                if nxt != idx:
-                    self.default_next[k] = self.id_of[nxt]
+                length = self.lanes[k].length
+                for out, s in ((self.default_next, length), (self.follow_next, length - VEHICLE_LENGTH / 2)):
+                    nxt = self.network.next_lane(idx, route=None, position=self.lanes[k].position(s, 0.0))
+                    if nxt != idx:
+                        out[k] = self.id_of[nxt]
+        # First lane id of each road (a road's lanes have consecutive ids).
+        self.road_first = np.array([self.id_of[(f, t, 0)] for f, t in self.roads], dtype=np.intp)
 
     def _near_lanes(self) -> np.ndarray:
         """(n, K) lane ids, −1 padded, sorted: lanes whose on-lane band touches each lane's band."""
@@ -180,6 +219,124 @@ class LaneTable:
         for k, ids in enumerate(near):
             out[k, : len(ids)] = ids
         return out
+
+    def _fill_conflicts(self) -> None:
+        """Conflict pairs, zones and watch entries (see the module docstring)."""
+        n = self.n
+        pairs: dict[tuple[int, int], list[float]] = {}  # (ego, other) -> [z0, z1, o0, o1]
+        if self.priority.min() != self.priority.max():
+            self._geometric_conflicts(pairs)
+            self._merge_conflicts(pairs)
+        keys = sorted(pairs)
+        c = len(keys)
+        self.n_conflicts = c
+        ego = np.array([k[0] for k in keys], dtype=np.intp)
+        self.conflict_lane = ego
+        self.conflict_other = np.array([k[1] for k in keys], dtype=np.intp)
+        z = np.array([pairs[k] for k in keys], dtype=np.float64).reshape(c, 4)
+        self.conflict_zone, self.conflict_other_zone = z[:, :2].copy(), z[:, 2:].copy()
+        self.conflict_yields = self.priority[ego] < self.priority[self.conflict_other]
+        self.conflict_start = np.searchsorted(ego, np.arange(n + 1)).astype(np.intp)
+        self.zone_start = np.full(n, np.inf)
+        self.zone_end = np.full(n, -np.inf)
+        if c:
+            np.minimum.at(self.zone_start, ego, self.conflict_zone[:, 0])
+            np.maximum.at(self.zone_end, ego, self.conflict_zone[:, 1])
+        self.has_conflicts = c > 0
+        self._fill_watch()
+
+    def _samples(self, k: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        n_s = max(2, int(np.ceil((hi - lo) / _CONFLICT_STEP)) + 1)
+        s = np.linspace(lo, hi, n_s)
+        ids = np.full(n_s, k)
+        x, y = self.position(ids, s, np.zeros(n_s))
+        return s, x, y, self.heading_at(ids, s)
+
+    def _geometric_conflicts(self, pairs: dict) -> None:
+        half_l, half_w = BODY_LENGTH / 2 + BODY_MARGIN, BODY_WIDTH / 2 + BODY_MARGIN
+        corridors, bodies = [], []
+        for k in range(self.n):
+            _, x, y, _ = self._samples(k, -half_l, self.length[k] + half_l)
+            corridors.append(shapely.buffer(shapely.linestrings(np.stack([x, y], 1)), half_w, cap_style="flat"))
+            s, x, y, h = self._samples(k, 0.0, self.length[k])
+            c, sn = np.cos(h), np.sin(h)
+            corners = np.stack([
+                np.stack([x + a * half_l * c - b * half_w * sn, y + a * half_l * sn + b * half_w * c], -1)
+                for a, b in ((1, 1), (1, -1), (-1, -1), (-1, 1))], 1)
+            bodies.append((s, shapely.polygons(corners)))
+        tree = shapely.STRtree(corridors)
+        start_node = [idx[0] for idx in self.indices]
+        for a, b in zip(*tree.query(corridors, predicate="intersects")):
+            a, b = int(a), int(b)
+            if a >= b or self.priority[a] == self.priority[b] or self.road[a] == self.road[b]:
+                continue
+            if start_node[a] == start_node[b] or b in self.successors[a] or a in self.successors[b]:
+                continue
+            za, zb = self._zone(bodies[a], corridors[b]), self._zone(bodies[b], corridors[a])
+            if za is None or zb is None:
+                continue
+            pairs[(a, b)] = [*za, *zb]
+            pairs[(b, a)] = [*zb, *za]
+
+    @staticmethod
+    def _zone(body: tuple[np.ndarray, np.ndarray], corridor) -> tuple[float, float] | None:
+        s, boxes = body
+        hit = shapely.intersects(boxes, corridor)
+        if not hit.any():
+            return None
+        return float(s[hit].min()), float(s[hit].max())
+
+    def _merge_conflicts(self, pairs: dict) -> None:
+        into = BODY_LENGTH + BODY_MARGIN
+        for a in range(self.n):
+            for b in range(self.n):
+                nxt = self.follow_next[a]
+                if a == b or nxt < 0 or self.follow_next[b] != nxt or self.priority[a] >= self.priority[b]:
+                    continue
+                la, lb = self.length[a], self.length[b]
+                za = [la - BODY_LENGTH, la, lb - BODY_LENGTH, lb + into]  # a yields to b
+                for key, z in (((a, b), za), ((b, a), [*za[2:], *za[:2]])):
+                    old = pairs.get(key, z)
+                    pairs[key] = [min(old[0], z[0]), max(old[1], z[1]), min(old[2], z[2]), max(old[3], z[3])]
+
+    def _fill_watch(self) -> None:
+        entries: dict[tuple[int, int], tuple[float, int]] = {}  # (conflict, lane) -> (offset, next road)
+
+        def add(c: int, lane: int, offset: float, next_road: int) -> None:
+            old = entries.get((c, lane))
+            if old is None or offset > old[0]:  # the closest chain is the conservative one
+                entries[(c, lane)] = (offset, next_road)
+
+        for c in range(self.n_conflicts):
+            o = int(self.conflict_other[c])
+            o0, o1 = self.conflict_other_zone[c]
+            add(c, o, 0.0, -1)
+            if o1 > self.length[o]:
+                for m in self.successors[o]:
+                    add(c, int(m), float(self.length[o]), -1)
+            if not self.conflict_yields[c]:
+                continue
+            frontier = [(o, 0.0)]
+            for _ in range(WATCH_HOPS):
+                nxt_frontier = []
+                for lane, off in frontier:
+                    for p in self.predecessors[lane]:
+                        p = int(p)
+                        same_count = self.road_size[p] == self.road_size[lane]
+                        if same_count and self.lane_pos[p] != self.lane_pos[lane]:
+                            continue  # highway-env keeps the lane number between equal roads
+                        p_off = off - float(self.length[p])
+                        if o0 - p_off > WATCH_HORIZON + self.length[p]:
+                            continue
+                        add(c, p, p_off, int(self.road[lane]))
+                        nxt_frontier.append((p, p_off))
+                frontier = nxt_frontier
+        keys = sorted(entries, key=lambda k: (k[1], k[0]))
+        lanes = np.array([k[1] for k in keys], dtype=np.intp)
+        self.watch_conflict = np.array([k[0] for k in keys], dtype=np.intp)
+        self.watch_offset = np.array([entries[k][0] for k in keys], dtype=np.float64)
+        self.watch_next_road = np.array([entries[k][1] for k in keys], dtype=np.intp)
+        self.watch_start = np.searchsorted(lanes, np.arange(self.n + 1)).astype(np.intp)
 
     # ------------------------------------------------------------ look-ups
     def lane_id(self, index: LaneIndex) -> int:

@@ -107,6 +107,10 @@ class WorldParams:
     min_speed: float = -40.0  # [m/s]
     check_collisions: bool = True
     connected_lanes: bool = False  # highway-env's neighbour_vehicles_connected_lanes
+    yielding: bool = True  # right of way at merges, intersections, roundabouts (module docstring)
+    yield_gap: float = 1.5  # [s] a priority vehicle must arrive this long after the yielding one clears
+    yield_stop_gap: float = 1.0  # [m] a yielding vehicle's centre stops this far before its zone
+    yield_lookahead: float = 40.0  # [m] least distance before a zone from which the rule applies
 
     @property
     def frames_per_step(self) -> int:
@@ -115,6 +119,16 @@ class WorldParams:
     def idm_constants(self) -> traffic.IDMConstants:
         return traffic.IDMConstants(self.comfort_acc_max, self.comfort_acc_min,
                                     self.distance_wanted, self.time_wanted)
+
+
+def _travel_time(v0: np.ndarray, a: float, v_max: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Time [s] to cover distance d [m] from speed v0 accelerating at a up to v_max (0 if d ≤ 0)."""
+    v_max = np.maximum(v_max, np.maximum(v0, 0.1))
+    t_acc = (v_max - v0) / a
+    d_acc = 0.5 * (v0 + v_max) * t_acc
+    dd = np.maximum(d, 0.0)
+    t = np.where(dd <= d_acc, (np.sqrt(v0 * v0 + 2 * a * dd) - v0) / a, t_acc + (dd - d_acc) / v_max)
+    return np.where(d > 0, t, 0.0)
 
 
 class Collision(NamedTuple):
@@ -134,7 +148,7 @@ _FLOAT_FIELDS = ("x", "y", "heading", "speed", "accel", "steering", "s", "r", "l
                  "width", "target_speed", "delta", "lane_change_timer")
 _INT_FIELDS = ("lane", "target_lane", "platoon", "member", "route_pos", "route_len",
                "route_last_road")
-_BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced")
+_BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced", "is_yielding")
 
 
 class World:
@@ -225,6 +239,7 @@ class World:
         self.lane_change_timer[row] = lane_change_timer
         self.accel_override[row] = np.nan
         self.lane_change_forced[row] = False
+        self.is_yielding[row] = False
         self.vid[row] = self._next_vid
         self._next_vid += 1
         self._set_route(row, route)
@@ -570,6 +585,9 @@ class World:
         acc_all = self._idm(ego, lead, deltas)
         acc = acc_all[:n].copy()
         acc_tgt = acc_all[n: n + len(c0)]
+        if p.yielding and tab.has_conflicts:
+            # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
+            self._yield(rows, tgt, st, acc, index)
         # 5. Lane-change decisions: aborts of ongoing changes, MOBIL acceptances.
         keep = np.ones(len(c0), dtype=bool)
         if m:
@@ -609,12 +627,179 @@ class World:
             acc[kc] = np.minimum(acc[kc], acc_tgt[keep])
         if len(new_idx):
             acc[new_idx] = np.minimum(acc[new_idx], self_pred_a[k])
-        self.accel[rows] = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
+        acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
+        if p.yielding and tab.has_conflicts:
+            # Queues stop and go at yield lines: traffic stands still instead of reversing.
+            acc = np.maximum(acc, -np.maximum(self.speed[rows], 0.0) * p.simulation_frequency)
+        self.accel[rows] = acc
         # 7. Lane keeping towards the target lane.
         v = self.speed[rows]
         future = tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
         self.steering[rows] = traffic.lane_keeping_steering(
             rt, future, self.heading[rows], v, self.length[rows])
+
+    # ------------------------------------------------------------- yielding
+    def _yield(self, rows: np.ndarray, tgt: np.ndarray, st: np.ndarray, acc: np.ndarray,
+               index: traffic.NeighbourIndex) -> None:
+        """The right-of-way rule (module docstring): lowers `acc` of traffic `rows` that must wait."""
+        p, tab = self.params, self.table
+        hi = self._hi
+        self.is_yielding[:hi] = False
+        # Where each vehicle is going: traffic is placed on the lane it steers to (the next road's
+        # after follow_road, the new lane while changing lanes).
+        path_lane, path_s = self.lane[:hi].copy(), self.s[:hi].copy()
+        ego_lane, ego_s = tgt, st
+        path_lane[rows], path_s[rows] = ego_lane, ego_s
+        # The lane whose zones an ego checks: its own while before its first zone, else the next.
+        v = np.maximum(self.speed[rows], 0.0)
+        look = np.maximum(p.yield_lookahead, 1.5 * traffic.desired_gap(self._idm_c, v, v))
+        own = np.isfinite(tab.zone_start[ego_lane]) & (ego_s < tab.zone_start[ego_lane])
+        check = np.where(own, ego_lane, -1)
+        u = ego_s.copy()
+        ahead = np.nonzero(~own & (tab.length[ego_lane] - ego_s < look))[0]
+        if len(ahead):
+            check[ahead] = self._next_lanes(rows[ahead], ego_lane[ahead])
+            u[ahead] -= tab.length[ego_lane[ahead]]
+            self._follow_across(rows, ahead, check[ahead], u[ahead], acc, index)
+        has = check >= 0
+        dist = np.where(has, tab.zone_start[np.maximum(check, 0)] - u, np.inf)
+        # Within look-ahead and still able to stop before the zone (otherwise it is committed).
+        idx = np.nonzero((dist > 0) & (dist <= look) & (v * v < 2 * p.a_max * dist))[0]
+        if len(idx) == 0:
+            return
+        e_lane = check[idx]
+        first = tab.conflict_start[e_lane]
+        cnt = tab.conflict_start[e_lane + 1] - first
+        pair_ego = np.repeat(np.arange(len(idx)), cnt)
+        pair_c = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
+        needed = np.zeros(tab.n_conflicts, dtype=bool)
+        needed[pair_c] = True
+        arrive = self._conflict_arrivals(needed, path_lane, path_s)
+        r_i = rows[idx]
+        v_max = np.maximum(v[idx], np.minimum(self.target_speed[r_i], tab.speed_limit[e_lane]))
+        t_clear = _travel_time(v[idx][pair_ego], p.comfort_acc_max, v_max[pair_ego],
+                               tab.conflict_zone[pair_c, 1] - u[idx][pair_ego])
+        a = arrive[pair_c]
+        blocked_pair = np.where(tab.conflict_yields[pair_c], a < t_clear + p.yield_gap, a <= 0.0)
+        blocked = np.bincount(pair_ego, weights=blocked_pair, minlength=len(idx)) > 0
+        if not blocked.any():
+            return
+        b = idx[blocked]
+        rb = rows[b]
+        # IDM behind a stopped virtual vehicle whose jam distance ends at the yield line.
+        gap = dist[b] - p.yield_stop_gap + p.distance_wanted
+        lane_b = self.lane[rb]
+        vt = np.minimum(np.maximum(self.target_speed[rb], tab.speed_floor[lane_b]), tab.speed_limit[lane_b])
+        acc_y = traffic.idm_acceleration(self._idm_c, self.speed[rb], vt, self.delta[rb],
+                                         np.ones(len(b), dtype=bool), gap, self.speed[rb])
+        acc[b] = np.minimum(acc[b], np.maximum(acc_y, -p.a_max))
+        self.is_yielding[rb] = True
+
+    def _follow_across(self, rows: np.ndarray, ahead: np.ndarray, nxt: np.ndarray, u: np.ndarray,
+                       acc: np.ndarray, index: traffic.NeighbourIndex) -> None:
+        """IDM behind the last vehicle on the next lane, for vehicles near their lane end.
+
+        Queues at yield lines start right after lane joints, where the own-lane leader search
+        (highway-env's, without connected lanes) does not see them.
+        """
+        p = self.params
+        ok = nxt >= 0
+        if not ok.any():
+            return
+        a, nl, un = ahead[ok], nxt[ok], u[ok]
+        ra = rows[a]
+        front, _ = index.query(ra, nl, un)
+        has = (front >= 0) & (front != ra)
+        if not has.any():
+            return
+        a, nl, un, ra, f = a[has], nl[has], un[has], ra[has], front[has]
+        sf, _ = self.table.local_coordinates(nl, self.x[f], self.y[f])
+        d = sf - un
+        keep = d > 0
+        if not keep.any():
+            return
+        a, ra, f, d = a[keep], ra[keep], f[keep], d[keep]
+        dv = traffic.projected_closing_speed(self.speed[ra], self._cos[ra], self._sin[ra],
+                                             self.speed[f], self._cos[f], self._sin[f])
+        lane = self.lane[ra]
+        vt = np.minimum(np.maximum(self.target_speed[ra], self.table.speed_floor[lane]),
+                        self.table.speed_limit[lane])
+        acc_f = traffic.idm_acceleration(self._idm_c, self.speed[ra], vt, self.delta[ra],
+                                         np.ones(len(a), dtype=bool), d, dv)
+        acc[a] = np.minimum(acc[a], np.maximum(acc_f, -p.a_max))
+
+    def _conflict_arrivals(self, needed: np.ndarray, path_lane: np.ndarray, path_s: np.ndarray
+                           ) -> np.ndarray:
+        """(n_conflicts,) earliest time [s] a vehicle reaches the other side's zone of each needed
+        conflict: 0 while one is inside it, inf when none comes (only `needed` ones computed).
+
+        Approaching vehicles count only on yielding conflicts; they are assumed to accelerate
+        at the comfortable rate up to their lane's speed (a conservative arrival time).
+        Crashed vehicles never arrive but do occupy.
+        """
+        p, tab = self.params, self.table
+        hi = self._hi
+        arrive = np.full(tab.n_conflicts, np.inf)
+        act = np.nonzero(self.active[:hi])[0]
+        pl = path_lane[act]
+        first = tab.watch_start[pl]
+        cnt = tab.watch_start[pl + 1] - first
+        veh = np.repeat(act, cnt)
+        ent = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
+        c = tab.watch_conflict[ent]
+        keep = needed[c]
+        veh, ent, c = veh[keep], ent[keep], c[keep]
+        if len(veh) == 0:
+            return arrive
+        u = path_s[veh] + tab.watch_offset[ent]
+        o0, o1 = tab.conflict_other_zone[c, 0], tab.conflict_other_zone[c, 1]
+        inside = (u >= o0) & (u <= o1)
+        approach = (u < o0) & tab.conflict_yields[c] & ~self.crashed[veh]
+        if self._n_routes:
+            nr = tab.watch_next_road[ent]
+            chk = np.nonzero(approach & (nr >= 0) & (self.route_len[veh] > self.route_pos[veh]))[0]
+            if len(chk):
+                approach[chk] = self._route_next_road(veh[chk], path_lane[veh[chk]]) == nr[chk]
+        w_lane = path_lane[veh]
+        v = np.maximum(self.speed[veh], 0.0)
+        v_max = np.maximum(v, np.minimum(np.maximum(self.target_speed[veh], v), tab.speed_limit[w_lane]))
+        t = np.where(inside, 0.0, _travel_time(v, p.comfort_acc_max, v_max, o0 - u))
+        t = np.where(inside | approach, t, np.inf)
+        np.minimum.at(arrive, c, t)
+        return arrive
+
+    def _route_next_road(self, rows: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+        """Road id (−1: none) a routed vehicle on `lanes` takes after that lane's road."""
+        tab = self.table
+        route = self.route[rows]
+        k = np.arange(ROUTE_LEN)[None, :]
+        pos, n = self.route_pos[rows, None], self.route_len[rows, None]
+        valid = (k >= pos) & (k < n)
+        roads = np.where(valid, tab.road[np.maximum(route, 0)], -1)
+        here = roads == tab.road[lanes][:, None]
+        ar = np.arange(len(rows))
+        j = np.argmax(here, axis=1)
+        after = np.minimum(j + 1, ROUTE_LEN - 1)
+        nxt_here = np.where(here.any(axis=1) & (j + 1 < n[:, 0]), roads[ar, after], -1)
+        # No entry for this road: the route head is already past it.
+        head = roads[ar, np.minimum(pos[:, 0], ROUTE_LEN - 1)]
+        return np.where(here.any(axis=1), nxt_here, head)
+
+    def _next_lanes(self, rows: np.ndarray, lanes: np.ndarray) -> np.ndarray:
+        """Lane each vehicle will take after `lanes` (−1: none): its route's, else `follow_next`."""
+        tab = self.table
+        nxt = tab.follow_next[lanes].copy()
+        if self._n_routes:
+            routed = np.nonzero(self.route_len[rows] > self.route_pos[rows])[0]
+            if len(routed):
+                road = self._route_next_road(rows[routed], lanes[routed])
+                ok = road >= 0
+                fn = nxt[routed]
+                same = ok & (fn >= 0) & (tab.road[np.maximum(fn, 0)] == road)
+                r = np.maximum(road, 0)
+                guess = tab.road_first[r] + np.minimum(tab.lane_pos[lanes[routed]], tab.road_size[tab.road_first[r]] - 1)
+                nxt[routed] = np.where(same, fn, np.where(ok, guess, fn))
+        return nxt
 
     def lane_keeping_steering(self, rows: np.ndarray, target_lane: np.ndarray | int | None = None
                               ) -> np.ndarray:
@@ -823,6 +1008,9 @@ class World:
         within the jam distance of a vehicle already on that lane (e.g. at a lane joint), or
         touching the body of any vehicle (crossing lanes), is skipped, and a speed drawn from
         `speed_range` is lowered so that the gap to the vehicle ahead is at least d0 + v·T.
+        With the yielding rule on, no vehicle starts inside a conflict zone (it would be
+        committed against crossing traffic), and speeds are lowered so that a vehicle can stop
+        before the next zone at half the comfortable deceleration.
         """
         rng = self.rng if rng is None else rng
         if density <= 0:
@@ -830,8 +1018,11 @@ class World:
         p, tab = self.params, self.table
         spacing = 1000.0 / density
         placed: list[int] = []
+        zones = p.yielding and tab.has_conflicts
         for lane_id in range(tab.n):
             ids = np.array([lane_id])
+            nxt = tab.follow_next[lane_id]
+            line_next = tab.length[lane_id] + (tab.zone_start[nxt] if nxt >= 0 else np.inf)
             half_w = tab.width[lane_id] / 2
             s = tab.length[lane_id] - VEHICLE_LENGTH - spacing * rng.uniform(0.0, 1.0)
             s_ahead = np.inf
@@ -842,7 +1033,12 @@ class World:
                                                self.y[rows])
                 same_lane = (np.abs(ro) < half_w) & (np.abs(so - s) < p.distance_wanted)
                 body = (np.abs(ro) < self.width[rows] + 0.5) & (np.abs(so - s) < self.length[rows] + 1.0)
-                if not np.any(same_lane | body):
+                in_zone = zones and tab.zone_start[lane_id] - p.yield_stop_gap <= s <= tab.zone_end[lane_id]
+                if not np.any(same_lane | body) and not in_zone:
+                    if zones:
+                        line = tab.zone_start[lane_id] if s < tab.zone_start[lane_id] else line_next
+                        room = max(0.0, line - p.yield_stop_gap - s)
+                        speed = min(speed, float(np.sqrt(-p.comfort_acc_min * room)))
                     if np.isfinite(s_ahead):
                         speed = min(speed, max(0.0, (s_ahead - s - p.distance_wanted) / p.time_wanted))
                     placed.append(self.spawn(lane_id, float(s), speed))
