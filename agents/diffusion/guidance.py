@@ -1,0 +1,257 @@
+"""Differentiable safety and comfort costs on rolled-out joint plans, and the guidance configuration.
+
+All geometry is in the platoon frame (x along the leader's heading, y to its left, origin at the leader).
+Plans are actions (B, N, H, 2) = [acceleration, steering] and states (B, N, H, 4) = [x, y, heading, speed];
+every cost returns one value per scene (B,) so sample-and-select can rank joint samples at platoon level.
+Lower is better; all terms are 0 for a plan with no violation except comfort.
+
+Terms:
+- ``separation``: members as ``n_discs`` discs of radius width/2 along their length; for each pair of present
+  members and each step, relu(r_i + r_j + buffer − min disc distance) [m], summed over pairs, averaged over time.
+- ``neighbours``: the same between members and predicted non-platoon vehicles (B, M, H, 3) = [x, y, heading].
+- ``road``: distance by which a vehicle's side leaves its lateral bounds (B, N, 2) = [y_right_edge, y_left_edge],
+  or any callable states → (B, N, H) penalty.
+- ``headway``: for each member with a predecessor in the same lane, relu(d0 + T·v − gap) + relu(ttc_min·closing − gap),
+  i.e. a time-gap barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing).
+- ``comfort``: mean squared acceleration, jerk, steering and steering rate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import torch
+
+_EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class CostWeights:
+    """Weight of each cost term in the total."""
+
+    separation: float = 10.0
+    neighbours: float = 10.0
+    road: float = 2.0
+    headway: float = 1.0
+    comfort: float = 0.01
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """How guided sampling and sample selection score plans.
+
+    Attributes:
+        scale: step size of x̂0 ← x̂0 − scale · ∇cost, in normalised action units per unit cost gradient.
+        start_fraction: fraction of the denoising steps, counted from the end, that are guided (0.3 = last 30%).
+        inner_steps: gradient steps per guided denoising step.
+        max_grad_norm: per-scene clip on the gradient norm (None = no clip), keeps one bad pair from exploding.
+        weights: cost term weights.
+        vehicle_width: width of every vehicle [m] (highway-env Vehicle.WIDTH).
+        n_discs: discs per vehicle along its length.
+        buffer: extra clearance between discs [m].
+        neighbour_length: length assumed for non-platoon vehicles when none is given [m].
+        standstill_gap: d0 of the headway barrier [m].
+        min_time_gap: T of the headway barrier [s].
+        ttc_min: time-to-collision barrier [s].
+        same_lane_tol: lateral offset [m] under which a predecessor counts as in the same lane.
+        jerk_weight, steer_weight, steer_rate_weight: relative weights inside the comfort term.
+    """
+
+    scale: float = 0.5
+    start_fraction: float = 0.3
+    inner_steps: int = 1
+    max_grad_norm: float | None = 5.0
+    weights: CostWeights = field(default_factory=CostWeights)
+    vehicle_width: float = 2.0
+    n_discs: int = 3
+    buffer: float = 0.3
+    neighbour_length: float = 5.0
+    standstill_gap: float = 2.0
+    min_time_gap: float = 0.5
+    ttc_min: float = 2.0
+    same_lane_tol: float = 2.0
+    jerk_weight: float = 0.1
+    steer_weight: float = 100.0
+    steer_rate_weight: float = 10.0
+
+    def guided_steps(self, steps: int) -> int:
+        """How many of the last denoising steps are guided."""
+        if self.start_fraction <= 0 or self.scale == 0:
+            return 0
+        return min(steps, max(1, round(self.start_fraction * steps)))
+
+    def with_weights(self, **weights: float) -> GuidanceConfig:
+        """Copy with some cost weights replaced."""
+        return replace(self, weights=replace(self.weights, **weights))
+
+
+@dataclass
+class SceneContext:
+    """Per-scene inputs of the costs beyond the plan itself (all optional).
+
+    Attributes:
+        neighbours: predicted non-platoon vehicles (B, M, H, 3) = [x, y, heading] in the platoon frame.
+        neighbour_mask: (B, M) bool, True = real neighbour.
+        neighbour_length: (B, M) lengths [m]; defaults to GuidanceConfig.neighbour_length.
+        lateral_bounds: (B, N, 2) = [right edge y, left edge y] of the drivable area per member [m].
+        boundary_fn: alternative road cost, states (B, N, H, 4) → penalty (B, N, H).
+        predecessor: (B, N) long index of each member's predecessor, −1 = none; None = member i − 1 (member 0 leads).
+    """
+
+    neighbours: torch.Tensor | None = None
+    neighbour_mask: torch.Tensor | None = None
+    neighbour_length: torch.Tensor | None = None
+    lateral_bounds: torch.Tensor | None = None
+    boundary_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    predecessor: torch.Tensor | None = None
+
+    def repeat_interleave(self, repeats: int) -> SceneContext:
+        """Repeat every per-scene tensor along the batch dim (to match samples folded into the batch)."""
+
+        def rep(x):
+            return None if x is None else x.repeat_interleave(repeats, dim=0)
+
+        return SceneContext(
+            neighbours=rep(self.neighbours),
+            neighbour_mask=rep(self.neighbour_mask),
+            neighbour_length=rep(self.neighbour_length),
+            lateral_bounds=rep(self.lateral_bounds),
+            boundary_fn=self.boundary_fn,
+            predecessor=rep(self.predecessor),
+        )
+
+    def to(self, device: torch.device | str) -> SceneContext:
+        """Move tensors to a device."""
+
+        def mv(x):
+            return None if x is None else x.to(device)
+
+        return SceneContext(
+            mv(self.neighbours), mv(self.neighbour_mask), mv(self.neighbour_length),
+            mv(self.lateral_bounds), self.boundary_fn, mv(self.predecessor),
+        )
+
+
+def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs: int) -> torch.Tensor:
+    """Disc centres (..., n_discs, 2) along each vehicle's axis; pose (..., ≥3) = [x, y, heading], length (...)."""
+    r = width / 2
+    frac = torch.linspace(-1.0, 1.0, n_discs, device=pose.device, dtype=pose.dtype) if n_discs > 1 else pose.new_zeros(1)
+    half_span = (length / 2 - r).clamp(min=0.0)  # (...)
+    offs = half_span[..., None] * frac  # (..., n_discs)
+    c, s = torch.cos(pose[..., 2]), torch.sin(pose[..., 2])
+    return torch.stack((pose[..., 0, None] + offs * c[..., None], pose[..., 1, None] + offs * s[..., None]), dim=-1)
+
+
+def _min_disc_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (..., Da, 2), b (..., Db, 2) → min centre distance over disc pairs (...)."""
+    diff = a[..., :, None, :] - b[..., None, :, :]
+    return (diff.pow(2).sum(-1) + _EPS).sqrt().flatten(-2).amin(-1)
+
+
+def separation_cost(
+    states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, cfg: GuidanceConfig
+) -> torch.Tensor:
+    """Pairwise disc overlap between present members [m], summed over pairs, mean over time → (B,)."""
+    horizon = states.shape[-2]
+    lens = length[:, :, None].expand(-1, -1, horizon)
+    centres = disc_centres(states, lens, cfg.vehicle_width, cfg.n_discs)  # (B,N,H,D,2)
+    d = _min_disc_distance(centres[:, :, None], centres[:, None, :])  # (B,N,N,H)
+    n = states.shape[1]
+    pair = member_mask[:, :, None] & member_mask[:, None, :] & torch.ones(n, n, dtype=torch.bool, device=states.device).triu(1)
+    viol = torch.where(pair[..., None], torch.relu(cfg.vehicle_width + cfg.buffer - d), 0.0)
+    return viol.sum(dim=(1, 2)).mean(-1)
+
+
+def neighbour_cost(
+    states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
+) -> torch.Tensor:
+    """Disc overlap between members and predicted non-platoon vehicles → (B,); 0 without neighbours."""
+    if ctx.neighbours is None or ctx.neighbours.shape[1] == 0:
+        return states.new_zeros(states.shape[0])
+    horizon = states.shape[-2]
+    nb = ctx.neighbours[:, :, :horizon]
+    nb_len = ctx.neighbour_length
+    if nb_len is None:
+        nb_len = torch.full(nb.shape[:2], cfg.neighbour_length, device=states.device, dtype=states.dtype)
+    mine = disc_centres(states, length[:, :, None].expand(-1, -1, horizon), cfg.vehicle_width, cfg.n_discs)
+    theirs = disc_centres(nb, nb_len[:, :, None].expand(-1, -1, horizon), cfg.vehicle_width, cfg.n_discs)
+    d = _min_disc_distance(mine[:, :, None], theirs[:, None, :])  # (B,N,M,H)
+    nb_mask = ctx.neighbour_mask if ctx.neighbour_mask is not None else torch.ones(nb.shape[:2], dtype=torch.bool, device=states.device)
+    pair = member_mask[:, :, None] & nb_mask[:, None, :]
+    viol = torch.where(pair[..., None], torch.relu(cfg.vehicle_width + cfg.buffer - d), 0.0)
+    return viol.sum(dim=(1, 2)).mean(-1)
+
+
+def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig) -> torch.Tensor:
+    """Distance outside the lateral road bounds (or a custom boundary penalty) → (B,)."""
+    if ctx.boundary_fn is not None:
+        pen = ctx.boundary_fn(states)
+    elif ctx.lateral_bounds is not None:
+        y = states[..., 1]
+        half = cfg.vehicle_width / 2
+        lo, hi = ctx.lateral_bounds[..., 0:1], ctx.lateral_bounds[..., 1:2]
+        pen = torch.relu(lo + half - y) + torch.relu(y + half - hi)
+    else:
+        return states.new_zeros(states.shape[0])
+    return torch.where(member_mask[..., None], pen, 0.0).sum(1).mean(-1)
+
+
+def headway_cost(
+    states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
+) -> torch.Tensor:
+    """Time-gap and TTC barriers on each member's gap to its in-lane predecessor [m] → (B,)."""
+    b, n, horizon, _ = states.shape
+    if n < 2 and ctx.predecessor is None:
+        return states.new_zeros(b)
+    pred = ctx.predecessor
+    if pred is None:
+        pred = (torch.arange(n, device=states.device) - 1).expand(b, n)
+    has = (pred >= 0) & member_mask
+    idx = pred.clamp(min=0)
+    has = has & torch.gather(member_mask, 1, idx)
+    lead = torch.gather(states, 1, idx[:, :, None, None].expand(-1, -1, horizon, 4))  # (B,N,H,4)
+    lead_len = torch.gather(length, 1, idx)
+    gap = lead[..., 0] - states[..., 0] - (lead_len + length)[..., None] / 2
+    closing = states[..., 3] - lead[..., 3]
+    same_lane = (lead[..., 1] - states[..., 1]).abs() < cfg.same_lane_tol
+    pen = torch.relu(cfg.standstill_gap + cfg.min_time_gap * states[..., 3] - gap)
+    pen = pen + torch.relu(cfg.ttc_min * closing - gap)
+    pen = torch.where(same_lane & has[..., None], pen, 0.0)
+    return pen.sum(1).mean(-1)
+
+
+def comfort_cost(actions: torch.Tensor, member_mask: torch.Tensor, dt: float, cfg: GuidanceConfig) -> torch.Tensor:
+    """Mean squared acceleration, jerk, steering and steering rate, summed over members → (B,)."""
+    acc, steer = actions[..., 0], actions[..., 1]
+    pen = acc.pow(2).mean(-1) + cfg.steer_weight * steer.pow(2).mean(-1)
+    if actions.shape[-2] > 1:
+        pen = pen + cfg.jerk_weight * (acc.diff(dim=-1) / dt).pow(2).mean(-1)
+        pen = pen + cfg.steer_rate_weight * (steer.diff(dim=-1) / dt).pow(2).mean(-1)
+    return torch.where(member_mask, pen, 0.0).sum(1)
+
+
+def plan_costs(
+    actions: torch.Tensor,
+    states: torch.Tensor,
+    length: torch.Tensor,
+    member_mask: torch.Tensor,
+    dt: float,
+    cfg: GuidanceConfig,
+    ctx: SceneContext | None = None,
+) -> dict[str, torch.Tensor]:
+    """Every weighted cost term (B,) plus their sum under key ``total``."""
+    ctx = ctx or SceneContext()
+    member_mask = member_mask.bool()
+    w = cfg.weights
+    fns = {
+        "separation": lambda: separation_cost(states, length, member_mask, cfg),
+        "neighbours": lambda: neighbour_cost(states, length, member_mask, ctx, cfg),
+        "road": lambda: road_cost(states, member_mask, ctx, cfg),
+        "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg),
+        "comfort": lambda: comfort_cost(actions, member_mask, dt, cfg),
+    }
+    zero = states.new_zeros(states.shape[0])
+    terms = {k: getattr(w, k) * f() if getattr(w, k) != 0 else zero for k, f in fns.items()}
+    terms["total"] = sum(terms.values())
+    return terms

@@ -1,0 +1,318 @@
+"""``JointDiffusionPlanner``: guided DDIM sampling of a platoon's joint plan, sample-and-select, and checkpoints.
+
+Frame: ``ego_state`` (B, N, 4) = [x, y, heading, speed] of every member in the *platoon frame*: origin at the
+leader's (member 0's) position, x along the leader's heading, y to its left, headings relative to the
+leader's. Plans (actions, rolled-out states) are in the same frame.
+
+One ``plan()`` call: normalise inputs → encode observations and inboxes once (B, N, d) → repeat for
+``num_samples`` joint samples per scene → ``steps`` DDIM steps from ``noise_scale``·N(0, I), each predicting
+x̂0 and clipping it to the action limits; in the last ``guidance.start_fraction`` of the steps x̂0 is moved
+against the gradient of the plan cost (guidance on the clean estimate, no backprop through the network) →
+roll out through the bicycle model → score every sample → return the lowest-cost sample per scene plus all
+samples and their costs.
+
+Checkpoint (a dict, loadable with ``torch.load(weights_only=True)``): format, config, model, ema, normalizer,
+and the trainer's state (optimiser, step, RNG) when saved by a trainer. Written to a temp file and renamed.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext, plan_costs
+from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
+from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
+from diffplatoon.agents.diffusion.normalizer import Normalizer
+from diffplatoon.agents.diffusion.schedule import CosineSchedule
+
+CHECKPOINT_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class PlannerConfig:
+    """Planner hyper-parameters (everything needed to rebuild the model from a checkpoint).
+
+    Attributes:
+        obs_dim, msg_dim: widths of one member's observation and of one message.
+        horizon: default plan length H [steps].
+        dt: duration of one plan step [s]; substeps: integration steps per plan step (simulation/policy ratio).
+        acc_range [m/s²], steer_range [rad]: action limits; sampled actions are clipped to them
+            (defaults are highway-env ContinuousAction's).
+        speed_range: highway-env's MIN/MAX_SPEED handling inside the rollout [m/s].
+        max_members: largest platoon the planner accepts.
+        d_model, n_layers, n_heads, mlp_ratio, chunk, max_horizon: denoiser size (see DenoiserConfig).
+        num_train_steps: diffusion steps of the training schedule.
+        noise_scale: default start-noise scale (1 = the trained distribution, < 1 = low temperature).
+    """
+
+    obs_dim: int
+    msg_dim: int
+    horizon: int = 20
+    dt: float = 0.2
+    substeps: int = 1
+    acc_range: tuple[float, float] = (-5.0, 5.0)
+    steer_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)
+    speed_range: tuple[float, float] = HIGHWAY_ENV_SPEED_RANGE
+    max_members: int = 16
+    d_model: int = 128
+    n_layers: int = 3
+    n_heads: int = 4
+    mlp_ratio: int = 4
+    chunk: int = 5
+    max_horizon: int = 80
+    num_train_steps: int = 100
+    noise_scale: float = 1.0
+
+    def denoiser_config(self) -> DenoiserConfig:
+        """The denoiser's part of the config."""
+        return DenoiserConfig(
+            obs_dim=self.obs_dim, msg_dim=self.msg_dim, d_model=self.d_model, n_layers=self.n_layers,
+            n_heads=self.n_heads, mlp_ratio=self.mlp_ratio, chunk=self.chunk, max_horizon=self.max_horizon,
+        )
+
+    def to_dict(self) -> dict:
+        """Plain dict (tuples as lists) safe for weights_only checkpoints."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PlannerConfig:
+        """Inverse of ``to_dict``."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+@dataclass
+class Plan:
+    """Result of ``plan()``: the selected joint plan per scene and every sample with its cost.
+
+    Attributes:
+        actions: (B, N, H, 2) selected [acceleration, steering]; zeros for absent members.
+        states: (B, N, H, 4) rolled-out [x, y, heading, speed] after each step, platoon frame; an absent
+            member's rows are a placeholder (standing at the origin) and excluded from every cost.
+        cost: (B,) total cost of the selected sample.
+        best_index: (B,) index of the selected sample.
+        sample_actions: (B, S, N, H, 2); sample_states: (B, S, N, H, 4); sample_costs: (B, S) totals.
+        cost_terms: each weighted term, (B, S).
+    """
+
+    actions: torch.Tensor
+    states: torch.Tensor
+    cost: torch.Tensor
+    best_index: torch.Tensor
+    sample_actions: torch.Tensor
+    sample_states: torch.Tensor
+    sample_costs: torch.Tensor
+    cost_terms: dict[str, torch.Tensor]
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """'auto' → CUDA when available, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class JointDiffusionPlanner:
+    """Holds the denoiser, its EMA copy, the normaliser and the schedule; samples joint plans."""
+
+    def __init__(self, config: PlannerConfig, device: str | torch.device = "cpu"):
+        self.config = config
+        self.device = resolve_device(device)
+        self.model = JointDenoiser(config.denoiser_config()).to(self.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False)
+        self.normalizer = Normalizer(config.obs_dim, config.msg_dim).to(self.device)
+        self.schedule = CosineSchedule(config.num_train_steps)
+        self.train_state: dict | None = None  # optimiser/step/RNG restored by load(), for a trainer to resume
+        lo = torch.tensor([config.acc_range[0], config.steer_range[0]])
+        hi = torch.tensor([config.acc_range[1], config.steer_range[1]])
+        self._action_lo, self._action_hi = lo.to(self.device), hi.to(self.device)
+
+    # ----------------------------------------------------------------------------------------------- helpers
+    def num_parameters(self) -> int:
+        """Trainable parameters of the denoiser (encoder included)."""
+        return sum(p.numel() for p in self.model.parameters())
+
+    def clip_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Clip physical actions (..., 2) to the configured acceleration and steering ranges."""
+        return torch.maximum(torch.minimum(actions, self._action_hi), self._action_lo)
+
+    def decode_actions(self, x_norm: torch.Tensor) -> torch.Tensor:
+        """Normalised actions → physical actions clipped to the action limits."""
+        return self.clip_actions(self.normalizer.denormalize("action", x_norm))
+
+    def encode_actions(self, actions: torch.Tensor) -> torch.Tensor:
+        """Physical actions → clipped, normalised actions (the model's x0 space)."""
+        return self.normalizer.normalize("action", self.clip_actions(actions))
+
+    def rollout(self, ego_state: torch.Tensor, actions: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        """Bicycle rollout of actions (B, N, H, 2) from ego_state (B, N, 4) → (B, N, H, 4)."""
+        c = self.config
+        return bicycle_rollout(ego_state, actions, length, c.dt, c.substeps, c.speed_range)
+
+    def normalized_inputs(
+        self, obs: torch.Tensor, inbox: torch.Tensor, ego_state: torch.Tensor, length: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Normalised obs, inbox and ego features ([x, y, heading, speed, length])."""
+        ego = torch.cat((ego_state, length[..., None]), dim=-1)
+        nz = self.normalizer
+        return nz.normalize("obs", obs), nz.normalize("msg", inbox), nz.normalize("ego", ego)
+
+    def _as_tensor(self, x, dtype=torch.float32) -> torch.Tensor:
+        return torch.as_tensor(x, dtype=dtype, device=self.device)
+
+    # -------------------------------------------------------------------------------------------------- plan
+    @torch.no_grad()
+    def plan(
+        self,
+        obs: torch.Tensor,
+        inbox: torch.Tensor,
+        inbox_mask: torch.Tensor,
+        comm_mask: torch.Tensor,
+        member_mask: torch.Tensor,
+        ego_state: torch.Tensor,
+        length: torch.Tensor,
+        *,
+        guidance: GuidanceConfig | None = None,
+        context: SceneContext | None = None,
+        num_samples: int = 1,
+        steps: int = 10,
+        horizon: int | None = None,
+        seed: int | None = 0,
+        generator: torch.Generator | None = None,
+        eta: float = 0.0,
+        noise_scale: float | None = None,
+        use_ema: bool = True,
+        selection: GuidanceConfig | None = None,
+    ) -> Plan:
+        """Sample ``num_samples`` joint plans per scene and return the lowest-cost one (see module docstring).
+
+        Shapes: obs (B,N,obs_dim), inbox (B,N,K,msg_dim), inbox_mask (B,N,K), comm_mask (B,N,N) (i hears j),
+        member_mask (B,N), ego_state (B,N,4), length (B,N). ``guidance`` = None samples unguided;
+        samples are ranked with ``selection`` (default: ``guidance``, else ``GuidanceConfig()``) and
+        ``context``. Deterministic for a given ``seed`` (or ``generator``).
+        """
+        cfg = self.config
+        horizon = horizon or cfg.horizon
+        net = self.ema if use_ema else self.model
+        obs, inbox, ego_state, length = (self._as_tensor(v) for v in (obs, inbox, ego_state, length))
+        inbox_mask, comm_mask, member_mask = (self._as_tensor(v, torch.bool) for v in (inbox_mask, comm_mask, member_mask))
+        b, n = obs.shape[:2]
+        if n > cfg.max_members:
+            raise ValueError(f"{n} members exceeds max_members={cfg.max_members}")
+        # Absent members get a neutral start state so their (discarded) rollout cannot produce NaN costs.
+        ego_state = torch.where(member_mask[..., None], ego_state, 0.0)
+        length = torch.where(member_mask, length, 5.0)
+        if generator is None:
+            generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else seed)
+        context = (context or SceneContext()).to(self.device)
+        score_cfg = selection or guidance or GuidanceConfig()
+        s = num_samples
+
+        # 1. Encode once per call; fold samples into the batch: scene b, sample k → row b·S + k.
+        obs_n, inbox_n, ego_n = self.normalized_inputs(obs, inbox, ego_state, length)
+        cond = net.encode(obs_n, ego_n, inbox_n, inbox_mask, member_mask)
+        attn_mask = net.member_attention_mask(comm_mask, member_mask)
+        rep = (lambda x: x.repeat_interleave(s, dim=0)) if s > 1 else (lambda x: x)
+        cond, attn_mask, mm, ego_s, len_s = (rep(v) for v in (cond, attn_mask, member_mask, ego_state, length))
+        ctx_s = context.repeat_interleave(s) if s > 1 else context
+
+        # 2. DDIM from scaled noise; guidance on x̂0 in the last steps.
+        scale = cfg.noise_scale if noise_scale is None else noise_scale
+        x = scale * torch.randn((b * s, n, horizon, 2), generator=generator, device=self.device)
+        ts = self.schedule.ddim_timesteps(steps)
+        n_guided = guidance.guided_steps(steps) if guidance is not None else 0
+        time_cond = net.time_conditioning(torch.tensor(ts, device=self.device))  # (steps, P)
+        for i, t in enumerate(ts):
+            t_vec = torch.full((b * s,), t, dtype=torch.long, device=self.device)
+            x0_hat = net.denoise(x, t_vec, cond, attn_mask, mm, time_cond=time_cond[i : i + 1])
+            x0 = self.encode_actions(self.decode_actions(x0_hat))
+            if i >= steps - n_guided:
+                x0 = self._guide(x0, ego_s, len_s, mm, guidance, ctx_s)
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x = self.schedule.ddim_step(x, x0, t, t_prev, eta=eta, generator=generator)
+
+        # 3. Roll out, score, select per scene.
+        actions = torch.where(mm[..., None, None], self.decode_actions(x), 0.0)
+        states = self.rollout(ego_s, actions, len_s)
+        terms = plan_costs(actions, states, len_s, mm, cfg.dt, score_cfg, ctx_s)
+        terms = {k: v.view(b, s) for k, v in terms.items()}
+        sample_actions = actions.view(b, s, n, horizon, 2)
+        sample_states = states.view(b, s, n, horizon, 4)
+        best = terms["total"].argmin(dim=1)
+        rows = torch.arange(b, device=self.device)
+        return Plan(
+            actions=sample_actions[rows, best],
+            states=sample_states[rows, best],
+            cost=terms["total"][rows, best],
+            best_index=best,
+            sample_actions=sample_actions,
+            sample_states=sample_states,
+            sample_costs=terms["total"],
+            cost_terms=terms,
+        )
+
+    def _guide(self, x0, ego_state, length, member_mask, guidance: GuidanceConfig, ctx: SceneContext):
+        """x̂0 ← x̂0 − scale · ∇ cost(rollout(x̂0)), per-scene gradient norm clipped."""
+        for _ in range(guidance.inner_steps):
+            with torch.enable_grad():
+                x_var = x0.detach().requires_grad_(True)
+                actions = self.decode_actions(x_var)
+                states = self.rollout(ego_state, actions, length)
+                cost = plan_costs(actions, states, length, member_mask, self.config.dt, guidance, ctx)["total"]
+                (grad,) = torch.autograd.grad(cost.sum(), x_var)
+            if guidance.max_grad_norm is not None:
+                norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
+                grad = grad * (guidance.max_grad_norm / norm).clamp(max=1.0).view(-1, 1, 1, 1)
+            x0 = self.encode_actions(self.decode_actions(x0 - guidance.scale * grad))
+        return x0
+
+    # ---------------------------------------------------------------------------------------------- storage
+    def save(self, path: str | Path, train_state: dict | None = None) -> None:
+        """Write config, weights, EMA, normaliser (and a trainer's state) atomically to ``path``."""
+        ckpt = {
+            "format": CHECKPOINT_FORMAT,
+            "config": self.config.to_dict(),
+            "model": self.model.state_dict(),
+            "ema": self.ema.state_dict(),
+            "normalizer": self.normalizer.state_dict(),
+            "train_state": train_state if train_state is not None else {},
+        }
+        atomic_torch_save(ckpt, path)
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> JointDiffusionPlanner:
+        """Rebuild a planner from a checkpoint; the trainer's state, if any, is left in ``train_state``."""
+        dev = resolve_device(device)
+        ckpt = torch.load(path, map_location=dev, weights_only=True)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')}")
+        planner = cls(PlannerConfig.from_dict(ckpt["config"]), dev)
+        planner.model.load_state_dict(ckpt["model"])
+        planner.ema.load_state_dict(ckpt["ema"])
+        planner.normalizer.load_state_dict(ckpt["normalizer"])
+        planner.train_state = ckpt["train_state"] or None
+        return planner
+
+
+def atomic_torch_save(obj: object, path: str | Path) -> None:
+    """torch.save to a temp file in the same folder, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise

@@ -1,0 +1,153 @@
+"""Latency of ``JointDiffusionPlanner.plan()`` on CPU: p50/p95 ms per call and plans/s over a grid of sizes.
+
+How to run:
+    .venv/bin/python benchmarks/planner_latency.py --quick          # headline cells, ~1 min
+    .venv/bin/python benchmarks/planner_latency.py                  # full grid (N, H, steps, samples, batch)
+    .venv/bin/python benchmarks/planner_latency.py --checkpoint runs/pretrain/best.pt --json out.json
+
+Every cell is measured with torch.set_num_threads(1) and (2), each on an idle machine and with a busy-loop
+process occupying a core ("busy"). Without a checkpoint the default PlannerConfig is built with random weights
+(latency does not depend on the values). The target: p50 ≤ 15 ms for 8 members × H=20 × 10 steps ×
+1 sample × batch 1, 1 thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import multiprocessing as mp
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from diffplatoon.agents.diffusion.guidance import GuidanceConfig
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+
+OBS_DIM, MSG_DIM, INBOX = 40, 16, 6
+HEADLINE = dict(n=8, horizon=20, steps=10, samples=1, batch=1)
+
+
+def _busy_loop() -> None:
+    while True:
+        pass
+
+
+def _inputs(batch: int, n: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    ego = torch.zeros(batch, n, 4)
+    ego[..., 0] = -20.0 * torch.arange(n, dtype=torch.float32)
+    ego[..., 3] = 25.0
+    return dict(
+        obs=torch.randn(batch, n, OBS_DIM, generator=g),
+        inbox=torch.randn(batch, n, INBOX, MSG_DIM, generator=g),
+        inbox_mask=torch.ones(batch, n, INBOX, dtype=torch.bool),
+        comm_mask=torch.ones(batch, n, n, dtype=torch.bool),
+        member_mask=torch.ones(batch, n, dtype=torch.bool),
+        ego_state=ego,
+        length=torch.full((batch, n), 5.0),
+    )
+
+
+def _random_planner(config: PlannerConfig) -> JointDiffusionPlanner:
+    torch.manual_seed(0)
+    planner = JointDiffusionPlanner(config)
+    with torch.no_grad():
+        for p in planner.model.parameters():
+            p.normal_(0.0, 0.02)
+    planner.ema.load_state_dict(planner.model.state_dict())
+    return planner
+
+
+def measure(planner, *, n, horizon, steps, samples, batch, budget_s, guidance=None) -> dict:
+    """p50/p95 latency [ms] and plans/s (scenes per second) of one plan() configuration."""
+    inputs = _inputs(batch, n)
+    kw = dict(num_samples=samples, steps=steps, horizon=horizon, guidance=guidance, seed=0)
+    t0 = time.perf_counter()
+    planner.plan(**inputs, **kw)  # warm-up, also sizes the number of repetitions
+    first = time.perf_counter() - t0
+    if first < 0.1:
+        planner.plan(**inputs, **kw)
+    reps = int(min(200, max(3, budget_s / max(first, 1e-4))))
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        planner.plan(**inputs, **kw)
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    p50 = statistics.median(times)
+    p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
+    return {"p50_ms": 1e3 * p50, "p95_ms": 1e3 * p95, "plans_per_s": batch / p50, "reps": reps}
+
+
+def grid(quick: bool) -> list[dict]:
+    """The cells to measure."""
+    if quick:
+        cells = [HEADLINE, dict(HEADLINE, n=4), dict(HEADLINE, horizon=40), dict(HEADLINE, steps=5),
+                 dict(HEADLINE, steps=1), dict(HEADLINE, samples=16), dict(HEADLINE, batch=32)]
+        return [dict(c) for c in cells]
+    keys = ("n", "horizon", "steps", "samples", "batch")
+    return [dict(zip(keys, v)) for v in itertools.product((4, 8), (20, 40), (1, 5, 10, 20), (1, 16), (1, 32))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="headline cell and one-factor variations only")
+    ap.add_argument("--checkpoint", help="planner checkpoint; default: random weights, default config")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--loads", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
+    ap.add_argument("--budget", type=float, default=None, help="seconds of timing per cell")
+    ap.add_argument("--no-guided", action="store_true", help="skip the guided headline rows")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    budget = args.budget or (0.6 if args.quick else 0.4)
+
+    if args.checkpoint:
+        planner = JointDiffusionPlanner.load(args.checkpoint)
+    else:
+        planner = _random_planner(PlannerConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM))
+    cfg = planner.config
+    print(f"# planner latency — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
+    print(f"model: d_model={cfg.d_model} layers={cfg.n_layers} heads={cfg.n_heads} chunk={cfg.chunk} "
+          f"params={planner.num_parameters() / 1e6:.2f}M\n")
+    print("| load | threads | N | H | steps | samples | batch | guided | p50 ms | p95 ms | plans/s |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    rows = []
+    cells = grid(args.quick)
+    guided_cells = [] if args.no_guided else [dict(HEADLINE), dict(HEADLINE, samples=16)]
+    for load in args.loads:
+        busy = None
+        if load == "busy":
+            busy = mp.get_context("spawn").Process(target=_busy_loop, daemon=True)
+            busy.start()
+            time.sleep(0.5)
+        try:
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                for cell, guided in [(c, False) for c in cells] + [(c, True) for c in guided_cells]:
+                    guidance = GuidanceConfig() if guided else None
+                    res = measure(planner, **cell, budget_s=budget, guidance=guidance)
+                    row = dict(load=load, threads=threads, guided=guided, **cell, **res)
+                    rows.append(row)
+                    print(f"| {load} | {threads} | {cell['n']} | {cell['horizon']} | {cell['steps']} | {cell['samples']} | "
+                          f"{cell['batch']} | {'yes' if guided else 'no'} | {res['p50_ms']:.2f} | {res['p95_ms']:.2f} | "
+                          f"{res['plans_per_s']:.1f} |", flush=True)
+        finally:
+            if busy is not None:
+                busy.terminate()
+                busy.join()
+
+    print("\nheadline (8 members, H=20, 10 steps, 1 sample, batch 1; target p50 <= 15 ms):")
+    for r in rows:
+        if not r["guided"] and all(r[k] == v for k, v in HEADLINE.items()):
+            print(f"  {r['load']:>4}, {r['threads']} thread(s): p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"params": planner.num_parameters(), "config": cfg.to_dict(), "rows": rows}, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
