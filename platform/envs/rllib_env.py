@@ -17,6 +17,7 @@ env_config keys (all optional except `scenario`):
 | normalize_actions | true (default): actions in [-1, 1], scaled so that 0 stays 0; false: the scenario's own setting |
 | platoon_reward | "mean" (default) or "sum" of the rewards of the members that acted this step (platoon grouping) |
 | episode_offset | added to every episode index |
+| torch_threads | not used by the env; the training driver's env-runner callback reads it |
 
 Agents and spaces (N = largest platoon size, D = flat observation width, Kc × Dm = inbox):
 
@@ -32,7 +33,8 @@ Episode seeding: RLlib resets its k-th vectorized copy on runner w with seed = c
 first reset and without a seed afterwards. `reset(seed=s)` starts stream s · 1000 + w (w = the env
 context's worker_index, so no two (runner, copy) pairs share a stream); later unseeded resets take the
 stream's next episode. Episode index = episode_offset + stream · 1_000_000 + count (an env never seeded
-uses s = 0). `reset(options={"episode": k})` plays episode k exactly.
+uses s = 0). (RLlib 2.60's multi-agent runners leave the context's vector_index at 0; the copy is in the
+seed.) `reset(options={"episode": k})` plays episode k exactly.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ _MAX_WORKERS = 1000  # streams of different env runners interleave with this str
 class EnvSettings(BaseModel):
     """The env_config of `PlatoonMultiAgentEnv` (see the module table)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
     scenario: Any
     grouping: Literal["vehicle", "platoon"] = "vehicle"
@@ -65,6 +67,7 @@ class EnvSettings(BaseModel):
     normalize_actions: bool = True
     platoon_reward: Literal["mean", "sum"] = "mean"
     episode_offset: int = Field(0, ge=0)
+    torch_threads: int = Field(1, ge=1)  # not used by the env: read by the training driver's env-runner callback
 
 
 def resolve_scenario(scenario: Any) -> ScenarioSpec:
@@ -92,7 +95,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
 
     def __init__(self, config: dict | None = None):
         super().__init__()
-        config = config or {}
+        config = {} if config is None else config  # an EnvContext may be empty yet carry worker_index
         self.settings = EnvSettings.model_validate(dict(config))
         self.grouping = self.settings.grouping
         self._engines = [PlatoonParallelEnv(spec) for spec in _variants(self.settings)]
@@ -127,9 +130,11 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
                 "comm_mask": unit(n, n), "member_mask": unit(n), "pose": box(n, 4), "length": box(n),
             })
             self.observation_spaces = {a: space for a in self.possible_agents}
-            act = self.engine.action_space(self.members[0])
-            low, high = np.tile(act.low, n), np.tile(act.high, n)
-            self.action_spaces = {a: gym.spaces.Box(low, high, dtype=np.float32) for a in self.possible_agents}
+            self.action_spaces = {}
+            for pid, names in zip(self.platoon_ids, self.platoon_members):
+                act = self.engine.action_space(names[0])  # one vehicle type per platoon
+                low, high = np.tile(act.low, n), np.tile(act.high, n)
+                self.action_spaces[pid] = gym.spaces.Box(low, high, dtype=np.float32)
         self.agents = []
         self._worker = int(getattr(config, "worker_index", 0) or 0)
         self._stream = self._worker

@@ -1,0 +1,104 @@
+"""`rllib:<checkpoint>` policies: an RLlib training checkpoint as a batched `Policy` for the evaluator.
+
+The argument is a checkpoint folder (``runs/ppo_mlp/checkpoint_000030``) or a run folder (its newest
+checkpoint). The checkpoint's ``diffplatoon.json`` says which module kind made it; `POLICIES` maps
+the kind to the class that acts with it. The RLModule is loaded with `RLModule.from_checkpoint`
+from the learner's copy (the full module), actions are deterministic (the Gaussian mean) and
+computed for all members in one batch, then scaled from [-1, 1] to SI units the way the training
+env scales them (`PlatoonParallelEnv.scale_actions` on a normalized-action copy of the scenario).
+
+Parameters (``rllib:path`` plus keyword params of `make_policy`): ``torch_threads`` (default 1).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from diffplatoon.agents.policy import Policy, SimInfo
+from diffplatoon.envs.pettingzoo_env import PlatoonParallelEnv
+from diffplatoon.scenarios.schema import ActionSpec, ScenarioSpec
+from diffplatoon.sim.observation import Observation
+
+CHECKPOINT_META = "diffplatoon.json"  # same name as `train.CHECKPOINT_META` (train imports Ray at call time)
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder from a checkpoint or run folder path (the run's newest checkpoint)."""
+    path = Path(path)
+    if (path / CHECKPOINT_META).exists():
+        return path
+    found = sorted((p for p in path.glob("checkpoint_*") if (p / CHECKPOINT_META).exists()),
+                   key=lambda p: p.name) if path.is_dir() else []
+    if not found:
+        raise FileNotFoundError(f"{path}: expected an RLlib checkpoint folder (with {CHECKPOINT_META}) "
+                                "or a run folder holding one, found none")
+    return found[-1]
+
+
+def read_meta(checkpoint: str | Path) -> dict[str, Any]:
+    """The checkpoint's metadata: iteration, grouping, module kind, module ids, env_config, config."""
+    return json.loads((Path(checkpoint) / CHECKPOINT_META).read_text())
+
+
+def load_module(checkpoint: str | Path, module_id: str) -> Any:
+    """The full RLModule `module_id` of a checkpoint (learner copy), in eval mode."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    path = Path(checkpoint) / "learner_group" / "learner" / "rl_module" / module_id
+    module = RLModule.from_checkpoint(str(path.resolve()))
+    module.eval()
+    return module
+
+
+class VehicleMLPPolicy(Policy):
+    """Vehicle-grouping checkpoint: one shared actor applied to every member's flat observation."""
+
+    name = "rllib"
+    version = "1"
+
+    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
+        torch.set_num_threads(int(torch_threads))
+        self.checkpoint = checkpoint
+        self.module = load_module(checkpoint, meta["module_ids"][0])
+        self.obs_dim = int(self.module.observation_space["obs"].shape[0])
+        normalized = spec.model_copy(update={"action": ActionSpec(normalized=True)})
+        self._scaler = PlatoonParallelEnv(normalized)
+        self.name = f"rllib:{checkpoint}"
+
+    def reset(self, info: SimInfo) -> None:
+        self._agents = list(info.agent_names)
+
+    @torch.no_grad()
+    def act(self, obs: Observation) -> np.ndarray:
+        flat = obs.flat()
+        if flat.shape[1] != self.obs_dim:
+            raise ValueError(f"{self.checkpoint} was trained on observations of width {self.obs_dim}; "
+                             f"this scenario gives {flat.shape[1]}")
+        mean = self.module.action_mean(torch.from_numpy(flat)).numpy().astype(np.float64)
+        mean = np.clip(mean, -1.0, 1.0)
+        actions = self._scaler.scale_actions(dict(zip(self._agents, mean)))
+        alive = obs.alive if obs.alive is not None else np.ones(len(flat), dtype=bool)
+        return np.where(alive[:, None], actions, 0.0)
+
+
+# module kind (the checkpoint's "module") → Policy class(spec, checkpoint, meta, **params)
+POLICIES: dict[str, type[Policy]] = {
+    "mlp": VehicleMLPPolicy,
+}
+
+
+def make_rllib_policy(spec: ScenarioSpec, argument: str | None, **params: Any) -> Policy:
+    """Factory of ``rllib:<checkpoint>`` for `diffplatoon.agents.policy.make_policy`."""
+    if not argument:
+        raise ValueError("expected rllib:<checkpoint or run folder>, got no path")
+    checkpoint = resolve_checkpoint(argument)
+    meta = read_meta(checkpoint)
+    kind = meta.get("module")
+    if kind not in POLICIES:
+        raise ValueError(f"{checkpoint}: module kind {kind!r} has no policy; known: {', '.join(sorted(POLICIES))}")
+    return POLICIES[kind](spec, checkpoint, meta, **params)

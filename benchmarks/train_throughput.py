@@ -1,0 +1,113 @@
+"""Env steps per second of one RLlib PPO training iteration (sampling + learner update), per module kind.
+
+How to run:
+    .venv/bin/python benchmarks/train_throughput.py                       # onramp_merge, 2000 steps/iteration
+    .venv/bin/python benchmarks/train_throughput.py --scenario highway_platoon --batch 4000 --iterations 3
+    .venv/bin/python benchmarks/train_throughput.py --json out.json
+
+Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling, `num_env_runners=0`,
+`num_learners=0`, torch threads 1, the same scenario, episode length and batch size), runs one warm-up
+iteration, then times `--iterations` iterations. Reported per column: env steps/s over the whole
+iteration and the share of it spent sampling (RLlib's smoothed `env_runner_sampling_timer` over its
+`training_iteration` timer; the rest is the learner update).
+
+Columns: "mlp" (vehicle grouping, `SharedMLPModule`) and "diffusion" (platoon grouping, DPPO), the latter
+an open slot (`COLUMNS["diffusion"] = None`) until the diffusion RLModule exists. Target from the issue:
+diffusion >= 0.5 x mlp.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from typing import Any, Callable
+
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+from diffplatoon.agents.rllib.train import TrainConfig, build_ppo_config  # noqa: E402
+
+
+def mlp_column(scenario: str, batch: int, duration: float) -> TrainConfig:
+    return TrainConfig(name="bench_mlp", scenario=scenario, grouping="vehicle", module="mlp", duration=duration,
+                       train_batch_size=batch, minibatch_size=min(250, batch), num_epochs=5, torch_threads=1)
+
+
+# ------------------------------------------------------------------------------------------------
+# DIFFUSION COLUMN — TO BE FILLED when the diffusion RLModule / DPPO learner lands: a function
+# (scenario, batch, duration) -> TrainConfig with grouping="platoon", module="diffusion" and its
+# model/learner settings (denoising steps, fine-tuned steps K, guidance), same batch and episode length.
+# ------------------------------------------------------------------------------------------------
+COLUMNS: dict[str, Callable[[str, int, float], TrainConfig] | None] = {
+    "mlp": mlp_column,
+    "diffusion": None,
+}
+
+
+def measure(cfg: TrainConfig, iterations: int) -> dict[str, Any]:
+    """Env steps/s of `iterations` timed training iterations after one warm-up iteration."""
+    import torch
+
+    torch.set_num_threads(cfg.torch_threads)
+    algo = build_ppo_config(cfg).build_algo()
+    try:
+        algo.train()  # warm-up: env creation, first module forward, optimiser state
+        steps, wall = 0.0, 0.0
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            result = algo.train()
+            wall += time.perf_counter() - t0
+            steps += float(result["env_runners"]["num_env_steps_sampled"])
+    finally:
+        algo.stop()
+    timers = result.get("timers", {})  # RLlib's smoothed per-iteration timers
+    share = (timers["env_runner_sampling_timer"] / timers["training_iteration"]
+             if "env_runner_sampling_timer" in timers and timers.get("training_iteration") else None)
+    return {"env_steps_per_s": steps / wall, "iteration_s": wall / iterations, "sampling_share": share,
+            "env_steps": steps}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--scenario", default="onramp_merge")
+    parser.add_argument("--batch", type=int, default=2000, help="env steps per iteration")
+    parser.add_argument("--duration", type=float, default=20.0, help="episode length [s]")
+    parser.add_argument("--iterations", type=int, default=2)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    results: dict[str, Any] = {"scenario": args.scenario, "batch": args.batch, "duration": args.duration,
+                               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
+    try:
+        for name, column in COLUMNS.items():
+            results[name] = None if column is None else measure(column(args.scenario, args.batch, args.duration),
+                                                                args.iterations)
+    finally:
+        ray.shutdown()
+
+    print(f"\n{args.scenario}, {args.batch} env steps/iteration, {args.duration:g} s episodes, {results['machine']}")
+    print(f"{'module':<10} {'env steps/s':>12} {'s/iteration':>12} {'sampling share':>15}")
+    for name in COLUMNS:
+        r = results[name]
+        if r is None:
+            print(f"{name:<10} {'(not yet built)':>12}")
+            continue
+        share = "—" if r["sampling_share"] is None else f"{100 * r['sampling_share']:.0f}%"
+        print(f"{name:<10} {r['env_steps_per_s']:>12.0f} {r['iteration_s']:>12.2f} {share:>15}")
+    if results.get("diffusion") and results.get("mlp"):
+        ratio = results["diffusion"]["env_steps_per_s"] / results["mlp"]["env_steps_per_s"]
+        print(f"diffusion / mlp = {ratio:.2f} (target >= 0.5)")
+    if args.json:
+        from diffplatoon.io import atomic_write_json
+
+        atomic_write_json(args.json, results)
+
+
+if __name__ == "__main__":
+    main()
