@@ -246,6 +246,12 @@ def train_command(
         for line in exc.lines:
             err_console.print(line, markup=False, highlight=False)
         raise typer.Exit(1) from None
+    except FileExistsError as exc:  # a fresh run into a folder that already has checkpoints
+        err_console.print(f"{exc}; pass --resume to continue it, or choose another 'out' folder")
+        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:  # --resume on a folder without a checkpoint
+        err_console.print(str(exc))
+        raise typer.Exit(1) from None
     console.print(f"run folder: {out}")
 
 
