@@ -33,6 +33,8 @@ app = typer.Typer(
 )
 scenario_app = typer.Typer(help="Define, check, inspect and run YAML scenarios.", no_args_is_help=True)
 app.add_typer(scenario_app, name="scenario")
+demos_app = typer.Typer(help="Expert demonstrations for pre-training the diffusion planner.", no_args_is_help=True)
+app.add_typer(demos_app, name="demos")
 
 
 def _version() -> str:
@@ -228,6 +230,40 @@ def report_command(
         raise typer.Exit(1)
     path = build_report(folder, worst_k=worst_k, render_replays=not no_replays)
     console.print(f"wrote {path}")
+
+
+@demos_app.command("collect")
+def demos_collect(
+    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files."),
+    expert: str = typer.Option("cacc", "--expert", help="Expert policy that drives the platoons."),
+    episodes: int = typer.Option(50, "--episodes", min=1, help="Episodes per scenario."),
+    out: Path = typer.Option(Path("runs/demos"), "--out", help="Folder for the shards and manifest.json."),
+    horizon: int = typer.Option(20, "--horizon", min=1, help="Future steps stored per sample."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+) -> None:
+    """Roll out an expert over scenarios and store (observation, inbox, future plan) shards; resumable."""
+    from diffplatoon.agents.diffusion.demos import collect_demos
+
+    for name in scenarios:
+        _load(name)
+    collect_demos(scenarios, expert, episodes, out, horizon=horizon, ray_address=ray_address)
+
+
+@app.command("pretrain")
+def pretrain_command(
+    config: Path = typer.Argument(..., help="Pre-training config (YAML), e.g. configs/pretrain_planner.yaml."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from the run folder's last.pt."),
+) -> None:
+    """Pre-train the joint diffusion planner on demonstrations (DDPM, EMA, checkpoints, loss curve)."""
+    from diffplatoon.agents.diffusion.pretrain import pretrain
+
+    try:
+        out = pretrain(config, resume=resume)
+    except ScenarioError as exc:
+        for line in exc.lines:
+            err_console.print(line, markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"run folder: {out}")
 
 
 @app.command("train")
