@@ -19,7 +19,9 @@ The SineLane row is highway-env's own approximation: s is measured along the cho
 curve, and r is the offset from the sine in the chord's normal direction.
 
 Topology: `left`/`right` neighbours on the same road (lane id −1 / +1 in highway-env terms),
-`successors` (every lane of every road that starts where this lane's road ends),
+`successors` (every lane of every road that starts where this lane's road ends, except roads
+turning back by more than 90°: the intersection's and roundabout's arms end their outgoing
+lanes at the node their incoming lanes start from, so without this traffic would U-turn),
 `predecessors`, `default_next` (what highway-env's `next_lane` picks at the lane end without
 a route), `follow_next` (what it picks from the centre line half a vehicle length before the
 end, where traffic's `follow_road` switches lanes; the two differ where next lanes start at
@@ -42,13 +44,14 @@ differ (so highways and every all-default network get none). A conflict is an or
 
 Each side gets a zone [z0, z1] of centre positions along its own lane where its body may
 touch the other's. Per lane, `zone_start` is the first z0 of all its conflicts (the World's
-yield line is just before it) and `zone_end` the last z1. `conflict_yields` is True where the ego lane has the lower
+yield line is just before it) and `zone_end` the last z1; `lane_yields` marks lanes with at
+least one yielding conflict. `conflict_yields` is True where the ego lane has the lower
 priority. Watch entries say where vehicles relevant to a conflict can be: on O itself, on
 O's successors (only where O's zone reaches its end), and, for yielding conflicts, on lanes
 up to `WATCH_HOPS` predecessors upstream (within `WATCH_HORIZON` of the zone) whose lane
 numbering lets them lead into O; a vehicle on watch lane F at s sits at s + offset in O's
-frame. `watch_next_road` is the road the chain continues on (a routed vehicle heading
-elsewhere is not counted).
+frame. `watch_next_lane` is the lane the chain continues on (−1 on O and after it): a vehicle
+on F counts only if it will take that lane next (its route's road, else `follow_next`).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds t
 _NEAR_STEP = 1.0
 _NEAR_SLACK = 0.5
 _NEAR_MAX_SAMPLES = 20000
+_MAX_TURN = np.pi / 2  # [rad] a next road turning more than this at the node is no successor
 
 # Conflict zones: reference body, clearance added on every side, sampling step along lanes [m];
 # how far and how many lanes upstream of a zone traffic is watched.
@@ -169,7 +173,10 @@ class LaneTable:
                 self.left[k] = self.id_of[(f, t, i - 1)]
             if i < len(g[f][t]) - 1:
                 self.right[k] = self.id_of[(f, t, i + 1)]
+            end_heading = self.lanes[k].heading_at(self.lanes[k].length)
             for nt, lanes in g.get(t, {}).items():
+                if abs(_wrap_to_pi(lanes[0].heading_at(0.0) - end_heading)) > _MAX_TURN:
+                    continue  # a lane back the way it came (an arm's outgoing and incoming lanes share a node)
                 for j in range(len(lanes)):
                     m = self.id_of[(t, nt, j)]
                     succ[k].append(m)
@@ -185,8 +192,11 @@ class LaneTable:
                 length = self.lanes[k].length
                 for out, s in ((self.default_next, length), (self.follow_next, length - VEHICLE_LENGTH / 2)):
                     nxt = self.network.next_lane(idx, route=None, position=self.lanes[k].position(s, 0.0))
-                    if nxt != idx:
+                    if nxt != idx and self.id_of[nxt] in succ[k]:
                         out[k] = self.id_of[nxt]
+                    elif nxt != idx:  # highway-env picked a lane back the way it came: take the closest successor
+                        end = self.lanes[k].position(length, 0.0)
+                        out[k] = min(succ[k], key=lambda m: self.lanes[m].distance(end))
         # First lane id of each road (a road's lanes have consecutive ids).
         self.road_first = np.array([self.id_of[(f, t, 0)] for f, t in self.roads], dtype=np.intp)
 
@@ -242,6 +252,8 @@ class LaneTable:
         if c:
             np.minimum.at(self.zone_start, ego, self.conflict_zone[:, 0])
             np.maximum.at(self.zone_end, ego, self.conflict_zone[:, 1])
+        self.lane_yields = np.zeros(n, dtype=bool)
+        self.lane_yields[ego[self.conflict_yields]] = True
         self.has_conflicts = c > 0
         self._fill_watch()
 
@@ -300,7 +312,7 @@ class LaneTable:
                     pairs[key] = [min(old[0], z[0]), max(old[1], z[1]), min(old[2], z[2]), max(old[3], z[3])]
 
     def _fill_watch(self) -> None:
-        entries: dict[tuple[int, int], tuple[float, int]] = {}  # (conflict, lane) -> (offset, next road)
+        entries: dict[tuple[int, int], tuple[float, int]] = {}  # (conflict, lane) -> (offset, next lane)
 
         def add(c: int, lane: int, offset: float, next_road: int) -> None:
             old = entries.get((c, lane))
@@ -328,14 +340,14 @@ class LaneTable:
                         p_off = off - float(self.length[p])
                         if o0 - p_off > WATCH_HORIZON + self.length[p]:
                             continue
-                        add(c, p, p_off, int(self.road[lane]))
+                        add(c, p, p_off, lane)
                         nxt_frontier.append((p, p_off))
                 frontier = nxt_frontier
         keys = sorted(entries, key=lambda k: (k[1], k[0]))
         lanes = np.array([k[1] for k in keys], dtype=np.intp)
         self.watch_conflict = np.array([k[0] for k in keys], dtype=np.intp)
         self.watch_offset = np.array([entries[k][0] for k in keys], dtype=np.float64)
-        self.watch_next_road = np.array([entries[k][1] for k in keys], dtype=np.intp)
+        self.watch_next_lane = np.array([entries[k][1] for k in keys], dtype=np.intp)
         self.watch_start = np.searchsorted(lanes, np.arange(self.n + 1)).astype(np.intp)
 
     # ------------------------------------------------------------ look-ups

@@ -32,6 +32,7 @@ State layout: attributes of the World, each an array with one row per vehicle sl
 | `route_last_road` | intp | road id (`table.road`) of the last route entry, −1 without a route |
 | `accel_override` | float64 | NaN = none; else replaces the IDM output or the action's acceleration |
 | `lane_change_forced` | bool | a scripted lane change is under way (never aborted) |
+| `is_yielding` | bool | traffic held back by the yielding rule in the last frame |
 | `vid` | int64 | unique id of the vehicle in the row (rows are reused, ids are not) |
 
 Scalars: `time` [s], `frame_count`, `step_count`. `table` is the `LaneTable` whose ids `lane`,
@@ -44,7 +45,8 @@ Frame order (as highway-env: all vehicles decide, then all move, then collisions
 1. traffic decides: follow_road at lane ends (highway-env's `next_lane`), aborting a lane
    change when another vehicle changes into the same lane within the desired gap, MOBIL for
    vehicles whose lane-change timer expired, IDM on the current lane (and the target lane
-   while changing; the lower acceleration wins), lane-keeping steering to the target lane;
+   while changing; the lower acceleration wins), the yielding rule (below; it can only lower
+   the acceleration), lane-keeping steering to the target lane;
 2. controlled rows take their [acceleration, steering] as given (limits are the caller's);
    `accel_override` replaces accelerations;
 3. every vehicle integrates the kinematic bicycle model (crashed ones brake to a stop);
@@ -53,11 +55,31 @@ Frame order (as highway-env: all vehicles decide, then all move, then collisions
    the next lane with the excess s, because s is recomputed on the new lane;
 5. departures (end of a road with no successor, end of the route), then collisions.
 
-Yielding at merges, intersections and roundabouts: none beyond IDM and MOBIL, as in
-highway-env's `Road` (its priority rule lives only in `RegulatedRoad`). A merging vehicle
-sees vehicles of other lanes only once they are on its lane band (1 m lateral margin) or,
-with `connected_lanes=True`, on the segments before/after its lane (highway-env's
-`neighbour_vehicles_connected_lanes`).
+Yielding at merges, intersections and roundabouts (`WorldParams.yielding`, on by default).
+It acts only where lanes of different highway-env `priority` merge or cross (the conflicts
+of `LaneTable`, lanes.py); on a road whose lanes all share one priority, such as a highway or
+highway-env's own merge scene, nothing changes (highway-env's plain `Road`). The rule: a
+traffic vehicle follows its path lane (the lane it steers to). Before the first conflict zone
+of that lane, or of the lane it takes next (its route's, else `follow_next`), within
+max(`yield_lookahead`, its IDM desired gap to a stopped vehicle) of the zone, and while it
+can still stop before the zone at `a_max`, it checks every conflict of that lane at once.
+Where its lane has the lower priority it waits if a vehicle on the other lane (or on lanes
+leading into it, up to three upstream, or just past its end) is inside the other side's
+zone, or will reach it (accelerating comfortably up to its lane's speed) before the waiting
+vehicle, accelerating comfortably from its speed, has cleared its own zone plus `yield_gap`
+seconds. Where its lane has the higher priority it waits only while a lower-priority vehicle
+is inside the other side's zone (that one has committed). Waiting is IDM behind a stopped
+virtual vehicle whose jam distance ends `yield_stop_gap` before the first zone, so the vehicle
+brakes comfortably and stops at the yield line; past the line it never yields, and a vehicle
+never stops between two zones of one lane, so the rule cannot deadlock by itself. Platoon
+members do not follow the rule (their policies decide), but every vehicle is watched.
+On such roads a few supporting behaviours come with it: near a lane end traffic also follows
+the last vehicle on its next lane, and MOBIL finds its new leader/follower across lane
+joints by where vehicles drive (yield queues start right after joints, where highway-env's
+lane-band search is blind); a lane that yields at its end and has a neighbour (an
+acceleration or dropped lane) looks to MOBIL as if stopped at its yield line, so traffic
+leaves it by changing lanes early (highway-env's merge scene puts an obstacle there); traffic
+stands still instead of reversing; `populate` leaves conflict zones empty.
 
 Differences from highway-env, by design: controlled rows keep a `target_speed` (highway-env's
 continuous-action vehicles have none, which makes MOBIL treat them as infinitely braking);
@@ -65,7 +87,9 @@ crashes stop vehicles without highway-env's impact displacement; vehicles leave 
 the road instead of driving on past it; collisions use geometry.py's strict overlap test;
 only traffic rows count as "another vehicle changing into my target lane" when a lane change
 is aborted (highway-env counts every `ControlledVehicle`), and that check sees other vehicles'
-targets as set after their own `follow_road` of this frame.
+targets as set after their own `follow_road` of this frame; a lane is no successor of a lane
+whose end it meets heading back the way it came (lanes.py), so traffic at the outer end of an
+intersection or roundabout arm leaves instead of turning into the incoming lane.
 """
 
 from __future__ import annotations
@@ -181,6 +205,7 @@ class World:
         self._base = np.arange(tab.n) * span + float(tab.length.max()) + 4 * VEHICLE_LENGTH
         if params.connected_lanes:
             self._build_connected_groups()
+        self._yield_on = params.yielding and self.table.has_conflicts
 
     # ------------------------------------------------------------------ storage
     def _alloc(self, capacity: int) -> None:
@@ -453,13 +478,15 @@ class World:
             ext = [(gid, 0.0)]
             for next_lanes in g.get(t, {}).values():
                 if next_lanes:
-                    m = next_lanes[i] if i < len(next_lanes) else next_lanes[0]
-                    ext.append((self._lane_obj_id(m), float(tab.length[gid])))
+                    m = self._lane_obj_id(next_lanes[i] if i < len(next_lanes) else next_lanes[0])
+                    if m in tab.successors[gid]:  # not a lane back the way it came
+                        ext.append((m, float(tab.length[gid])))
             for to_dict in g.values():
                 if f in to_dict and to_dict[f]:
                     prev = to_dict[f][i] if i < len(to_dict[f]) else to_dict[f][0]
                     pid = self._lane_obj_id(prev)
-                    ext.append((pid, -float(tab.length[pid])))
+                    if gid in tab.successors[pid]:
+                        ext.append((pid, -float(tab.length[pid])))
             for prio, (m, off) in enumerate(ext):
                 entries[m].append((gid, off, prio))
         cnt = np.array([len(e) for e in entries], dtype=np.intp)
@@ -550,6 +577,8 @@ class World:
             st, rt = tab.local_coordinates(tgt, x, y)
         lane, s = self.lane[rows], self.s[rows]
         front, rear = index.query(rows, lane, s)
+        if self._yield_on:
+            path = self._path_state(rows, tgt, st)
         changing = lane != tgt
         c0 = np.nonzero(changing)[0]
         # 2. MOBIL candidates (left before right) of the vehicles whose decision timer expired.
@@ -568,6 +597,17 @@ class World:
             q_lanes = np.concatenate((tgt[c0], cand)) if m else tgt[c0]
             q_s = np.concatenate((st[c0], cand_s)) if m else st[c0]
             qf, qr = index.query(q_rows, q_lanes, q_s)
+            if self._yield_on and m:
+                # Neighbours across lane joints: a lane change just after a joint must see
+                # who is about to cross it (the band search of highway-env does not).
+                pf, pr = path[1].query(rows[who], cand, cand_s)
+                nxt = tab.follow_next[cand]
+                far = np.nonzero((pf < 0) & (nxt >= 0))[0]
+                if len(far):  # the new leader may already be past the candidate lane's end
+                    pf[far] = path[0].query(rows[who][far], nxt[far], cand_s[far] - tab.length[cand[far]])[0]
+                k0 = len(c0)
+                qf[k0:] = np.where(qf[k0:] < 0, pf, qf[k0:])
+                qr[k0:] = np.where(qr[k0:] < 0, pr, qr[k0:])
         # 4. Every IDM acceleration of this frame in one batch.
         if m:
             me = rows[who]
@@ -585,14 +625,14 @@ class World:
         acc_all = self._idm(ego, lead, deltas)
         acc = acc_all[:n].copy()
         acc_tgt = acc_all[n: n + len(c0)]
-        if p.yielding and tab.has_conflicts:
+        if self._yield_on:
             # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
-            self._yield(rows, tgt, st, acc, index)
+            acc_mobil = self._yield(rows, path, acc)
         # 5. Lane-change decisions: aborts of ongoing changes, MOBIL acceptances.
         keep = np.ones(len(c0), dtype=bool)
         if m:
             nf_a, nf_pred_a, self_pred_a, of_a, of_pred_a = acc_all[n + len(c0):].reshape(5, m)
-            self_a = acc[who]
+            self_a = acc_mobil[who] if self._yield_on else acc[who]
             accept = self._mobil_accept(rows[who], cand, nf_a, nf_pred_a, self_pred_a, self_a,
                                         of_a, of_pred_a)
             chosen = np.full(n, -1, dtype=np.intp)
@@ -628,7 +668,7 @@ class World:
         if len(new_idx):
             acc[new_idx] = np.minimum(acc[new_idx], self_pred_a[k])
         acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
-        if p.yielding and tab.has_conflicts:
+        if self._yield_on:
             # Queues stop and go at yield lines: traffic stands still instead of reversing.
             acc = np.maximum(acc, -np.maximum(self.speed[rows], 0.0) * p.simulation_frequency)
         self.accel[rows] = acc
@@ -639,34 +679,70 @@ class World:
             rt, future, self.heading[rows], v, self.length[rows])
 
     # ------------------------------------------------------------- yielding
-    def _yield(self, rows: np.ndarray, tgt: np.ndarray, st: np.ndarray, acc: np.ndarray,
-               index: traffic.NeighbourIndex) -> None:
-        """The right-of-way rule (module docstring): lowers `acc` of traffic `rows` that must wait."""
+    def _path_state(self, rows: np.ndarray, tgt: np.ndarray, st: np.ndarray
+                    ) -> tuple[traffic.NeighbourIndex, traffic.NeighbourIndex, np.ndarray, np.ndarray]:
+        """(on-lane index, approach index, path lane, path s) of all rows [:hi] for yielding.
+
+        A vehicle's path lane is the lane it steers to (traffic: its target lane, which is the
+        next road's lane once follow_road switched and the new lane while changing lanes;
+        controlled rows: their lane). The on-lane index holds every vehicle on its path lane;
+        the approach index also holds it on the lane it takes next (at s minus its lane's
+        length), so queries find vehicles across lane joints by where they drive, not by
+        highway-env's lane bands (which overlap everywhere inside an intersection).
+        """
+        tab, hi = self.table, self._hi
+        path_lane, path_s = self.lane[:hi].copy(), self.s[:hi].copy()
+        path_lane[rows], path_s[rows] = tgt, st
+        act = np.nonzero(self.active[:hi])[0]
+        pl, ps = path_lane[act], path_s[act]
+        on_lane = traffic.NeighbourIndex(act, pl, ps, self._base)
+        nxt = self._next_lanes(act, pl)
+        has = nxt >= 0
+        approach = traffic.NeighbourIndex(
+            np.concatenate((act, act[has])), np.concatenate((pl, nxt[has])),
+            np.concatenate((ps, ps[has] - tab.length[pl[has]])), self._base)
+        return on_lane, approach, path_lane, path_s
+
+    def _yield(self, rows: np.ndarray, path: tuple, acc: np.ndarray) -> np.ndarray:
+        """The right-of-way rule (module docstring): lowers `acc` of traffic `rows` that must wait.
+
+        Returns the accelerations MOBIL compares against: on a lane that yields at its end
+        and has a neighbour lane (an acceleration or dropped lane), as if stopped at the yield
+        line whether or not a priority vehicle comes, so that traffic leaves the lane early
+        by changing lanes (highway-env's merge scene puts an obstacle there for the same reason).
+        """
         p, tab = self.params, self.table
         hi = self._hi
         self.is_yielding[:hi] = False
-        # Where each vehicle is going: traffic is placed on the lane it steers to (the next road's
-        # after follow_road, the new lane while changing lanes).
-        path_lane, path_s = self.lane[:hi].copy(), self.s[:hi].copy()
-        ego_lane, ego_s = tgt, st
-        path_lane[rows], path_s[rows] = ego_lane, ego_s
+        _, _, path_lane, path_s = path
+        ego_lane, ego_s = path_lane[rows], path_s[rows]
         # The lane whose zones an ego checks: its own while before its first zone, else the next.
         v = np.maximum(self.speed[rows], 0.0)
-        look = np.maximum(p.yield_lookahead, 1.5 * traffic.desired_gap(self._idm_c, v, v))
+        look = np.maximum(p.yield_lookahead, traffic.desired_gap(self._idm_c, v, v))
         own = np.isfinite(tab.zone_start[ego_lane]) & (ego_s < tab.zone_start[ego_lane])
         check = np.where(own, ego_lane, -1)
         u = ego_s.copy()
-        ahead = np.nonzero(~own & (tab.length[ego_lane] - ego_s < look))[0]
-        if len(ahead):
-            check[ahead] = self._next_lanes(rows[ahead], ego_lane[ahead])
-            u[ahead] -= tab.length[ego_lane[ahead]]
-            self._follow_across(rows, ahead, check[ahead], u[ahead], acc, index)
+        near_end = np.nonzero(tab.length[ego_lane] - ego_s < look)[0]
+        if len(near_end):
+            nxt = self._next_lanes(rows[near_end], ego_lane[near_end])
+            u_next = ego_s[near_end] - tab.length[ego_lane[near_end]]
+            self._follow_across(rows, near_end, nxt, u_next, acc, path)
+            go_on = ~own[near_end]
+            ahead = near_end[go_on]
+            check[ahead], u[ahead] = nxt[go_on], u_next[go_on]
         has = check >= 0
         dist = np.where(has, tab.zone_start[np.maximum(check, 0)] - u, np.inf)
         # Within look-ahead and still able to stop before the zone (otherwise it is committed).
-        idx = np.nonzero((dist > 0) & (dist <= look) & (v * v < 2 * p.a_max * dist))[0]
+        within = (dist > 0) & (dist <= look)
+        acc_mobil = acc
+        leave = np.nonzero(within & own & tab.lane_yields[ego_lane]
+                           & ((tab.left[ego_lane] >= 0) | (tab.right[ego_lane] >= 0)))[0]
+        if len(leave):
+            acc_mobil = acc.copy()
+            acc_mobil[leave] = np.minimum(acc[leave], self._stop_accel(rows[leave], dist[leave]))
+        idx = np.nonzero(within & (v * v < 2 * p.a_max * dist))[0]
         if len(idx) == 0:
-            return
+            return acc_mobil
         e_lane = check[idx]
         first = tab.conflict_start[e_lane]
         cnt = tab.conflict_start[e_lane + 1] - first
@@ -683,26 +759,37 @@ class World:
         blocked_pair = np.where(tab.conflict_yields[pair_c], a < t_clear + p.yield_gap, a <= 0.0)
         blocked = np.bincount(pair_ego, weights=blocked_pair, minlength=len(idx)) > 0
         if not blocked.any():
-            return
+            return acc_mobil
         b = idx[blocked]
         rb = rows[b]
-        # IDM behind a stopped virtual vehicle whose jam distance ends at the yield line.
-        gap = dist[b] - p.yield_stop_gap + p.distance_wanted
-        lane_b = self.lane[rb]
-        vt = np.minimum(np.maximum(self.target_speed[rb], tab.speed_floor[lane_b]), tab.speed_limit[lane_b])
-        acc_y = traffic.idm_acceleration(self._idm_c, self.speed[rb], vt, self.delta[rb],
-                                         np.ones(len(b), dtype=bool), gap, self.speed[rb])
-        acc[b] = np.minimum(acc[b], np.maximum(acc_y, -p.a_max))
+        acc_y = self._stop_accel(rb, dist[b])
+        acc[b] = np.minimum(acc[b], acc_y)
+        if acc_mobil is not acc:
+            acc_mobil[b] = np.minimum(acc_mobil[b], acc_y)
         self.is_yielding[rb] = True
+        return acc_mobil
+
+    def _stop_accel(self, rows: np.ndarray, dist: np.ndarray) -> np.ndarray:
+        """IDM acceleration behind a stopped virtual vehicle whose jam distance ends at the
+        yield line, `yield_stop_gap` before a zone `dist` ahead (floored at −a_max)."""
+        p, tab = self.params, self.table
+        gap = dist - p.yield_stop_gap + p.distance_wanted
+        lane = self.lane[rows]
+        vt = np.minimum(np.maximum(self.target_speed[rows], tab.speed_floor[lane]), tab.speed_limit[lane])
+        acc = traffic.idm_acceleration(self._idm_c, self.speed[rows], vt, self.delta[rows],
+                                       np.ones(len(rows), dtype=bool), gap, self.speed[rows])
+        return np.maximum(acc, -p.a_max)
 
     def _follow_across(self, rows: np.ndarray, ahead: np.ndarray, nxt: np.ndarray, u: np.ndarray,
-                       acc: np.ndarray, index: traffic.NeighbourIndex) -> None:
-        """IDM behind the last vehicle on the next lane, for vehicles near their lane end.
+                       acc: np.ndarray, path: tuple) -> None:
+        """IDM behind the last vehicle on the next lane (by path lane), for vehicles near
+        their lane end. Vehicles that will enter it from other lanes are left to the rule.
 
         Queues at yield lines start right after lane joints, where the own-lane leader search
         (highway-env's, without connected lanes) does not see them.
         """
         p = self.params
+        index, _, _, path_s = path
         ok = nxt >= 0
         if not ok.any():
             return
@@ -713,8 +800,7 @@ class World:
         if not has.any():
             return
         a, nl, un, ra, f = a[has], nl[has], un[has], ra[has], front[has]
-        sf, _ = self.table.local_coordinates(nl, self.x[f], self.y[f])
-        d = sf - un
+        d = path_s[f] - un
         keep = d > 0
         if not keep.any():
             return
@@ -755,11 +841,17 @@ class World:
         o0, o1 = tab.conflict_other_zone[c, 0], tab.conflict_other_zone[c, 1]
         inside = (u >= o0) & (u <= o1)
         approach = (u < o0) & tab.conflict_yields[c] & ~self.crashed[veh]
-        if self._n_routes:
-            nr = tab.watch_next_road[ent]
-            chk = np.nonzero(approach & (nr >= 0) & (self.route_len[veh] > self.route_pos[veh]))[0]
-            if len(chk):
-                approach[chk] = self._route_next_road(veh[chk], path_lane[veh[chk]]) == nr[chk]
+        nl = tab.watch_next_lane[ent]
+        chk = np.nonzero(approach & (nl >= 0))[0]
+        if len(chk):
+            vc, nc = veh[chk], nl[chk]
+            goes = tab.follow_next[path_lane[vc]] == nc
+            if self._n_routes:
+                routed = self.route_len[vc] > self.route_pos[vc]
+                if routed.any():
+                    rr = np.nonzero(routed)[0]
+                    goes[rr] = self._route_next_road(vc[rr], path_lane[vc[rr]]) == tab.road[nc[rr]]
+            approach[chk] = goes
         w_lane = path_lane[veh]
         v = np.maximum(self.speed[veh], 0.0)
         v_max = np.maximum(v, np.minimum(np.maximum(self.target_speed[veh], v), tab.speed_limit[w_lane]))
