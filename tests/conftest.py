@@ -16,6 +16,14 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """One torch thread in the test process: Ray workers share the 2 cores, and torch's default
+    thread count on a loaded 2-core machine is tens of times slower (ARCHITECTURE §7)."""
+    import torch
+
+    torch.set_num_threads(1)
+
+
 @pytest.fixture(scope="session")
 def ray_session():
     """A local Ray session with 2 CPUs, shared by every test that requests it."""
