@@ -86,11 +86,12 @@ def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | No
 # Pass 1: pydantic errors → readable problems.
 
 
-def schema_problems(exc: ValidationError, lines: dict[Path, int]) -> list[Problem]:
-    """Translate pydantic errors into one `Problem` per field, with YAML lines."""
+def schema_problems(exc: ValidationError, lines: dict[Path, int],
+                    root: type[BaseModel] = ScenarioSpec) -> list[Problem]:
+    """Translate pydantic errors of model `root` into one `Problem` per field, with YAML lines."""
     seen: dict[Path, Problem] = {}
     for error in exc.errors(include_url=False):
-        field, path, parents = _walk(error["loc"])
+        field, path, parents = _walk(error["loc"], root)
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = path + ("type",)
         if path in seen:  # several union members failed for the same field: report it once
@@ -109,13 +110,13 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return found
 
 
-def _walk(loc: tuple[Any, ...]) -> tuple[Any, Path, list[type[BaseModel]]]:
+def _walk(loc: tuple[Any, ...], root: type[BaseModel] = ScenarioSpec) -> tuple[Any, Path, list[type[BaseModel]]]:
     """Follow a pydantic error location through the schema.
 
     Returns the innermost field's FieldInfo (or None), the clean path (union tags removed)
     and the candidate models that own the last part (for "unknown field" messages).
     """
-    candidates: list[type[BaseModel]] = [ScenarioSpec]
+    candidates: list[type[BaseModel]] = [root]
     field = None
     path: list[str | int] = []
     parents = candidates

@@ -19,9 +19,11 @@ with M = number of controlled vehicles, in `Simulation.agent_names` order.
 | predecessor_message | (M, D), (M,) bool | the newest message from the member just ahead in the platoon, if received |
 | predecessor_age | (M,) | steps since that message was sent (0 when none) |
 | alive | (M,) bool | the member is on the road and not crashed (all its other fields are zero when false) |
+| pose | (M, 3) | [x, y, heading] in the world frame (for planners that work in a platoon frame) |
+| inbox_sender | (M, Kc) int64 | comm id of the sender of each inbox slot, −1 for an empty slot |
 
-`flat()` concatenates ego … inbox_age (columns: `flat_layout`); the predecessor fields and
-`alive` are for controllers that read fields and are not part of it.
+`flat()` concatenates ego … inbox_age (columns: `flat_layout`); the predecessor fields,
+`alive`, `pose` and `inbox_sender` are for controllers that read fields and are not part of it.
 
 Feature details (`Observer`):
 - gaps are bumper to bumper along the lane the two vehicles are compared on; closing speed is
@@ -124,6 +126,8 @@ class Observation:
     predecessor_mask: np.ndarray
     alive: np.ndarray | None = None
     predecessor_age: np.ndarray | None = None
+    pose: np.ndarray | None = None
+    inbox_sender: np.ndarray | None = None
 
     def __len__(self) -> int:
         return self.ego.shape[0]
@@ -151,9 +155,10 @@ class Observation:
         return Observation(**{k: None if v is None else v[rows] for k, v in self.__dict__.items()})
 
     def astype32(self) -> "Observation":
-        """A copy with float arrays as float32 (masks stay bool)."""
+        """A copy with float arrays as float32 (masks stay bool, ids stay integer)."""
         return Observation(**{
-            k: v if v is None or v.dtype == bool else v.astype(np.float32) for k, v in self.__dict__.items()
+            k: v if v is None or v.dtype == bool or np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
+            for k, v in self.__dict__.items()
         })
 
 
@@ -390,6 +395,8 @@ class Observer:
         obs.inbox[idx] = inbox.data[idx]
         obs.inbox_mask[idx] = inbox.mask[idx]
         obs.inbox_age[idx] = inbox.age[idx]
+        obs.inbox_sender[idx] = np.where(inbox.mask[idx], inbox.sender[idx], -1)
+        obs.pose[idx] = np.stack([x, y, h], axis=1)
         pred = self._pred[idx]
         match = inbox.mask[idx] & (inbox.sender[idx] == pred[:, None]) & (pred[:, None] >= 0)  # (n, Kc)
         has = match.any(axis=1)
@@ -517,4 +524,6 @@ def _zeros(m: int, k: int, p: int, kc: int, d: int) -> Observation:
         predecessor_mask=np.zeros(m, dtype=bool),
         alive=np.zeros(m, dtype=bool),
         predecessor_age=np.zeros(m, f),
+        pose=np.zeros((m, 3), f),
+        inbox_sender=np.full((m, kc), -1, dtype=np.int64),
     )

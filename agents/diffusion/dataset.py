@@ -1,0 +1,151 @@
+"""Demonstration shards → in-memory arrays, a train/validation split by shard, and `Batch` iterators.
+
+`load_demos(folder)` reads every shard listed in the manifest into one `DemoSet` of numpy arrays, padding
+members to the folder's largest platoon and inbox slots to its largest inbox (both masked). The split is by
+shard (whole episodes), chosen by a seeded permutation of the sorted shard names, so a validation episode is
+never seen in training and the split does not depend on the order shards were collected in.
+
+`DemoSet.batch_at(step, batch_size, seed)` returns the minibatch of a training step as a pure function of
+(seed, step): epochs are seeded permutations, so a resumed run draws exactly the batches an uninterrupted
+run would have drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from diffplatoon.agents.diffusion.demos import FUTURE_KEYS, SCENE_KEYS, SHARDS, read_manifest
+from diffplatoon.agents.diffusion.train import Batch, Trainer
+
+_BATCH_KEYS = tuple(f.name for f in dataclasses.fields(Batch))
+
+
+@dataclass
+class DemoSet:
+    """Scenes of some shards: every `PlatoonInputs` field plus actions/states/future_mask, leading dim S."""
+
+    arrays: dict[str, np.ndarray]
+    shards: list[str]
+
+    def __len__(self) -> int:
+        return len(self.arrays["obs"]) if self.arrays else 0
+
+    def subset(self, idx: np.ndarray) -> DemoSet:
+        """Scenes at ``idx``."""
+        return DemoSet({k: v[idx] for k, v in self.arrays.items()}, self.shards)
+
+    def batch(self, idx: np.ndarray | slice | None = None, horizon: int | None = None) -> Batch:
+        """A training `Batch` of the scenes at ``idx`` (all by default), actions cut to ``horizon``."""
+        idx = slice(None) if idx is None else idx
+        a = self.arrays
+        fields = {k: torch.from_numpy(np.ascontiguousarray(a[k][idx])) for k in _BATCH_KEYS if k != "actions"}
+        fields["actions"] = torch.from_numpy(np.ascontiguousarray(a["actions"][idx][:, :, :horizon]))
+        return Batch(**fields)
+
+    def batch_at(self, step: int, batch_size: int, seed: int) -> Batch:
+        """The minibatch of training step ``step``: a pure function of (seed, step) (module docstring)."""
+        n = len(self)
+        size = min(batch_size, n)
+        per_epoch = max(1, n // size)
+        epoch, k = divmod(step, per_epoch)
+        perm = np.random.default_rng([seed, epoch]).permutation(n)
+        return self.batch(np.sort(perm[k * size:(k + 1) * size]))
+
+    def batches(self, batch_size: int, seed: int, start: int = 0) -> Iterator[Batch]:
+        """Endless `batch_at` minibatches from step ``start`` on."""
+        step = start
+        while True:
+            yield self.batch_at(step, batch_size, seed)
+            step += 1
+
+
+@dataclass
+class DemoData:
+    """A demo folder loaded and split."""
+
+    train: DemoSet
+    val: DemoSet
+    manifest: dict
+    horizon: int
+
+
+def _pad(x: np.ndarray, axis: int, size: int) -> np.ndarray:
+    if x.shape[axis] == size:
+        return x
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (0, size - x.shape[axis])
+    return np.pad(x, pad)
+
+
+_MEMBER_AXES = {"obs": 1, "inbox": 1, "inbox_mask": 1, "member_mask": 1, "ego_state": 1, "length": 1,
+                "actions": 1, "states": 1, "future_mask": 1}
+
+
+def _load_shard(path: Path, n_max: int, kc: int, horizon: int) -> dict[str, np.ndarray]:
+    with np.load(path) as z:
+        a = {k: z[k] for k in (*SCENE_KEYS, *FUTURE_KEYS)}
+    if len(a["obs"]) == 0:
+        return {}
+    for k, axis in _MEMBER_AXES.items():
+        a[k] = _pad(a[k], axis, n_max)
+    a["comm_mask"] = _pad(_pad(a["comm_mask"], 1, n_max), 2, n_max)
+    a["length"] = np.where(a["member_mask"], a["length"], 5.0).astype(np.float32)
+    a["inbox"] = _pad(a["inbox"], 2, kc)
+    a["inbox_mask"] = _pad(a["inbox_mask"], 2, kc)
+    for k in FUTURE_KEYS:
+        a[k] = a[k][:, :, :horizon]
+    return a
+
+
+def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, val_fraction: float = 0.1,
+               seed: int = 0, full_horizon_only: bool = True, max_shards: int | None = None) -> DemoData:
+    """Load a demo folder (see the module docstring).
+
+    ``horizon`` ≤ the stored one cuts the futures; ``full_horizon_only`` keeps the scenes whose every live
+    member has a valid future over the whole horizon (the training loss has no per-step mask).
+    """
+    folder = Path(folder)
+    manifest = read_manifest(folder)
+    if manifest is None or not manifest.get("shards"):
+        raise FileNotFoundError(f"{folder}: no demonstrations (expected {folder / 'manifest.json'} listing shards)")
+    stored = int(manifest["horizon"])
+    horizon = stored if horizon is None else int(horizon)
+    if not 1 <= horizon <= stored:
+        raise ValueError(f"horizon {horizon} must be between 1 and the demos' horizon {stored}")
+    names = sorted(s["file"] for s in manifest["shards"])
+    if max_shards is not None:
+        names = names[:max_shards]
+    order = np.random.default_rng(seed).permutation(len(names))
+    n_val = int(round(val_fraction * len(names)))
+    if val_fraction > 0 and len(names) >= 2:
+        n_val = min(max(n_val, 1), len(names) - 1)
+    val_names = sorted(names[i] for i in order[:n_val])
+    train_names = sorted(names[i] for i in order[n_val:])
+    n_max, kc = int(manifest["dims"]["n_max"]), max(int(manifest["dims"]["kc"]), 1)
+
+    def load(shards: list[str]) -> DemoSet:
+        parts = [p for p in (_load_shard(folder / SHARDS / s, n_max, kc, horizon) for s in shards) if p]
+        if not parts:
+            return DemoSet({}, shards)
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        if full_horizon_only:
+            keep = (arrays["future_mask"].all(axis=2) | ~arrays["member_mask"]).all(axis=1)
+            arrays = {k: v[keep] for k, v in arrays.items()}
+        return DemoSet(arrays, shards)
+
+    return DemoData(train=load(train_names), val=load(val_names), manifest=manifest, horizon=horizon)
+
+
+def fit_normalizer(trainer: Trainer, data: DemoSet, max_scenes: int = 20000, seed: int = 0) -> None:
+    """Fit the planner's normaliser on (a seeded subset of at most ``max_scenes``) training scenes."""
+    idx = np.arange(len(data))
+    if len(idx) > max_scenes:
+        idx = np.sort(np.random.default_rng(seed).choice(len(idx), max_scenes, replace=False))
+    trainer.fit_normalizer(data.batch(idx))

@@ -1,0 +1,106 @@
+"""Pre-training driver: outputs, checkpoints, exact resume, held-out metrics and config errors."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from diffplatoon.agents.diffusion.demos import collect_demos
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
+from diffplatoon.agents.diffusion.pretrain import ConfigError, PretrainConfig, load_config, pretrain, sample_collisions
+from diffplatoon.scenarios import load_scenario
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory, ray_session):
+    out = tmp_path_factory.mktemp("demos")
+    specs = [load_scenario(n).model_copy(update={"duration": 8.0}) for n in ("onramp_merge", "lane_drop")]
+    collect_demos(specs, "cacc", 2, out, horizon=10, progress=False)
+    return out
+
+
+def _config(demos, out, steps: int) -> PretrainConfig:
+    return PretrainConfig(
+        demos=str(demos), out=str(out), device="cpu", torch_threads=1, validate_every=10, checkpoint_every=10,
+        log_every=5, model=dict(horizon=10, d_model=32, n_layers=1, n_heads=2, num_train_steps=20),
+        train=dict(steps=steps, batch_size=16), data=dict(val_fraction=0.25, val_scenes=64),
+        eval=dict(scenes=12, samples=4, denoise_steps=3, batch_size=12),
+    )
+
+
+def _history(path):
+    return torch.load(path, weights_only=True)["train_state"]["history"]
+
+
+def test_pretrain_outputs_and_exact_resume(demos, tmp_path):
+    full = tmp_path / "full"
+    best = pretrain(_config(demos, full, 40), progress=False)
+    assert best == full / "best.pt"
+    for name in ("last.pt", "best.pt", "loss.png", "metrics.json", "config.yaml"):
+        assert (full / name).stat().st_size > 0
+    assert any((full / "tb").iterdir())
+    assert (full / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    ckpt = torch.load(full / "last.pt", weights_only=True)
+    assert ckpt["train_state"]["step"] == 40 and ckpt["train_state"]["optimizer"]["state"]
+    assert {"model", "ema", "normalizer", "config"} <= set(ckpt)
+    metrics = json.loads((full / "metrics.json").read_text())
+    assert metrics["steps"] == 40 and len(metrics["val_loss"]) == 4
+    q = metrics["quality"]
+    for name in ("unguided", "guided"):
+        assert q[name]["minADE"] > 0 and q[name]["minFDE"] >= 0 and 0 <= q[name]["collision_rate"] <= 1
+        assert q[name]["plans"] == 12 * 4
+    assert q["expert_collision_rate"] == 0.0
+    assert q["expert_rollout_ade"] < 0.05  # the planner's bicycle model replays the simulator
+    best_step = min(metrics["val_loss"], key=lambda v: v[1])[0]
+    assert torch.load(full / "best.pt", weights_only=True)["train_state"]["step"] == best_step
+
+    # stop at 20, then resume to 40: the same losses and weights as the uninterrupted run
+    cut = tmp_path / "cut"
+    pretrain(_config(demos, cut, 20), progress=False)
+    assert len(_history(cut / "last.pt")["train"]) == 20
+    pretrain(_config(demos, cut, 40), resume=True, progress=False)
+    a, b = _history(full / "last.pt"), _history(cut / "last.pt")
+    assert a["train"] == b["train"] and a["val"] == b["val"]
+    wa, wb = (torch.load(p / "last.pt", weights_only=True) for p in (full, cut))
+    for key in ("model", "ema"):
+        for name, t in wa[key].items():
+            assert torch.equal(t, wb[key][name]), name
+    JointDiffusionPlanner.load(cut / "best.pt")  # loads with weights_only
+
+
+def test_config_errors_name_file_line_and_field(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("demos: runs/demos\ntrain:\n  steps: 10\n  lr: -1\n  stepz: 3\ndevise: cpu\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    text = str(err.value)
+    assert f"{path}:4: train.lr: expected a number > 0" in text
+    assert f"{path}:5: train.stepz: unknown field" in text
+    assert f"{path}:6: devise: unknown field" in text
+    path.write_text("model:\n  d_model: [1, 2\n")
+    with pytest.raises(ConfigError, match=rf"{path}:\d+: .*invalid YAML"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="expected an existing config file"):
+        load_config(tmp_path / "missing.yaml")
+    ok = tmp_path / "ok.yaml"
+    ok.write_text("train:\n  steps: 5\n")
+    assert load_config(ok).train.steps == 5 and load_config(ok).model.d_model == 128
+
+
+def test_shipped_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parents[1] / "configs" / "pretrain_planner.yaml")
+    assert cfg.model.horizon % cfg.model.chunk == 0 and cfg.model.d_model % cfg.model.n_heads == 0
+
+
+def test_sample_collisions_uses_exact_boxes():
+    # two 5 m x 2 m boxes side by side: 2.1 m apart laterally is clear, 1.9 m overlaps; padding is ignored
+    states = np.zeros((3, 3, 1, 4))
+    states[:, 1, 0, 1] = [2.1, 1.9, 1.9]
+    length = np.full(3, 5.0)
+    mask = np.array([[True, True, False], [True, True, False], [True, False, True]])
+    np.testing.assert_array_equal(sample_collisions(states, length, mask, 2.0), [False, True, True])
