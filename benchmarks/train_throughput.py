@@ -11,8 +11,10 @@ iteration, then times `--iterations` iterations. Reported per column: env steps/
 iteration and the share of it spent sampling (RLlib's smoothed `env_runner_sampling_timer` over its
 `training_iteration` timer; the rest is the learner update).
 
-Columns: "mlp" (vehicle grouping, `SharedMLPModule`) and "diffusion" (platoon grouping, DPPO), the latter
-an open slot (`COLUMNS["diffusion"] = None`) until the diffusion RLModule exists. Target from the issue:
+Columns: "mlp" (vehicle grouping, `SharedMLPModule`) and "diffusion" (platoon grouping,
+`DiffusionPlannerModule` + `DPPOLearner`: 5 DDIM steps all fine-tuned, guidance in the last 30%, shield on,
+one of the 5 steps recomputed per minibatch, the planner of `--planner` or a random one of the default
+pre-training size). Target from the issue:
 diffusion >= 0.5 x mlp.
 """
 
@@ -31,19 +33,39 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 from diffplatoon.agents.rllib.train import TrainConfig, build_ppo_config  # noqa: E402
 
 
+ENVS_PER_RUNNER = 1  # set by --envs, the same for every column
+
+
 def mlp_column(scenario: str, batch: int, duration: float) -> TrainConfig:
     return TrainConfig(name="bench_mlp", scenario=scenario, grouping="vehicle", module="mlp", duration=duration,
-                       train_batch_size=batch, minibatch_size=min(250, batch), num_epochs=5, torch_threads=1)
+                       train_batch_size=batch, minibatch_size=min(250, batch), num_epochs=5, torch_threads=1,
+                       envs_per_runner=ENVS_PER_RUNNER)
 
 
-# ------------------------------------------------------------------------------------------------
-# DIFFUSION COLUMN — TO BE FILLED when the diffusion RLModule / DPPO learner lands: a function
-# (scenario, batch, duration) -> TrainConfig with grouping="platoon", module="diffusion" and its
-# model/learner settings (denoising steps, fine-tuned steps K, guidance), same batch and episode length.
-# ------------------------------------------------------------------------------------------------
+# Planner size of the default pre-training config (configs/pretrain_planner.yaml), used when no
+# pre-trained checkpoint is given: sampling and update cost depend on the size, not on the weights.
+PRETRAIN_SIZE = {"horizon": 20, "d_model": 96, "n_layers": 2, "n_heads": 4, "chunk": 5, "num_train_steps": 100}
+DIFFUSION_MODEL = {"denoising_steps": 5, "ft_steps": 5, "update_steps": 1,
+                   "guidance": {"scale": 0.5, "start_fraction": 0.3}, "shield": True}
+PLANNER_CHECKPOINT: str | None = None  # set by --planner
+
+
+def diffusion_column(scenario: str, batch: int, duration: float) -> TrainConfig:
+    model = dict(DIFFUSION_MODEL)
+    if PLANNER_CHECKPOINT:
+        model["checkpoint"] = PLANNER_CHECKPOINT
+    else:
+        from diffplatoon.envs.rllib_env import resolve_scenario
+
+        model["planner"] = {**PRETRAIN_SIZE, "dt": 1.0 / resolve_scenario(scenario).policy_frequency}
+    return TrainConfig(name="bench_diffusion", scenario=scenario, grouping="platoon", module="diffusion",
+                       duration=duration, model=model, train_batch_size=batch, minibatch_size=min(250, batch),
+                       num_epochs=5, torch_threads=1, envs_per_runner=ENVS_PER_RUNNER)
+
+
 COLUMNS: dict[str, Callable[[str, int, float], TrainConfig] | None] = {
     "mlp": mlp_column,
-    "diffusion": None,
+    "diffusion": diffusion_column,
 }
 
 
@@ -77,26 +99,36 @@ def main() -> None:
     parser.add_argument("--duration", type=float, default=20.0, help="episode length [s]")
     parser.add_argument("--iterations", type=int, default=2)
     parser.add_argument("--json", default=None)
+    parser.add_argument("--planner", default=None, help="pre-trained planner checkpoint for the diffusion column")
+    parser.add_argument("--only", choices=sorted(COLUMNS), default=None, help="measure one column")
+    parser.add_argument("--envs", type=int, default=1, help="vectorized env copies per runner (every column)")
     args = parser.parse_args()
+    global PLANNER_CHECKPOINT, ENVS_PER_RUNNER
+    PLANNER_CHECKPOINT, ENVS_PER_RUNNER = args.planner, args.envs
 
     import ray
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     results: dict[str, Any] = {"scenario": args.scenario, "batch": args.batch, "duration": args.duration,
+                               "envs_per_runner": args.envs,
                                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     try:
         for name, column in COLUMNS.items():
+            if args.only and name != args.only:
+                results[name] = None
+                continue
             results[name] = None if column is None else measure(column(args.scenario, args.batch, args.duration),
                                                                 args.iterations)
     finally:
         ray.shutdown()
 
-    print(f"\n{args.scenario}, {args.batch} env steps/iteration, {args.duration:g} s episodes, {results['machine']}")
+    print(f"\n{args.scenario}, {args.batch} env steps/iteration, {args.duration:g} s episodes, "
+          f"{args.envs} env(s) per runner, {results['machine']}")
     print(f"{'module':<10} {'env steps/s':>12} {'s/iteration':>12} {'sampling share':>15}")
     for name in COLUMNS:
         r = results[name]
         if r is None:
-            print(f"{name:<10} {'(not yet built)':>12}")
+            print(f"{name:<10} {'(not measured)':>12}")
             continue
         share = "—" if r["sampling_share"] is None else f"{100 * r['sampling_share']:.0f}%"
         print(f"{name:<10} {r['env_steps_per_s']:>12.0f} {r['iteration_s']:>12.2f} {share:>15}")

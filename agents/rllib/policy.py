@@ -2,7 +2,8 @@
 
 The argument is a checkpoint folder (``runs/ppo_mlp/checkpoint_000030``) or a run folder (its newest
 checkpoint). The checkpoint's ``diffplatoon.json`` says which module kind made it; `POLICIES` maps
-the kind to the class that acts with it. The RLModule is loaded with `RLModule.from_checkpoint`
+the kind to the class that acts with it ("mlp": `VehicleMLPPolicy`, "diffusion": `PlatoonDiffusionPolicy`,
+which plans per platoon with the fine-tuned planner, see `diffusion_module`). The RLModule is loaded with `RLModule.from_checkpoint`
 from the learner's copy (the full module), actions are deterministic (the Gaussian mean) and
 computed for all members in one batch, then scaled from [-1, 1] to SI units the way the training
 env scales them (`PlatoonParallelEnv.scale_actions` on a normalized-action copy of the scenario).
@@ -86,9 +87,58 @@ class VehicleMLPPolicy(Policy):
         return np.where(alive[:, None], actions, 0.0)
 
 
+class PlatoonDiffusionPolicy(Policy):
+    """Platoon-grouping DPPO checkpoint: every platoon featurised in its frame, planned in one batch, first step executed.
+
+    Deterministic: the module's inference chain (fixed-seed start noise, no step noise), with the
+    guidance and shield settings it was trained with; `stats` counts shield fallbacks."""
+
+    name = "rllib"
+    version = "1"
+
+    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
+        torch.set_num_threads(int(torch_threads))
+        self.checkpoint = checkpoint
+        self.module = load_module(checkpoint, meta["module_ids"][0])
+        self.name = f"rllib:{checkpoint}"
+        self.spec = spec
+
+    def reset(self, info: SimInfo) -> None:
+        from diffplatoon.agents.diffusion import features
+
+        self.info = info
+        self.rows = [np.flatnonzero(info.platoon == k) for k in range(len(info.spec.platoons))]
+        if max(len(r) for r in self.rows) > self.module.n_max:
+            raise ValueError(f"{self.checkpoint} drives platoons of at most {self.module.n_max} members")
+        self.length = features.member_lengths(info.spec)
+        self.module.shield_fired = self.module.plans = 0
+
+    def stats(self) -> dict[str, Any]:
+        return {"plans": self.module.plans, "shield_fired": self.module.shield_fired} if self.module.shield else {}
+
+    @torch.no_grad()
+    def act(self, obs: Observation) -> np.ndarray:
+        from diffplatoon.agents.diffusion import features
+
+        m = len(self.info.agent_names)
+        alive = obs.alive.astype(bool) if obs.alive is not None else np.ones(m, dtype=bool)
+        due = [rows for rows in self.rows if alive[rows].any()]
+        out = np.zeros((m, 2))
+        if not due:
+            return out
+        n_max, cfg = self.module.n_max, self.module.cfg
+        scenes = [features.platoon_inputs(obs, rows, n_max, cfg.max_neighbours, length=self.length[rows])
+                  for rows in due]
+        actions, _, _, _ = self.module.plan_actions(scenes, [obs.select(rows) for rows in due], explore=False)
+        for rows, a in zip(due, actions):
+            out[rows] = a[:len(rows)]
+        return np.where(alive[:, None], out, 0.0)
+
+
 # module kind (the checkpoint's "module") → Policy class(spec, checkpoint, meta, **params)
 POLICIES: dict[str, type[Policy]] = {
     "mlp": VehicleMLPPolicy,
+    "diffusion": PlatoonDiffusionPolicy,
 }
 
 

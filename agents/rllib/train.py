@@ -20,7 +20,8 @@ tail of the killed run) and continues, so metrics.jsonl ends with every iteratio
 
 Modules: `TrainConfig.module` selects an entry of `MODULES` (name → function that fills in the
 multi-agent part of the `PPOConfig`: policies, mapping, RLModule spec, learner class). "mlp" is the
-vehicle-level CTDE baseline (`SharedMLPModule`); the diffusion module registers its entry there.
+vehicle-level CTDE baseline (`SharedMLPModule`); "diffusion" is the platoon-level planner fine-tuned
+with DPPO (`DiffusionPlannerModule` + `DPPOLearner`).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
 CHECKPOINT_PREFIX = "checkpoint_"
 CHECKPOINT_META = "diffplatoon.json"
 VEHICLE_MODULE_ID = "vehicle"
+PLATOON_MODULE_ID = "platoon"
 
 
 # -- config ----------------------------------------------------------------------------------------
@@ -88,7 +90,7 @@ class TrainConfig(BaseModel):
     @classmethod
     def _known_module(cls, value: str) -> str:
         if value not in MODULES:
-            raise ValueError(f"expected one of {', '.join(sorted(MODULES))}, got {value!r}")
+            raise ValueError(f"expected one of {', '.join(MODULES)}, got {value!r}")  # registration order
         return value
 
     @model_validator(mode="after")
@@ -169,11 +171,15 @@ def _check_semantics(cfg: TrainConfig, source: str, lines: dict) -> None:
     if cfg.grouping not in builder.groupings:
         problems.append(Problem(("grouping",), f"module {cfg.module!r} needs grouping "
                                 f"{' or '.join(builder.groupings)}, got {cfg.grouping!r}", line_of(lines, ("grouping",))))
-    schema = builder.model_schema()
-    try:
-        schema.model_validate(cfg.model)
-    except ValidationError as exc:
-        problems.extend(_problems(exc, lines, prefix=("model",), fields=set(schema.model_fields)))
+    schemas = [("model", builder.model_schema, cfg.model), ("learner", builder.learner_schema, cfg.learner)]
+    for key, make_schema, value in schemas:
+        if make_schema is None:
+            continue
+        schema = make_schema()
+        try:
+            schema.model_validate(value)
+        except ValidationError as exc:
+            problems.extend(_problems(exc, lines, prefix=(key,), fields=set(schema.model_fields)))
     if problems:
         raise ScenarioError(source, problems)
 
@@ -191,12 +197,14 @@ class ModuleBuilder:
         groupings: env groupings the module accepts.
         module_ids: RLModule ids it trains (the `rllib:` policy loads the first).
         model_schema: () → the pydantic model that validates `TrainConfig.model` (imported on call).
+        learner_schema: () → the pydantic model that validates `TrainConfig.learner`; None: no learner settings.
     """
 
     configure: Callable[..., Any]
     groupings: tuple[str, ...]
     module_ids: tuple[str, ...]
     model_schema: Callable[[], type[BaseModel]]
+    learner_schema: Callable[[], type[BaseModel]] | None = None
 
 
 def _configure_mlp(cfg: TrainConfig, ppo: Any, env: Any) -> Any:
@@ -223,10 +231,45 @@ def _map_to_vehicle(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
     return VEHICLE_MODULE_ID
 
 
+def _configure_diffusion(cfg: TrainConfig, ppo: Any, env: Any) -> Any:
+    """Platoon grouping, one `DiffusionPlannerModule` for every platoon, trained by `DPPOLearner`;
+    the scenario's fields of the model config come from the probe env (`module_model_config`)."""
+    from ray.rllib.core.rl_module.multi_rl_module import MultiRLModuleSpec
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from diffplatoon.agents.rllib.diffusion_module import DiffusionPlannerModule, module_model_config
+    from diffplatoon.agents.rllib.dppo_learner import DPPOLearner
+
+    model = module_model_config(dict(cfg.model), env.spec, cfg.torch_threads)
+    module_spec = RLModuleSpec(module_class=DiffusionPlannerModule, model_config=model)
+    return (ppo
+            .multi_agent(policies={PLATOON_MODULE_ID}, policy_mapping_fn=_map_to_platoon,
+                         count_steps_by="env_steps")
+            .rl_module(rl_module_spec=MultiRLModuleSpec(rl_module_specs={PLATOON_MODULE_ID: module_spec}))
+            .learners(learner_class=DPPOLearner))
+
+
+def _diffusion_schema() -> type[BaseModel]:
+    from diffplatoon.agents.rllib.diffusion_module import DiffusionModuleConfig
+
+    return DiffusionModuleConfig
+
+
+def _dppo_learner_schema() -> type[BaseModel]:
+    from diffplatoon.agents.rllib.dppo_learner import DPPOLearnerConfig
+
+    return DPPOLearnerConfig
+
+
+def _map_to_platoon(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
+    return PLATOON_MODULE_ID
+
+
 # name → builder. A new module kind adds one entry (its configure function may import lazily).
 MODULES: dict[str, ModuleBuilder] = {
     "mlp": ModuleBuilder(_configure_mlp, ("vehicle",), (VEHICLE_MODULE_ID,), _mlp_schema),
-    # "diffusion": ModuleBuilder(<configure>, ("platoon",), ("platoon",), <schema>),  # platoon-level DPPO, later
+    "diffusion": ModuleBuilder(_configure_diffusion, ("platoon",), (PLATOON_MODULE_ID,), _diffusion_schema,
+                               _dppo_learner_schema),
 }
 
 
@@ -378,7 +421,8 @@ def metrics_row(result: dict[str, Any], iteration: int, elapsed: float) -> dict[
     for mid, stats in result.get("learners", {}).items():
         if mid.startswith("__") or not isinstance(stats, dict):
             continue
-        for key in ("policy_loss", "vf_loss", "entropy", "total_loss", "mean_kl_loss", "vf_explained_var"):
+        for key in ("policy_loss", "vf_loss", "entropy", "total_loss", "mean_kl_loss", "vf_explained_var",
+                    "clip_fraction", "shield_rate", "bc_loss"):
             if key in stats:
                 row[f"{mid}/{key}"] = float(stats[key])
     return {k: (v if k == "iteration" or v is None or isinstance(v, (bool, str)) else float(v)) for k, v in row.items()}

@@ -24,7 +24,7 @@ Agents and spaces (N = largest platoon size, D = flat observation width, Kc × D
 | grouping | agent ids | observation | action |
 |---|---|---|---|
 | vehicle | member names "p0.0", … | Dict(obs=(D,) own flat observation, state=(N·D + 2N,) platoon joint state: members' flat observations padded to N, member mask, one-hot of the agent's member index) | Box(2,) |
-| platoon | platoon ids "p0", … | Dict(obs=(N, D), inbox=(N, Kc, Dm), inbox_mask=(N, Kc), comm_mask=(N, N) i hears j (diagonal set), both present, member_mask=(N,), pose=(N, 4) world [x, y, heading, speed], length=(N,)) | Box(2N,) members' [acc, steer] in member order |
+| platoon | platoon ids "p0", … | Dict(obs=(N, D), inbox=(N, Kc, Dm), inbox_mask=(N, Kc), inbox_sender=(N, Kc) member index of each slot's sender in this platoon (−1: empty or not a member), comm_mask=(N, N) i hears j (diagonal set), both present, member_mask=(N,), pose=(N, 4) world [x, y, heading, speed], length=(N,)) | Box(2N,) members' [acc, steer] in member order |
 
 Masks are float32 0/1. Absent members (crashed, departed or padding) have zero rows and a zero
 mask; their actions are ignored. Platoon rewards aggregate member rewards (`platoon_reward`).
@@ -127,6 +127,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             self.possible_agents = list(self.platoon_ids)
             space = gym.spaces.Dict({
                 "obs": box(n, d), "inbox": box(n, self.kc, self.msg_dim), "inbox_mask": unit(n, self.kc),
+                "inbox_sender": gym.spaces.Box(-1.0, float(n - 1), shape=(n, self.kc), dtype=np.float32),
                 "comm_mask": unit(n, n), "member_mask": unit(n), "pose": box(n, 4), "length": box(n),
             })
             self.observation_spaces = {a: space for a in self.possible_agents}
@@ -274,6 +275,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             "obs": np.zeros((n, self.obs_dim), np.float32),
             "inbox": np.zeros((n, self.kc, self.msg_dim), np.float32),
             "inbox_mask": np.zeros((n, self.kc), np.float32),
+            "inbox_sender": np.full((n, self.kc), -1.0, np.float32),
             "comm_mask": np.zeros((n, n), np.float32),
             "member_mask": np.zeros(n, np.float32),
             "pose": np.zeros((n, 4), np.float32),
@@ -282,6 +284,10 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         out["obs"][:size] = o.flat()[rows]
         out["inbox"][:size] = o.inbox[rows]
         out["inbox_mask"][:size] = o.inbox_mask[rows]
+        sender = o.inbox_sender[rows]  # comm ids (= agent rows), −1 for empty slots
+        member_of = np.full(max(len(self.members), int(sender.max(initial=-1)) + 1), -1.0, np.float32)
+        member_of[rows] = np.arange(size)
+        out["inbox_sender"][:size] = np.where(o.inbox_mask[rows] & (sender >= 0), member_of[np.maximum(sender, 0)], -1.0)
         out["comm_mask"][:size, :size] = sim.comm_graph.platoon_mask(p)
         out["member_mask"][:size] = present
         pose = np.stack([world.x[wr], world.y[wr], world.heading[wr], world.speed[wr]], axis=1)

@@ -1,0 +1,471 @@
+"""`DiffusionPlannerModule`: the joint diffusion planner as an RLlib RLModule that PPO fine-tunes (DPPO).
+
+One agent = one platoon (the platoon grouping of `PlatoonMultiAgentEnv`). Each env step the module
+turns the platoon's Dict observation into the planner's inputs with `features.platoon_inputs` (the
+same platoon-frame featurisation the planner was pre-trained on), runs a DDIM chain of
+`denoising_steps` steps and executes the first step of the resulting joint plan.
+
+The denoising chain is an inner MDP (Ren et al., DPPO, arXiv 2409.00588): step i maps x_i to
+
+    x_{i+1} ~ N(μ_θ(x_i, i, s) + g_i, σ_i² I),   σ_i = max(η·σ_DDIM(i), min_std)
+
+where μ_θ is the DDIM mean from the denoiser's clean estimate (clipped to the action limits) and g_i
+the safety-guidance shift of that mean (guidance moves x̂0 along −∇cost; the shift is treated as a
+constant of the sample, stored, and added back unchanged when log-probabilities are recomputed, so no
+gradient flows through the cost). The last `ft_steps` steps use the trainable denoiser and are the
+ones PPO fine-tunes; earlier steps use a frozen copy of the pre-trained weights. Noise is clipped to
+±`noise_clip` σ. A step's log-probability is the Gaussian log-density of x_{i+1} with std
+max(σ_DDIM, min_logprob_std), averaged over present members, action dims and the first
+`logprob_steps` plan steps (the executed part), clamped to [−5, 2]. With `update_steps` = m < K each
+training minibatch recomputes m of the K steps, drawn at random (DPPO samples (env step, denoising
+step) pairs the same way), which divides the learner's cost by K/m.
+
+Extra model outputs stored per env step (and so in the learner's batch):
+  chain (K+1, N, H, 2) normalised plans before and after each fine-tuned step; chain_shift (K, N, H, 2)
+  guidance shifts; chain_logp (K,) log-probabilities at sampling time; shielded () 1.0 when the shield
+  overrode the plan; p_* the planner inputs (obs, inbox, masks, ego state, length) so the learner
+  recomputes μ_θ without re-featurising.
+
+Shield override: the log-probability must be that of the action actually sampled. When the shield
+(`shield: true`) rejects the sampled plan and executes a braking fallback instead, the step's
+``shielded`` flag is set and the learner drops that env step from the policy loss (its reward and value
+still enter GAE and the value loss): the executed fallback is not a sample of the chain, and the
+sampled plan was never executed. Deterministic post-processing of an accepted plan (clipping to the
+vehicle's limits, never braking into reverse) is part of the environment.
+
+Inference (`explore=False`) runs the chain from a fixed-seed start noise without step noise.
+Sample-and-select is not used (one sample per step): choosing among samples would make the executed
+plan's density differ from the chain's. Values: an MLP critic on the platoon state (members' flat
+observations, member mask, poses relative to the first present member).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from ray.rllib.core.columns import Columns
+from ray.rllib.core.rl_module.apis import ValueFunctionAPI
+from ray.rllib.core.rl_module.torch import TorchRLModule
+from ray.rllib.utils.annotations import override
+from torch import nn
+
+from diffplatoon.agents.diffusion import features
+from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldScene
+from diffplatoon.agents.rllib.mlp_module import _mlp, symlog
+from diffplatoon.sim import traffic
+from diffplatoon.sim.observation import EGO_FEATURES, Observation, flat_layout
+
+CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
+FT_INDEX = "ft_index"  # train output: which fine-tuned steps `chain_logp` holds when `update_steps` < K
+INPUT_KEYS = {"obs": "p_obs", "inbox": "p_inbox", "inbox_mask": "p_inbox_mask", "comm_mask": "p_comm_mask",
+              "member_mask": "p_member_mask", "ego_state": "p_ego", "length": "p_length"}
+LOGP_RANGE = (-5.0, 2.0)
+_E = {name: k for k, name in enumerate(EGO_FEATURES)}
+
+
+class DiffusionModuleConfig(BaseModel):
+    """`model_config` of `DiffusionPlannerModule` (the fields under "filled from the scenario" are set by the driver)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    checkpoint: str | None = Field(None, description="Pre-trained planner checkpoint (best.pt); null: random init.")
+    planner: dict[str, Any] = Field(default_factory=dict, description="PlannerConfig fields of a random init "
+                                    "(filled from the checkpoint by the driver, so RLlib checkpoints rebuild without it).")
+    init_from_ema: bool = Field(True, description="Start fine-tuning from the checkpoint's EMA weights.")
+    denoising_steps: int = Field(5, ge=1, description="DDIM steps per env step.")
+    ft_steps: int = Field(5, ge=1, description="K: the last K denoising steps are fine-tuned.")
+    horizon: int | None = Field(None, ge=1, description="Plan length [steps] (null: the planner's).")
+    eta: float = Field(0.0, ge=0, le=1, description="DDIM eta (stochasticity beyond min_std).")
+    min_std: float = Field(0.1, gt=0, description="Minimum std of a denoising step (normalised action units).")
+    min_logprob_std: float = Field(0.1, gt=0, description="Minimum std in the log-probability.")
+    noise_clip: float = Field(3.0, gt=0, description="Step noise clipped to ±noise_clip std.")
+    logprob_steps: int = Field(1, ge=1, description="Plan steps in the log-probability (1 = the executed one).")
+    update_steps: int | None = Field(None, ge=1, description="Fine-tuned steps recomputed per minibatch, drawn at "
+                                     "random from the K (null: all K); the learner's cost scales with it.")
+    guidance: dict[str, Any] | None = Field(None, description="GuidanceConfig fields (weights as a mapping); null: off.")
+    shield: bool = Field(False, description="Check the plan with SafetyShield and brake when it fails.")
+    shield_steps: int = Field(5, ge=1, description="Plan steps the shield checks.")
+    max_neighbours: int = Field(16, ge=1, description="Non-platoon vehicles given to guidance and the shield.")
+    critic_hiddens: list[int] = Field([256, 256], min_length=1, description="Hidden widths of the critic.")
+    inference_seed: int = Field(0, ge=0, description="Seed of the start noise of deterministic inference.")
+    torch_threads: int = Field(1, ge=1, description="torch threads (filled from the training config).")
+    # filled from the scenario by the training driver
+    neighbours: int = Field(8, ge=1, description="K neighbour slots of the flat observation.")
+    lane_points: int = Field(5, ge=1, description="Lane points of the flat observation.")
+    vehicle_limits: tuple[float, float, float] = Field((4.0, 8.0, 0.6), description="[max acceleration, max "
+                                                       "deceleration, max steering] of the env's action scaling.")
+    vehicle_length: float = Field(5.0, gt=0, description="Member length [m] (shield).")
+    vehicle_width: float = Field(2.0, gt=0, description="Member width [m] (shield).")
+
+    @model_validator(mode="after")
+    def _steps(self) -> "DiffusionModuleConfig":
+        if self.ft_steps > self.denoising_steps:
+            raise ValueError(f"ft_steps ({self.ft_steps}) must not exceed denoising_steps ({self.denoising_steps})")
+        if self.update_steps is not None and self.update_steps > self.ft_steps:
+            raise ValueError(f"update_steps ({self.update_steps}) must not exceed ft_steps ({self.ft_steps})")
+        return self
+
+    def guidance_config(self) -> GuidanceConfig | None:
+        """The GuidanceConfig of `guidance`, or None."""
+        if self.guidance is None:
+            return None
+        fields = dict(self.guidance)
+        weights = fields.pop("weights", None)
+        cfg = GuidanceConfig(**fields)
+        return cfg if weights is None else GuidanceConfig(**{**fields, "weights": CostWeights(**weights)})
+
+
+def planner_config_of(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
+    """The PlannerConfig (as a plain dict) stored in a planner checkpoint."""
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    return dict(ckpt["config"])
+
+
+def module_model_config(model: dict[str, Any], spec: Any, torch_threads: int = 1) -> dict[str, Any]:
+    """`model` completed with the scenario's fields (observation layout, action scaling, vehicle size).
+
+    A pre-trained checkpoint's path is made absolute and its PlannerConfig copied into ``planner``, so an
+    RLlib checkpoint rebuilds the module without the file. One module drives every platoon: the first
+    platoon's vehicle type sets the action scaling."""
+    vehicle = spec.platoons[0].vehicle
+    out = {**model, "neighbours": spec.observation.neighbours, "lane_points": spec.observation.lane_points,
+           "vehicle_limits": (vehicle.max_acceleration, vehicle.max_deceleration, vehicle.max_steering),
+           "vehicle_length": vehicle.length, "vehicle_width": vehicle.width, "torch_threads": torch_threads}
+    if out.get("checkpoint"):
+        path = Path(out["checkpoint"]).resolve()
+        if not path.is_file():
+            raise FileNotFoundError(f"model.checkpoint: expected a planner checkpoint, found none at {path}")
+        out["checkpoint"] = str(path)
+        out["planner"] = planner_config_of(path)
+        dt, step = float(out["planner"]["dt"]), 1.0 / spec.policy_frequency
+        if abs(dt - step) > 1e-9:
+            raise ValueError(f"{path} plans in steps of {dt} s; the scenario's policy step is {step} s")
+    return DiffusionModuleConfig.model_validate(out).model_dump()
+
+
+@dataclass
+class ChainOut:
+    """One pass of the denoising chain for B platoons (K fine-tuned steps, N members, H plan steps)."""
+
+    x: torch.Tensor  # (B, N, H, 2) final normalised plan
+    chain: torch.Tensor  # (B, K+1, N, H, 2)
+    shift: torch.Tensor  # (B, K, N, H, 2)
+    logp: torch.Tensor  # (B, K)
+
+
+class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
+    """DPPO RLModule around `JointDiffusionPlanner` (see the module docstring)."""
+
+    @override(TorchRLModule)
+    def setup(self) -> None:
+        ours = {k: v for k, v in (self.model_config or {}).items() if k in DiffusionModuleConfig.model_fields}
+        cfg = self.cfg = DiffusionModuleConfig.model_validate(ours)
+        if torch.get_num_threads() != cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        space = self.observation_space
+        self.n_max, self.flat_dim = (int(v) for v in space["obs"].shape)
+        self.kc, self.raw_msg_dim = int(space["inbox"].shape[1]), int(space["inbox"].shape[2])
+        layout = dict(flat_layout(cfg.neighbours, cfg.lane_points, self.kc, self.raw_msg_dim))
+        if layout["inbox_age"].stop != self.flat_dim:
+            raise ValueError(f"neighbours={cfg.neighbours}, lane_points={cfg.lane_points} give a flat observation of "
+                             f"{layout['inbox_age'].stop} columns; the env gives {self.flat_dim}")
+        self._layout = layout
+
+        planner = self._load_planner(cfg, obs_dim=layout["route"].stop, msg_dim=self.raw_msg_dim + 1)
+        pc = planner.config
+        self.horizon = cfg.horizon or pc.horizon
+        if self.horizon % pc.chunk or cfg.logprob_steps > self.horizon:
+            raise ValueError(f"horizon {self.horizon} must be a multiple of {pc.chunk} and >= logprob_steps")
+        # Trainable denoiser + normaliser are this module's parameters/buffers (they travel in RLlib's state).
+        self.denoiser = copy.deepcopy(planner.ema if cfg.init_from_ema else planner.model).requires_grad_(True)
+        self.normalizer = planner.normalizer
+        self.base = None
+        if cfg.ft_steps < cfg.denoising_steps:  # the early steps keep the pre-trained weights
+            self.base = copy.deepcopy(self.denoiser).requires_grad_(False)
+        planner.model = planner.ema = self.denoiser
+        self._planner = planner  # plain attribute: schedule, clipping, rollout, guidance
+        self.timesteps = planner.schedule.ddim_timesteps(cfg.denoising_steps)
+        self.first_ft = cfg.denoising_steps - cfg.ft_steps
+        self.guidance = cfg.guidance_config()
+        self.shield = (SafetyShield(ShieldConfig(), dt=pc.dt, substeps=pc.substeps, speed_range=pc.speed_range)
+                       if cfg.shield else None)
+        self.shield_fired = 0
+        self.plans = 0
+
+        state_dim = self.n_max * (self.flat_dim + 1 + 6)
+        self.critic = _mlp([state_dim, *cfg.critic_hiddens], 1, out_gain=1.0)
+
+    @staticmethod
+    def _load_planner(cfg: DiffusionModuleConfig, obs_dim: int, msg_dim: int) -> JointDiffusionPlanner:
+        if cfg.checkpoint and Path(cfg.checkpoint).is_file():
+            planner = JointDiffusionPlanner.load(cfg.checkpoint)
+        elif cfg.checkpoint and not cfg.planner:
+            raise FileNotFoundError(f"planner checkpoint {cfg.checkpoint!r} not found")
+        else:  # random init, or an RLlib checkpoint whose state will overwrite the weights
+            planner = JointDiffusionPlanner(PlannerConfig.from_dict({"obs_dim": obs_dim, "msg_dim": msg_dim,
+                                                                     **cfg.planner}))
+        pc = planner.config
+        if (pc.obs_dim, pc.msg_dim) != (obs_dim, msg_dim):
+            raise ValueError(f"the planner takes obs/msg widths ({pc.obs_dim}, {pc.msg_dim}); this scenario gives "
+                             f"({obs_dim}, {msg_dim})")
+        planner.train_state = None
+        return planner
+
+    # -- observation → planner inputs --------------------------------------------------------------------
+    def observation(self, row: dict[str, np.ndarray]) -> Observation:
+        """The `Observation` of one platoon (members as rows) rebuilt from its Dict observation."""
+        flat = np.asarray(row["obs"], np.float32)
+        n, k, p = self.n_max, self.cfg.neighbours, self.cfg.lane_points
+        col = {name: flat[:, sl] for name, sl in self._layout.items()}
+        mask = np.asarray(row["member_mask"]) > 0.5
+        return Observation(
+            ego=col["ego"], leader=col["leader"], side=col["side"].reshape(n, 2, 2, 4), side_lane=col["side_lane"],
+            neighbours=col["neighbours"].reshape(n, k, -1), neighbour_mask=col["neighbour_mask"] > 0.5,
+            lane_ahead=col["lane_ahead"].reshape(n, p, 2), route=col["route"],
+            inbox=np.asarray(row["inbox"], np.float32), inbox_mask=np.asarray(row["inbox_mask"]) > 0.5,
+            inbox_age=col["inbox_age"], predecessor_message=np.zeros((n, self.raw_msg_dim), np.float32),
+            predecessor_mask=np.zeros(n, bool), alive=mask, pose=np.asarray(row["pose"], np.float64)[:, :3],
+            inbox_sender=np.asarray(row["inbox_sender"]).round().astype(np.int64),
+        )
+
+    def scenes(self, obs: dict[str, torch.Tensor]) -> tuple[list[features.PlatoonInputs], list[Observation]]:
+        """`PlatoonInputs` (and the rebuilt observations) of a batch of platoon Dict observations."""
+        arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in obs.items()}
+        out, observations = [], []
+        for b in range(len(arrays["obs"])):
+            row = {k: v[b] for k, v in arrays.items()}
+            o = self.observation(row)
+            length = np.where(row["member_mask"] > 0.5, row["length"], features.DEFAULT_LENGTH)
+            out.append(features.platoon_inputs(o, np.arange(self.n_max), self.n_max, self.cfg.max_neighbours,
+                                               length=length))
+            observations.append(o)
+        return out, observations
+
+    # -- the chain ---------------------------------------------------------------------------------------
+    def _sigma(self, i: int) -> tuple[float, float, float]:
+        """(DDIM sigma, sampling std, log-prob std) of denoising step i."""
+        ts = self.timesteps
+        t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
+        sigma = 0.0
+        if t_prev >= 0 and self.cfg.eta > 0:
+            ab = self._planner.schedule.alphas_cumprod
+            ab_t, ab_s = float(ab[t]), float(ab[t_prev])
+            sigma = self.cfg.eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(0.0, 1 - ab_t / ab_s))
+        return sigma, max(sigma, self.cfg.min_std), max(sigma, self.cfg.min_logprob_std)
+
+    def _mean(self, x: torch.Tensor, x0: torch.Tensor, i: int, sigma: float) -> torch.Tensor:
+        """DDIM mean of step i (the update of `CosineSchedule.ddim_step` without its noise)."""
+        ts = self.timesteps
+        t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
+        if t_prev < 0:
+            return x0
+        ab = self._planner.schedule.alphas_cumprod
+        ab_t, ab_s = float(ab[t]), float(ab[t_prev])
+        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
+        return math.sqrt(ab_s) * x0 + math.sqrt(max(0.0, 1 - ab_s - sigma**2)) * eps
+
+    def _conditioning(self, net: nn.Module, inp: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """(cond, member attention mask, step conditioning of every DDIM step) of one network."""
+        p = self._planner
+        obs_n, inbox_n, ego_n = p.normalized_inputs(inp["obs"], inp["inbox"], inp["ego_state"], inp["length"])
+        cond = net.encode(obs_n, ego_n, inbox_n, inp["inbox_mask"], inp["member_mask"])
+        attn = net.member_attention_mask(inp["comm_mask"], inp["member_mask"])
+        time_cond = net.time_conditioning(torch.tensor(self.timesteps, device=cond.device))
+        return cond, attn, time_cond
+
+    def _x0(self, net: nn.Module, x: torch.Tensor, i: int, conditioning: tuple, mm: torch.Tensor) -> torch.Tensor:
+        cond, attn, time_cond = conditioning
+        t = torch.full((x.shape[0],), self.timesteps[i], dtype=torch.long, device=x.device)
+        x0_hat = net.denoise(x, t, cond, attn, mm, time_cond=time_cond[i:i + 1])
+        return self._planner.encode_actions(self._planner.decode_actions(x0_hat))
+
+    def step_logp(self, x_next: torch.Tensor, mean: torch.Tensor, std: float, mm: torch.Tensor) -> torch.Tensor:
+        """(B,) Gaussian log-density of x_next, mean over present members, dims and the first logprob_steps steps."""
+        steps = self.cfg.logprob_steps
+        z = (x_next[:, :, :steps] - mean[:, :, :steps]) / std
+        lp = -0.5 * z.pow(2) - math.log(std) - 0.5 * math.log(2 * math.pi)
+        w = mm[:, :, None, None].to(lp.dtype)
+        lp = (lp * w).sum(dim=(1, 2, 3)) / (w.sum(dim=(1, 2, 3)) * steps * lp.shape[-1]).clamp(min=1.0)
+        return lp.clamp(*LOGP_RANGE)
+
+    def _inputs(self, inp: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Dtypes and absent-member neutralisation as `JointDiffusionPlanner.plan` does them."""
+        out = {k: inp[k].to(torch.bool if k.endswith("mask") else torch.float32) for k in features.PLAN_KEYS}
+        mm = out["member_mask"]
+        out["ego_state"] = torch.where(mm[..., None], out["ego_state"], 0.0)
+        out["length"] = torch.where(mm, out["length"], 5.0)
+        return out
+
+    @torch.no_grad()
+    def sample_chain(self, inp: dict[str, torch.Tensor], *, explore: bool, context: Any = None,
+                     generator: torch.Generator | None = None) -> ChainOut:
+        """Run the DDIM chain; exploration samples Gaussian steps, inference follows the means."""
+        inp = self._inputs(inp)
+        mm = inp["member_mask"]
+        b, n = mm.shape
+        ft = self._conditioning(self.denoiser, inp)
+        base = self._conditioning(self.base, inp) if self.base is not None and self.first_ft > 0 else None
+        scale = self._planner.config.noise_scale
+        x = scale * torch.randn((b, n, self.horizon, 2), generator=generator)
+        n_guided = self.guidance.guided_steps(len(self.timesteps)) if self.guidance is not None else 0
+        chain, shifts, logps = [], [], []
+        for i in range(len(self.timesteps)):
+            net, conditioning = (self.base, base) if i < self.first_ft else (self.denoiser, ft)
+            sigma, std, lp_std = self._sigma(i)
+            x0 = self._x0(net, x, i, conditioning, mm)
+            mean = self._mean(x, x0, i, sigma)
+            shift = torch.zeros_like(mean)
+            if i >= len(self.timesteps) - n_guided:
+                guided = self._planner._guide(x0, inp["ego_state"], inp["length"], mm, self.guidance, context)
+                shift = self._mean(x, guided, i, sigma) - mean
+            mean = mean + shift
+            if explore:
+                noise = torch.randn(x.shape, generator=generator).clamp(-self.cfg.noise_clip, self.cfg.noise_clip)
+                x_next = mean + std * noise
+            else:
+                x_next = mean
+            if i >= self.first_ft:
+                if not chain:
+                    chain.append(x)
+                chain.append(x_next)
+                shifts.append(shift)
+                logps.append(self.step_logp(x_next, mean, lp_std, mm))
+            x = x_next
+        return ChainOut(x=x, chain=torch.stack(chain, 1), shift=torch.stack(shifts, 1), logp=torch.stack(logps, 1))
+
+    def chain_logp(self, inp: dict[str, torch.Tensor], chain: torch.Tensor, shift: torch.Tensor,
+                   steps: list[int] | None = None) -> torch.Tensor:
+        """(B, len(steps)) log-probabilities of fine-tuned steps `steps` (default all K) of a stored chain under
+        the current trainable weights (differentiable)."""
+        inp = self._inputs(inp)
+        mm = inp["member_mask"]
+        conditioning = self._conditioning(self.denoiser, inp)
+        out = []
+        for j in (range(self.cfg.ft_steps) if steps is None else steps):
+            i = self.first_ft + j
+            sigma, _, lp_std = self._sigma(i)
+            x = chain[:, j]
+            mean = self._mean(x, self._x0(self.denoiser, x, i, conditioning, mm), i, sigma) + shift[:, j]
+            out.append(self.step_logp(chain[:, j + 1], mean, lp_std, mm))
+        return torch.stack(out, 1)
+
+    # -- acting ------------------------------------------------------------------------------------------
+    def plan_actions(self, scenes: list[features.PlatoonInputs], observations: list[Observation], *,
+                     explore: bool, generator: torch.Generator | None = None
+                     ) -> tuple[np.ndarray, np.ndarray, ChainOut, dict[str, torch.Tensor]]:
+        """Physical first-step actions (B, N, 2), shield flags (B,), the chain and the stacked inputs."""
+        pc = self._planner.config
+        inp = features.stack(scenes)
+        context = None
+        if self.guidance is not None:
+            context = features.scene_context(scenes, self.horizon, pc.dt)
+            context.lateral_bounds = torch.as_tensor(np.stack(
+                [lateral_bounds(o, s, self.n_max) for o, s in zip(observations, scenes)]), dtype=torch.float32)
+        if generator is None and not explore:
+            generator = torch.Generator().manual_seed(self.cfg.inference_seed)
+        out = self.sample_chain(inp, explore=explore, context=context, generator=generator)
+        mm = inp["member_mask"]
+        plan = torch.where(mm[..., None, None], self._planner.decode_actions(out.x), 0.0)  # (B, N, H, 2)
+        actions = plan[:, :, 0].double().numpy().copy()
+        shielded = np.zeros(len(scenes), np.float32)
+        if self.shield is not None:
+            states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
+            plan_np = plan.double().numpy()
+            for b, (scene, o) in enumerate(zip(scenes, observations)):
+                decision = self.shield.select(self._shield_scene(scene), plan_np[b:b + 1], states[b:b + 1],
+                                              steps=self.cfg.shield_steps)
+                self.plans += 1
+                if decision.sample != 0:  # braking fallback, steering by the experts' lane-keeping law
+                    shielded[b] = 1.0
+                    self.shield_fired += 1
+                    actions[b] = decision.actions[:, 0]
+                    m = len(o.ego)
+                    ego = o.ego.astype(np.float64)
+                    steer = traffic.lane_keeping_steering(ego[:, _E["lateral_offset"]], np.zeros(m),
+                                                          ego[:, _E["heading_error"]], ego[:, _E["speed"]],
+                                                          scene.length[:m].astype(np.float64))
+                    actions[b, :m, 1] = np.where(scene.member_mask[:m], steer, 0.0)
+        speed = np.stack([s.ego_state[:, 3] for s in scenes]).astype(np.float64)
+        max_acc, max_dec, max_steer = self.cfg.vehicle_limits
+        actions[..., 0] = np.maximum(np.clip(actions[..., 0], -max_dec, max_acc), -np.maximum(speed, 0.0) / pc.dt)
+        actions[..., 1] = np.clip(actions[..., 1], -max_steer, max_steer)
+        actions = np.where(mm.numpy()[..., None], actions, 0.0)
+        return actions, shielded, out, inp
+
+    def _shield_scene(self, scene: features.PlatoonInputs) -> ShieldScene:
+        cfg = self.cfg
+        return ShieldScene(start=scene.ego_state, length=scene.length, width=cfg.vehicle_width,
+                           member_mask=scene.member_mask, max_deceleration=cfg.vehicle_limits[1],
+                           neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask)
+
+    def to_env(self, actions: np.ndarray) -> np.ndarray:
+        """Physical (B, N, 2) → the env's normalised Box (B, 2N) (0 stays 0, as the env scales back)."""
+        max_acc, max_dec, max_steer = self.cfg.vehicle_limits
+        acc = np.where(actions[..., 0] < 0, actions[..., 0] / max_dec, actions[..., 0] / max_acc)
+        out = np.stack([acc, actions[..., 1] / max_steer], axis=-1).clip(-1.0, 1.0)
+        return out.reshape(len(out), -1).astype(np.float32)
+
+    def _act(self, batch: dict[str, Any], explore: bool) -> dict[str, Any]:
+        scenes, observations = self.scenes(batch[Columns.OBS])
+        actions, shielded, out, inp = self.plan_actions(scenes, observations, explore=explore)
+        result: dict[str, Any] = {Columns.ACTIONS: torch.from_numpy(self.to_env(actions))}
+        if explore:
+            result.update({CHAIN: out.chain, SHIFT: out.shift, CHAIN_LOGP: out.logp,
+                           Columns.ACTION_LOGP: out.logp.sum(-1), SHIELDED: torch.from_numpy(shielded)})
+            result.update({key: inp[name].float() for name, key in INPUT_KEYS.items()})
+        return result
+
+    @override(TorchRLModule)
+    def _forward_inference(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, explore=False)
+
+    @override(TorchRLModule)
+    def _forward_exploration(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        return self._act(batch, explore=True)
+
+    @override(TorchRLModule)
+    def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
+        inp = {name: batch[key] for name, key in INPUT_KEYS.items()}
+        k, m = self.cfg.ft_steps, self.cfg.update_steps
+        if m is None or m >= k:
+            return {CHAIN_LOGP: self.chain_logp(inp, batch[CHAIN], batch[SHIFT])}
+        steps = sorted(torch.randperm(k)[:m].tolist())
+        return {CHAIN_LOGP: self.chain_logp(inp, batch[CHAIN], batch[SHIFT], steps), FT_INDEX: torch.tensor(steps)}
+
+    # -- values ------------------------------------------------------------------------------------------
+    @override(ValueFunctionAPI)
+    def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
+        return self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1)
+
+
+def platoon_state(obs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """(B, N·(D + 7)) critic input: symlog flat observations, member mask, poses relative to the first present member."""
+    mask = obs["member_mask"].float()  # (B, N)
+    pose = obs["pose"].float()
+    first = torch.argmax((mask > 0.5).int(), dim=1)  # 0 when none is present
+    origin = pose[torch.arange(len(pose)), first]  # (B, 4)
+    c, s = torch.cos(origin[:, 2:3]), torch.sin(origin[:, 2:3])
+    dx, dy = pose[..., 0] - origin[:, 0:1], pose[..., 1] - origin[:, 1:2]
+    dh = pose[..., 2] - origin[:, 2:3]
+    rel = torch.stack([c * dx + s * dy, -s * dx + c * dy, torch.sin(dh), torch.cos(dh), pose[..., 3],
+                       obs["length"].float()], dim=-1) * mask[..., None]  # (B, N, 6)
+    flat = obs["obs"].float() * mask[..., None]
+    return torch.cat([symlog(flat).flatten(1), mask, symlog(rel).flatten(1)], dim=1)
+
+
+def lateral_bounds(obs: Observation, scene: features.PlatoonInputs, n_max: int) -> np.ndarray:
+    """(n_max, 2) drivable [low y, high y] per member in the platoon frame (the `diffusion:` policy's rule)."""
+    from diffplatoon.agents.diffusion.policy import DiffusionPolicy
+
+    holder = type("_Rows", (), {"n_max": n_max})()  # the policy's method reads only n_max from self
+    return DiffusionPolicy._lateral_bounds(holder, obs, np.arange(len(obs.ego)), scene)

@@ -1,0 +1,155 @@
+"""DPPO fine-tuning of the diffusion planner under RLlib: module outputs, exact log-probability recomputation,
+real training iterations that move the planner's weights (and resume), and the `rllib:<checkpoint>` policy."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.core.columns import Columns
+from rich.console import Console
+
+from diffplatoon.agents.diffusion import features
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+from diffplatoon.agents.policy import SimInfo, make_policy
+from diffplatoon.agents.rllib.diffusion_module import (CHAIN, CHAIN_LOGP, INPUT_KEYS, SHIELDED, SHIFT,
+                                                       DiffusionPlannerModule, module_model_config)
+from diffplatoon.agents.rllib.policy import load_module, resolve_checkpoint
+from diffplatoon.agents.rllib.train import TrainConfig, train, validate_config
+from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
+from diffplatoon.io import read_jsonl
+from diffplatoon.scenarios import ScenarioError, validate_data
+from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.simulation import Simulation
+
+# 2-member platoon, 2 lanes, light traffic, 6 s episodes (30 policy steps).
+TINY = {
+    "name": "dppo_tiny", "seed": 5, "duration": 6,
+    "road": {"type": "highway", "lanes": 2, "length": 600},
+    "traffic": {"count": 2, "speed_range": [18, 22]},
+    "platoons": [{"id": "p0", "size": 2, "lane": 0, "start": 100.0, "speed": 20.0, "time_gap": 1.0}],
+}
+# Guidance on in the last half of 4 DDIM steps, the last 3 fine-tuned (so the first runs on the frozen copy).
+MODEL = {"denoising_steps": 4, "ft_steps": 3, "eta": 0.5, "guidance": {"scale": 0.5, "start_fraction": 0.5},
+         "shield": True, "critic_hiddens": [32]}
+
+
+def quiet() -> Console:
+    return Console(file=io.StringIO(), width=200)
+
+
+@pytest.fixture(scope="module")
+def planner_path(tmp_path_factory) -> Path:
+    """A tiny random planner whose denoiser outputs non-zero plans (its output layer is zero-initialised)."""
+    spec = validate_data(dict(TINY), "<test>")
+    torch.manual_seed(0)
+    cfg = PlannerConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), horizon=10,
+                        dt=1.0 / spec.policy_frequency, d_model=32, n_layers=1, n_heads=4, num_train_steps=20)
+    planner = JointDiffusionPlanner(cfg)
+    with torch.no_grad():
+        for net in (planner.model, planner.ema):
+            torch.manual_seed(1)
+            for p in net.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+    path = tmp_path_factory.mktemp("planner") / "best.pt"
+    planner.save(path)
+    return path
+
+
+def _obs_batch(env: PlatoonMultiAgentEnv, steps: int) -> dict:
+    rows = []
+    obs, _ = env.reset(seed=0)
+    for _ in range(steps):
+        rows.append(obs["p0"])
+        obs, *_ = env.step({"p0": np.zeros(env.action_spaces["p0"].shape, np.float32)})
+    return {Columns.OBS: {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}}
+
+
+def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None:
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                    action_space=env.action_spaces["p0"], model_config=model)
+    assert module.base is not None and not any(p.requires_grad for p in module.base.parameters())
+    batch = _obs_batch(env, 3)
+    torch.manual_seed(3)
+    out = module.forward_exploration(batch)
+    b, n, horizon, k = 3, 2, 10, 3
+    assert out[Columns.ACTIONS].shape == (b, 2 * n) and (out[Columns.ACTIONS].abs() <= 1).all()
+    assert out[Columns.ACTIONS].abs().sum() > 0
+    assert out[CHAIN].shape == (b, k + 1, n, horizon, 2) and out[SHIFT].shape == (b, k, n, horizon, 2)
+    assert out[CHAIN_LOGP].shape == (b, k) and torch.isfinite(out[CHAIN_LOGP]).all()
+    assert out[SHIELDED].shape == (b,)
+    assert out[SHIFT][:, -2:].abs().sum() > 0 and out[SHIFT][:, 0].abs().sum() == 0  # guided steps only
+    torch.testing.assert_close(out[Columns.ACTION_LOGP], out[CHAIN_LOGP].sum(-1))
+
+    train_batch = {Columns.OBS: batch[Columns.OBS], CHAIN: out[CHAIN], SHIFT: out[SHIFT],
+                   **{key: out[key] for key in INPUT_KEYS.values()}}
+    recomputed = module.forward_train(train_batch)[CHAIN_LOGP]
+    assert torch.equal(recomputed, out[CHAIN_LOGP])  # bit for bit with unchanged weights
+    assert recomputed.requires_grad
+    with torch.no_grad():  # a weight change must change the recomputed log-probability
+        for p in module.denoiser.parameters():
+            p.add_(0.01)
+    assert not torch.equal(module.forward_train(train_batch)[CHAIN_LOGP], out[CHAIN_LOGP])
+
+    first = module.forward_inference(batch)[Columns.ACTIONS]
+    assert torch.equal(first, module.forward_inference(batch)[Columns.ACTIONS])  # deterministic
+    values = module.compute_values(batch)
+    assert values.shape == (b,) and torch.isfinite(values).all()
+
+
+def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",
+                      model={**MODEL, "checkpoint": str(planner_path)}, learner={"critic_lr": 1e-3},
+                      train_batch_size=60, minibatch_size=30, num_epochs=1, lr=1e-3, iterations=2,
+                      checkpoint_every=2, out=str(out))
+    train(cfg, console=quiet())
+    rows = list(read_jsonl(out / "metrics.jsonl"))
+    assert [r["iteration"] for r in rows] == [1, 2]
+    for row in rows:
+        for key in ("policy_loss", "vf_loss", "total_loss", "mean_kl_loss", "shield_rate"):
+            assert math.isfinite(row[f"platoon/{key}"]), (key, row)
+        assert row["env_steps"] >= 60 and row["episode_len_mean"] == 30
+
+    train(cfg.model_copy(update={"iterations": 3}), resume=out, console=quiet())  # optimisers and counters restored
+    assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
+
+    checkpoint = resolve_checkpoint(out)
+    assert checkpoint.name == "checkpoint_000003"
+    module = load_module(checkpoint, "platoon")
+    pretrained = JointDiffusionPlanner.load(planner_path).ema.state_dict()
+    tuned = module.denoiser.state_dict()
+    assert any(not torch.equal(tuned[name], value) for name, value in pretrained.items())
+    frozen = module.base.state_dict()
+    assert all(torch.equal(frozen[name], value) for name, value in pretrained.items())
+
+    spec = validate_data(dict(TINY), "<test>")
+    policy = make_policy(f"rllib:{out}", spec)
+    policy.reset(SimInfo.from_spec(spec, 0))
+    sim = Simulation(spec, 0)
+    obs = Observer(sim).observe()
+    actions = policy.act(obs)
+    assert actions.shape == (2, 2) and np.isfinite(actions).all()
+    v = spec.platoons[0].vehicle
+    assert (actions[:, 0] >= -v.max_deceleration).all() and (actions[:, 0] <= v.max_acceleration).all()
+    np.testing.assert_array_equal(actions, policy.act(obs))
+    sim.step(actions)
+
+
+def test_config_checks(planner_path: Path) -> None:
+    with pytest.raises(ScenarioError) as info:
+        validate_config({"scenario": TINY, "grouping": "vehicle", "module": "diffusion",
+                         "model": {"ft_steps": 6, "denoising_steps": 5}, "learner": {"gamma_denoise": 2}})
+    text = "\n".join(info.value.lines)
+    assert "grouping: module 'diffusion' needs grouping platoon" in text
+    assert "model: ft_steps (6) must not exceed denoising_steps (5)" in text
+    assert "learner.gamma_denoise:" in text
+    spec = validate_data({**TINY, "policy_frequency": 3}, "<test>")
+    with pytest.raises(ValueError, match="plans in steps of 0.2 s"):
+        module_model_config({"checkpoint": str(planner_path)}, spec)
