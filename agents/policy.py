@@ -107,11 +107,19 @@ def _expert(cls_name: str) -> PolicyFactory:
     return factory
 
 
+def _diffusion(spec: ScenarioSpec, argument: str | None, **params: Any) -> Policy:
+    """Factory of ``diffusion:<checkpoint>[,k=v...]`` (torch is imported only when it is used)."""
+    from diffplatoon.agents.diffusion.policy import make_diffusion_policy
+
+    return make_diffusion_policy(spec, argument, **params)
+
+
 # kind → factory(spec, argument after ':', **params). Learned policies add their entries here.
 FACTORIES: dict[str, PolicyFactory] = {
     "idm": _expert("IDMPolicy"),
     "cacc": _expert("CACCPolicy"),
     "random": _expert("RandomPolicy"),
+    "diffusion": _diffusion,
     "rllib": lambda spec, argument, **params: __import__("diffplatoon.agents.rllib.policy", fromlist=["_"]).make_rllib_policy(spec, argument, **params),  # noqa: E501
 }
 

@@ -185,7 +185,11 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         obs = observer.observe()
         if not obs.alive.any():
             break  # every member has crashed or left the road
-        result = sim.step(pol.act(obs))
+        actions = pol.act(obs)
+        summary = pol.plan_summary() if hasattr(pol, "plan_summary") else None
+        if summary is not None:  # a planner's intent rides in the members' next V2V messages
+            sim.plan_slots[:] = summary
+        result = sim.step(actions)
         departed.update({d.name: d.reason for d in _member_departures(sim, result)})
         recorder.sample()
         if renderer:

@@ -1,0 +1,140 @@
+"""`diffusion:<checkpoint>` policy: registry, episodes with shield counters, receding horizon, plan broadcast, seeds."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
+from diffplatoon.agents.diffusion.policy import DiffusionPolicy, file_hash
+from diffplatoon.agents.diffusion.shield import LEVELS
+from diffplatoon.agents.policy import SimInfo, make_policy
+from diffplatoon.evaluation.episode import run_episode
+from diffplatoon.scenarios import load_scenario
+from diffplatoon.sim.comms import MESSAGE_FIELDS
+from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.simulation import Simulation
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _restore_torch_threads():
+    """The policy sets torch's thread count for the process; give other test modules theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def spec():
+    return load_scenario("hard_brake").model_copy(update={"duration": 3.0})
+
+
+@pytest.fixture(scope="module")
+def checkpoint(spec, tmp_path_factory):
+    """A tiny untrained planner, its weights jittered (AdaLN-Zero would output constant plans) and its
+    actions scaled to gentle steering so that it stays on the road."""
+    cfg = PlannerConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), horizon=10, chunk=5,
+                        d_model=32, n_layers=1, n_heads=2, max_horizon=20, num_train_steps=20)
+    torch.manual_seed(0)
+    planner = JointDiffusionPlanner(cfg)
+    with torch.no_grad():
+        for p in planner.model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        planner.ema.load_state_dict(planner.model.state_dict())
+        planner.normalizer.action_std.copy_(torch.tensor([1.0, 0.005]))
+        planner.normalizer.fitted.fill_(True)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    planner.save(path)
+    return path
+
+
+class Recording(DiffusionPolicy):
+    """The real policy, keeping what it saw and did."""
+
+    def reset(self, info: SimInfo) -> None:
+        super().reset(info)
+        self.seen, self.actions, self.summaries = [], [], []
+
+    def act(self, obs):
+        out = super().act(obs)
+        self.seen.append(obs)
+        self.actions.append(out)
+        self.summaries.append(self.plan_summary())
+        return out
+
+
+def drive(spec, policy, steps, episode=0):
+    """Run `steps` policy steps of `spec` by hand; returns the list of (M, 2) actions."""
+    sim = Simulation(spec, episode)
+    observer = Observer(sim)
+    policy.reset(SimInfo(spec, episode, tuple(sim.agent_names),
+                         np.array([int(sim.world.platoon[r]) for r in sim.controlled]),
+                         np.array([int(sim.world.member[r]) for r in sim.controlled]), 1.0 / spec.policy_frequency))
+    out = []
+    for _ in range(steps):
+        out.append(policy.act(observer.observe()))
+        sim.step(out[-1])
+    return out
+
+
+def test_make_policy_runs_an_episode_with_shield_counts(spec, checkpoint):
+    policy = make_policy(f"diffusion:{checkpoint},samples=4,steps=3,replan_every=5", spec)
+    assert isinstance(policy, DiffusionPolicy)
+    assert (policy.params.samples, policy.params.steps, policy.params.replan_every) == (4, 3, 5)
+    record = run_episode(spec, f"diffusion:{checkpoint},samples=4,steps=3", 0).record
+    assert record["steps"] == 15 and not record.get("failed")
+    assert set(record["shield"]) == set(LEVELS)
+    assert sum(record["shield"].values()) == record["policy_stats"]["plan_calls"] >= 3
+    assert record["policy_version"] == file_hash(checkpoint)
+
+
+def test_parameters_parse_and_shield_off_reports_no_counts(spec, checkpoint):
+    policy = make_policy(f"diffusion:{checkpoint},guidance=off,shield=off,samples=2", spec)
+    assert (policy.params.guidance, policy.params.shield, policy.params.samples) == (False, False, 2)
+    assert policy.guidance is None and "shield" not in policy.stats()
+    record = run_episode(spec, policy, 0).record
+    assert record["shield"] == {}
+    with pytest.raises(ValueError, match="unknown diffusion policy parameter"):
+        make_policy(f"diffusion:{checkpoint},sampels=2", spec)
+    with pytest.raises(FileNotFoundError):
+        make_policy("diffusion:/nonexistent/ckpt.pt", spec)
+
+
+def test_receding_horizon_replans_every_r_steps_and_executes_the_plan_in_order(spec, checkpoint):
+    policy = DiffusionPolicy(spec, checkpoint, shield=False, samples=2, steps=2, replan_every=3)
+    plans, actions = [], []
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    policy.reset(SimInfo.from_spec(spec, 0))
+    for _ in range(10):
+        actions.append(policy.act(observer.observe()))
+        plans.append(policy.plans[0].copy())
+        sim.step(actions[-1])
+    assert policy.replan_steps == [0, 3, 6, 9]
+    for k, a in enumerate(actions):
+        planned = plans[k][:, k % 3]  # step k executes step k mod R of the plan made at R·(k // R)
+        np.testing.assert_allclose(a[:, 1], np.clip(planned[:, 1], -0.6, 0.6))
+        np.testing.assert_allclose(a[:, 0], np.clip(planned[:, 0], -8.0, 4.0))
+    assert not np.array_equal(plans[0], plans[3])
+
+
+def test_plan_summary_reaches_the_followers_inbox(spec, checkpoint):
+    policy = Recording(spec, checkpoint, samples=2, steps=2)
+    run_episode(spec, policy, 0)
+    plan_dim = spec.comms.plan_dim
+    first = policy.summaries[0]
+    assert first.shape == (4, plan_dim)
+    assert np.abs(first[:, -2]).min() > 10.0  # displacement after the 2 s horizon at ~25 m/s
+    obs = policy.seen[1]  # the step after the first plan: messages sent at the end of step 0
+    slot = np.flatnonzero(obs.inbox_mask[1] & (obs.inbox_sender[1] == 0))
+    assert len(slot) == 1
+    received = obs.inbox[1, slot[0], len(MESSAGE_FIELDS):len(MESSAGE_FIELDS) + plan_dim]
+    np.testing.assert_allclose(received, first[0], rtol=1e-5, atol=1e-4)
+
+
+def test_same_seed_same_actions(spec, checkpoint):
+    make = lambda: DiffusionPolicy(spec, checkpoint, samples=3, steps=3, replan_every=2)  # noqa: E731
+    a = np.stack(drive(spec, make(), 8, episode=1))
+    b = np.stack(drive(spec, make(), 8, episode=1))
+    np.testing.assert_array_equal(a, b)
+    c = np.stack(drive(spec, make(), 8, episode=2))
+    assert not np.array_equal(a, c)

@@ -1,0 +1,206 @@
+"""Safety shield: exact check of the executed plan part, sample fallback, braking fallbacks and counters."""
+
+import numpy as np
+import pytest
+import torch
+
+from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
+from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
+from diffplatoon.sim import geometry
+
+DT = 0.2
+STEPS = 5
+LENGTH, WIDTH = 5.0, 2.0
+
+
+def rollout(start: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """States (N, H, 4) after each step of actions (N, H, 2) from start (N, 4)."""
+    n = len(start)
+    return bicycle_rollout(torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(actions, dtype=torch.float64),
+                           torch.full((n,), LENGTH, dtype=torch.float64), DT).numpy()
+
+
+def constant(n: int, acc: float | list, steer: float | list = 0.0, steps: int = STEPS) -> np.ndarray:
+    """(N, steps, 2) actions holding each member's acceleration and steering."""
+    a = np.zeros((n, steps, 2))
+    a[..., 0] = np.asarray(acc, dtype=float).reshape(-1, 1) if np.ndim(acc) else acc
+    a[..., 1] = np.asarray(steer, dtype=float).reshape(-1, 1) if np.ndim(steer) else steer
+    return a
+
+
+def scene(start, neighbours=()) -> ShieldScene:
+    start = np.asarray(start, dtype=float)
+    nb = np.asarray(neighbours, dtype=float).reshape(-1, 5)
+    return ShieldScene(start, LENGTH, WIDTH, np.ones(len(start), bool), 8.0, nb, np.ones(len(nb), bool))
+
+
+def samples(start, *action_sets):
+    acts = np.stack(action_sets)
+    return acts, np.stack([rollout(np.asarray(start, float), a) for a in acts])
+
+
+def overlaps_anywhere(start, states, neighbours) -> bool:
+    """Independent reference: shapely overlap of members with stationary neighbours at 50 points per step."""
+    n, h = states.shape[:2]
+    poses = np.concatenate([np.asarray(start, float)[:, None], states], axis=1)  # (N, H+1, 4)
+    t = np.linspace(0, 1, 51)
+    for k in range(h):
+        a, b = poses[:, k, :3], poses[:, k + 1, :3]
+        for f in t:
+            p = a + f * (b - a)
+            nb = np.asarray(neighbours, float).reshape(-1, 5)
+            x = np.concatenate([p[:, 0], nb[:, 0]])
+            y = np.concatenate([p[:, 1], nb[:, 1]])
+            hd = np.concatenate([p[:, 2], nb[:, 2]])
+            ln = np.concatenate([np.full(n, LENGTH), nb[:, 4]])
+            pairs = geometry.shapely_overlapping_pairs(x, y, hd, ln, WIDTH)
+            if len(pairs) and (pairs[:, 0] < n).any():
+                return True
+    return False
+
+
+def test_clearly_safe_plan_is_accepted_first():
+    start = [[0.0, 0.0, 0.0, 20.0], [-30.0, 0.0, 0.0, 20.0]]
+    # a stationary car parked one lane over, and a car well ahead at the platoon's speed
+    nbs = [[15.0, 3.6, 0.0, 0.0, 5.0], [80.0, 0.0, 0.0, 20.0, 5.0]]
+    acts, states = samples(start, constant(2, 0.0))
+    shield = SafetyShield(dt=DT)
+    sc = scene(start, nbs)
+    assert not shield.collides(sc, states)[0] and not shield.headway_violated(sc, states)[0]
+    d = shield.select(sc, acts, states, costs=np.array([0.0]), steps=STEPS)
+    assert (d.level, d.sample) == ("accepted_first", 0)
+    np.testing.assert_array_equal(d.actions, acts[0])
+    assert shield.counts == {"accepted_first": 1, "next_sample": 0, "comfortable_brake": 0, "emergency_brake": 0}
+
+
+def test_plan_into_stationary_neighbour_is_rejected_for_the_next_safe_sample():
+    start = [[0.0, 0.0, 0.0, 20.0], [-30.0, 0.0, 0.0, 20.0]]
+    nbs = [[12.0, 3.5, 0.0, 0.0, 5.0]]  # parked on the adjacent lane, just ahead of the leader
+    swerve = constant(2, 0.0, [0.1, 0.0])  # the leader steers into that lane
+    straight = constant(2, 0.0)
+    acts, states = samples(start, swerve, straight)
+    assert overlaps_anywhere(start, states[0], nbs)  # the construction really collides
+    assert not overlaps_anywhere(start, states[1], nbs)
+    shield = SafetyShield(dt=DT)
+    sc = scene(start, nbs)
+    np.testing.assert_array_equal(shield.collides(sc, states), [True, False])
+    d = shield.select(sc, acts, states, costs=np.array([1.0, 2.0]), steps=STEPS)  # the swerve ranks first
+    assert (d.level, d.sample) == ("next_sample", 1)
+    np.testing.assert_array_equal(d.actions, straight)
+
+
+# Distances of the checked profiles from 20 m/s (5 plan steps, then the 15-step emergency stop at 8 m/s², explicit
+# Euler as the planner's rollout): cruise then stop 47.04 m, comfortable (3 m/s²) then stop 38.6 m, stop 27.04 m.
+
+
+def test_no_sample_leaves_a_way_out_then_comfortable_braking():
+    start = [[0.0, 0.0, 0.0, 20.0], [-8.0, 0.0, 0.0, 20.0]]
+    nbs = [[LENGTH + 42.0, 0.0, 0.0, 0.0, 5.0]]  # a stopped car 42 m ahead (bumper to bumper)
+    cruise = constant(2, 0.0)
+    rear_end = constant(2, [-3.0, 6.0])  # leader brakes, follower speeds into it: a member-member collision
+    acts, states = samples(start, cruise, rear_end)
+    shield = SafetyShield(dt=DT)
+    sc = scene(start, nbs)
+    assert not overlaps_anywhere(start, states[0], nbs)  # cruising 1 s is collision-free by itself ...
+    assert overlaps_anywhere(start, shield.with_backup(sc, states[:1])[0], nbs)  # ... but cannot stop in time
+    assert overlaps_anywhere(start, states[1], [])  # the members collide with each other
+    np.testing.assert_array_equal(shield.collides(sc, states), [False, True])
+    np.testing.assert_array_equal(shield.safe(sc, states), [False, False])
+    d = shield.select(sc, acts, states, steps=STEPS)
+    assert (d.level, d.sample) == ("comfortable_brake", -1)
+    np.testing.assert_allclose(d.actions[..., 0], -3.0)
+    np.testing.assert_allclose(d.actions[..., 1], 0.0)
+    assert not overlaps_anywhere(start, shield.with_backup(sc, d.states[None])[0], nbs)
+
+
+def test_comfortable_braking_colliding_falls_back_to_emergency_braking():
+    start = [[0.0, 0.0, 0.0, 20.0], [-25.0, 0.0, 0.0, 20.0]]
+    nbs = [[LENGTH + 33.0, 0.0, 0.0, 0.0, 5.0]]  # 33 m: enough to stop at once, not after 1 s at 3 m/s²
+    acts, states = samples(start, constant(2, 0.0))
+    shield = SafetyShield(dt=DT)
+    sc = scene(start, nbs)
+    _, comfortable = shield.braking_plan(sc, 3.0, STEPS)
+    assert overlaps_anywhere(start, shield.with_backup(sc, comfortable[None])[0], nbs)
+    d = shield.select(sc, acts, states, steps=STEPS)
+    assert d.level == "emergency_brake"
+    np.testing.assert_allclose(d.actions[..., 0], -8.0)  # the platoon's max_deceleration
+    _, full_stop = shield.braking_plan(sc, 8.0, 20)
+    assert not overlaps_anywhere(start, full_stop, nbs)
+
+
+def test_braking_vehicle_ahead_is_predicted_with_its_acceleration():
+    start = [[0.0, 0.0, 0.0, 25.0]]
+    ahead = [[LENGTH + 12.0, 0.0, 0.0, 25.0, 5.0]]  # 12 m ahead at the same speed
+    acts, states = samples(start, constant(1, 0.0))
+    shield = SafetyShield(dt=DT)
+    assert shield.select(scene(start, ahead), acts, states, steps=STEPS).level == "accepted_first"
+    braking = scene(start, ahead)
+    braking.neighbour_accel = np.array([-6.0])  # it brakes hard: holding speed would run into it
+    pred = shield.predicted_neighbours(braking, 30)
+    assert pred[0, -1, 0] == pytest.approx(ahead[0][0] + 25.0**2 / 12.0)  # it stops after v²/2a, never reverses
+    assert shield.select(braking, acts, states, steps=STEPS).level in ("comfortable_brake", "emergency_brake")
+
+
+def test_emergency_braking_never_reverses():
+    start = [[0.0, 0.0, 0.0, 3.0]]
+    shield = SafetyShield(dt=DT)
+    actions, states = shield.braking_plan(scene(start), 8.0, STEPS)
+    assert np.all(states[..., 3] >= -1e-12)
+    np.testing.assert_allclose(states[0, -1, 3], 0.0, atol=1e-12)
+    assert actions[0, 0, 0] == pytest.approx(-8.0) and actions[0, -1, 0] == pytest.approx(0.0)
+
+
+def test_counts_match_levels_fired():
+    shield = SafetyShield(dt=DT)
+    start = [[0.0, 0.0, 0.0, 20.0]]
+    cases = {
+        "accepted_first": [],
+        "comfortable_brake": [[LENGTH + 42.0, 0.0, 0.0, 0.0, 5.0]],
+        "emergency_brake": [[LENGTH + 33.0, 0.0, 0.0, 0.0, 5.0]],
+    }
+    acts, states = samples(start, constant(1, 0.0))
+    expected = dict.fromkeys(LEVELS, 0)
+    for level, nbs in [*cases.items(), ("emergency_brake", cases["emergency_brake"])]:
+        assert shield.select(scene(start, nbs), acts, states, steps=STEPS).level == level
+        expected[level] += 1
+        assert shield.counts == expected
+    shield.reset_counts()
+    assert shield.counts == dict.fromkeys(LEVELS, 0)
+
+
+def test_no_tunnelling_between_plan_steps():
+    # 40 m/s for one 0.2 s step jumps 8 m: a 1 m long object in between overlaps neither end pose
+    start = [[0.0, 0.0, 0.0, 40.0]]
+    nbs = [[4.0, 0.0, 0.0, 0.0, 1.0]]
+    acts, states = samples(start, constant(1, 0.0, steps=1))
+    ends = np.concatenate([np.asarray(start), states[0, :, 0]])
+    pairs = geometry.overlapping_pairs(np.r_[ends[:, 0], 4.0], np.r_[ends[:, 1], 0.0], np.r_[ends[:, 2], 0.0],
+                                       np.r_[LENGTH, LENGTH, 1.0], WIDTH)
+    assert len(pairs) == 0
+    assert SafetyShield(dt=DT).collides(scene(start, nbs), states)[0]
+
+
+def test_headway_floor_rejects_closing_in_and_tolerates_recovery():
+    shield = SafetyShield(ShieldConfig(min_time_headway=0.5, standstill_gap=1.0), dt=DT)
+    start = [[0.0, 0.0, 0.0, 25.0]]
+    # slower car 20 m ahead: cruising 1 s leaves 15 m (floor 1 + 0.5·25 = 13.5 m); accelerating leaves 12 m
+    far = [[LENGTH + 20.0, 0.0, 0.0, 20.0, 5.0]]
+    acts, states = samples(start, constant(1, 0.0), constant(1, 6.0))
+    np.testing.assert_array_equal(shield.headway_violated(scene(start, far), states), [False, True])
+    # already under the floor (8 m at 25 m/s): holding speed lets the deficit grow, hard braking shrinks it
+    near = [[LENGTH + 8.0, 0.0, 0.0, 22.0, 5.0]]
+    acts, states = samples(start, constant(1, 0.0), constant(1, -8.0))
+    sc = scene(start, near)
+    assert not shield.collides(sc, states).any()
+    np.testing.assert_array_equal(shield.headway_violated(sc, states), [True, False])
+    assert shield.select(sc, acts, states, steps=STEPS).level == "next_sample"
+
+
+def test_absent_members_and_rear_traffic_are_ignored():
+    shield = SafetyShield(dt=DT)
+    start = np.array([[0.0, 0.0, 0.0, 20.0], [0.0, 0.0, 0.0, 20.0]])  # the absent member's row overlaps
+    sc = ShieldScene(start, LENGTH, WIDTH, np.array([True, False]), 8.0,
+                     np.array([[-7.0, 0.0, 0.0, 30.0, 5.0]]), np.array([True]))  # a fast car right behind
+    acts, states = samples(start, constant(2, 0.0))
+    assert not shield.collides(sc, states)[0]
+    assert shield.select(sc, acts, states, steps=STEPS).level == "accepted_first"
