@@ -107,11 +107,16 @@ def _expert(cls_name: str) -> PolicyFactory:
     return factory
 
 
-def _diffusion(spec: ScenarioSpec, argument: str | None, **params: Any) -> Policy:
-    """Factory of ``diffusion:<checkpoint>[,k=v...]`` (torch is imported only when it is used)."""
-    from diffplatoon.agents.diffusion.policy import make_diffusion_policy
+def _learned(module: str, function: str) -> PolicyFactory:
+    """Factory of a learned policy ``kind:<checkpoint>[,k=v...]``: its module (torch, RLlib) is
+    imported only when such a policy is asked for."""
 
-    return make_diffusion_policy(spec, argument, **params)
+    def factory(spec: ScenarioSpec, argument: str | None, **params: Any) -> Policy:
+        import importlib
+
+        return getattr(importlib.import_module(module), function)(spec, argument, **params)
+
+    return factory
 
 
 # kind → factory(spec, argument after ':', **params). Learned policies add their entries here.
@@ -119,8 +124,8 @@ FACTORIES: dict[str, PolicyFactory] = {
     "idm": _expert("IDMPolicy"),
     "cacc": _expert("CACCPolicy"),
     "random": _expert("RandomPolicy"),
-    "diffusion": _diffusion,
-    "rllib": lambda spec, argument, **params: __import__("diffplatoon.agents.rllib.policy", fromlist=["_"]).make_rllib_policy(spec, argument, **params),  # noqa: E501
+    "diffusion": _learned("diffplatoon.agents.diffusion.policy", "make_diffusion_policy"),
+    "rllib": _learned("diffplatoon.agents.rllib.policy", "make_rllib_policy"),
 }
 
 
