@@ -38,6 +38,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from diffplatoon import io
+from diffplatoon.cluster import connect_ray
 from diffplatoon.evaluation import stats
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
@@ -197,20 +198,6 @@ def _remote():
     return _remote_run_job
 
 
-def _init_ray(ray_address: str | None, num_workers: int | None) -> bool:
-    """Connect to Ray (reusing a running session); return True if this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if ray_address:
-        ray.init(address=ray_address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False,
-                 log_to_driver=False, logging_level="ERROR")
-    return True
-
-
 # ------------------------------------------------------------------------------------------------
 # evaluate
 # ------------------------------------------------------------------------------------------------
@@ -250,7 +237,7 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
     completed = 0
     we_started_ray = False
     if todo:
-        we_started_ray = _init_ray(ray_address, num_workers)
+        we_started_ray = connect_ray(ray_address, num_workers)
         try:
             completed = _drive(todo, specs, records_path, num_workers, max_retries, progress, console)
         finally:

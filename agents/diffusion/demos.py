@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from diffplatoon import io
+from diffplatoon.cluster import connect_ray
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
@@ -189,20 +190,6 @@ def _remote():
     return _remote_job
 
 
-def init_ray(ray_address: str | None, num_workers: int | None) -> bool:
-    """Connect to Ray (reusing a running session); True if this call started it (same rule as the evaluator)."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    if ray_address:
-        ray.init(address=ray_address, log_to_driver=False)
-    else:
-        ray.init(num_cpus=num_workers or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR")
-    return True
-
-
 # ------------------------------------------------------------------------------------------------
 # Collection
 # ------------------------------------------------------------------------------------------------
@@ -276,7 +263,7 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
     start = time.perf_counter()
     completed, failures = 0, []
     if todo:
-        started = init_ray(ray_address, num_workers)
+        started = connect_ray(ray_address, num_workers)
         try:
             workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             refs = {spec.name: ray.put(spec) for spec in specs}

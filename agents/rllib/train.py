@@ -36,6 +36,7 @@ from typing import Any, Callable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from diffplatoon.cluster import connect_ray
 from diffplatoon.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from diffplatoon.scenarios.errors import Problem, ScenarioError
 from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
@@ -491,13 +492,7 @@ def train(config: str | os.PathLike[str] | TrainConfig, *, resume: str | os.Path
     torch.set_num_threads(cfg.torch_threads)
     torch.manual_seed(cfg.seed)
 
-    started_ray = False
-    if not ray.is_initialized():
-        if ray_address:
-            ray.init(address=ray_address, log_to_driver=False)
-        else:
-            ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
-        started_ray = True
+    started_ray = connect_ray(ray_address)
 
     metrics_path = out / "metrics.jsonl"
     started = time.time()

@@ -1,0 +1,26 @@
+"""Connecting to Ray: the one place every command that fans work out (evaluation, demo
+collection, training) starts or joins a Ray session.
+
+Locally it starts Ray on this machine's CPUs without the dashboard; with an address
+(``--ray-address auto`` or ``ray://host:port``) it joins a cluster, so the same command
+scales from a laptop to a lab cluster. A session that is already running (a test fixture,
+a notebook) is reused as is.
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def connect_ray(ray_address: str | None = None, num_cpus: int | None = None) -> bool:
+    """Start or join Ray; return True if this call started the session (the caller then shuts it down)."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if ray_address:
+        ray.init(address=ray_address, log_to_driver=False)
+    else:
+        ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR")
+    return True
