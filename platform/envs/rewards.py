@@ -84,7 +84,7 @@ class RewardFunction:
 
         pos = self.observer.route_position()
         step_max = (w.params.max_speed + 1.0) * self.dt
-        progress = np.where(live, np.clip(pos - self._pos, -step_max, step_max), self._speed * self.dt)
+        progress = np.where(live, np.minimum(np.maximum(pos - self._pos, -step_max), step_max), self._speed * self.dt)
         terms[:, 0] = np.where(np.isfinite(progress), progress, 0.0) / 10.0
 
         new_crash = crashed & ~self._crashed

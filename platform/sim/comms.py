@@ -68,14 +68,17 @@ def pack_messages(
     plan_dim: int = DEFAULT_PLAN_DIM,
 ) -> np.ndarray:
     """Stack per-vehicle (M,) state arrays and an optional (M, plan_dim) plan into an (M, D) payload."""
-    fields = np.stack([x, y, heading, speed, acceleration, length], axis=-1).astype(np.float64)
-    m = fields.shape[0]
-    if plan is None:
-        plan = np.zeros((m, plan_dim))
-    plan = np.asarray(plan, dtype=np.float64)
-    if plan.shape != (m, plan_dim):
-        raise ValueError(f"plan must have shape ({m}, {plan_dim}), got {plan.shape}")
-    return np.concatenate([fields, plan], axis=-1)
+    columns = (x, y, heading, speed, acceleration, length)
+    m = np.shape(x)[0]
+    if plan is not None:
+        plan = np.asarray(plan, dtype=np.float64)
+        if plan.shape != (m, plan_dim):
+            raise ValueError(f"plan must have shape ({m}, {plan_dim}), got {plan.shape}")
+    out = np.empty((m, len(columns) + plan_dim))  # filled column by column: no stack temporaries
+    for k, column in enumerate(columns):
+        out[:, k] = column
+    out[:, len(columns):] = 0.0 if plan is None else plan
+    return out
 
 
 def topology_edges(topology: Topology, size: int) -> list[tuple[int, int]]:
@@ -170,6 +173,8 @@ class CommGraph:
             for s, r in topology_edges(topology, len(members)):
                 self._topology[members[r], members[s]] = True
         self._foreign = self.platoon_of[:, None] != self.platoon_of[None, :]  # (M, M)
+        self._candidates = self._topology | self._foreign if self.inter_platoon else self._topology
+        self._off_diagonal = ~np.eye(m, dtype=bool)
 
         self._graph = nx.DiGraph()
         self._graph.add_nodes_from(
@@ -198,10 +203,9 @@ class CommGraph:
         delta = positions[:, None, :] - positions[None, :, :]  # (M, M, 2)
         in_range = np.einsum("ijk,ijk->ij", delta, delta) <= self.range_m**2  # (M, M)
         up = active & ~silenced  # (M,)
-        candidates = self._topology | (self._foreign if self.inter_platoon else False)
-        live = candidates & in_range & up[:, None] & up[None, :]
-        np.fill_diagonal(live, False)
-        if np.array_equal(live, self._adjacency):
+        live = self._candidates & in_range & up[:, None] & up[None, :]
+        live &= self._off_diagonal
+        if not np.count_nonzero(live != self._adjacency):
             return False
         self._set_adjacency(live)
         return True
@@ -324,11 +328,12 @@ class Channel:
         # stored once per sender; the (receiver, sender) mask says which copies survived.
         self._ring_payload = np.zeros((slots, m, d))  # (L+1, M, D)
         self._ring_links = np.zeros((slots, m, m), dtype=bool)  # (L+1, M, M) receiver, sender
-        self._ring_step = np.full(slots, -1, dtype=np.int64)  # (L+1,) sent step, -1 = nothing pending
+        self._ring_step = [-1] * slots  # (L+1,) sent step, -1 = nothing pending
         # Newest delivered message per (receiver, sender).
         self._held = np.zeros((m, m, d))  # (M, M, D)
         self._held_step = np.full((m, m), -1, dtype=np.int64)  # (M, M) sent step, -1 = empty
         self._outages: list[tuple[np.ndarray, int | None, int]] = []
+        self._off_diagonal = ~np.eye(m, dtype=bool)
         self.sent_count = 0  # messages put on the air (after silencing, before drops)
         self.dropped_count = 0
 
@@ -349,6 +354,8 @@ class Channel:
     def silenced(self, step: int) -> np.ndarray:
         """(M,) bool, True for vehicles under an outage at ``step``."""
         mask = np.zeros(self.num_vehicles, dtype=bool)
+        if not self._outages:
+            return mask
         for who, start, until in self._outages:
             if (start is None or start <= step) and step < until:
                 mask |= who
@@ -370,15 +377,18 @@ class Channel:
         # Whatever is still queued from older steps has arrived by now; deliver it before its slot is reused.
         self._deliver(step - 1)
         uniform = self._rng.random((m, m))  # drawn every step, in (receiver, sender) order
-        links = graph_adjacency & ~np.eye(m, dtype=bool) & ~self.silenced(step)[None, :]
+        links = graph_adjacency & self._off_diagonal
+        if self._outages:
+            links &= ~self.silenced(step)[None, :]
         survived = links & (uniform >= self.drop_probability)
-        self.sent_count += int(links.sum())
-        self.dropped_count += int(links.sum() - survived.sum())
+        n_links = np.count_nonzero(links)
+        self.sent_count += n_links
+        self.dropped_count += n_links - np.count_nonzero(survived)
 
         slot = step % (self.latency + 1)
         self._ring_payload[slot] = payload
         self._ring_links[slot] = survived
-        self._ring_step[slot] = step
+        self._ring_step[slot] = int(step)
 
     def receive(self, step: int) -> Inbox:
         """Deliver what has arrived by ``step`` and return every receiver's inbox."""
@@ -388,6 +398,21 @@ class Channel:
         age = step - self._held_step  # (M, M)
         self._held_step[age > self.max_age] = -1
         valid = self._held_step >= 0  # (M, M) receiver, sender
+
+        data = np.zeros((m, k, d), dtype=np.float32)
+        sender = np.full((m, k), -1, dtype=np.int64)
+        ages = np.zeros((m, k), dtype=np.int64)
+        full_mask = np.zeros((m, k), dtype=bool)
+        receivers, senders = valid.nonzero()  # row-major: by receiver, then sender id
+        slot = valid.cumsum(axis=1)[receivers, senders] - 1
+        if len(slot) == 0 or slot.max() < k:
+            # Every receiver holds at most K messages: all of them, by sender id (the rule
+            # below reduces to this).
+            data[receivers, slot] = self._held[receivers, senders]
+            sender[receivers, slot] = senders
+            ages[receivers, slot] = age[receivers, senders]
+            full_mask[receivers, slot] = True
+            return Inbox(data=data, sender=sender, age=ages, mask=full_mask)
 
         # Pick up to K senders per receiver: freshest first (ties by sender id), then order by sender id.
         senders = np.arange(m)
@@ -400,10 +425,6 @@ class Channel:
         sender_idx = np.where(mask, chosen, 0)
         rows = np.arange(m)[:, None]
 
-        data = np.zeros((m, k, d), dtype=np.float32)
-        sender = np.full((m, k), -1, dtype=np.int64)
-        ages = np.zeros((m, k), dtype=np.int64)
-        full_mask = np.zeros((m, k), dtype=bool)
         data[:, :kk] = np.where(mask[..., None], self._held[rows, sender_idx], 0.0)
         sender[:, :kk] = np.where(mask, sender_idx, -1)
         ages[:, :kk] = np.where(mask, age[rows, sender_idx], 0)
@@ -412,11 +433,13 @@ class Channel:
 
     def _deliver(self, step: int) -> None:
         """Move every queued send that has arrived by ``step`` into the receivers' held messages."""
-        pending = np.nonzero((self._ring_step >= 0) & (self._ring_step + self.latency <= step))[0]
-        for slot in pending[np.argsort(self._ring_step[pending])]:
-            sent = int(self._ring_step[slot])
-            arrived = self._ring_links[slot] & ~self.silenced(sent + self.latency)[:, None]  # (M, M)
-            arrived &= sent > self._held_step
-            self._held = np.where(arrived[..., None], self._ring_payload[slot][None, :, :], self._held)
-            self._held_step = np.where(arrived, sent, self._held_step)
+        due = sorted((sent, slot) for slot, sent in enumerate(self._ring_step)
+                     if sent >= 0 and sent + self.latency <= step)
+        for sent, slot in due:
+            arrived = self._ring_links[slot] & (sent > self._held_step)  # (M, M)
+            if self._outages:
+                arrived &= ~self.silenced(sent + self.latency)[:, None]
+            receivers, senders = arrived.nonzero()
+            self._held[receivers, senders] = self._ring_payload[slot][senders]
+            self._held_step[receivers, senders] = sent
             self._ring_step[slot] = -1

@@ -30,6 +30,16 @@ one point, as at the intersection's stop lines), `entry_lanes` (no predecessor) 
 `on_lane(margin=1)` region) touches its own band. `near` is the candidate set for the
 closest-lane search and the lane-membership projection of the simulator.
 
+Vehicles off the road: `near` only holds lanes touching a lane's band, so the World also asks
+`far_lanes_may_be_closer`, which bounds highway-env's lane distance from below by the distance
+to a box around each other lane's centre line (minus a SineLane's amplitude) and so tells when
+the search over all lanes can be skipped with the same result.
+
+Routes: `road_next` (roads reachable from each road, U-turns excluded as for `successors`),
+`exit_roads` (no successor), `has_junctions` (some road leads to more than one road),
+`exit_paths(road)` (shortest road sequences to every reachable exit road) and
+`road_exit_lane` (the lane to drive on before a road with another lane count).
+
 Conflicts (right of way), built once, only when the lanes' highway-env `priority` values
 differ (so highways and every all-default network get none). A conflict is an ordered pair
 (ego lane E, other lane O) of lanes with different priorities, either
@@ -55,6 +65,8 @@ on F counts only if it will take that lane next (its route's road, else `follow_
 """
 
 from __future__ import annotations
+
+import heapq
 
 import numpy as np
 import shapely
@@ -117,6 +129,7 @@ class LaneTable:
         # Lanes no further than this from any band point: a closest-lane distance above it may
         # have missed a lane outside the `near` candidates (see `closest_lane`).
         self.near_trust = float(np.min(self.width) / 2 + ON_LANE_MARGIN)
+        self._fill_far_search()
 
     # ------------------------------------------------------------------ build
     def _fill_geometry(self) -> None:
@@ -199,6 +212,68 @@ class LaneTable:
                         out[k] = min(succ[k], key=lambda m: self.lanes[m].distance(end))
         # First lane id of each road (a road's lanes have consecutive ids).
         self.road_first = np.array([self.id_of[(f, t, 0)] for f, t in self.roads], dtype=np.intp)
+        # s beyond which traffic switches to the next lane (follow_road), resp. leaves the road.
+        self.follow_at = np.where(self.n_successors > 0, self.length - VEHICLE_LENGTH / 2, np.inf)
+        self.exit_at = np.where(self.n_successors == 0, self.length, np.inf)
+        self._enterable = ~self.forbidden
+        self._reach_r = 2 * self.width
+        self._reach_end = self.length + VEHICLE_LENGTH
+        self._band_half = self.width / 2 + ON_LANE_MARGIN
+        self._fill_road_graph()
+
+    def _fill_road_graph(self) -> None:
+        """Road-level topology for traffic routes: next roads, exit roads, junctions."""
+        n_roads = len(self.roads)
+        nxt: list[set[int]] = [set() for _ in range(n_roads)]
+        for k in range(self.n):
+            nxt[self.road[k]].update(int(self.road[m]) for m in self.successors[k])
+        self.road_next = [sorted(s) for s in nxt]
+        self.road_length = self.length[self.road_first]
+        self.exit_roads = [r for r in range(n_roads) if not nxt[r]]
+        self.has_junctions = any(len(s) > 1 for s in nxt)
+        self._exit_paths: dict[int, list[list[int]]] = {}
+        self.road_exit_lane = self._exit_lanes_of_roads()
+
+    def exit_paths(self, road: int) -> list[list[int]]:
+        """Shortest road sequences (by length) from `road` to every exit road reachable from it,
+        `road` first, ordered by exit road id."""
+        if road not in self._exit_paths:
+            dist, prev, todo = {road: 0.0}, {road: -1}, [(0.0, road)]
+            while todo:
+                d, r = heapq.heappop(todo)
+                if d > dist[r]:
+                    continue
+                for m in self.road_next[r]:
+                    dm = d + float(self.road_length[m])
+                    if dm < dist.get(m, np.inf):
+                        dist[m], prev[m] = dm, r
+                        heapq.heappush(todo, (dm, m))
+            paths = []
+            for e in self.exit_roads:
+                if e in prev:
+                    path = [e]
+                    while prev[path[-1]] >= 0:
+                        path.append(prev[path[-1]])
+                    paths.append(path[::-1])
+            self._exit_paths[road] = paths
+        return self._exit_paths[road]
+
+    def _exit_lanes_of_roads(self) -> np.ndarray:
+        """(roads, roads) lane position to drive on road r before road m where m follows r with
+        another lane count: the lane ending nearest m's first lane (the outer ring lane before a
+        roundabout exit); −1 elsewhere (highway-env keeps the lane number)."""
+        n_roads = len(self.roads)
+        out = np.full((n_roads, n_roads), -1, dtype=np.intp)
+        for r in range(n_roads):
+            first = self.road_first[r]
+            lanes = np.arange(first, first + self.road_size[first])
+            xe, ye = self.position(lanes, self.length[lanes], np.zeros(len(lanes)))
+            for m in self.road_next[r]:
+                nxt = self.road_first[m]
+                if self.road_size[nxt] != len(lanes):
+                    x0, y0 = self.position(np.array([nxt]), np.zeros(1), np.zeros(1))
+                    out[r, m] = int(np.argmin(np.hypot(xe - x0[0], ye - y0[0])))
+        return out
 
     def _near_lanes(self) -> np.ndarray:
         """(n, K) lane ids, −1 padded, sorted: lanes whose on-lane band touches each lane's band."""
@@ -221,7 +296,7 @@ class LaneTable:
                 sm, rm = self.local_coordinates(ids, px, py)
                 band = (np.abs(rm) <= self.width[m] / 2 + ON_LANE_MARGIN + _NEAR_SLACK) & (
                     sm >= -VEHICLE_LENGTH - 3.0) & (sm <= self.length[m] + VEHICLE_LENGTH + 3.0)
-                if band.any():
+                if np.count_nonzero(band):
                     found.add(m)
             near.append(sorted(found))
         width = max(len(x) for x in near)
@@ -229,6 +304,63 @@ class LaneTable:
         for k, ids in enumerate(near):
             out[k, : len(ids)] = ids
         return out
+
+    def _fill_far_search(self) -> None:
+        """What `far_lanes_may_be_closer` needs: each lane's lanes outside `near`, and boxes.
+
+        Each lane gets an axis-aligned box holding its centre line and a slack such that
+        distance(point, box) − slack ≤ `distance_with_heading` of the point on that lane (the
+        point at the clamped s lies on the centre line, or for a SineLane within the
+        amplitude of its chord); lanes of unknown shape get an infinite box.
+        """
+        n = self.n
+        box = np.empty((n + 1, 4))  # x0, x1, y0, y1; row n: an empty box for padding
+        box[n] = (np.inf, -np.inf, np.inf, -np.inf)
+        self.box_slack = np.zeros(n + 1)
+        for k in range(n):
+            if self.kind[k] == OTHER:
+                box[k] = (-np.inf, np.inf, -np.inf, np.inf)
+                continue
+            if self.kind[k] == CIRCULAR:
+                n_s = 512
+                s = np.linspace(0.0, self.length[k], n_s)
+                step = self.length[k] / (n_s - 1) / self.radius[k]
+                pad = self.radius[k] * (1 - np.cos(step / 2)) + 1e-6  # sagitta between samples
+            else:
+                s = np.array([0.0, self.length[k]])
+                pad = 1e-6
+                self.box_slack[k] = abs(self.amplitude[k])
+            ids = np.full(len(s), k)
+            if self.kind[k] == SINE:  # the chord, not the curve
+                px = self.start_x[k] + s * self.dir_x[k]
+                py = self.start_y[k] + s * self.dir_y[k]
+            else:
+                px, py = self.position(ids, s, np.zeros(len(s)))
+            box[k] = (px.min() - pad, px.max() + pad, py.min() - pad, py.max() + pad)
+        self.box = np.concatenate((box, self.box_slack[:, None]), axis=1)  # (n + 1, 5) with the slack
+        far = [np.setdiff1d(np.arange(n), self.near[k][self.near[k] >= 0]) for k in range(n)]
+        width = max(len(f) for f in far)
+        self.far = np.full((n, width), n, dtype=np.intp)  # padded with n (the empty box)
+        for k, ids in enumerate(far):
+            self.far[k, : len(ids)] = ids
+        self.near_ids = np.where(self.near >= 0, self.near, 0)  # `near` with padding on lane 0
+        self.near_pad = self.near < 0
+
+    def far_lanes_may_be_closer(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray,
+                                best: np.ndarray) -> np.ndarray:
+        """Whether a lane outside `near[lanes]` may be within `best` (highway-env's lane distance)
+        of the points (x, y): where False, the closest lane among the `near` ones is the closest."""
+        far = self.far[lanes]  # (m, F)
+        if far.shape[1] == 0:
+            return np.zeros(len(lanes), dtype=bool)
+        box = self.box[far]  # (m, F, 5)
+        xc, yc = x[:, None], y[:, None]
+        dx = np.maximum(np.maximum(box[..., 0] - xc, xc - box[..., 1]), 0.0)
+        dy = np.maximum(np.maximum(box[..., 2] - yc, yc - box[..., 3]), 0.0)
+        need = np.hypot(dx, dy) - box[..., 4] <= best[:, None] + 1e-6
+        if not np.count_nonzero(need):
+            return np.zeros(len(lanes), dtype=bool)
+        return need.any(axis=1)
 
     def _fill_conflicts(self) -> None:
         """Conflict pairs, zones and watch entries (see the module docstring)."""
@@ -294,7 +426,7 @@ class LaneTable:
     def _zone(body: tuple[np.ndarray, np.ndarray], corridor) -> tuple[float, float] | None:
         s, boxes = body
         hit = shapely.intersects(boxes, corridor)
-        if not hit.any():
+        if not np.count_nonzero(hit):
             return None
         return float(s[hit].min()), float(s[hit].max())
 
@@ -382,9 +514,15 @@ class LaneTable:
             self._other_apply(lanes, x, y, s, r, "local")
         return s, r
 
+    def longitudinal(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """s of `local_coordinates` alone (the same values)."""
+        if self.all_linear:
+            return (x - self.start_x[lanes]) * self.dir_x[lanes] + (y - self.start_y[lanes]) * self.dir_y[lanes]
+        return self.local_coordinates(lanes, x, y)[0]
+
     def _circular_local(self, lanes, x, y, s, r) -> None:
         m = self.is_circular[lanes]
-        if not m.any():
+        if not np.count_nonzero(m):
             return
         lc = lanes[m]
         dx = x[m] - self.center_x[lc]
@@ -425,7 +563,7 @@ class LaneTable:
         lanes, s, r = np.broadcast_arrays(lanes, s, r)
         if len(self.circular_ids):
             m = self.is_circular[lanes]
-            if m.any():
+            if np.count_nonzero(m):
                 lc = lanes[m]
                 phi = self.cdir[lc] * s[m] / self.radius[lc] + self.start_phase[lc]
                 rad = self.radius[lc] - r[m] * self.cdir[lc]
@@ -449,7 +587,7 @@ class LaneTable:
             lanes, s = np.broadcast_arrays(lanes, s)
             h = np.array(np.broadcast_to(h, s.shape), dtype=np.float64)
             m = self.is_circular[lanes]
-            if m.any():
+            if np.count_nonzero(m):
                 lc = lanes[m]
                 phi = self.cdir[lc] * s[m] / self.radius[lc] + self.start_phase[lc]
                 h[m] = phi + np.pi / 2 * self.cdir[lc]
@@ -467,13 +605,13 @@ class LaneTable:
     def on_lane(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray,
                 margin: float = ON_LANE_MARGIN) -> np.ndarray:
         """highway-env's `on_lane` from known lane coordinates (constant-width lanes)."""
-        return (np.abs(r) <= self.width[lanes] / 2 + margin) & (s >= -VEHICLE_LENGTH) & (
-            s < self.length[lanes] + VEHICLE_LENGTH)
+        half = self._band_half[lanes] if margin == ON_LANE_MARGIN else self.width[lanes] / 2 + margin
+        return (np.abs(r) <= half) & (s >= -VEHICLE_LENGTH) & (s < self._reach_end[lanes])
 
     def is_reachable(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray) -> np.ndarray:
         """highway-env's `is_reachable_from` from known lane coordinates."""
-        return ~self.forbidden[lanes] & (np.abs(r) <= 2 * self.width[lanes]) & (s >= 0) & (
-            s < self.length[lanes] + VEHICLE_LENGTH)
+        return self._enterable[lanes] & (np.abs(r) <= self._reach_r[lanes]) & (s >= 0) & (
+            s < self._reach_end[lanes])
 
     def closest_lane(self, x: np.ndarray, y: np.ndarray, heading: np.ndarray,
                      lanes: np.ndarray | None = None) -> np.ndarray:

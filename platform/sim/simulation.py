@@ -197,12 +197,15 @@ class Simulation:
             actions = np.asarray(actions, dtype=np.float64)
             if actions.shape != (len(self.controlled), 2):
                 raise ValueError(f"actions must have shape ({len(self.controlled)}, 2), got {actions.shape}")
+        live, n_departed = self.live_members(), 0
         for _ in range(world.params.frames_per_step):
             self._apply_events(world, result)
             for listener in self.frame_listeners:
                 listener.before_frame(self)
             # members may leave the road mid-step: the World takes actions of live members only
-            world.frame(None if actions is None else actions[self.live_members()])
+            if len(world.departed) != n_departed:
+                live, n_departed = self.live_members(), len(world.departed)
+            world.frame(None if actions is None else actions[live])
             for listener in self.frame_listeners:
                 listener.after_frame(self)
         world.step_count += 1
@@ -286,7 +289,9 @@ class Simulation:
         w = self.world
         step = self.step_count
         silenced = self.channel.silenced(step)
-        positions = np.stack([w.x[rows], w.y[rows]], axis=1)
+        positions = np.empty((len(rows), 2))
+        positions[:, 0] = w.x[rows]
+        positions[:, 1] = w.y[rows]
         self.comm_graph.update(positions, self.live_members(), silenced)
         payload = pack_messages(
             w.x[rows], w.y[rows], w.heading[rows], w.speed[rows], w.accel[rows], w.length[rows],

@@ -51,7 +51,8 @@ Frame order (as highway-env: all vehicles decide, then all move, then collisions
    `accel_override` replaces accelerations;
 3. every vehicle integrates the kinematic bicycle model (crashed ones brake to a stop);
 4. each vehicle re-picks its closest lane among the `near` candidates of its lane (falls
-   back to all lanes when no candidate is close); leaving a lane end moves the vehicle to
+   back to all lanes when no candidate is close and a lane box bound says another lane may
+   be as close, `LaneTable.far_lanes_may_be_closer`); leaving a lane end moves the vehicle to
    the next lane with the excess s, because s is recomputed on the new lane;
 5. departures (end of a road with no successor, end of the route), then collisions.
 
@@ -79,7 +80,21 @@ joints by where vehicles drive (yield queues start right after joints, where hig
 lane-band search is blind); a lane that yields at its end and has a neighbour (an
 acceleration or dropped lane) looks to MOBIL as if stopped at its yield line, so traffic
 leaves it by changing lanes early (highway-env's merge scene puts an obstacle there); traffic
-stands still instead of reversing; `populate` leaves conflict zones empty.
+stands still instead of reversing; `populate` leaves conflict zones empty; and on roads with
+junctions no traffic lane change ends inside a conflict zone or within `zone_change_guard`
+before it (a vehicle merging or crossing there has judged the gap on that lane already).
+
+Traffic routes at junctions. On a road where some lane leads to more than one road (an
+intersection, a roundabout; `LaneTable.has_junctions`), every traffic vehicle that `populate`
+or `fill_to_density` spawns gets a route to an exit road drawn uniformly among those reachable
+from its road (one draw from the generator they use, the World's by default), along the
+shortest way there, with any lane on every road (highway-env's `plan_route_to`). Straight
+roads, merges and lane drops keep route-less traffic. Where the next road has another lane
+count (a roundabout exit leaves from the outer ring lane), a routed vehicle within
+`exit_lane_lookahead` of it moves to the lane that road continues from: MOBIL then accepts
+only moves towards that lane, when safe; a vehicle held alongside by traffic on that lane
+falls back behind it; and one that still reaches the end of its road on another lane drives
+on along the ring and takes the shortest way back to its exit instead of cutting across.
 
 Differences from highway-env, by design: controlled rows keep a `target_speed` (highway-env's
 continuous-action vehicles have none, which makes MOBIL treat them as infinitely braking);
@@ -135,6 +150,8 @@ class WorldParams:
     yield_gap: float = 1.5  # [s] a priority vehicle must arrive this long after the yielding one clears
     yield_stop_gap: float = 1.0  # [m] a yielding vehicle's centre stops this far before its zone
     yield_lookahead: float = 40.0  # [m] least distance before a zone from which the rule applies
+    zone_change_guard: float = 20.0  # [m] at junctions, no lane change into this stretch before a zone
+    exit_lane_lookahead: float = 60.0  # [m] routed traffic moves to the lane its next road continues from
 
     @property
     def frames_per_step(self) -> int:
@@ -198,14 +215,19 @@ class World:
         self._n_overrides = 0
         self._ctrl_rows: np.ndarray | None = None
         self._cand: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._index: traffic.NeighbourIndex | None = None  # built from `_cand`, reset with it
         self._touching = np.empty(0, dtype=np.int64)  # pair codes overlapping in the last frame
         self._entry_state: dict[int, tuple[float, float]] = {}
+        self._entry_succ: np.ndarray | None = None  # (entry lanes, lanes): successors of each entry
         tab = self.table
         span = 3 * float(tab.length.max()) + 8 * VEHICLE_LENGTH + 100.0
         self._base = np.arange(tab.n) * span + float(tab.length.max()) + 4 * VEHICLE_LENGTH
         if params.connected_lanes:
             self._build_connected_groups()
         self._yield_on = params.yielding and self.table.has_conflicts
+        box = tab.box[: tab.n][np.isfinite(tab.box[: tab.n, :4]).all(axis=1)]
+        # Collision broad phase sweeps along the road network's longer extent.
+        self._sweep_x = len(box) == 0 or np.ptp(box[:, :2]) >= np.ptp(box[:, 2:4])
 
     # ------------------------------------------------------------------ storage
     def _alloc(self, capacity: int) -> None:
@@ -225,6 +247,7 @@ class World:
         self.route, self.route_free = route, free
         self.capacity = capacity
         self._cand = None
+        self._index = None
 
     def _resize(self, name: str, capacity: int, fill, dtype, n_old: int) -> None:
         arr = np.full(capacity, fill, dtype=dtype)
@@ -240,7 +263,7 @@ class World:
         """Add a vehicle on `lane` at longitudinal coordinate `s`, on the centre line; returns its row."""
         tab, p = self.table, self.params
         lane_id = int(lane) if isinstance(lane, (int, np.integer)) else tab.lane_id(lane)
-        free = np.nonzero(~self.active[: self._hi])[0]
+        free = (~self.active[: self._hi]).nonzero()[0]
         row = int(free[0]) if len(free) else self._hi
         if row >= self.capacity:
             self._alloc(2 * self.capacity)
@@ -315,6 +338,7 @@ class World:
     def _invalidate(self) -> None:
         self._ctrl_rows = None
         self._cand = None
+        self._index = None
 
     @property
     def n_active(self) -> int:
@@ -322,12 +346,12 @@ class World:
 
     def active_rows(self) -> np.ndarray:
         """Rows of live vehicles, ascending."""
-        return np.nonzero(self.active[: self._hi])[0]
+        return self.active[: self._hi].nonzero()[0]
 
     def controlled_rows(self) -> np.ndarray:
         """Live controlled rows ordered by (platoon, member): the row order of `step`'s actions."""
         if self._ctrl_rows is None:
-            rows = np.nonzero(self.active[: self._hi] & self.is_controlled[: self._hi])[0]
+            rows = (self.active[: self._hi] & self.is_controlled[: self._hi]).nonzero()[0]
             order = np.lexsort((rows, self.member[rows], self.platoon[rows]))
             self._ctrl_rows = rows[order]
         return self._ctrl_rows
@@ -355,6 +379,7 @@ class World:
             self.speed[row] = speed
         self._relocate_everywhere(np.array([row]))
         self._cand = None
+        self._index = None
 
     # ------------------------------------------------------------- stepping
     def step(self, actions: np.ndarray | None = None) -> None:
@@ -393,19 +418,24 @@ class World:
         self._cos = np.cos(self.heading[:hi])
         self._sin = np.sin(self.heading[:hi])
         traffic_mask = act & ~self.is_controlled[:hi]
-        rows = np.nonzero(traffic_mask & ~self.crashed[:hi])[0]
+        rows = (traffic_mask & ~self.crashed[:hi]).nonzero()[0]
         if len(rows):
             self._traffic_decide(rows, self._neighbour_index())
         if len(ctrl_rows):
             ok = self.active[ctrl_rows]
-            self.accel[ctrl_rows[ok]] = acts[ok, 0]
-            self.steering[ctrl_rows[ok]] = acts[ok, 1]
+            if np.count_nonzero(ok) == len(ok):
+                self.accel[ctrl_rows] = acts[:, 0]
+                self.steering[ctrl_rows] = acts[:, 1]
+            else:
+                self.accel[ctrl_rows[ok]] = acts[ok, 0]
+                self.steering[ctrl_rows[ok]] = acts[ok, 1]
         if self._n_overrides:
             ov = self.accel_override[:hi]
             m = ~np.isnan(ov)
             self.accel[:hi][m] = ov[m]
         self._integrate(hi, dt)
-        self.lane_change_timer[:hi][traffic_mask] += dt
+        timer = self.lane_change_timer[:hi]
+        np.add(timer, dt, out=timer, where=traffic_mask)
         old_lane = self.lane[:hi].copy() if self._n_routes else None
         self._relocate(np.arange(hi))
         self.time += dt
@@ -422,11 +452,13 @@ class World:
         a = self.accel[:hi]
         delta_f = self.steering[:hi]
         cr = self.crashed[:hi]
-        if cr.any():
+        if np.count_nonzero(cr):
             delta_f[cr] = 0.0
             a[cr] = -v[cr]
-        np.copyto(a, np.minimum(a, p.max_speed - v), where=v > p.max_speed)
-        np.copyto(a, np.maximum(a, p.min_speed - v), where=v < p.min_speed)
+        if hi and np.maximum.reduce(v) > p.max_speed:
+            np.copyto(a, np.minimum(a, p.max_speed - v), where=v > p.max_speed)
+        if hi and np.minimum.reduce(v) < p.min_speed:
+            np.copyto(a, np.maximum(a, p.min_speed - v), where=v < p.min_speed)
         beta = np.arctan(0.5 * np.tan(delta_f))
         hb = self.heading[:hi] + beta
         self.x[:hi] += v * np.cos(hb) * dt
@@ -437,29 +469,45 @@ class World:
     def _relocate(self, rows: np.ndarray, update_lane: bool = True) -> None:
         """Project rows on the `near` candidates of their lane; re-pick the closest lane.
 
+        A vehicle further than `near_trust` from every candidate searches all lanes, unless
+        no lane outside the candidates can be as close (`LaneTable.far_lanes_may_be_closer`).
         Caches the candidate projections of all rows [:hi] (used for lane memberships)
         when `rows` covers them.
         """
         tab = self.table
-        cand = tab.near[self.lane[rows]]  # (n, K)
-        valid = cand >= 0
-        cand = np.where(valid, cand, 0)
-        x, y, h = self.x[rows, None], self.y[rows, None], self.heading[rows, None]
+        whole = len(rows) == self._hi
+        old = self.lane[: self._hi] if whole else self.lane[rows]
+        cand = tab.near_ids[old]  # (n, K), padding on lane 0
+        if whole:
+            x, y, h = self.x[: self._hi, None], self.y[: self._hi, None], self.heading[: self._hi, None]
+        else:
+            x, y, h = self.x[rows, None], self.y[rows, None], self.heading[rows, None]
         sc, rc = tab.local_coordinates(cand, x, y)
         if update_lane:
+            pad = tab.near_pad[old]
             dist = tab.distance_with_heading(cand, sc, rc, h)
-            dist[~valid] = np.inf
-            k = np.argmin(dist, axis=1)
-            ar = np.arange(len(rows))
-            best = dist[ar, k]
-            self.lane[rows] = cand[ar, k]
-            self.s[rows] = sc[ar, k]
-            self.r[rows] = rc[ar, k]
+            dist[pad] = np.inf
+            n_c = cand.shape[1]
+            flat = np.argmin(dist, axis=1)
+            flat += np.arange(0, len(rows) * n_c, n_c)
+            best = dist.take(flat)
             far = best > tab.near_trust
-            if far.any():
-                self._relocate_everywhere(rows[far & self.active[rows]])
-        if len(rows) == self._hi:
-            self._cand = (np.where(valid, cand, -1), sc, rc)
+            if np.count_nonzero(far):
+                f = (far & self.active[rows]).nonzero()[0]
+                if len(f):
+                    f = f[tab.far_lanes_may_be_closer(old[f], self.x[rows[f]], self.y[rows[f]], best[f])]
+            else:
+                f = _EMPTY_INT
+            self.lane[rows] = cand.take(flat)
+            self.s[rows] = sc.take(flat)
+            self.r[rows] = rc.take(flat)
+            if len(f):
+                self._relocate_everywhere(rows[f])
+        else:
+            pad = tab.near_pad[old]
+        if whole:
+            self._cand = (np.where(pad, -1, cand), sc, rc)
+            self._index = None
 
     def _relocate_everywhere(self, rows: np.ndarray) -> None:
         if len(rows) == 0:
@@ -504,11 +552,17 @@ class World:
         raise KeyError("lane not in the network")
 
     def _neighbour_index(self) -> traffic.NeighbourIndex:
-        """Lane memberships of all live vehicles (highway-env's on_lane with a 1 m margin)."""
+        """Lane memberships of all live vehicles (highway-env's on_lane with a 1 m margin).
+
+        Built once per `_cand` (the frame's lane projections) and shared by every query until
+        vehicles move, spawn or leave.
+        """
+        if self._index is not None:
+            return self._index
         cand, sc, rc = self._cand
         hi = self._hi
         on = self.table.on_lane(cand, sc, rc) & (cand >= 0) & self.active[:hi, None]
-        ri, ki = np.nonzero(on)
+        ri, ki = on.nonzero()
         lanes, s = cand[ri, ki], sc[ri, ki]
         if self.params.connected_lanes:
             cnt = self._grp_count[lanes]
@@ -522,7 +576,8 @@ class World:
             first = np.ones(len(ri), dtype=bool)
             first[1:] = (ri[1:] != ri[:-1]) | (lanes[1:] != lanes[:-1])
             ri, lanes, s = ri[first], lanes[first], s[first]
-        return traffic.NeighbourIndex(ri, lanes, s, self._base)
+        self._index = traffic.NeighbourIndex(ri, lanes, s, self._base)
+        return self._index
 
     def neighbours(self, rows: np.ndarray, lanes: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
@@ -541,19 +596,19 @@ class World:
     def _idm(self, ego: np.ndarray, front: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """IDM acceleration of rows `ego` behind rows `front` (−1: none); ego −1 gives 0."""
         has_ego = ego >= 0
-        e = np.where(has_ego, ego, 0)
+        e = np.maximum(ego, 0)  # ego is −1 or a row
         has_front = front >= 0
         f = np.where(has_front, front, e)
         tab = self.table
         lane_e = self.lane[e]
-        sf, _ = tab.local_coordinates(lane_e, self.x[f], self.y[f])
+        sf = tab.longitudinal(lane_e, self.x[f], self.y[f])
         d = sf - self.s[e]
         v_e, v_f = self.speed[e], self.speed[f]
         dv = traffic.projected_closing_speed(v_e, self._cos[e], self._sin[e],
                                              v_f, self._cos[f], self._sin[f])
         vt = np.minimum(np.maximum(self.target_speed[e], tab.speed_floor[lane_e]),
                         tab.speed_limit[lane_e])
-        acc = traffic.idm_acceleration(self._idm_c, v_e, vt, delta, has_front, d, dv)
+        acc = traffic.idm_acceleration_f64(self._idm_c, v_e, vt, delta, has_front, d, dv)
         return np.where(has_ego, acc, 0.0)
 
     def _traffic_decide(self, rows: np.ndarray, index: traffic.NeighbourIndex) -> None:
@@ -569,40 +624,43 @@ class World:
         # 1. follow_road: past the last half length of the target lane, take the next lane.
         tgt = self.target_lane[rows]
         st, rt = tab.local_coordinates(tgt, x, y)
-        ending = (st > tab.length[tgt] - VEHICLE_LENGTH / 2) & (tab.n_successors[tgt] > 0)
-        if ending.any():
+        ending = st > tab.follow_at[tgt]
+        if np.count_nonzero(ending):
             for row in rows[ending]:
                 self._follow_road(int(row))
             tgt = self.target_lane[rows]
             st, rt = tab.local_coordinates(tgt, x, y)
         lane, s = self.lane[rows], self.s[rows]
-        front, rear = index.query(rows, lane, s)
         if self._yield_on:
             path = self._path_state(rows, tgt, st)
         changing = lane != tgt
-        c0 = np.nonzero(changing)[0]
+        c0 = changing.nonzero()[0]
         # 2. MOBIL candidates (left before right) of the vehicles whose decision timer expired.
         who = _EMPTY_INT
         fire = None
         if p.lane_changes_enabled:
             fire = ~changing & (self.lane_change_timer[rows] > p.lane_change_delay)
-            if fire.any():
-                f_idx = np.nonzero(fire)[0]
+            if np.count_nonzero(fire):
+                f_idx = fire.nonzero()[0]
                 self.lane_change_timer[rows[f_idx]] = 0.0
                 who, cand, cand_s, cand_r, n_left = self._mobil_candidates(rows, lane, f_idx)
         m = len(who)
-        # 3. Leaders on target lanes (vehicles changing) and candidate lanes (MOBIL).
+        # 3. Leaders on own lanes, target lanes (vehicles changing) and candidate lanes (MOBIL).
         if len(c0) or m:
-            q_rows = np.concatenate((rows[c0], rows[who]))
-            q_lanes = np.concatenate((tgt[c0], cand)) if m else tgt[c0]
-            q_s = np.concatenate((st[c0], cand_s)) if m else st[c0]
+            q_rows = np.concatenate((rows, rows[c0], rows[who]))
+            q_lanes = np.concatenate((lane, tgt[c0], cand)) if m else np.concatenate((lane, tgt[c0]))
+            q_s = np.concatenate((s, st[c0], cand_s)) if m else np.concatenate((s, st[c0]))
             qf, qr = index.query(q_rows, q_lanes, q_s)
+            front, rear, qf, qr = qf[:n], qr[:n], qf[n:], qr[n:]
+        else:
+            front, rear = index.query(rows, lane, s)
+        if len(c0) or m:
             if self._yield_on and m:
                 # Neighbours across lane joints: a lane change just after a joint must see
                 # who is about to cross it (the band search of highway-env does not).
                 pf, pr = path[1].query(rows[who], cand, cand_s)
                 nxt = tab.follow_next[cand]
-                far = np.nonzero((pf < 0) & (nxt >= 0))[0]
+                far = ((pf < 0) & (nxt >= 0)).nonzero()[0]
                 if len(far):  # the new leader may already be past the candidate lane's end
                     pf[far] = path[0].query(rows[who][far], nxt[far], cand_s[far] - tab.length[cand[far]])[0]
                 k0 = len(c0)
@@ -615,13 +673,11 @@ class World:
             old_pre, old_fol = front[who], rear[who]
             ego = np.concatenate((rows, rows[c0], new_fol, new_fol, me, old_fol, old_fol))
             lead = np.concatenate((front, qf[: len(c0)], new_pre, me, new_pre, me, old_pre))
-            dl = self.delta[rows]
-            deltas = np.concatenate((dl, dl[c0], np.tile(dl[who], 5)))
+            deltas = self.delta[np.concatenate((rows, rows[c0], me, me, me, me, me))]
         else:
             ego = np.concatenate((rows, rows[c0])) if len(c0) else rows
             lead = np.concatenate((front, qf)) if len(c0) else front
-            deltas = self.delta[rows]
-            deltas = np.concatenate((deltas, deltas[c0])) if len(c0) else deltas
+            deltas = self.delta[np.concatenate((rows, rows[c0]))] if len(c0) else self.delta[rows]
         acc_all = self._idm(ego, lead, deltas)
         acc = acc_all[:n].copy()
         acc_tgt = acc_all[n: n + len(c0)]
@@ -629,18 +685,19 @@ class World:
             # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
             acc_mobil = self._yield(rows, path, acc)
         # 5. Lane-change decisions: aborts of ongoing changes, MOBIL acceptances.
-        keep = np.ones(len(c0), dtype=bool)
+        keep = None
         if m:
             nf_a, nf_pred_a, self_pred_a, of_a, of_pred_a = acc_all[n + len(c0):].reshape(5, m)
             self_a = acc_mobil[who] if self._yield_on else acc[who]
             accept = self._mobil_accept(rows[who], cand, nf_a, nf_pred_a, self_pred_a, self_a,
                                         of_a, of_pred_a)
-            chosen = np.full(n, -1, dtype=np.intp)
-            left_acc = np.nonzero(accept[:n_left])[0]
+            chosen = np.empty(n, dtype=np.intp)
+            chosen.fill(-1)
+            left_acc = accept[:n_left].nonzero()[0]
             chosen[who[left_acc]] = left_acc
-            right_acc = n_left + np.nonzero(accept[n_left:])[0]
+            right_acc = n_left + accept[n_left:].nonzero()[0]
             chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
-            new_idx = np.nonzero(chosen >= 0)[0]
+            new_idx = (chosen >= 0).nonzero()[0]
             k = chosen[new_idx]
             new_tgt = tgt.copy()
             new_tgt[new_idx] = cand[k]
@@ -650,7 +707,7 @@ class World:
         if len(c0) and p.lane_changes_enabled:
             aborted = self._abort_lane_changes(rows, lane, tgt, c0, new_tgt, fire)
             keep = ~aborted
-            if aborted.any():
+            if np.count_nonzero(aborted):
                 a = c0[aborted]
                 new_tgt = new_tgt.copy() if new_tgt is tgt else new_tgt
                 new_tgt[a] = lane[a]
@@ -663,10 +720,12 @@ class World:
             self.target_lane[rows] = new_tgt
         # 6. IDM: the lower of the current-lane and target-lane accelerations while changing.
         if len(c0):
-            kc = c0[keep]
-            acc[kc] = np.minimum(acc[kc], acc_tgt[keep])
+            kc = c0 if keep is None else c0[keep]
+            acc[kc] = np.minimum(acc[kc], acc_tgt if keep is None else acc_tgt[keep])
         if len(new_idx):
             acc[new_idx] = np.minimum(acc[new_idx], self_pred_a[k])
+        if self._n_routes and tab.has_junctions:
+            self._let_pass_for_exit(rows, lane, new_tgt, acc, index)
         acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
         if self._yield_on:
             # Queues stop and go at yield lines: traffic stands still instead of reversing.
@@ -674,7 +733,7 @@ class World:
         self.accel[rows] = acc
         # 7. Lane keeping towards the target lane.
         v = self.speed[rows]
-        future = tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
+        future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
         self.steering[rows] = traffic.lane_keeping_steering(
             rt, future, self.heading[rows], v, self.length[rows])
 
@@ -693,7 +752,7 @@ class World:
         tab, hi = self.table, self._hi
         path_lane, path_s = self.lane[:hi].copy(), self.s[:hi].copy()
         path_lane[rows], path_s[rows] = tgt, st
-        act = np.nonzero(self.active[:hi])[0]
+        act = self.active[:hi].nonzero()[0]
         pl, ps = path_lane[act], path_s[act]
         on_lane = traffic.NeighbourIndex(act, pl, ps, self._base)
         nxt = self._next_lanes(act, pl)
@@ -722,7 +781,7 @@ class World:
         own = np.isfinite(tab.zone_start[ego_lane]) & (ego_s < tab.zone_start[ego_lane])
         check = np.where(own, ego_lane, -1)
         u = ego_s.copy()
-        near_end = np.nonzero(tab.length[ego_lane] - ego_s < look)[0]
+        near_end = (tab.length[ego_lane] - ego_s < look).nonzero()[0]
         if len(near_end):
             nxt = self._next_lanes(rows[near_end], ego_lane[near_end])
             u_next = ego_s[near_end] - tab.length[ego_lane[near_end]]
@@ -735,12 +794,12 @@ class World:
         # Within look-ahead and still able to stop before the zone (otherwise it is committed).
         within = (dist > 0) & (dist <= look)
         acc_mobil = acc
-        leave = np.nonzero(within & own & tab.lane_yields[ego_lane]
-                           & ((tab.left[ego_lane] >= 0) | (tab.right[ego_lane] >= 0)))[0]
+        leave = (within & own & tab.lane_yields[ego_lane]
+                 & ((tab.left[ego_lane] >= 0) | (tab.right[ego_lane] >= 0))).nonzero()[0]
         if len(leave):
             acc_mobil = acc.copy()
             acc_mobil[leave] = np.minimum(acc[leave], self._stop_accel(rows[leave], dist[leave]))
-        idx = np.nonzero(within & (v * v < 2 * p.a_max * dist))[0]
+        idx = (within & (v * v < 2 * p.a_max * dist)).nonzero()[0]
         if len(idx) == 0:
             return acc_mobil
         e_lane = check[idx]
@@ -758,7 +817,7 @@ class World:
         a = arrive[pair_c]
         blocked_pair = np.where(tab.conflict_yields[pair_c], a < t_clear + p.yield_gap, a <= 0.0)
         blocked = np.bincount(pair_ego, weights=blocked_pair, minlength=len(idx)) > 0
-        if not blocked.any():
+        if not np.count_nonzero(blocked):
             return acc_mobil
         b = idx[blocked]
         rb = rows[b]
@@ -776,7 +835,7 @@ class World:
         gap = dist - p.yield_stop_gap + p.distance_wanted
         lane = self.lane[rows]
         vt = np.minimum(np.maximum(self.target_speed[rows], tab.speed_floor[lane]), tab.speed_limit[lane])
-        acc = traffic.idm_acceleration(self._idm_c, self.speed[rows], vt, self.delta[rows],
+        acc = traffic.idm_acceleration_f64(self._idm_c, self.speed[rows], vt, self.delta[rows],
                                        np.ones(len(rows), dtype=bool), gap, self.speed[rows])
         return np.maximum(acc, -p.a_max)
 
@@ -791,18 +850,18 @@ class World:
         p = self.params
         index, _, _, path_s = path
         ok = nxt >= 0
-        if not ok.any():
+        if not np.count_nonzero(ok):
             return
         a, nl, un = ahead[ok], nxt[ok], u[ok]
         ra = rows[a]
         front, _ = index.query(ra, nl, un)
         has = (front >= 0) & (front != ra)
-        if not has.any():
+        if not np.count_nonzero(has):
             return
         a, nl, un, ra, f = a[has], nl[has], un[has], ra[has], front[has]
         d = path_s[f] - un
         keep = d > 0
-        if not keep.any():
+        if not np.count_nonzero(keep):
             return
         a, ra, f, d = a[keep], ra[keep], f[keep], d[keep]
         dv = traffic.projected_closing_speed(self.speed[ra], self._cos[ra], self._sin[ra],
@@ -810,7 +869,7 @@ class World:
         lane = self.lane[ra]
         vt = np.minimum(np.maximum(self.target_speed[ra], self.table.speed_floor[lane]),
                         self.table.speed_limit[lane])
-        acc_f = traffic.idm_acceleration(self._idm_c, self.speed[ra], vt, self.delta[ra],
+        acc_f = traffic.idm_acceleration_f64(self._idm_c, self.speed[ra], vt, self.delta[ra],
                                          np.ones(len(a), dtype=bool), d, dv)
         acc[a] = np.minimum(acc[a], np.maximum(acc_f, -p.a_max))
 
@@ -826,7 +885,7 @@ class World:
         p, tab = self.params, self.table
         hi = self._hi
         arrive = np.full(tab.n_conflicts, np.inf)
-        act = np.nonzero(self.active[:hi])[0]
+        act = self.active[:hi].nonzero()[0]
         pl = path_lane[act]
         first = tab.watch_start[pl]
         cnt = tab.watch_start[pl + 1] - first
@@ -842,14 +901,14 @@ class World:
         inside = (u >= o0) & (u <= o1)
         approach = (u < o0) & tab.conflict_yields[c] & ~self.crashed[veh]
         nl = tab.watch_next_lane[ent]
-        chk = np.nonzero(approach & (nl >= 0))[0]
+        chk = (approach & (nl >= 0)).nonzero()[0]
         if len(chk):
             vc, nc = veh[chk], nl[chk]
             goes = tab.follow_next[path_lane[vc]] == nc
             if self._n_routes:
                 routed = self.route_len[vc] > self.route_pos[vc]
-                if routed.any():
-                    rr = np.nonzero(routed)[0]
+                if np.count_nonzero(routed):
+                    rr = routed.nonzero()[0]
                     goes[rr] = self._route_next_road(vc[rr], path_lane[vc[rr]]) == tab.road[nc[rr]]
             approach[chk] = goes
         w_lane = path_lane[veh]
@@ -882,7 +941,7 @@ class World:
         tab = self.table
         nxt = tab.follow_next[lanes].copy()
         if self._n_routes:
-            routed = np.nonzero(self.route_len[rows] > self.route_pos[rows])[0]
+            routed = (self.route_len[rows] > self.route_pos[rows]).nonzero()[0]
             if len(routed):
                 road = self._route_next_road(rows[routed], lanes[routed])
                 ok = road >= 0
@@ -911,6 +970,8 @@ class World:
     def _follow_road(self, row: int) -> None:
         """highway-env's `follow_road` for one row: switch the target to the next lane (rare)."""
         tab = self.table
+        if self.route_len[row] > self.route_pos[row] and self.route_free[row, self.route_pos[row]]:
+            self._go_round_if_exit_missed(row)
         route = None
         n_left = 0
         if self.route_len[row] > self.route_pos[row]:
@@ -927,6 +988,79 @@ class World:
             self.route_pos[row] += n_left - len(route)
         self.target_lane[row] = tab.lane_id(nxt)
 
+    def _exit_lane_wish(self, row: int, lane: int) -> int:
+        """Lane position a vehicle on a free route should drive on now (−1: any): where its route
+        reaches a road with another lane count within `exit_lane_lookahead`, the lane that road
+        continues from (the outer ring lane before a roundabout exit; highway-env keeps the
+        lane number between roads with equal lane counts)."""
+        tab = self.table
+        k, n = int(self.route_pos[row]), int(self.route_len[row])
+        if tab.road[self.route[row, k]] != tab.road[lane]:
+            return -1
+        dist = float(tab.length[lane] - self.s[row])
+        while k + 1 < n and dist <= self.params.exit_lane_lookahead:
+            r, m = tab.road[self.route[row, k]], tab.road[self.route[row, k + 1]]
+            if tab.road_exit_lane[r, m] >= 0:
+                return int(tab.road_exit_lane[r, m])
+            dist += float(tab.road_length[m])
+            k += 1
+        return -1
+
+    def _let_pass_for_exit(self, rows: np.ndarray, lane: np.ndarray, tgt: np.ndarray, acc: np.ndarray,
+                           index: traffic.NeighbourIndex) -> None:
+        """A vehicle that must move to another lane for its exit (`_exit_lane_wish`) but has a
+        vehicle on that lane beside it, within the desired gap behind or ahead (so MOBIL
+        refuses), falls back to slot in behind it instead of driving alongside up to the exit:
+        it slows towards 3 m/s below a vehicle behind, or follows a vehicle ahead by IDM,
+        braking at most at the comfortable rate."""
+        tab, c = self.table, self._idm_c
+        for k in ((self.route_len[rows] > self.route_pos[rows]) & (tgt == lane)).nonzero()[0]:
+            row = int(rows[k])
+            if not self.route_free[row, self.route_pos[row]]:
+                continue
+            want = self._exit_lane_wish(row, int(lane[k]))
+            if want < 0 or want == tab.lane_pos[lane[k]]:
+                continue
+            wish = np.array([tab.road_first[tab.road[lane[k]]] + want])
+            me = np.array([row])
+            s_w = tab.longitudinal(wish, self.x[me], self.y[me])
+            front, rear = index.query(me, wish, s_w)
+            v = max(float(self.speed[row]), 0.0)
+            if rear[0] >= 0:
+                gap, desired = self._gap_and_desired(rear, me)
+                if gap[0] < desired[0]:
+                    v_cap = max(float(self.speed[rear[0]]) - 3.0, 0.5)
+                    acc[k] = min(acc[k], c.comfort_acc_max * (1 - (v / v_cap) ** self.delta[row]))
+            if front[0] >= 0:
+                gap = tab.longitudinal(wish, self.x[front], self.y[front]) - s_w
+                dv = traffic.projected_closing_speed(self.speed[me], self._cos[me], self._sin[me],
+                                                     self.speed[front], self._cos[front], self._sin[front])
+                if gap[0] < traffic.desired_gap(c, self.speed[me], dv)[0]:
+                    behind = traffic.idm_acceleration_f64(c, self.speed[me], self.target_speed[me],
+                                                          self.delta[me], np.ones(1, dtype=bool), gap, dv)
+                    acc[k] = min(acc[k], max(float(behind[0]), -c.comfort_acc_max))
+
+    def _go_round_if_exit_missed(self, row: int) -> None:
+        """A vehicle on a free route (any lane of each road) that reaches the end of its road on
+        another lane than the one its next road continues from (an inner ring lane before a
+        roundabout exit) does not cut across: it goes on along its lane and takes the shortest
+        way back to its destination road."""
+        tab = self.table
+        head, n = int(self.route_pos[row]), int(self.route_len[row])
+        tgt = int(self.target_lane[row])
+        road = int(tab.road[tgt])
+        if head + 1 >= n or tab.road[self.route[row, head]] != road:
+            return
+        want = tab.road_exit_lane[road, tab.road[self.route[row, head + 1]]]
+        cont = int(tab.follow_next[tgt])
+        if want < 0 or tab.lane_pos[tgt] == want or cont < 0:
+            return
+        dest = int(tab.road[self.route[row, n - 1]])
+        for path in tab.exit_paths(int(tab.road[cont])):
+            if path[-1] == dest and len(path) < ROUTE_LEN:
+                self._set_route(row, [(*tab.roads[r], None) for r in [road, *path]])
+                return
+
     def _mobil_candidates(self, rows, lane, f_idx):
         """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
         tab = self.table
@@ -938,6 +1072,10 @@ class World:
         r_ = rows[who]
         cs, cr = tab.local_coordinates(cand, self.x[r_], self.y[r_])
         ok = tab.is_reachable(cand, cs, cr) & (np.abs(self.speed[r_]) >= 1)
+        if self._yield_on and tab.has_junctions:
+            # No lane change into a lane's conflict zone or the stretch just before it: traffic
+            # merging or crossing there has judged the gap on that lane already.
+            ok &= ~((cs >= tab.zone_start[cand] - self.params.zone_change_guard) & (cs <= tab.zone_end[cand]))
         n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has_l))]))
         return who[ok], cand[ok], cs[ok], cr[ok], n_left
 
@@ -951,9 +1089,15 @@ class World:
             return accept & by_gain
         # A route head naming a lane: only move towards it, and only if that is safe for me.
         head = np.minimum(self.route_pos[me], ROUTE_LEN - 1)
-        lane_route = (self.route_len[me] > self.route_pos[me]) & ~self.route_free[me, head]
+        routed = self.route_len[me] > self.route_pos[me]
+        lane_route = routed & ~self.route_free[me, head]
         route_pos_id = tab.lane_pos[np.maximum(self.route[me, head], 0)]
-        cur = tab.lane_pos[self.target_lane[me]]
+        cur_lane = self.target_lane[me]
+        cur = tab.lane_pos[cur_lane]
+        for k in (routed & ~lane_route).nonzero()[0]:  # any lane, but maybe not for long
+            want = self._exit_lane_wish(int(me[k]), int(cur_lane[k]))
+            if want >= 0:
+                lane_route[k], route_pos_id[k] = True, want
         wrong = np.sign(tab.lane_pos[cand] - cur) != np.sign(route_pos_id - cur)
         by_route = ~wrong & ~(self_pred_a < -p.max_braking_imposed)
         return accept & np.where(lane_route, by_route, by_gain)
@@ -970,21 +1114,21 @@ class World:
         tab = self.table
         aborted = np.zeros(len(c0), dtype=bool)
         chk = (tab.road[lane[c0]] == tab.road[tgt[c0]]) & ~self.lane_change_forced[rows[c0]]
-        movers = np.nonzero((tgt != lane) | (new_tgt != lane))[0]
-        if not chk.any() or len(movers) < 2:
+        movers = ((tgt != lane) | (new_tgt != lane)).nonzero()[0]
+        if not np.count_nonzero(chk) or len(movers) < 2:
             return aborted
-        ci = np.nonzero(chk)[0]
+        ci = chk.nonzero()[0]
         v_i = c0[ci][:, None]  # (C, 1) positions in `rows`
         u_i = movers[None, :]  # (1, M)
         t_v = tgt[v_i]
         match = ((tgt[u_i] == t_v) | (new_tgt[u_i] == t_v)) & (lane[u_i] != t_v) & (v_i != u_i)
-        if not match.any():
+        if not np.count_nonzero(match):
             return aborted
-        a_i, b_i = np.nonzero(match)
+        a_i, b_i = match.nonzero()
         va, ub = c0[ci[a_i]], movers[b_i]
         d, dstar = self._gap_and_desired(rows[va], rows[ub])
         close = (d > 0) & (d < dstar)
-        if not close.any():
+        if not np.count_nonzero(close):
             return aborted
         conflicts: dict[int, list[int]] = {}
         for a, b in zip(va[close], ub[close]):
@@ -1015,17 +1159,20 @@ class World:
         tab = self.table
         act = self.active[:hi]
         lane = self.lane[:hi]
-        gone = act & (self.s[:hi] > tab.length[lane]) & (tab.n_successors[lane] == 0)
-        dest = np.zeros(hi, dtype=bool)
+        gone = act & (self.s[:hi] > tab.exit_at[lane])
         if old_lane is not None:
             last = self.route_last_road[:hi]
             dest = act & (last >= 0) & (tab.road[old_lane] == last) & (tab.road[lane] != last) \
                 & (self.route_pos[:hi] >= self.route_len[:hi] - 1)
-        out = np.nonzero(gone | dest)[0]
+            out = (gone | dest).nonzero()[0]
+            dest_out = dest[out]
+        else:
+            out = gone.nonzero()[0]
+            dest_out = False
         if len(out) == 0:
             return
         last = self.route_last_road[out]
-        reached = dest[out] | ((last >= 0) & (tab.road[lane[out]] == last))
+        reached = dest_out | ((last >= 0) & (tab.road[lane[out]] == last))
         for row, done in zip(out, reached):
             reason = "destination" if done else "end_of_road"
             self.departed.append(Departure(int(row), int(self.vid[row]), self.time, reason))
@@ -1061,21 +1208,23 @@ class World:
         window), then box i against the bounding circle of box j in i's own frame, which
         separates vehicles driving side by side in adjacent lanes.
         """
-        rows = np.nonzero(self.active[:hi])[0]
+        rows = self.active[:hi].nonzero()[0]
         m = len(rows)
         if m < 2:
             return None
         xs, ys = self.x[rows], self.y[rows]
         half_l, half_w = 0.5 * self.length[rows], 0.5 * self.width[rows]
         rad = np.hypot(half_l, half_w)
-        along = xs if np.ptp(xs) >= np.ptp(ys) else ys
-        order = np.argsort(along)
+        # Any axis gives a superset of the overlapping rows; the road's longer one prunes most.
+        along = xs if self._sweep_x else ys
+        order = along.argsort()
         a_sorted = along[order]
-        end = np.searchsorted(a_sorted, a_sorted + 2 * rad.max(), side="right")
-        w = int((end - np.arange(m)).max()) - 1
+        end = a_sorted.searchsorted(a_sorted + 2 * np.maximum.reduce(rad), side="right")
+        first = np.arange(m)
+        w = int(np.maximum.reduce(end - first)) - 1
         if w <= 0:
             return None
-        j = np.arange(m)[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
+        j = first[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
         oj = order[np.minimum(j, m - 1)]
         oi = order[:, None]
         h = self.heading[rows[order]][:, None]
@@ -1083,15 +1232,43 @@ class World:
         dx, dy = xs[oj] - xs[oi], ys[oj] - ys[oi]
         hit = (j < end[:, None]) & (np.abs(dx * c + dy * s) <= half_l[oi] + rad[oj]) & (
             np.abs(dy * c - dx * s) <= half_w[oi] + rad[oj])
-        if not hit.any():
+        if not np.count_nonzero(hit):
             return None
-        ii, jj = np.nonzero(hit)
+        ii, jj = hit.nonzero()
         mask = np.zeros(hi, dtype=bool)
         mask[rows[oi[ii, 0]]] = True
         mask[rows[oj[ii, jj]]] = True
         return mask
 
     # -------------------------------------------------------------- traffic entry
+    def _random_exit_route(self, row: int, rng: np.random.Generator) -> None:
+        """Route the vehicle in `row` to an exit drawn uniformly among those reachable from the
+        road of its target lane (shortest way there; one draw from `rng` when several)."""
+        tab = self.table
+        paths = [p for p in tab.exit_paths(int(tab.road[self.target_lane[row]])) if len(p) <= ROUTE_LEN]
+        if not paths:
+            return
+        path = paths[int(rng.integers(len(paths)))] if len(paths) > 1 else paths[0]
+        self._set_route(row, [(*tab.roads[r], None) for r in path])
+
+    def _entry_gaps(self) -> tuple[list[float], list[float]]:
+        """Per entry lane: distance from its start to the nearest vehicle on it or on one of its
+        successors (inf if none) and that vehicle's speed; ties go to the lowest row on the
+        entry lane, then the lowest row on a successor."""
+        tab, hi = self.table, self._hi
+        entries = tab.entry_lanes
+        if self._entry_succ is None:
+            self._entry_succ = np.zeros((len(entries), tab.n), dtype=bool)
+            for k, e in enumerate(entries):
+                self._entry_succ[k, tab.successors[e]] = True
+        lane, act, s = self.lane[:hi], self.active[:hi], self.s[:hi]
+        dist = np.full((len(entries), 2 * hi), np.inf)
+        dist[:, :hi] = np.where((lane == entries[:, None]) & act, s, np.inf)
+        dist[:, hi:] = np.where(self._entry_succ[:, lane] & act, tab.length[entries][:, None] + s, np.inf)
+        k = dist.argmin(axis=1) if hi else np.zeros(len(entries), dtype=np.intp)
+        gaps = dist[np.arange(len(entries)), k] if hi else np.full(len(entries), np.inf)
+        return gaps.tolist(), self.speed[k % max(hi, 1)].tolist()
+
     def populate(self, density: float, speed_range: tuple[float, float],
                  rng: np.random.Generator | None = None) -> list[int]:
         """Place traffic along every lane at about `density` vehicles/km/lane; returns the rows.
@@ -1134,6 +1311,8 @@ class World:
                     if np.isfinite(s_ahead):
                         speed = min(speed, max(0.0, (s_ahead - s - p.distance_wanted) / p.time_wanted))
                     placed.append(self.spawn(lane_id, float(s), speed))
+                    if tab.has_junctions:
+                        self._random_exit_route(placed[-1], rng)
                     s_ahead = s
                 s -= spacing * rng.uniform(0.75, 1.25)
         return placed
@@ -1152,40 +1331,29 @@ class World:
         rng = self.rng if rng is None else rng
         if density <= 0:
             return []
-        p, tab = self.params, self.table
+        tab = self.table
         spacing = 1000.0 / density
         new: list[int] = []
-        hi = self._hi
-        act = self.active[:hi]
-        for e in tab.entry_lanes:
-            e = int(e)
+        gaps, leader_speeds = self._entry_gaps()
+        for k, e in enumerate(tab.entry_lanes.tolist()):
             if e not in self._entry_state:
                 self._entry_state[e] = (spacing * float(rng.uniform(0.75, 1.25)),
                                         float(rng.uniform(*speed_range)))
             need, speed = self._entry_state[e]
-            lane = self.lane[:hi]
-            on_e = act & (lane == e)
-            dist = self.s[:hi][on_e]
-            leader_speed = self.speed[:hi][on_e]
-            succ = tab.successors[e]
-            if len(succ):
-                on_s = act & np.isin(lane, succ)
-                dist = np.concatenate((dist, tab.length[e] + self.s[:hi][on_s]))
-                leader_speed = np.concatenate((leader_speed, self.speed[:hi][on_s]))
             s_new = 0.0
-            if len(dist):
-                k = int(np.argmin(dist))
-                gap, v_f = float(dist[k]), float(leader_speed[k])
-                dstar = float(traffic.desired_gap(self._idm_c, np.float64(speed),
-                                                  np.float64(speed - v_f)))
+            gap = gaps[k]
+            if gap < np.inf:
+                v_f = leader_speeds[k]
+                dstar = float(traffic.desired_gap(self._idm_c, speed, speed - v_f))
                 want = max(need, dstar)
                 if gap < want:
                     continue
                 # Enter where the spacing was reached during the step, not further back.
                 s_new = min(gap - want, max(tab.length[e] - VEHICLE_LENGTH, 0.0))
             new.append(self.spawn(e, s_new, speed))
-            hi = self._hi
-            act = self.active[:hi]
+            if tab.has_junctions:
+                self._random_exit_route(new[-1], rng)
+            gaps, leader_speeds = self._entry_gaps()  # the new vehicle leads now
             self._entry_state[e] = (spacing * float(rng.uniform(0.75, 1.25)),
                                     float(rng.uniform(*speed_range)))
         return new
