@@ -201,18 +201,26 @@ def scenario_run(
 @app.command("evaluate")
 def evaluate_command(
     policy: list[str] = typer.Option(..., "--policy", help="Policy to evaluate; repeat for several (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>)."),
-    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files (sweeps expand to their variants)."),
+    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files (sweeps expand to their variants); several may follow one --scenarios."),
     episodes: int = typer.Option(20, "--episodes", min=1, help="Episodes per scenario and policy."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder (records.jsonl, report.md/html, plots/, replays/)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Parallel episode workers (default: available CPUs)."),
     worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes in the report."),
+    more_scenarios: Optional[list[str]] = typer.Argument(None, hidden=True),
 ) -> None:
     """Run a safety evaluation: episodes as Ray tasks, resumable records, then the report."""
+    from diffplatoon.agents.policy import make_policy
     from diffplatoon.evaluation.runner import evaluate
 
-    for name in scenarios:
-        _load(name)  # fail fast with file:line errors before starting Ray
+    scenarios = scenarios + (more_scenarios or [])
+    specs = [_load(name) for name in scenarios]  # fail fast with file:line errors before starting Ray
+    for name in policy:  # and on a policy that cannot be built (unknown name, missing checkpoint)
+        try:
+            make_policy(name, specs[0])
+        except (ValueError, FileNotFoundError, OSError) as exc:
+            err_console.print(f"--policy {name}: {exc}", markup=False, highlight=False)
+            raise typer.Exit(1) from None
     evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers, worst_k=worst_k)
 
 
@@ -234,16 +242,18 @@ def report_command(
 
 @demos_app.command("collect")
 def demos_collect(
-    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files."),
+    scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files; several may follow one --scenarios."),
     expert: str = typer.Option("cacc", "--expert", help="Expert policy that drives the platoons."),
     episodes: int = typer.Option(50, "--episodes", min=1, help="Episodes per scenario."),
     out: Path = typer.Option(Path("runs/demos"), "--out", help="Folder for the shards and manifest.json."),
     horizon: int = typer.Option(20, "--horizon", min=1, help="Future steps stored per sample."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+    more_scenarios: Optional[list[str]] = typer.Argument(None, hidden=True),
 ) -> None:
     """Roll out an expert over scenarios and store (observation, inbox, future plan) shards; resumable."""
     from diffplatoon.agents.diffusion.demos import collect_demos
 
+    scenarios = scenarios + (more_scenarios or [])
     for name in scenarios:
         _load(name)
     collect_demos(scenarios, expert, episodes, out, horizon=horizon, ray_address=ray_address)
@@ -300,8 +310,12 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for t
 
 
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point: a missing or clashing file is a one-line error, not a traceback."""
+    try:
+        app()
+    except (FileNotFoundError, FileExistsError) as exc:
+        err_console.print(f"error: {exc}", markup=False, highlight=False)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

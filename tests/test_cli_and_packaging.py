@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -100,3 +101,18 @@ def test_wheel_ships_catalogue_and_works_without_the_source_tree(tmp_path: Path)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "OK onramp_merge" in out.stdout
+
+
+def test_evaluate_takes_several_scenarios_after_one_flag(tmp_path: Path) -> None:
+    out = run_cli("evaluate", "--policy", "cacc", "--scenarios", "hard_brake", "cut_in", "--episodes", "1",
+                  "--out", str(tmp_path / "eval"), "--worst-k", "0")
+    assert out.returncode == 0, out.stderr
+    records = [json.loads(line) for line in (tmp_path / "eval" / "records.jsonl").read_text().splitlines()]
+    assert sorted(r["scenario"] for r in records) == ["cut_in", "hard_brake"]
+    assert (tmp_path / "eval" / "report.html").exists()
+
+
+def test_unknown_policy_is_a_one_line_error(tmp_path: Path) -> None:
+    out = run_cli("evaluate", "--policy", "nope", "--scenarios", "hard_brake", "--out", str(tmp_path / "e"))
+    assert out.returncode == 1
+    assert out.stderr.strip().startswith("--policy nope: unknown policy 'nope'; valid policies:")
