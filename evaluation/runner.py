@@ -38,7 +38,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from diffplatoon import io
-from diffplatoon.cluster import connect_ray
+from diffplatoon.cluster import connect_ray, remote
 from diffplatoon.evaluation import stats
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
@@ -185,17 +185,6 @@ def run_job(spec: ScenarioSpec, policy: str, episode: int) -> dict[str, Any]:
     return record
 
 
-_remote_run_job = None
-
-
-def _remote():
-    """The Ray remote version of `run_job` (created once, after Ray is importable)."""
-    global _remote_run_job
-    if _remote_run_job is None:
-        import ray
-
-        _remote_run_job = ray.remote(num_cpus=1)(run_job)
-    return _remote_run_job
 
 
 # ------------------------------------------------------------------------------------------------
@@ -271,7 +260,7 @@ def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, 
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     spec_refs = {name: ray.put(spec) for name, spec in specs.items()}
-    task = _remote().options(max_retries=max_retries)
+    task = remote(run_job).options(max_retries=max_retries)
     queue = list(reversed(todo))
     pending: dict[Any, Job] = {}
     completed = 0

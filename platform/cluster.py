@@ -24,3 +24,16 @@ def connect_ray(ray_address: str | None = None, num_cpus: int | None = None) -> 
         ray.init(num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False, log_to_driver=False,
                  logging_level="ERROR")
     return True
+
+
+_REMOTE: dict = {}
+
+
+def remote(function, num_cpus: float = 1):
+    """The Ray remote version of a plain function, made once per process (one CPU per task by default)."""
+    key = (function, num_cpus)
+    if key not in _REMOTE:
+        import ray
+
+        _REMOTE[key] = ray.remote(num_cpus=num_cpus)(function)
+    return _REMOTE[key]

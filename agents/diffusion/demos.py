@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from diffplatoon import io
-from diffplatoon.cluster import connect_ray
+from diffplatoon.cluster import connect_ray, remote
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
@@ -178,16 +178,6 @@ def run_demo_job(spec: ScenarioSpec, expert: str, episode: int, horizon: int, m_
     }
 
 
-_remote_job = None
-
-
-def _remote():
-    global _remote_job
-    if _remote_job is None:
-        import ray
-
-        _remote_job = ray.remote(num_cpus=1)(run_demo_job)
-    return _remote_job
 
 
 # ------------------------------------------------------------------------------------------------
@@ -267,7 +257,7 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
         try:
             workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             refs = {spec.name: ray.put(spec) for spec in specs}
-            task = _remote().options(max_retries=2)
+            task = remote(run_demo_job).options(max_retries=2)
             queue = list(reversed(todo))
             pending: dict[Any, tuple[ScenarioSpec, int]] = {}
             bar = Progress(TextColumn("[bold]demos"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
