@@ -36,7 +36,7 @@ import torch
 from diffplatoon.agents.diffusion.guidance import SceneContext
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.comms import FIELD_INDEX, message_dim
-from diffplatoon.sim.observation import Observation, flat_layout
+from diffplatoon.sim.observation import EGO_FEATURES, Observation, flat_layout
 
 DEFAULT_LENGTH = 5.0  # [m] highway-env Vehicle.LENGTH, used when a member's length is not observed
 _SAME_VEHICLE = 0.5  # [m] two observed centres closer than this are one vehicle
@@ -295,3 +295,26 @@ __all__ = [
     "DEFAULT_LENGTH", "PLAN_KEYS", "PlatoonInputs", "as_dict", "member_lengths", "msg_dim",
     "obs_dim", "platoon_inputs", "predict_neighbours", "scene_context", "stack", "to_frame", "to_world",
 ]
+
+
+_EGO = {name: k for k, name in enumerate(EGO_FEATURES)}
+
+
+def lateral_bounds(obs: Observation, rows: np.ndarray, scene: PlatoonInputs, n_max: int) -> np.ndarray:
+    """(n_max, 2) [low y, high y] of the drivable lanes around each member, platoon frame.
+
+    The current lane's centre is at y − r (lateral offset r, positive towards +y, the road assumed
+    parallel to the frame's x axis near the platoon); the bounds widen by one lane to each side that
+    exists and may be entered. Absent members get wide (±1e4 m) bounds.
+    """
+    out = np.tile([-np.inf, np.inf], (n_max, 1)).astype(np.float64)
+    ego = obs.ego[rows].astype(np.float64)
+    n = len(rows)
+    centre = scene.ego_state[:n, 1].astype(np.float64) - ego[:, _EGO["lateral_offset"]]
+    width = ego[:, _EGO["lane_width"]]
+    left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
+    lo = centre - 0.5 * width - width * left
+    hi = centre + 0.5 * width + width * right
+    present = scene.member_mask[:n]
+    out[:n] = np.where(present[:, None], np.stack([lo, hi], axis=1), out[:n])
+    return np.where(np.isfinite(out), out, np.sign(out) * 1e4)

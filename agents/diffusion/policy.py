@@ -253,7 +253,7 @@ class DiffusionPolicy(Policy):
         batch = features.stack(batch_scenes, device=self.planner.device)
         context = features.scene_context(batch_scenes, cfg.horizon, cfg.dt, device=self.planner.device)
         context.lateral_bounds = torch.as_tensor(
-            np.stack([self._lateral_bounds(obs, self.platoon_rows[k], scenes[k]) for k in due]),
+            np.stack([features.lateral_bounds(obs, self.platoon_rows[k], scenes[k], self.n_max) for k in due]),
             dtype=torch.float32, device=self.planner.device)
         seq = np.random.SeedSequence([self.info.spec.seed, self.info.episode, self.step_index])
         started = time.perf_counter()
@@ -291,25 +291,6 @@ class DiffusionPolicy(Policy):
         disp = states[:, idx, :2] - start[:, None, :2]  # (n, pairs, 2)
         out[:, : 2 * pairs] = disp.reshape(n, 2 * pairs)
         return np.where(present[:, None], out, 0.0)
-
-    def _lateral_bounds(self, obs: Observation, rows: np.ndarray, scene: features.PlatoonInputs) -> np.ndarray:
-        """(n_max, 2) [low y, high y] of the drivable lanes around each member, platoon frame.
-
-        The current lane's centre is at y − r (lateral offset r, positive towards +y, the road assumed
-        parallel to the frame's x axis near the platoon); the bounds widen by one lane to each side that
-        exists and may be entered. Absent members get infinite bounds.
-        """
-        out = np.tile([-np.inf, np.inf], (self.n_max, 1)).astype(np.float64)
-        ego = obs.ego[rows].astype(np.float64)
-        n = len(rows)
-        centre = scene.ego_state[:n, 1].astype(np.float64) - ego[:, _E["lateral_offset"]]
-        width = ego[:, _E["lane_width"]]
-        left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
-        lo = centre - 0.5 * width - width * left
-        hi = centre + 0.5 * width + width * right
-        present = scene.member_mask[:n]
-        out[:n] = np.where(present[:, None], np.stack([lo, hi], axis=1), out[:n])
-        return np.where(np.isfinite(out), out, np.sign(out) * 1e4)
 
     def _lane_keeping(self, obs: Observation, rows: np.ndarray) -> np.ndarray:
         """Steering towards the current lane's centre (the experts' law)."""

@@ -465,7 +465,4 @@ def platoon_state(obs: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def lateral_bounds(obs: Observation, scene: features.PlatoonInputs, n_max: int) -> np.ndarray:
     """(n_max, 2) drivable [low y, high y] per member in the platoon frame (the `diffusion:` policy's rule)."""
-    from diffplatoon.agents.diffusion.policy import DiffusionPolicy
-
-    holder = type("_Rows", (), {"n_max": n_max})()  # the policy's method reads only n_max from self
-    return DiffusionPolicy._lateral_bounds(holder, obs, np.arange(len(obs.ego)), scene)
+    return features.lateral_bounds(obs, np.arange(len(obs.ego)), scene, n_max)
