@@ -145,19 +145,23 @@ class PlatoonParallelEnv(ParallelEnv):
         truncate = sim.done
         flat = obs_all.flat()
         t = sim.time
+        # Python lists: per-agent scalars from lists are cheaper than numpy scalar indexing
+        reward_l, terminate_l, terms_l = reward.tolist(), terminate.tolist(), terms.tolist()
+        crashed_l, departed_l, outside_l = crashed.tolist(), departed.tolist(), events["outside"].tolist()
+        truncate = bool(truncate)
 
         observations, rewards, terminations, truncations, infos = {}, {}, {}, {}, {}
         for agent in self.agents:
             i = self._index[agent]
             observations[agent] = flat[i]
-            rewards[agent] = float(reward[i])
-            terminations[agent] = bool(terminate[i])
-            truncations[agent] = bool(truncate)
+            rewards[agent] = reward_l[i]
+            terminations[agent] = terminate_l[i]
+            truncations[agent] = truncate
             infos[agent] = {
-                "crashed": bool(crashed[i]),
-                "departed": bool(departed[i]),
-                "offroad": bool(events["outside"][i]),
-                "reward_terms": dict(zip(REWARD_TERMS, terms[i].tolist())),
+                "crashed": crashed_l[i],
+                "departed": departed_l[i],
+                "offroad": outside_l[i],
+                "reward_terms": dict(zip(REWARD_TERMS, terms_l[i])),
                 "time": t,
             }
         self.agents = [a for a in self.agents if not (terminations[a] or truncations[a])]

@@ -54,16 +54,16 @@ class RewardFunction:
         self.pred = np.where(graph.member_of > 0, np.arange(m) - 1, -1)  # comm id of member k−1
         self._snapshot()
 
-    def _snapshot(self, pos: np.ndarray | None = None, live: np.ndarray | None = None,
-                  outside: np.ndarray | None = None) -> None:
+    def _snapshot(self) -> None:
+        """The state the first step's terms are measured from (`__call__` keeps it up to date)."""
         w, rows = self.sim.world, self.sim.controlled
-        live = self.observer.live() if live is None else live
-        self._pos = self.observer.route_position() if pos is None else pos
+        live = self.observer.live()
+        self._pos = self.observer.route_position(live)
         self._speed = np.where(live, w.speed[rows], 0.0)
         self._accel = np.where(live, w.accel[rows], 0.0)
         self._steer = np.where(live, w.steering[rows], 0.0)
         self._crashed = live & w.crashed[rows]
-        self._offroad = live & (self._outside() if outside is None else outside)
+        self._offroad = live & self._outside()
 
     def _outside(self) -> np.ndarray:
         w, rows = self.sim.world, self.sim.controlled
@@ -82,7 +82,7 @@ class RewardFunction:
         ok = live & ~crashed
         terms = np.zeros((m, len(REWARD_TERMS)))
 
-        pos = self.observer.route_position()
+        pos = self.observer.route_position(live)
         step_max = (w.params.max_speed + 1.0) * self.dt
         progress = np.where(live, np.minimum(np.maximum(pos - self._pos, -step_max), step_max), self._speed * self.dt)
         terms[:, 0] = np.where(np.isfinite(progress), progress, 0.0) / 10.0
@@ -94,7 +94,8 @@ class RewardFunction:
         has_pred = (self.pred >= 0) & ok & live[pred]
         length = w.length[rows]
         gap = pos[pred] - pos - (length + length[pred]) / 2
-        time_gap = gap / np.maximum(w.speed[rows], _MIN_SPEED)
+        speed = w.speed[rows]
+        time_gap = gap / np.maximum(speed, _MIN_SPEED)
         error = np.minimum(np.abs(time_gap - self.desired_gap), _MAX_TIME_GAP_ERROR)
         terms[:, 2] = np.where(has_pred, np.where(np.isfinite(error), error, _MAX_TIME_GAP_ERROR), 0.0)
 
@@ -111,5 +112,11 @@ class RewardFunction:
         terms[:, 5] = new_off
 
         weighted = terms * self.weights
-        self._snapshot(pos, live, outside)
+        # the next step's reference state (as `_snapshot`), from the arrays read above
+        self._pos = pos
+        self._speed = np.where(live, speed, 0.0)
+        self._accel = np.where(live, accel, 0.0)
+        self._steer = np.where(live, steer, 0.0)
+        self._crashed = crashed
+        self._offroad = outside
         return weighted.sum(axis=1), weighted, {"crashed": new_crash, "offroad": new_off, "outside": outside}

@@ -324,19 +324,46 @@ class Observer:
         self._side_ok = np.stack([(tab.left >= 0) & ~tab.forbidden[np.maximum(tab.left, 0)],
                                   (tab.right >= 0) & ~tab.forbidden[np.maximum(tab.right, 0)]], axis=1)
         self._speed_limit = np.where(np.isfinite(tab.speed_limit), tab.speed_limit, _DEFAULT_SPEED_LIMIT)
+        # Per (member, lane) tables flattened to member · n_lanes + lane, read with one `take` each.
+        nl = tab.n
+        self._n_lanes = nl
+        self._next_flat = self._next.ravel()
+        self._before_flat = self._before.ravel()
+        self._agent_base = self._agent * nl
+        self._lane_cols = np.stack([self._lane_end, self._deadline, self._need, self._before, self._remaining,
+                                    np.broadcast_to(tab.width, (m, nl)),
+                                    np.broadcast_to(self._speed_limit, (m, nl))], axis=-1).reshape(m * nl, 7)
+        lanes = np.broadcast_to(np.arange(nl), (m, nl))
+        left, right = np.broadcast_to(tab.left, (m, nl)), np.broadcast_to(tab.right, (m, nl))
+        nxt = lambda ln: np.take_along_axis(self._next, np.maximum(ln, 0), axis=1)  # noqa: E731
+        q = np.stack([lanes, nxt(lanes), left, np.where(left >= 0, nxt(left), -1),
+                      np.where(left >= 0, self._prev[np.maximum(left, 0)], -1), right,
+                      np.where(right >= 0, nxt(right), -1),
+                      np.where(right >= 0, self._prev[np.maximum(right, 0)], -1)], axis=-1).reshape(m * nl, 8)
+        self._q_lanes = np.where(q >= 0, q, np.repeat(np.arange(nl)[None, :], m, axis=0).reshape(-1, 1))
+        self._q_invalid = np.concatenate([q < 0, q < 0], axis=1)  # (m · n_lanes, 16): [front, rear] results
+        self._on_first = self._q_lanes[:, self._FIRST % 8]
+        self._on_second = self._q_lanes[:, self._SECOND % 8]
+        side_ok = self._side_ok
+        self._slot_ok = np.stack([np.ones(nl, dtype=bool), side_ok[:, 0], side_ok[:, 0], side_ok[:, 1],
+                                  side_ok[:, 1]], axis=1)  # (n_lanes, 5)
+        self._point_offsets = self.spacing * np.arange(1, self.n_points + 1)
 
     def live(self) -> np.ndarray:
         """(M,) bool: members still on the road (as `Simulation.live_members`, without its Python loop)."""
         world, rows = self.sim.world, self.sim.controlled
         return world.active[rows] & (world.vid[rows] == self._vids)
 
-    def route_position(self) -> np.ndarray:
-        """(M,) distance driven along each member's route [m] (NaN for members off the road)."""
+    def route_position(self, live: np.ndarray | None = None) -> np.ndarray:
+        """(M,) distance driven along each member's route [m] (NaN for members off the road).
+
+        `live`: `live()` if already at hand.
+        """
         sim, world = self.sim, self.sim.world
-        live = self.live()
+        live = self.live() if live is None else live
         rows = sim.controlled
         lane = np.where(live, world.lane[rows], 0)
-        pos = self._before[self._agent, lane] + world.s[rows]
+        pos = self._before_flat.take(self._agent_base + lane) + world.s[rows]
         return np.where(live, pos, np.nan)
 
     def alive(self) -> np.ndarray:
@@ -348,157 +375,206 @@ class Observer:
         sim, world, tab = self.sim, self.sim.world, self.sim.world.table
         m = len(sim.controlled)
         alive = self.alive()
-        idx = np.flatnonzero(alive)
+        idx = alive.nonzero()[0]
         rows = sim.controlled[idx]
         n = len(rows)
         inbox = sim.inbox
         kc, d = inbox.data.shape[1], inbox.data.shape[2]
-        obs = _zeros(m, self.k, self.n_points, kc, d)
-        obs.alive = alive
         if n == 0:
+            obs = _zeros(m, self.k, self.n_points, kc, d)
+            obs.alive = alive
             return obs
+        # numpy's per-call overhead dominates at these sizes (M ~ 4): fewer calls, `take` over 2-D fancy indexing
         lane, s = world.lane[rows], world.s[rows]
         x, y, h, v = world.x[rows], world.y[rows], world.heading[rows], world.speed[rows]
         cos_h, sin_h = np.cos(h), np.sin(h)
+        at = idx * self._n_lanes + lane  # (member, lane) entry of the flattened tables
+        cols = self._lane_cols.take(at, axis=0)
+        need, before, remaining, width, limit = cols[:, 2:].T
+        to_end, to_deadline = np.minimum(np.maximum(cols[:, :2] - s[:, None], 0.0), _FAR).T
 
         # 1. ego features
-        ego = obs.ego[idx]
+        ego = np.empty((n, len(EGO_FEATURES)))
         ego[:, 0] = v
         ego[:, 1] = world.accel[rows]
         ego[:, 2] = world.steering[rows]
         ego[:, 3] = _wrap(h - tab.heading_at(lane, s))
         ego[:, 4] = world.r[rows]
-        ego[:, 5] = tab.width[lane]
-        ego[:, 6] = np.clip(self._lane_end[idx, lane] - s, 0.0, _FAR)
-        ego[:, 7] = self._speed_limit[lane]
+        ego[:, 5] = width
+        ego[:, 6] = to_end
+        ego[:, 7] = limit
         ego[:, 8] = self._member[idx]
-        ego[:, 9] = ~(self._ahead_in_platoon[idx] & alive[None, :]).any(axis=1)
-        obs.ego[idx] = ego
+        ego[:, 9] = ~self._ahead_in_platoon.take(idx, axis=0).dot(alive)
 
         # 2. leader and side lanes: one query batch on the World's sorted lane index
-        self._lane_neighbours(obs, idx, rows, lane)
+        lane_feats = self._lane_neighbours(rows, lane, at, x, y)
 
         # 3. K nearest vehicles in the ego frame
-        self._nearest(obs, idx, rows, x, y, cos_h, sin_h, v)
+        neighbours, neighbour_mask = self._nearest(rows, x, y, cos_h, sin_h, v)
 
         # 4. centre-line points ahead, following the member's route (else the smooth continuation)
-        obs.lane_ahead[idx] = self._lane_points(idx, lane, s, x, y, cos_h, sin_h)
+        lane_ahead = self._lane_points(idx, lane, s, x, y, cos_h, sin_h)
 
-        # 5. route
-        before, remaining = self._before[idx, lane], self._remaining[idx, lane]
-        obs.route[idx, 0] = self._need[idx, lane]
-        obs.route[idx, 1] = np.clip(self._deadline[idx, lane] - s, 0.0, _FAR)
+        # 5. route and pose
+        tail = np.empty((n, 6))
+        tail[:, 0] = need
+        tail[:, 1] = to_deadline
         total = np.maximum(before + remaining, 1e-6)
-        obs.route[idx, 2] = np.clip((before + s) / total, 0.0, 1.0)
+        tail[:, 2] = np.minimum(np.maximum((before + s) / total, 0.0), 1.0)
+        tail[:, 3] = x
+        tail[:, 4] = y
+        tail[:, 5] = h
 
         # 6. V2V inbox and the predecessor's newest message
-        obs.inbox[idx] = inbox.data[idx]
-        obs.inbox_mask[idx] = inbox.mask[idx]
-        obs.inbox_age[idx] = inbox.age[idx]
-        obs.inbox_sender[idx] = np.where(inbox.mask[idx], inbox.sender[idx], -1)
-        obs.pose[idx] = np.stack([x, y, h], axis=1)
+        if n == m:
+            data, mask, age, sender = inbox.data, inbox.mask, inbox.age, inbox.sender
+        else:
+            data, mask, age, sender = (a.take(idx, axis=0) for a in (inbox.data, inbox.mask, inbox.age, inbox.sender))
         pred = self._pred[idx]
-        match = inbox.mask[idx] & (inbox.sender[idx] == pred[:, None]) & (pred[:, None] >= 0)  # (n, Kc)
+        match = mask & (sender == pred[:, None])  # (n, Kc); a held slot's sender is ≥ 0, so pred −1 never matches
         has = match.any(axis=1)
-        slot = np.argmax(match, axis=1)
-        obs.predecessor_message[idx] = np.where(has[:, None], inbox.data[idx, slot], 0.0)
-        obs.predecessor_mask[idx] = has
-        obs.predecessor_age[idx] = np.where(has, inbox.age[idx, slot], 0)
-        return obs
+        sel = np.arange(n) * kc + match.argmax(axis=1)
+        # all members alive (the usual case): cast, else scatter into the all-absent observation
+        f = np.float32
+        return Observation(
+            ego=_spread(ego, idx, m, f),
+            leader=_spread(lane_feats[:, 0], idx, m, f),
+            side=_spread(lane_feats[:, 1:].reshape(n, 2, 2, 4), idx, m, f),
+            side_lane=_spread(self._side_ok.take(lane, axis=0), idx, m, f),
+            neighbours=_spread(neighbours, idx, m, f),
+            neighbour_mask=_spread(neighbour_mask, idx, m, bool),
+            lane_ahead=_spread(lane_ahead, idx, m, f),
+            route=_spread(tail[:, :3], idx, m, f),
+            inbox=_spread(data, idx, m, f),
+            inbox_mask=_spread(mask, idx, m, bool),
+            inbox_age=_spread(age, idx, m, f),
+            predecessor_message=_spread(np.where(has[:, None], data.reshape(n * kc, d)[sel], 0.0), idx, m, f),
+            predecessor_mask=_spread(has, idx, m, bool),
+            alive=alive,
+            predecessor_age=_spread(np.where(has, age.reshape(-1)[sel], 0), idx, m, f),
+            pose=_spread(tail[:, 3:], idx, m, f),
+            inbox_sender=_spread(np.where(mask, sender, -1), idx, m, np.int64, -1),
+        )
 
     # -- parts -----------------------------------------------------------------------------------
-    # Which found vehicle fills each (leader / side) slot: (query row of the first choice, of the
-    # fallback across a lane boundary, ahead?). Query rows: 0 own lane, 1 own→next, 2 left,
-    # 3 left→next, 4 left←prev, 5 right, 6 right→next, 7 right←prev.
-    _SLOTS = ((0, 1, True), (2, 3, True), (2, 4, False), (5, 6, True), (5, 7, False))
+    # Which found vehicle fills each (leader / side) slot: the first choice and the fallback across
+    # a lane boundary, as columns of [front rows of the 8 queries, rear rows of the 8 queries].
+    # Query columns: 0 own lane, 1 own→next, 2 left, 3 left→next, 4 left←prev, 5 right,
+    # 6 right→next, 7 right←prev. Slots: leader, left front, left rear, right front, right rear.
+    _FIRST = np.array([0, 2, 8 + 2, 5, 8 + 5])
+    _SECOND = np.array([1, 3, 8 + 4, 6, 8 + 7])
+    _SIGN = np.array([1.0, 1.0, -1.0, 1.0, -1.0])  # +1 ahead, −1 behind
 
-    def _lane_neighbours(self, obs: Observation, idx: np.ndarray, rows: np.ndarray, lane: np.ndarray) -> None:
+    def _lane_neighbours(self, rows: np.ndarray, lane: np.ndarray, at: np.ndarray, x: np.ndarray,
+                         y: np.ndarray) -> np.ndarray:
+        """(n, 5, 4): `SIDE_FEATURES` of the leader, left front, left rear, right front, right rear."""
         world, tab = self.sim.world, self.sim.world.table
         n = len(rows)
-        left, right = tab.left[lane], tab.right[lane]
-        nxt, prv = self._next[idx[None, :], np.maximum(np.stack([lane, left, right]), 0)], self._prev
-        q = np.stack([lane, nxt[0], left, np.where(left >= 0, nxt[1], -1), np.where(left >= 0, prv[left], -1),
-                      right, np.where(right >= 0, nxt[2], -1), np.where(right >= 0, prv[right], -1)])  # (8, n)
-        valid = q >= 0
-        qf = np.where(valid, q, lane[None, :]).ravel()
-        front, rear = world.neighbours(np.tile(rows, 8), qf)
-        front = np.where(valid.ravel(), front, -1).reshape(8, n)
-        rear = np.where(valid.ravel(), rear, -1).reshape(8, n)
-
-        first = np.array([s[0] for s in self._SLOTS])
-        second = np.array([s[1] for s in self._SLOTS])
-        ahead = np.array([s[2] for s in self._SLOTS])[:, None]  # (5, 1)
-        found1 = np.where(ahead, front[first], rear[first])  # (5, n)
-        found2 = np.where(ahead, front[second], rear[second])
+        q = self._q_lanes.take(at, axis=0)  # (n, 8), invalid queries on the own lane (their results are dropped)
+        front, rear = world.neighbours(rows.repeat(8), q.reshape(-1))
+        found_all = np.concatenate((front.reshape(n, 8), rear.reshape(n, 8)), axis=1)
+        found_all[self._q_invalid.take(at, axis=0)] = -1
+        found1, found2 = found_all.take(self._FIRST, axis=1), found_all.take(self._SECOND, axis=1)  # (n, 5)
         use_first = found1 >= 0
-        found = np.where(use_first, found1, found2)
-        on = np.maximum(np.where(use_first, q[first], q[second]), 0)  # lane both are compared on
-        has = found >= 0
-        other = np.where(has, found, rows[None, :])
-        s_other, _ = tab.local_coordinates(on, world.x[other], world.y[other])
-        s_ego, _ = tab.local_coordinates(on, world.x[rows][None, :], world.y[rows][None, :])
-        half = (world.length[rows][None, :] + world.length[other]) / 2
-        gap = np.where(ahead, s_other - s_ego, s_ego - s_other) - half
-        v_other, v_ego = world.speed[other], world.speed[rows][None, :]
-        closing = np.where(ahead, v_ego - v_other, v_other - v_ego)
-        side_ok = self._side_ok[lane]  # (n, 2)
-        ok = np.stack([np.ones(n, dtype=bool), side_ok[:, 0], side_ok[:, 0], side_ok[:, 1], side_ok[:, 1]])
-        present = has & ok & (gap <= self.range)
-        feats = np.stack([np.where(present, gap, self.range), np.where(present, v_other, 0.0),
-                          np.where(present, closing, 0.0), present], axis=-1)  # (5, n, 4)
-        obs.leader[idx] = feats[0]
-        obs.side[idx] = feats[1:].reshape(2, 2, n, 4).transpose(2, 0, 1, 3)
-        obs.side_lane[idx] = side_ok
+        # the lane both are compared on
+        on = np.where(use_first, self._on_first.take(at, axis=0), self._on_second.take(at, axis=0))
+        has = np.maximum(found1, found2) >= 0
+        # [other, ego] rows per slot (the ego stands in for an absent other), read in one go
+        who = np.empty((2, n, 5), dtype=np.intp)
+        who[:] = rows[:, None]
+        np.copyto(who[0], np.where(use_first, found1, found2), where=has)
+        if tab.all_linear:
+            s_pair = tab.longitudinal(on, world.x[who], world.y[who])
+        else:
+            s_pair = tab.longitudinal(np.broadcast_to(on, who.shape), world.x[who], world.y[who])
+        length, speed = world.length[who], world.speed[who]
+        half = (length[1] + length[0]) / 2
+        gap = self._SIGN * (s_pair[0] - s_pair[1]) - half
+        v_other = speed[0]
+        closing = self._SIGN * (speed[1] - v_other)
+        present = has & self._slot_ok.take(lane, axis=0) & (gap <= self.range)
+        feats = np.zeros((n, 5, 4))
+        feats[:, :, 0] = self.range
+        np.copyto(feats[:, :, 0], gap, where=present)
+        np.copyto(feats[:, :, 1], v_other, where=present)
+        np.copyto(feats[:, :, 2], closing, where=present)
+        feats[:, :, 3] = present
+        return feats
 
-    def _nearest(self, obs, idx, rows, x, y, cos_h, sin_h, v) -> None:
+    def _nearest(self, rows, x, y, cos_h, sin_h, v) -> tuple[np.ndarray, np.ndarray]:
+        """(n, K, 9) `NEIGHBOUR_FEATURES` and (n, K) mask of the K nearest vehicles."""
         world = self.sim.world
         others = world.active_rows()
-        dx = world.x[others][None, :] - x[:, None]  # (n, N)
-        dy = world.y[others][None, :] - y[:, None]
+        big = len(others)
+        dx = world.x[others] - x[:, None]  # (n, N)
+        dy = world.y[others] - y[:, None]
         dist = np.hypot(dx, dy)
-        dist[others[None, :] == rows[:, None]] = np.inf
+        dist[others == rows[:, None]] = np.inf
         dist[dist > self.range] = np.inf
-        k = min(self.k, len(others))
-        order = np.argsort(dist, axis=1, kind="stable")[:, :k]  # (n, k)
-        mask = np.isfinite(np.take_along_axis(dist, order, axis=1))
+        k = min(self.k, big)
+        order = dist.argsort(axis=1, kind="stable")[:, :k]  # (n, k)
+        flat = (order + (np.arange(len(rows)) * big)[:, None]).ravel()
+        mask = np.isfinite(dist.take(flat)).reshape(order.shape)
         o = others[order]  # (n, k) rows
-        ex, ey = np.take_along_axis(dx, order, axis=1), np.take_along_axis(dy, order, axis=1)
-        c, s_ = cos_h[:, None], sin_h[:, None]
+        ex, ey = dx.take(flat).reshape(order.shape), dy.take(flat).reshape(order.shape)
+        c, s_, ns = cos_h[:, None], sin_h[:, None], -sin_h[:, None]
         ho = world.heading[o]
         vo = world.speed[o]
         rvx = vo * np.cos(ho) - (v * cos_h)[:, None]
         rvy = vo * np.sin(ho) - (v * sin_h)[:, None]
         dh = ho - np.arctan2(sin_h, cos_h)[:, None]
-        feats = np.stack([
-            c * ex + s_ * ey, -s_ * ex + c * ey,  # position, ego frame (x forward, y right)
-            c * rvx + s_ * rvy, -s_ * rvx + c * rvy,  # velocity relative to the ego, ego frame
-            np.cos(dh), np.sin(dh),
-            world.length[o], world.width[o],
-            (world.platoon[o] == world.platoon[rows][:, None]) & (world.platoon[o] >= 0),
-        ], axis=-1)
-        out = np.zeros((len(rows), self.k, len(NEIGHBOUR_FEATURES)))
-        out[:, :k] = np.where(mask[..., None], feats, 0.0)
-        obs.neighbours[idx] = out
-        obs.neighbour_mask[idx, :k] = mask
+        out = np.empty((len(rows), self.k, len(NEIGHBOUR_FEATURES)))
+        f = out[:, :k]
+        f[..., 0] = c * ex + s_ * ey  # position, ego frame (x forward, y right)
+        f[..., 1] = ns * ex + c * ey
+        f[..., 2] = c * rvx + s_ * rvy  # velocity relative to the ego, ego frame
+        f[..., 3] = ns * rvx + c * rvy
+        f[..., 4] = np.cos(dh)
+        f[..., 5] = np.sin(dh)
+        f[..., 6] = world.length[o]
+        f[..., 7] = world.width[o]
+        po = world.platoon[o]
+        f[..., 8] = (po == world.platoon[rows][:, None]) & (po >= 0)
+        f[~mask] = 0.0
+        if k == self.k:
+            return out, mask
+        out[:, k:] = 0.0
+        full = np.zeros((len(rows), self.k), dtype=bool)
+        full[:, :k] = mask
+        return out, full
 
     def _lane_points(self, idx, lane, s, x, y, cos_h, sin_h) -> np.ndarray:
+        """(n, P, 2) centre-line points ahead in the ego frame."""
         tab = self.sim.world.table
         n, p = len(idx), self.n_points
-        agent = np.repeat(idx, p)
-        ln = np.repeat(lane, p)
-        sp = (s[:, None] + self.spacing * np.arange(1, p + 1)[None, :]).ravel()
+        base = (idx * self._n_lanes).repeat(p)
+        ln = lane.repeat(p)
+        sp = (s[:, None] + self._point_offsets).ravel()
         for _ in range(_MAX_HOPS):
-            nxt = self._next[agent, ln]
-            over = (sp > tab.length[ln]) & (nxt >= 0)
+            nxt = self._next_flat[base + ln]
+            length = tab.length[ln]
+            over = (sp > length) & (nxt >= 0)
             if not over.any():
                 break
-            sp = np.where(over, sp - tab.length[ln], sp)
+            sp = np.where(over, sp - length, sp)
             ln = np.where(over, nxt, ln)
         px, py = tab.position(ln, sp, np.zeros_like(sp))  # beyond a lane end: the lane extended
         ex = px.reshape(n, p) - x[:, None]
         ey = py.reshape(n, p) - y[:, None]
-        c, s_ = cos_h[:, None], sin_h[:, None]
-        return np.stack([c * ex + s_ * ey, -s_ * ex + c * ey], axis=-1)
+        c, s_, ns = cos_h[:, None], sin_h[:, None], -sin_h[:, None]
+        pts = np.empty((n, p, 2))
+        pts[..., 0] = c * ex + s_ * ey
+        pts[..., 1] = ns * ex + c * ey
+        return pts
+
+
+def _spread(values: np.ndarray, idx: np.ndarray, m: int, dtype, fill=0) -> np.ndarray:
+    """(m, ...) `dtype` array with `values` in rows `idx` (ascending) and `fill` elsewhere."""
+    if len(idx) == m:  # idx is every row, in order
+        return values.astype(dtype)
+    out = np.full((m,) + values.shape[1:], fill, dtype=dtype)
+    out[idx] = values
+    return out
 
 
 def _wrap(a: np.ndarray) -> np.ndarray:
