@@ -44,6 +44,7 @@ from rich.table import Table
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import collision_cost  # noqa: E402  (the scene builder and the naive reference loop)
 
+from diffplatoon.cluster import remote  # noqa: E402
 from diffplatoon import io  # noqa: E402
 from diffplatoon.evaluation import runner  # noqa: E402
 from diffplatoon.scenarios import load_scenario  # noqa: E402
@@ -65,7 +66,7 @@ def throughput(scenario: str, policy: str, episodes: int, console: Console) -> T
     warm = spec.model_copy(update={"duration": 1.0})
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
-        task = runner._remote()
+        task = remote(runner.run_job)
         ray.get([task.remote(warm, policy, k) for k in range(4)])  # import torch/highway-env in both workers
 
         table = Table(title=f"Evaluation throughput: {episodes} episodes of {scenario} x {policy} "
