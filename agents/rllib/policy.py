@@ -6,7 +6,7 @@ the kind to the class that acts with it ("mlp": `VehicleMLPPolicy`, "diffusion":
 which plans per platoon with the fine-tuned planner, see `diffusion_module`). The RLModule is loaded with `RLModule.from_checkpoint`
 from the learner's copy (the full module), actions are deterministic (the Gaussian mean) and
 computed for all members in one batch, then scaled from [-1, 1] to SI units the way the training
-env scales them (`PlatoonParallelEnv.scale_actions` on a normalized-action copy of the scenario).
+env scales them (`diffplatoon.envs.pettingzoo_env.to_si` with the scenario's action limits).
 
 Parameters (``rllib:path`` plus keyword params of `make_policy`): ``torch_threads`` (default 1).
 """
@@ -21,8 +21,8 @@ import numpy as np
 import torch
 
 from diffplatoon.agents.policy import Policy, SimInfo
-from diffplatoon.envs.pettingzoo_env import PlatoonParallelEnv
-from diffplatoon.scenarios.schema import ActionSpec, ScenarioSpec
+from diffplatoon.envs.pettingzoo_env import action_limits, to_si
+from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import Observation
 
 CHECKPOINT_META = "diffplatoon.json"  # same name as `train.CHECKPOINT_META` (train imports Ray at call time)
@@ -67,8 +67,7 @@ class VehicleMLPPolicy(Policy):
         self.checkpoint = checkpoint
         self.module = load_module(checkpoint, meta["module_ids"][0])
         self.obs_dim = int(self.module.observation_space["obs"].shape[0])
-        normalized = spec.model_copy(update={"action": ActionSpec(normalized=True)})
-        self._scaler = PlatoonParallelEnv(normalized)
+        self._low, self._high = action_limits(spec)
         self.name = f"rllib:{checkpoint}"
 
     def reset(self, info: SimInfo) -> None:
@@ -82,7 +81,7 @@ class VehicleMLPPolicy(Policy):
                              f"this scenario gives {flat.shape[1]}")
         mean = self.module.action_mean(torch.from_numpy(flat)).numpy().astype(np.float64)
         mean = np.clip(mean, -1.0, 1.0)
-        actions = self._scaler.scale_actions(dict(zip(self._agents, mean)))
+        actions = to_si(mean, self._low, self._high, normalized=True)
         alive = obs.alive if obs.alive is not None else np.ones(len(flat), dtype=bool)
         return np.where(alive[:, None], actions, 0.0)
 

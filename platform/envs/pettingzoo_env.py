@@ -47,6 +47,26 @@ from diffplatoon.sim.simulation import Simulation
 __all__ = ["PlatoonParallelEnv"]
 
 
+def action_limits(spec: ScenarioSpec) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 2) lower and upper [acceleration, steering] limits of every member, in agent order."""
+    low, high = [], []
+    for platoon in spec.platoons:
+        v = platoon.vehicle
+        low += [[-v.max_deceleration, -v.max_steering]] * platoon.size
+        high += [[v.max_acceleration, v.max_steering]] * platoon.size
+    # through float32 so the limits equal the action spaces' bounds exactly
+    return (np.array(low, dtype=np.float32).astype(np.float64), np.array(high, dtype=np.float32).astype(np.float64))
+
+
+def to_si(acts: np.ndarray, low: np.ndarray, high: np.ndarray, *, normalized: bool) -> np.ndarray:
+    """Actions in SI units clipped to the limits; `normalized` ones in [-1, 1] map 0 → 0, ±1 → the limits."""
+    # np.minimum/np.maximum: np.clip's Python wrapper costs more than the clipping here
+    if normalized:
+        acts = np.minimum(np.maximum(acts, -1.0), 1.0)
+        acts = np.where(acts < 0, -acts * low, acts * high)
+    return np.minimum(np.maximum(acts, low), high)
+
+
 class PlatoonParallelEnv(ParallelEnv):
     """One scenario as a parallel multi-agent environment (see the module docstring)."""
 
@@ -67,21 +87,14 @@ class PlatoonParallelEnv(ParallelEnv):
         obs_dim = self._last_obs.flat().shape[1]
         self._obs_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
         self._obs_spaces = {a: self._obs_space for a in self.possible_agents}
+        self._low, self._high = action_limits(spec)  # (M, 2) SI limits
         self._act_spaces: dict[str, spaces.Box] = {}
-        low, high = [], []
-        for platoon in spec.platoons:
-            v = platoon.vehicle
-            lo = np.array([-v.max_deceleration, -v.max_steering], dtype=np.float32)
-            hi = np.array([v.max_acceleration, v.max_steering], dtype=np.float32)
-            for name in platoon.member_names():
-                if spec.action.normalized:
-                    self._act_spaces[name] = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
-                else:
-                    self._act_spaces[name] = spaces.Box(lo, hi, dtype=np.float32)
-                low.append(lo)
-                high.append(hi)
-        self._low = np.array(low, dtype=np.float64)  # (M, 2) SI limits
-        self._high = np.array(high, dtype=np.float64)
+        for i, name in enumerate(self.possible_agents):
+            if spec.action.normalized:
+                self._act_spaces[name] = spaces.Box(-1.0, 1.0, shape=(2,), dtype=np.float32)
+            else:
+                self._act_spaces[name] = spaces.Box(self._low[i].astype(np.float32), self._high[i].astype(np.float32),
+                                                    dtype=np.float32)
         self._index = {a: i for i, a in enumerate(self.possible_agents)}
         self._renderer = None
 
@@ -122,11 +135,7 @@ class PlatoonParallelEnv(ParallelEnv):
         acts = np.zeros((len(self.possible_agents), 2))
         for agent, action in actions.items():
             acts[self._index[agent]] = action
-        # np.minimum/np.maximum: np.clip's Python wrapper costs more than the clipping here
-        if self.spec.action.normalized:
-            acts = np.minimum(np.maximum(acts, -1.0), 1.0)
-            acts = np.where(acts < 0, -acts * self._low, acts * self._high)
-        return np.minimum(np.maximum(acts, self._low), self._high)
+        return to_si(acts, self._low, self._high, normalized=self.spec.action.normalized)
 
     def step(self, actions: dict[str, Any]):
         """Advance one policy step; returns (obs, rewards, terminations, truncations, infos)."""
