@@ -87,11 +87,15 @@ def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | No
 
 
 def schema_problems(exc: ValidationError, lines: dict[Path, int],
-                    root: type[BaseModel] = ScenarioSpec) -> list[Problem]:
-    """Translate pydantic errors of model `root` into one `Problem` per field, with YAML lines."""
+                    root: type[BaseModel] = ScenarioSpec, prefix: Path = ()) -> list[Problem]:
+    """Translate pydantic errors of model `root` into one `Problem` per field, with YAML lines.
+
+    `prefix` is where `root` sits in the YAML document (e.g. ``("model",)`` for a section
+    validated by its own model)."""
     seen: dict[Path, Problem] = {}
     for error in exc.errors(include_url=False):
         field, path, parents = _walk(error["loc"], root)
+        path = prefix + path
         if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
             path = path + ("type",)
         if path in seen:  # several union members failed for the same field: report it once
@@ -124,9 +128,9 @@ def _walk(loc: tuple[Any, ...], root: type[BaseModel] = ScenarioSpec) -> tuple[A
         if isinstance(part, int):
             path.append(part)
             continue
-        owner = next((m for m in candidates if part in m.model_fields), None)
+        owner = next((m for m in candidates if part in _yaml_keys(m)), None)
         if owner is not None:
-            field = owner.model_fields[part]
+            field = owner.model_fields[_yaml_keys(owner)[part]]
             parents = [owner]
             path.append(part)
             candidates = _models_in(field.annotation)
@@ -143,6 +147,11 @@ def _walk(loc: tuple[Any, ...], root: type[BaseModel] = ScenarioSpec) -> tuple[A
             candidates = []
         # otherwise: a union-member marker such as 'int' or 'tuple[...]' — skip it
     return field, tuple(path), parents
+
+
+def _yaml_keys(model: type[BaseModel]) -> dict[str, str]:
+    """YAML key (the alias where one is set, e.g. `from`) → attribute name, for every field."""
+    return {(f.alias or name): name for name, f in model.model_fields.items()}
 
 
 def _tag_of(model: type[BaseModel]) -> str | None:
@@ -182,7 +191,7 @@ def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]])
     if kind == "missing":
         return "expected this required field, found nothing"
     if kind == "extra_forbidden":
-        allowed = sorted({name for m in parents for name in m.model_fields})
+        allowed = sorted({key for m in parents for key in _yaml_keys(m)})
         return f"unknown field; expected one of: {', '.join(allowed)}"
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
         lo, hi = _bounds(field)

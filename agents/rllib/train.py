@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from diffplatoon.cluster import connect_ray
 from diffplatoon.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from diffplatoon.scenarios.errors import Problem, ScenarioError
+from diffplatoon.scenarios.loader import schema_problems
 from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
 
 CHECKPOINT_PREFIX = "checkpoint_"
@@ -126,30 +127,9 @@ def validate_config(data: dict[str, Any], source: str = "<config>", lines: dict 
     try:
         cfg = TrainConfig.model_validate(data)
     except ValidationError as exc:
-        problems = _problems(exc, lines)
-        raise ScenarioError(source, problems) from None
+        raise ScenarioError(source, schema_problems(exc, lines, root=TrainConfig)) from None
     _check_semantics(cfg, source, lines)
     return cfg
-
-
-def _problems(exc: ValidationError, lines: dict, prefix: tuple = (), fields: set[str] | None = None) -> list[Problem]:
-    """pydantic errors → `Problem`s with the YAML line of each field."""
-    problems = []
-    for error in exc.errors(include_url=False):
-        path = prefix + tuple(part for part in error["loc"] if not (isinstance(part, str) and "[" in part))
-        got = error.get("input")
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            names = _field_names() if fields is None else fields
-            message = f"unknown field; expected one of: {', '.join(sorted(names))}"
-        elif error["type"] != "missing" and not isinstance(got, dict):
-            message += f", got {got!r}"
-        problems.append(Problem(path, message, line_of(lines, path)))
-    return problems
-
-
-def _field_names() -> set[str]:
-    return {f.alias or name for name, f in TrainConfig.model_fields.items()}
 
 
 def _check_semantics(cfg: TrainConfig, source: str, lines: dict) -> None:
@@ -180,7 +160,7 @@ def _check_semantics(cfg: TrainConfig, source: str, lines: dict) -> None:
         try:
             schema.model_validate(value)
         except ValidationError as exc:
-            problems.extend(_problems(exc, lines, prefix=(key,), fields=set(schema.model_fields)))
+            problems.extend(schema_problems(exc, lines, root=schema, prefix=(key,)))
     if problems:
         raise ScenarioError(source, problems)
 
