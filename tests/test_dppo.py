@@ -12,10 +12,10 @@ import pytest
 import torch
 from ray.rllib.core.columns import Columns
 from rich.console import Console
+from rllib_checks import assert_rllib_policy_acts
 
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
-from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.agents.rllib.diffusion_module import (CHAIN, CHAIN_LOGP, INPUT_KEYS, SHIELDED, SHIFT,
                                                        DiffusionPlannerModule, module_model_config)
 from diffplatoon.agents.rllib.policy import load_module, resolve_checkpoint
@@ -23,8 +23,6 @@ from diffplatoon.agents.rllib.train import TrainConfig, train, validate_config
 from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
 from diffplatoon.io import read_jsonl
 from diffplatoon.scenarios import ScenarioError, validate_data
-from diffplatoon.sim.observation import Observer
-from diffplatoon.sim.simulation import Simulation
 
 # 2-member platoon, 2 lanes, light traffic, 6 s episodes (30 policy steps).
 TINY = {
@@ -129,17 +127,7 @@ def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner
     frozen = module.base.state_dict()
     assert all(torch.equal(frozen[name], value) for name, value in pretrained.items())
 
-    spec = validate_data(dict(TINY), "<test>")
-    policy = make_policy(f"rllib:{out}", spec)
-    policy.reset(SimInfo.from_spec(spec, 0))
-    sim = Simulation(spec, 0)
-    obs = Observer(sim).observe()
-    actions = policy.act(obs)
-    assert actions.shape == (2, 2) and np.isfinite(actions).all()
-    v = spec.platoons[0].vehicle
-    assert (actions[:, 0] >= -v.max_deceleration).all() and (actions[:, 0] <= v.max_acceleration).all()
-    np.testing.assert_array_equal(actions, policy.act(obs))
-    sim.step(actions)
+    assert_rllib_policy_acts(out, TINY)
 
 
 def test_config_checks(planner_path: Path) -> None:

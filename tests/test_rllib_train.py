@@ -16,13 +16,11 @@ import numpy as np
 import pytest
 import yaml
 from rich.console import Console
+from rllib_checks import assert_rllib_policy_acts
 
-from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.agents.rllib.train import TrainConfig, checkpoints, load_config, train, validate_config
 from diffplatoon.io import read_jsonl
-from diffplatoon.scenarios import ScenarioError, validate_data
-from diffplatoon.sim.observation import Observer
-from diffplatoon.sim.simulation import Simulation
+from diffplatoon.scenarios import ScenarioError
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,17 +56,7 @@ def test_two_iterations_metrics_checkpoint_and_policy(ray_session, tmp_path: Pat
     assert (out / "learning_curve.png").stat().st_size > 0
     assert any((out / "tb").iterdir())
 
-    spec = validate_data(dict(TINY), "<test>")
-    policy = make_policy(f"rllib:{out}", spec)  # a run folder resolves to its newest checkpoint
-    policy.reset(SimInfo.from_spec(spec, 0))
-    sim = Simulation(spec, 0)
-    obs = Observer(sim).observe()
-    actions = policy.act(obs)
-    assert actions.shape == (2, 2) and np.isfinite(actions).all()
-    v = spec.platoons[0].vehicle
-    assert (actions[:, 0] >= -v.max_deceleration).all() and (actions[:, 0] <= v.max_acceleration).all()
-    np.testing.assert_array_equal(actions, policy.act(obs))  # deterministic
-    sim.step(actions)
+    assert_rllib_policy_acts(out, TINY)
 
 
 def test_resume_after_sigkill_continues_without_gaps(ray_session, tmp_path: Path) -> None:
