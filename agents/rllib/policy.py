@@ -56,19 +56,27 @@ def load_module(checkpoint: str | Path, module_id: str) -> Any:
     return module
 
 
-class VehicleMLPPolicy(Policy):
-    """Vehicle-grouping checkpoint: one shared actor applied to every member's flat observation."""
+class _CheckpointPolicy(Policy):
+    """A policy acting with the (first) RLModule of an RLlib checkpoint, in this process's torch threads."""
 
     name = "rllib"
     version = "1"
 
     def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
         torch.set_num_threads(int(torch_threads))
+        self.spec = spec
         self.checkpoint = checkpoint
         self.module = load_module(checkpoint, meta["module_ids"][0])
+        self.name = f"rllib:{checkpoint}"
+
+
+class VehicleMLPPolicy(_CheckpointPolicy):
+    """Vehicle-grouping checkpoint: one shared actor applied to every member's flat observation."""
+
+    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
+        super().__init__(spec, checkpoint, meta, torch_threads)
         self.obs_dim = int(self.module.observation_space["obs"].shape[0])
         self._low, self._high = action_limits(spec)
-        self.name = f"rllib:{checkpoint}"
 
     def reset(self, info: SimInfo) -> None:
         self._agents = list(info.agent_names)
@@ -86,21 +94,11 @@ class VehicleMLPPolicy(Policy):
         return np.where(alive[:, None], actions, 0.0)
 
 
-class PlatoonDiffusionPolicy(Policy):
+class PlatoonDiffusionPolicy(_CheckpointPolicy):
     """Platoon-grouping DPPO checkpoint: every platoon featurised in its frame, planned in one batch, first step executed.
 
     Deterministic: the module's inference chain (fixed-seed start noise, no step noise), with the
     guidance and shield settings it was trained with; `stats` counts shield fallbacks."""
-
-    name = "rllib"
-    version = "1"
-
-    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
-        torch.set_num_threads(int(torch_threads))
-        self.checkpoint = checkpoint
-        self.module = load_module(checkpoint, meta["module_ids"][0])
-        self.name = f"rllib:{checkpoint}"
-        self.spec = spec
 
     def reset(self, info: SimInfo) -> None:
         from diffplatoon.agents.diffusion import features
