@@ -5,7 +5,11 @@ vehicle at once. Shared pieces:
 
 - Lane keeping: highway-env's `steering_control` cascade (lateral P → heading reference →
   heading P → bicycle-model steering) on the observed lateral offset and heading error;
-  curvature inside the 0.1 s pursuit horizon is neglected, the lateral loop absorbs it.
+  curvature inside the 0.1 s pursuit horizon is neglected, the lateral loop absorbs it. The law
+  divides by the speed and saturates the steering near a standstill, where no steering can change
+  the lane error yet; members evaluate it at no less than `LANE_KEEPING_MIN_SPEED`, so they creep
+  off from a stop with moderate steering (`member_lane_keeping`, also used by the learned policies'
+  fallbacks).
 - Route lane changes (``lane_changes="route"``): a member whose route needs another lane
   (observation ``route``: lanes to move, distance left to do it) changes lanes when the
   target-lane gaps pass MOBIL's safety criterion, i.e. neither the new follower nor the
@@ -51,6 +55,7 @@ from diffplatoon.sim.comms import FIELD_INDEX
 from diffplatoon.sim.observation import EGO_FEATURES, LEADER_FEATURES, NEIGHBOUR_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
+LANE_KEEPING_MIN_SPEED = 5.0  # [m/s] speed floor of the members' lane-keeping law (module docstring)
 _L = {name: k for k, name in enumerate(LEADER_FEATURES)}
 _LEFT, _RIGHT, _FRONT, _REAR = 0, 1, 0, 1
 _GAP, _SPEED, _PRESENT = 0, 1, 3
@@ -189,9 +194,7 @@ class _Expert(Policy):
         """Lane keeping towards the current lane, or the adjacent one during a lane change."""
         ego = obs.ego.astype(np.float64)
         r, width = ego[:, _E["lateral_offset"]], ego[:, _E["lane_width"]]
-        lateral = r - self.lc_dir * width  # offset from the target lane's centre
-        return traffic.lane_keeping_steering(lateral, np.zeros_like(r), ego[:, _E["heading_error"]],
-                                             ego[:, _E["speed"]], mem.length)
+        return member_lane_keeping(ego, mem.length, r - self.lc_dir * width)  # offset from the target lane
 
     def _route_lane_changes(self, obs: Observation, acc: np.ndarray, mem: _Members,
                             time_gap: np.ndarray, params: Any) -> np.ndarray:
@@ -436,3 +439,16 @@ class RandomPolicy(_Expert):
         if self.params.lane_keeping:
             steer = steer + self._steering(obs, mem)
         return self._finish(obs, acc, steer, mem)
+
+
+def member_lane_keeping(ego: np.ndarray, length: np.ndarray, lateral: np.ndarray | None = None) -> np.ndarray:
+    """Lane-keeping steering [rad] of members from their ego features (M, len(EGO_FEATURES)).
+
+    ``lateral`` is each member's offset from the lane centre it steers to (default: its current
+    lane's, the observed ``lateral_offset``); the speed is floored at `LANE_KEEPING_MIN_SPEED`.
+    """
+    ego = np.asarray(ego, dtype=np.float64)
+    r = ego[:, _E["lateral_offset"]] if lateral is None else np.asarray(lateral, dtype=np.float64)
+    speed = np.maximum(ego[:, _E["speed"]], LANE_KEEPING_MIN_SPEED)
+    return traffic.lane_keeping_steering(r, np.zeros_like(r), ego[:, _E["heading_error"]], speed,
+                                         np.asarray(length, dtype=np.float64))

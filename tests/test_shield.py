@@ -204,3 +204,89 @@ def test_absent_members_and_rear_traffic_are_ignored():
     acts, states = samples(start, constant(2, 0.0))
     assert not shield.collides(sc, states)[0]
     assert shield.select(sc, acts, states, steps=STEPS).level == "accepted_first"
+
+
+# -- lane corridor -------------------------------------------------------------------------------------
+def straight_corridor(n: int, lanes_left: int = 0, lanes_right: int = 0, lane_width: float = 4.0):
+    """Members on one straight lane along +x (centre y = 0), with side lanes as given."""
+    from diffplatoon.agents.diffusion.corridor import Corridor
+
+    xs = np.arange(0.0, 60.0, 10.0)
+    points = np.broadcast_to(np.stack([xs, np.zeros_like(xs)], axis=1), (n, len(xs), 2)).copy()
+    bounds = np.tile([-0.5 * lane_width - lane_width * lanes_left, 0.5 * lane_width + lane_width * lanes_right], (n, 1))
+    return Corridor(points=points, tangents=np.zeros((n, len(xs))), bounds=bounds)
+
+
+@pytest.mark.parametrize("name", ["onramp_merge", "roundabout", "intersection"])
+def test_corridor_reproduces_the_observed_lane_coordinates(name):
+    from diffplatoon.agents.diffusion.corridor import member_corridors
+    from diffplatoon.agents.diffusion.features import to_frame
+    from diffplatoon.agents.experts import member_lane_keeping
+    from diffplatoon.scenarios import load_scenario
+    from diffplatoon.sim.observation import EGO_FEATURES, Observer
+    from diffplatoon.sim.simulation import Simulation
+
+    e = {f: k for k, f in enumerate(EGO_FEATURES)}
+    sim = Simulation(load_scenario(name), 0)
+    observer = Observer(sim)
+    rng = np.random.default_rng(1)
+    checked = 0
+    for _ in range(40):  # members keeping their lane with a wobble: offsets and heading errors away from 0
+        obs = observer.observe()
+        alive = obs.alive.astype(bool)
+        rows = np.flatnonzero(alive)
+        if len(rows):
+            frame = obs.pose[rows[0]].astype(np.float64)
+            corridor = member_corridors(obs, rows, frame)
+            x, y, h = to_frame(obs.pose[rows, 0], obs.pose[rows, 1], obs.pose[rows, 2], frame)
+            lateral, heading_error = corridor.locate(np.stack([x, y, h], axis=1)[:, None])
+            # the corridor follows curves by 10 m chords: on a roundabout the offset is measured across a
+            # chord a few degrees off the tangent (a few per cent short, heading a few 0.01 rad off)
+            np.testing.assert_allclose(lateral[:, 0], obs.ego[rows, e["lateral_offset"]], rtol=0.08, atol=0.02)
+            np.testing.assert_allclose(heading_error[:, 0], obs.ego[rows, e["heading_error"]], atol=0.06)
+            checked += len(rows)
+        m = len(obs.ego)
+        steer = member_lane_keeping(obs.ego, np.full(m, LENGTH)) + rng.uniform(-0.05, 0.05, m)
+        sim.step(np.stack([np.full(m, 0.5), steer], axis=1))
+    assert checked > 40
+
+
+def test_plan_leaving_the_road_is_rejected_and_a_lane_change_is_not():
+    start = [[0.0, 0.0, 0.0, 25.0]]
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    acts, states = samples(start, constant(1, 0.0, 0.05), constant(1, 0.0, 0.0))
+    off_road = scene(start)
+    off_road.corridor = straight_corridor(1)  # no side lane: steering off the lane leaves the road
+    assert shield.leaves_road(off_road, states).tolist() == [True, False]
+    decision = shield.select(off_road, acts, states, costs=np.array([0.0, 1.0]))
+    assert decision.level == "next_sample" and decision.sample == 1
+
+    no_check = scene(start)  # without a corridor the same plans are both fine
+    assert shield.leaves_road(no_check, states).tolist() == [False, False]
+
+    # a moderate lane change towards an existing side lane (+y side) stays inside the corridor
+    change = np.concatenate([constant(1, 0.0, 0.03, 2), constant(1, 0.0, -0.03, 3)], axis=1)
+    _, lc_states = samples(start, change)
+    with_lane = scene(start)
+    with_lane.corridor = straight_corridor(1, lanes_right=1)
+    assert lc_states[0, 0, -1, 1] > 0.3 and not shield.leaves_road(with_lane, lc_states)[0]
+
+
+def test_turning_across_the_lane_is_rejected_even_inside_the_bounds():
+    start = [[0.0, 0.0, 0.0, 10.0]]
+    shield = SafetyShield(ShieldConfig(max_heading_error=0.2), dt=DT)
+    _, states = samples(start, constant(1, 0.0, [[-0.3]]))
+    sc = scene(start)
+    sc.corridor = straight_corridor(1, lanes_left=3, lanes_right=3)  # wide: only the heading can fail
+    side, heading = sc.corridor.deviation(states[0, :, :, :3], sc.length, sc.width, 0.2)
+    assert side.max() == 0.0 and heading.max() > 0.0
+    assert shield.leaves_road(sc, states)[0]
+
+
+def test_member_already_off_the_corridor_may_come_back_but_not_go_further():
+    start = [[0.0, 1.8, 0.0, 20.0]]  # body out by 0.8 m on the +y side of a single lane
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    _, states = samples(start, constant(1, 0.0, -0.02), constant(1, 0.0, 0.02))
+    sc = scene(start)
+    sc.corridor = straight_corridor(1)
+    assert shield.leaves_road(sc, states).tolist() == [False, True]

@@ -34,13 +34,14 @@ import numpy as np
 import torch
 
 from diffplatoon.agents.diffusion import features
+from diffplatoon.agents.diffusion.corridor import member_corridors
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
 from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
+from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.policy import Policy, SimInfo, parse_params
 from diffplatoon.scenarios.schema import ScenarioSpec
-from diffplatoon.sim import traffic
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
@@ -179,6 +180,7 @@ class DiffusionPolicy(Policy):
         scenes = {k: features.platoon_inputs(obs, self.platoon_rows[k], self.n_max, self.params.neighbours,
                                              length=self.length[self.platoon_rows[k]]) for k in live}
         accel = {k: self._neighbour_accel(k, scenes[k]) for k in live}
+        self._corridors = {k: member_corridors(obs, self.platoon_rows[k], scenes[k].frame) for k in live}
         due = [k for k in live if self._needs_plan(k)]
         if self.params.shield:  # the rest of a plan is re-checked against every new observation
             unsafe = [k for k in live if k not in due and not self._still_safe(k, scenes[k], accel[k])]
@@ -232,7 +234,8 @@ class DiffusionPolicy(Policy):
         n = len(rows)
         return ShieldScene(start=scene.ego_state[:n], length=self.length[rows], width=self.width[rows],
                            member_mask=scene.member_mask[:n], max_deceleration=self.max_dec[rows],
-                           neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask, neighbour_accel=accel)
+                           neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask, neighbour_accel=accel,
+                           corridor=self._corridors[k])
 
     def _still_safe(self, k: int, scene: features.PlatoonInputs, accel: np.ndarray) -> bool:
         """Whether the not yet executed steps of platoon k's plan, rolled out from now, pass the shield."""
@@ -294,10 +297,7 @@ class DiffusionPolicy(Policy):
 
     def _lane_keeping(self, obs: Observation, rows: np.ndarray) -> np.ndarray:
         """Steering towards the current lane's centre (the experts' law)."""
-        ego = obs.ego[rows].astype(np.float64)
-        r = ego[:, _E["lateral_offset"]]
-        return traffic.lane_keeping_steering(r, np.zeros_like(r), ego[:, _E["heading_error"]], ego[:, _E["speed"]],
-                                             self.length[rows])
+        return member_lane_keeping(obs.ego[rows], self.length[rows])
 
     def _finish(self, obs: Observation, acc: np.ndarray, steer: np.ndarray, alive: np.ndarray) -> np.ndarray:
         """Clip to vehicle limits, never brake into reverse, zeros for absent members → (M, 2)."""

@@ -11,7 +11,11 @@ accepts the first one whose *executed part* (the first ``steps`` plan steps) is 
    is left out: only that vehicle can avoid a rear-end, and no plan of ours can;
 2. a time-headway floor to whatever is ahead of each member in its lane (members and neighbours) during
    the executed part: deficit = standstill_gap + min_time_headway·v − gap [m]. A member already under
-   the floor must not let its deficit grow; otherwise it must stay above the floor.
+   the floor must not let its deficit grow; otherwise it must stay above the floor;
+3. with a lane corridor in the scene (`corridor.Corridor`, from each member's observed lane), every
+   member stays on the drivable lanes — its sides inside the corridor's bounds — and within
+   ``max_heading_error`` of the lane direction during the executed part; a member already outside
+   must not get further out. This keeps a plan from leaving the road or turning across it.
 
 Neighbours are predicted from the current observation with constant heading and constant speed, or
 constant acceleration when the caller estimated one (``ShieldScene.neighbour_accel``; the speed stops
@@ -33,6 +37,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from diffplatoon.agents.diffusion.corridor import Corridor
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
 from diffplatoon.sim import geometry
 
@@ -56,6 +61,8 @@ class ShieldConfig:
         neighbour_width: width of predicted neighbours [m].
         backup_steps: length of the emergency stop appended to every checked plan [plan steps].
         max_speed: speed cap of accelerating predicted neighbours [m/s].
+        max_heading_error: largest heading difference to the lane direction a plan may reach [rad].
+        road_tolerance: growth of an existing corridor excess that is still accepted [m, rad].
     """
 
     comfortable_decel: float = 3.0
@@ -66,6 +73,8 @@ class ShieldConfig:
     neighbour_width: float = 2.0
     backup_steps: int = 15
     max_speed: float = 40.0
+    max_heading_error: float = 0.35
+    road_tolerance: float = 0.02
 
 
 @dataclass
@@ -80,6 +89,7 @@ class ShieldScene:
         neighbours: (M, 5) non-platoon vehicles [x, y, heading, speed, length] now.
         neighbour_mask: (M,) bool.
         neighbour_accel: (M,) estimated accelerations [m/s²] (None = 0, constant velocity).
+        corridor: the members' lane corridors (None = no road check).
     """
 
     start: np.ndarray
@@ -90,6 +100,7 @@ class ShieldScene:
     neighbours: np.ndarray = field(default_factory=lambda: np.zeros((0, 5)))
     neighbour_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     neighbour_accel: np.ndarray | None = None
+    corridor: Corridor | None = None
 
     def __post_init__(self) -> None:
         n = len(self.start)
@@ -267,9 +278,25 @@ class SafetyShield:
         bad = (deficit[:, 1:] > allowed) & scene.member_mask
         return bad.any(axis=(1, 2))
 
+    def leaves_road(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
+        """(S,) bool: some present member leaves its lane corridor (module docstring) during (S, N, R, 4)."""
+        states = np.asarray(states, dtype=np.float64)
+        if scene.corridor is None:
+            return np.zeros(len(states), dtype=bool)
+        cfg = self.config
+        poses = np.concatenate([np.broadcast_to(scene.start[None, :, None, :3], states.shape[:2] + (1, 3)),
+                                states[..., :3]], axis=2)  # (S, N, R+1, 3)
+        worse = np.zeros(states.shape[:3], dtype=bool)
+        for excess in scene.corridor.deviation(poses, scene.length, scene.width, cfg.max_heading_error):
+            allowed = excess[..., :1] + cfg.road_tolerance  # an excess at the start may not grow
+            worse |= excess[..., 1:] > allowed
+        return (worse & scene.member_mask[None, :, None]).any(axis=(1, 2))
+
     def safe(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
-        """(S,) bool for executed parts (S, N, R, 4): no collision (emergency stop after it included), headway kept."""
-        return ~self.collides(scene, self.with_backup(scene, states)) & ~self.headway_violated(scene, states)
+        """(S,) bool for executed parts (S, N, R, 4): no collision (emergency stop after it included),
+        headway kept, lane corridor kept."""
+        return (~self.collides(scene, self.with_backup(scene, states)) & ~self.headway_violated(scene, states)
+                & ~self.leaves_road(scene, states))
 
     def _behind_in_lane(self, scene: ShieldScene) -> np.ndarray:
         """(N, M) bool: neighbour j starts behind member i, laterally overlapping its lane."""

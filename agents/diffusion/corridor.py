@@ -1,0 +1,134 @@
+"""Lane corridors: the band of road each platoon member may drive in, for the shield's road check.
+
+A member's corridor is the centre line of its current lane/route as it observes it — its own
+projection on the lane (position minus the lateral offset r along the lane normal) followed by the
+``lane_ahead`` points — together with lateral bounds measured from that centre line: half a lane
+on each side, widened by one lane towards each side lane that exists and may be entered
+(``Observation.side_lane``). Lateral offsets are positive towards the lane's right, as the
+observation's ``lateral_offset`` (highway-env's lateral coordinate).
+
+`Corridor.deviation` measures, for planned poses, how far a vehicle's side is outside the bounds
+[m] and how far its heading is off the centre line's direction beyond ``max_heading_error`` [rad],
+so the shield can reject plans that leave the road or turn across it. Everything is in one frame
+(the platoon frame of the planner or the world frame), as for the shield.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from diffplatoon.sim.observation import EGO_FEATURES, Observation
+
+_E = {name: k for k, name in enumerate(EGO_FEATURES)}
+
+
+def _wrap(a: np.ndarray) -> np.ndarray:
+    return (a + np.pi) % (2 * np.pi) - np.pi
+
+
+@dataclass
+class Corridor:
+    """Per member: centre-line points (N, P, 2) ordered along travel, the line's direction at each point
+    (N, P) [rad] and the bounds [low, high] (N, 2) [m]."""
+
+    points: np.ndarray
+    tangents: np.ndarray
+    bounds: np.ndarray
+
+    def locate(self, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Signed lateral offset [m] and heading error [rad] of poses (..., N, R, ≥3) → two (..., N, R).
+
+        Each pose is projected on the nearest segment of its member's centre line; the first segment
+        extends backwards and the last forwards without end, so poses beyond the points still get an
+        offset from the line's continuation. The reference heading is the line's direction
+        interpolated between the segment's end points (exact on circular arcs).
+        """
+        p = np.asarray(poses, dtype=np.float64)[..., None, :2]  # (..., N, R, 1, 2)
+        a = self.points[:, None, :-1]  # (N, 1, P-1, 2)
+        d = self.points[:, None, 1:] - a
+        length = np.maximum(np.linalg.norm(d, axis=-1), 1e-9)  # (N, 1, P-1)
+        u = d / length[..., None]
+        rel = p - a  # (..., N, R, P-1, 2)
+        along = (rel * u).sum(-1)
+        lo = np.where(np.arange(length.shape[-1]) == 0, -np.inf, 0.0)
+        hi = np.where(np.arange(length.shape[-1]) == length.shape[-1] - 1, np.inf, length)
+        t = np.clip(along, lo, hi)
+        foot = a + t[..., None] * u
+        dist = np.linalg.norm(p - foot, axis=-1)  # (..., N, R, P-1)
+        k = dist.argmin(-1)[..., None]
+        u_k = np.take_along_axis(np.broadcast_to(u, rel.shape), k[..., None], axis=-2)[..., 0, :]  # (..., N, R, 2)
+        rel_k = np.take_along_axis(rel, k[..., None], axis=-2)[..., 0, :]
+        lateral = u_k[..., 0] * rel_k[..., 1] - u_k[..., 1] * rel_k[..., 0]  # along the normal (−u_y, u_x)
+        frac = np.clip(np.take_along_axis(t / np.broadcast_to(length, t.shape), k, axis=-1)[..., 0], 0.0, 1.0)
+        k = k[..., 0]
+        start = np.take_along_axis(np.broadcast_to(self.tangents[:, None, :-1], t.shape), k[..., None], -1)[..., 0]
+        end = np.take_along_axis(np.broadcast_to(self.tangents[:, None, 1:], t.shape), k[..., None], -1)[..., 0]
+        reference = start + frac * _wrap(end - start)
+        heading_error = _wrap(np.asarray(poses, dtype=np.float64)[..., 2] - reference)
+        return lateral, heading_error
+
+    def deviation(self, poses: np.ndarray, length: np.ndarray, width: np.ndarray,
+                  max_heading_error: float) -> tuple[np.ndarray, np.ndarray]:
+        """How far outside the corridor poses (..., N, R, ≥3) are → (side excess [m], heading excess [rad]).
+
+        Side excess: how far the vehicle's outermost corner (box ``length`` × ``width``, turned by its
+        heading error) lies beyond the bounds, else 0; heading excess: max(0, |heading error| −
+        ``max_heading_error``). Both are 0 for a pose inside the corridor.
+        """
+        lateral, heading_error = self.locate(poses)
+        length = np.asarray(length, dtype=np.float64)[:, None]  # (N, 1)
+        width = np.asarray(width, dtype=np.float64)[:, None]
+        half = 0.5 * (length * np.abs(np.sin(heading_error)) + width * np.abs(np.cos(heading_error)))
+        low, high = self.bounds[:, 0, None], self.bounds[:, 1, None]
+        side = np.maximum(np.maximum(low - (lateral - half), (lateral + half) - high), 0.0)
+        return side, np.maximum(np.abs(heading_error) - max_heading_error, 0.0)
+
+
+def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | None = None) -> Corridor:
+    """The corridors of members ``rows`` of ``obs`` (needs ``obs.pose``), in the frame [x0, y0, ψ0] (None: world).
+
+    Absent members get a corridor too (from their zeroed fields); callers mask them.
+    """
+    rows = np.asarray(rows, dtype=np.intp)
+    if obs.pose is None:
+        raise ValueError("observation lacks pose (build it with diffplatoon.sim.observation.Observer)")
+    pose = obs.pose[rows].astype(np.float64)
+    ego = obs.ego[rows].astype(np.float64)
+    x, y, h = pose[:, 0], pose[:, 1], pose[:, 2]
+    c, s = np.cos(h), np.sin(h)
+    lane_heading = h - ego[:, _E["heading_error"]]
+    r = ego[:, _E["lateral_offset"]]
+    centre = np.stack([x + r * np.sin(lane_heading), y - r * np.cos(lane_heading)], axis=1)  # p − r·n
+    ahead = obs.lane_ahead[rows].astype(np.float64)  # (n, P, 2) ego frame
+    ax = x[:, None] + c[:, None] * ahead[..., 0] - s[:, None] * ahead[..., 1]
+    ay = y[:, None] + s[:, None] * ahead[..., 0] + c[:, None] * ahead[..., 1]
+    points = np.concatenate([centre[:, None], np.stack([ax, ay], axis=-1)], axis=1)  # (n, P+1, 2)
+    if points.shape[1] == 1:  # no lane points observed: the lane's tangent stands in
+        tangent = centre + 10.0 * np.stack([np.cos(lane_heading), np.sin(lane_heading)], axis=1)
+        points = np.concatenate([points, tangent[:, None]], axis=1)
+    if frame is not None:
+        x0, y0, h0 = (float(v) for v in frame)
+        cf, sf = np.cos(h0), np.sin(h0)
+        dx, dy = points[..., 0] - x0, points[..., 1] - y0
+        points = np.stack([cf * dx + sf * dy, -sf * dx + cf * dy], axis=-1)
+    tangents = _tangents(points, lane_heading - (0.0 if frame is None else float(frame[2])))
+    width = ego[:, _E["lane_width"]]
+    left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
+    bounds = np.stack([-0.5 * width - width * left, 0.5 * width + width * right], axis=1)
+    return Corridor(points=points, tangents=tangents, bounds=bounds)
+
+
+def _tangents(points: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """(N, P) direction of the line at each point: ``first`` at point 0, then the mean of the two segment
+    directions meeting there, and at the last point the arc continued (exact for equally spaced points
+    on a circle)."""
+    d = np.diff(points, axis=1)
+    seg = np.arctan2(d[..., 1], d[..., 0])  # (N, P-1)
+    out = np.empty(points.shape[:2])
+    out[:, 0] = first
+    if seg.shape[1] > 1:
+        out[:, 1:-1] = seg[:, :-1] + 0.5 * _wrap(seg[:, 1:] - seg[:, :-1])
+    out[:, -1] = seg[:, -1] + _wrap(seg[:, -1] - out[:, -2])
+    return out
