@@ -16,6 +16,7 @@ from diffplatoon.agents.diffusion.guidance import (
     plan_costs,
     road_cost,
     separation_cost,
+    speed_cost,
 )
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.schedule import CosineSchedule
@@ -168,6 +169,12 @@ def test_cost_terms_on_hand_checked_geometry():
     st = _states([0.0, -15.0], [0.0, 0.0], speeds=[10.0, 20.0])
     assert headway_cost(st, length, mask, SceneContext(), cfg).item() == pytest.approx(12.0)
     assert headway_cost(_states([0.0, -60.0], [0.0, 0.0]), length, mask, SceneContext(), cfg).item() == 0.0
+    # speed: members at 20 and 28 m/s under a 25 m/s limit → only the second, 3 m/s over
+    limit = SceneContext(speed_limit=torch.tensor([[25.0, 25.0]]))
+    fast = _states([0.0, -60.0], [0.0, 0.0], speeds=[20.0, 28.0])
+    assert speed_cost(fast, mask, limit).item() == pytest.approx(3.0)
+    assert speed_cost(fast, torch.tensor([[True, False]]), limit).item() == 0.0
+    assert speed_cost(fast, mask, SceneContext()).item() == 0.0
 
 
 def test_cosine_schedule_endpoints_and_ddim_grid():

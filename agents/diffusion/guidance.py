@@ -14,6 +14,7 @@ Terms:
 - ``headway``: for each member with a predecessor in the same lane, relu(d0 + T·v − gap) + relu(ttc_min·closing − gap),
   i.e. a time-gap barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing).
 - ``comfort``: mean squared acceleration, jerk, steering and steering rate.
+- ``speed``: speed above each member's speed limit [m/s], summed over members, averaged over time (0 without limits).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class CostWeights:
     road: float = 2.0
     headway: float = 1.0
     comfort: float = 0.01
+    speed: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -97,6 +99,7 @@ class SceneContext:
         lateral_bounds: (B, N, 2) = [right edge y, left edge y] of the drivable area per member [m].
         boundary_fn: alternative road cost, states (B, N, H, 4) → penalty (B, N, H).
         predecessor: (B, N) long index of each member's predecessor, −1 = none; None = member i − 1 (member 0 leads).
+        speed_limit: (B, N) speed limit of each member's lane [m/s].
     """
 
     neighbours: torch.Tensor | None = None
@@ -105,6 +108,7 @@ class SceneContext:
     lateral_bounds: torch.Tensor | None = None
     boundary_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     predecessor: torch.Tensor | None = None
+    speed_limit: torch.Tensor | None = None
 
     def repeat_interleave(self, repeats: int) -> SceneContext:
         """Repeat every per-scene tensor along the batch dim (to match samples folded into the batch)."""
@@ -119,6 +123,7 @@ class SceneContext:
             lateral_bounds=rep(self.lateral_bounds),
             boundary_fn=self.boundary_fn,
             predecessor=rep(self.predecessor),
+            speed_limit=rep(self.speed_limit),
         )
 
     def to(self, device: torch.device | str) -> SceneContext:
@@ -129,7 +134,7 @@ class SceneContext:
 
         return SceneContext(
             mv(self.neighbours), mv(self.neighbour_mask), mv(self.neighbour_length),
-            mv(self.lateral_bounds), self.boundary_fn, mv(self.predecessor),
+            mv(self.lateral_bounds), self.boundary_fn, mv(self.predecessor), mv(self.speed_limit),
         )
 
 
@@ -231,6 +236,14 @@ def comfort_cost(actions: torch.Tensor, member_mask: torch.Tensor, dt: float, cf
     return torch.where(member_mask, pen, 0.0).sum(1)
 
 
+def speed_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext) -> torch.Tensor:
+    """Speed above the lane's limit [m/s], summed over present members, mean over time → (B,)."""
+    if ctx.speed_limit is None:
+        return states.new_zeros(states.shape[0])
+    over = torch.relu(states[..., 3] - ctx.speed_limit[..., None])
+    return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
+
+
 def plan_costs(
     actions: torch.Tensor,
     states: torch.Tensor,
@@ -250,6 +263,7 @@ def plan_costs(
         "road": lambda: road_cost(states, member_mask, ctx, cfg),
         "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg),
         "comfort": lambda: comfort_cost(actions, member_mask, dt, cfg),
+        "speed": lambda: speed_cost(states, member_mask, ctx),
     }
     zero = states.new_zeros(states.shape[0])
     terms = {k: getattr(w, k) * f() if getattr(w, k) != 0 else zero for k, f in fns.items()}

@@ -6,13 +6,14 @@ scalars, so ``guidance=on``/``off`` work); keyword params of `make_policy` overr
 Every ``replan_every`` policy steps, each platoon's members are featurised in the platoon frame
 (`features.platoon_inputs`), all platoons due are planned in one batched ``plan()`` call
 (``samples`` joint samples, ``steps`` DDIM steps, guidance on or off, samples ranked by the default plan
-cost with the observed neighbours as constant-velocity predictions and lateral road bounds from the
-lane geometry), and the chosen plan's first ``replan_every`` actions are executed one per step. With the
+cost with the observed neighbours predicted as the shield predicts them — constant heading, with the
+acceleration estimated from their speed change since the last step — lateral road bounds from the
+lane geometry and the members' speed limits), and the chosen plan's first ``replan_every`` actions are executed one per step. With the
 shield on, the chosen plan is the first sample `SafetyShield` accepts, or a braking fallback; after a
 fallback step the platoon replans at the next step instead of waiting, and between replans the rest of
 the plan, rolled out from the new state, is re-checked every step (a failure replans at once). The
-shield predicts neighbours with the acceleration estimated from their speed change since the last step.
-Fallback steps steer with the experts' lane-keeping law.
+shield uses the same neighbour predictions and checks the road against each member's lane corridor
+(`corridor.member_corridors`). Fallback steps steer with the experts' lane-keeping law.
 
 Actions are clipped to each platoon's `VehicleSpec` limits and never brake into reverse; absent
 members get zeros. Randomness is seeded by (scenario seed, episode index, policy step), so an episode
@@ -255,6 +256,14 @@ class DiffusionPolicy(Policy):
         batch_scenes = [scenes[k] for k in due]
         batch = features.stack(batch_scenes, device=self.planner.device)
         context = features.scene_context(batch_scenes, cfg.horizon, cfg.dt, device=self.planner.device)
+        # guidance sees the neighbours as the shield predicts them (braking ones braking), not at constant velocity
+        context.neighbours = torch.as_tensor(
+            np.stack([self.shield.predicted_neighbours(self._shield_scene(k, scenes[k], accel[k]), cfg.horizon)[:, 1:]
+                      for k in due]), dtype=torch.float32, device=self.planner.device)
+        limits = np.zeros((len(due), batch["ego_state"].shape[1]), dtype=np.float32)
+        for b, k in enumerate(due):
+            limits[b, :len(self.platoon_rows[k])] = obs.ego[self.platoon_rows[k], _E["speed_limit"]]
+        context.speed_limit = torch.as_tensor(limits, device=self.planner.device)
         context.lateral_bounds = torch.as_tensor(
             np.stack([features.lateral_bounds(obs, self.platoon_rows[k], scenes[k], self.n_max) for k in due]),
             dtype=torch.float32, device=self.planner.device)
