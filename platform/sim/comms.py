@@ -394,7 +394,8 @@ class Channel:
         """Deliver what has arrived by ``step`` and return every receiver's inbox."""
         self._deliver(step)
         m, k, d = self.num_vehicles, self.inbox_size, self.message_dim
-        self._held_step[self.silenced(step)] = -1
+        if self._outages:
+            self._held_step[self.silenced(step)] = -1
         age = step - self._held_step  # (M, M)
         self._held_step[age > self.max_age] = -1
         valid = self._held_step >= 0  # (M, M) receiver, sender

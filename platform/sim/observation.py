@@ -473,7 +473,7 @@ class Observer:
         q = self._q_lanes.take(at, axis=0)  # (n, 8), invalid queries on the own lane (their results are dropped)
         front, rear = world.neighbours(rows.repeat(8), q.reshape(-1))
         found_all = np.concatenate((front.reshape(n, 8), rear.reshape(n, 8)), axis=1)
-        found_all[self._q_invalid.take(at, axis=0)] = -1
+        np.copyto(found_all, -1, where=self._q_invalid.take(at, axis=0))
         found1, found2 = found_all.take(self._FIRST, axis=1), found_all.take(self._SECOND, axis=1)  # (n, 5)
         use_first = found1 >= 0
         # the lane both are compared on
@@ -509,8 +509,7 @@ class Observer:
         dx = world.x[others] - x[:, None]  # (n, N)
         dy = world.y[others] - y[:, None]
         dist = np.hypot(dx, dy)
-        dist[others == rows[:, None]] = np.inf
-        dist[dist > self.range] = np.inf
+        np.copyto(dist, np.inf, where=(others == rows[:, None]) | (dist > self.range))
         k = min(self.k, big)
         order = dist.argsort(axis=1, kind="stable")[:, :k]  # (n, k)
         flat = (order + (np.arange(len(rows)) * big)[:, None]).ravel()
@@ -535,7 +534,8 @@ class Observer:
         f[..., 7] = world.width[o]
         po = world.platoon[o]
         f[..., 8] = (po == world.platoon[rows][:, None]) & (po >= 0)
-        f[~mask] = 0.0
+        if np.count_nonzero(mask) != mask.size:
+            np.copyto(f, 0.0, where=~mask[..., None])
         if k == self.k:
             return out, mask
         out[:, k:] = 0.0
@@ -554,7 +554,7 @@ class Observer:
             nxt = self._next_flat[base + ln]
             length = tab.length[ln]
             over = (sp > length) & (nxt >= 0)
-            if not over.any():
+            if not np.count_nonzero(over):
                 break
             sp = np.where(over, sp - length, sp)
             ln = np.where(over, nxt, ln)

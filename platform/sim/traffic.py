@@ -15,6 +15,7 @@ never the querying vehicle itself.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -54,6 +55,12 @@ def desired_gap(c: IDMConstants, speed: np.ndarray, dv: np.ndarray) -> np.ndarra
     """IDM desired gap d* [m] for ego speed and projected closing speed dv [m/s]."""
     ab = -c.comfort_acc_max * c.comfort_acc_min
     return c.distance_wanted + speed * c.time_wanted + speed * dv / (2 * np.sqrt(ab))
+
+
+def desired_gap_scalar(c: IDMConstants, speed: float, dv: float) -> float:
+    """`desired_gap` for one vehicle in Python floats (the same value, without numpy's scalar overhead)."""
+    ab = -c.comfort_acc_max * c.comfort_acc_min
+    return c.distance_wanted + speed * c.time_wanted + speed * dv / (2 * math.sqrt(ab))
 
 
 def projected_closing_speed(v_e, cos_e, sin_e, v_f, cos_f, sin_f) -> np.ndarray:

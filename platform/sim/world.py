@@ -190,6 +190,9 @@ _FLOAT_FIELDS = ("x", "y", "heading", "speed", "accel", "steering", "s", "r", "l
 _INT_FIELDS = ("lane", "target_lane", "platoon", "member", "route_pos", "route_len",
                "route_last_road")
 _BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced", "is_yielding")
+# Private per-row constants of the collision broad phase, set at spawn: half length, half width
+# and the radius of the circle around the body.
+_BODY_FIELDS = ("_half_length", "_half_width", "_body_radius")
 
 
 class World:
@@ -214,6 +217,7 @@ class World:
         self._n_routes = 0
         self._n_overrides = 0
         self._ctrl_rows: np.ndarray | None = None
+        self._trig_hi = -1  # rows [:_trig_hi] of `_cos`, `_sin` hold the current headings; -1: stale
         self._cand: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._index: traffic.NeighbourIndex | None = None  # built from `_cand`, reset with it
         self._touching = np.empty(0, dtype=np.int64)  # pair codes overlapping in the last frame
@@ -232,7 +236,7 @@ class World:
     # ------------------------------------------------------------------ storage
     def _alloc(self, capacity: int) -> None:
         old, n_old = self.capacity, self.capacity
-        for name in _FLOAT_FIELDS:
+        for name in _FLOAT_FIELDS + _BODY_FIELDS:
             self._resize(name, capacity, 0.0, np.float64, old)
         for name in _INT_FIELDS:
             self._resize(name, capacity, -1, np.intp, old)
@@ -274,6 +278,9 @@ class World:
         self.speed[row] = speed
         self.accel[row] = self.steering[row] = 0.0
         self.length[row], self.width[row] = length, width
+        half_l, half_w = 0.5 * self.length[row: row + 1], 0.5 * self.width[row: row + 1]
+        self._half_length[row], self._half_width[row] = half_l[0], half_w[0]
+        self._body_radius[row] = np.hypot(half_l, half_w)[0]
         self.is_controlled[row] = controlled
         self.platoon[row], self.member[row] = platoon, member
         self.crashed[row] = False
@@ -337,6 +344,7 @@ class World:
 
     def _invalidate(self) -> None:
         self._ctrl_rows = None
+        self._trig_hi = -1
         self._cand = None
         self._index = None
 
@@ -380,6 +388,7 @@ class World:
         self._relocate_everywhere(np.array([row]))
         self._cand = None
         self._index = None
+        self._trig_hi = -1
 
     # ------------------------------------------------------------- stepping
     def step(self, actions: np.ndarray | None = None) -> None:
@@ -415,8 +424,8 @@ class World:
         if self._cand is None:
             self._relocate(np.arange(hi), update_lane=False)
         act = self.active[:hi]
-        self._cos = np.cos(self.heading[:hi])
-        self._sin = np.sin(self.heading[:hi])
+        if self._trig_hi != hi:
+            self._update_trig(hi)
         traffic_mask = act & ~self.is_controlled[:hi]
         rows = (traffic_mask & ~self.crashed[:hi]).nonzero()[0]
         if len(rows):
@@ -434,6 +443,7 @@ class World:
             m = ~np.isnan(ov)
             self.accel[:hi][m] = ov[m]
         self._integrate(hi, dt)
+        self._update_trig(hi)  # for the collision test and the next frame's decisions
         timer = self.lane_change_timer[:hi]
         np.add(timer, dt, out=timer, where=traffic_mask)
         old_lane = self.lane[:hi].copy() if self._n_routes else None
@@ -443,6 +453,12 @@ class World:
         self._departures(hi, old_lane)
         if p.check_collisions:
             self._collide()
+
+    def _update_trig(self, hi: int) -> None:
+        """cos and sin of the headings of rows [:hi] (valid until headings change or rows do)."""
+        self._cos = np.cos(self.heading[:hi])
+        self._sin = np.sin(self.heading[:hi])
+        self._trig_hi = hi
 
     # ------------------------------------------------------------ dynamics
     def _integrate(self, hi: int, dt: float) -> None:
@@ -486,7 +502,7 @@ class World:
         if update_lane:
             pad = tab.near_pad[old]
             dist = tab.distance_with_heading(cand, sc, rc, h)
-            dist[pad] = np.inf
+            np.copyto(dist, np.inf, where=pad)
             n_c = cand.shape[1]
             flat = np.argmin(dist, axis=1)
             flat += np.arange(0, len(rows) * n_c, n_c)
@@ -595,8 +611,8 @@ class World:
     # -------------------------------------------------------------- traffic
     def _idm(self, ego: np.ndarray, front: np.ndarray, delta: np.ndarray) -> np.ndarray:
         """IDM acceleration of rows `ego` behind rows `front` (−1: none); ego −1 gives 0."""
-        has_ego = ego >= 0
-        e = np.maximum(ego, 0)  # ego is −1 or a row
+        all_ego = np.minimum.reduce(ego) >= 0  # only MOBIL's followers may be missing
+        e = ego if all_ego else np.maximum(ego, 0)  # ego is −1 or a row
         has_front = front >= 0
         f = np.where(has_front, front, e)
         tab = self.table
@@ -609,7 +625,7 @@ class World:
         vt = np.minimum(np.maximum(self.target_speed[e], tab.speed_floor[lane_e]),
                         tab.speed_limit[lane_e])
         acc = traffic.idm_acceleration_f64(self._idm_c, v_e, vt, delta, has_front, d, dv)
-        return np.where(has_ego, acc, 0.0)
+        return acc if all_ego else np.where(ego >= 0, acc, 0.0)
 
     def _traffic_decide(self, rows: np.ndarray, index: traffic.NeighbourIndex) -> None:
         """highway-env `IDMVehicle.act` for all `rows` at once: sets accel, steering, targets.
@@ -1213,8 +1229,7 @@ class World:
         if m < 2:
             return None
         xs, ys = self.x[rows], self.y[rows]
-        half_l, half_w = 0.5 * self.length[rows], 0.5 * self.width[rows]
-        rad = np.hypot(half_l, half_w)
+        half_l, half_w, rad = self._half_length[rows], self._half_width[rows], self._body_radius[rows]
         # Any axis gives a superset of the overlapping rows; the road's longer one prunes most.
         along = xs if self._sweep_x else ys
         order = along.argsort()
@@ -1227,8 +1242,8 @@ class World:
         j = first[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
         oj = order[np.minimum(j, m - 1)]
         oi = order[:, None]
-        h = self.heading[rows[order]][:, None]
-        c, s = np.cos(h), np.sin(h)
+        ro = rows[order]
+        c, s = self._cos[ro][:, None], self._sin[ro][:, None]
         dx, dy = xs[oj] - xs[oi], ys[oj] - ys[oi]
         hit = (j < end[:, None]) & (np.abs(dx * c + dy * s) <= half_l[oi] + rad[oj]) & (
             np.abs(dy * c - dx * s) <= half_w[oi] + rad[oj])
@@ -1344,7 +1359,7 @@ class World:
             gap = gaps[k]
             if gap < np.inf:
                 v_f = leader_speeds[k]
-                dstar = float(traffic.desired_gap(self._idm_c, speed, speed - v_f))
+                dstar = traffic.desired_gap_scalar(self._idm_c, speed, speed - v_f)
                 want = max(need, dstar)
                 if gap < want:
                     continue
