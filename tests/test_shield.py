@@ -290,3 +290,22 @@ def test_member_already_off_the_corridor_may_come_back_but_not_go_further():
     sc = scene(start)
     sc.corridor = straight_corridor(1)
     assert shield.leaves_road(sc, states).tolist() == [False, True]
+
+
+def test_emergency_stop_is_predicted_with_the_fallbacks_lane_keeping():
+    # a member turned 0.15 rad away from a stopped car in its lane: braking straight on it would pass
+    # beside it, but the fallback steers back into the lane and meets it
+    start = [[0.0, 0.0, 0.15, 20.0]]
+    stopped = [[24.0, 0.0, 0.0, 0.0, 5.0]]
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    _, states = samples(start, constant(1, -8.0, 0.0, 1))
+    straight = scene(start, stopped)
+    assert not shield.collides(straight, shield.with_backup(straight, states))[0]
+    lane = scene(start, stopped)
+    lane.corridor = straight_corridor(1, lanes_left=1, lanes_right=1)
+    backup = shield.with_backup(lane, states)
+    assert abs(backup[0, 0, -1, 2]) < 0.05  # heading back along the lane
+    assert shield.collides(lane, backup)[0]
+    # the braking fallback's predicted states follow the lane too
+    _, braking = shield.braking_plan(lane, 8.0, 10)
+    assert np.abs(braking[0, 1:, 2]).max() < 0.1 and braking[0, -1, 1] < 0.5 * braking[0, 0, 1]

@@ -19,7 +19,10 @@ Actions are clipped to each platoon's `VehicleSpec` limits and never brake into 
 members get zeros. Randomness is seeded by (scenario seed, episode index, policy step), so an episode
 is reproducible. Each member broadcasts a plan summary (`plan_summary`): its planned displacement
 (dx, dy) from its position at plan time, in the platoon frame, at ``plan_dim // 2`` evenly spaced future
-plan steps (the last one = the horizon); it changes at each replan.
+plan steps (the last one = the horizon); it changes at each replan. The planner itself reads the
+received messages without their plan fields (zeroed at its input): it is pre-trained on expert
+demonstrations, whose messages carry no plan, and the RLlib module does not broadcast one either, so
+conditioning on summaries would put it off its training distribution.
 """
 
 from __future__ import annotations
@@ -43,10 +46,12 @@ from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConf
 from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.policy import Policy, SimInfo, parse_params
 from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
 _BRAKING = set(LEVELS[2:])
+_PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last step's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0
 # Estimated neighbour accelerations are clipped to ± this [m/s²] (a mismatch must not invent a crash stop).
@@ -255,6 +260,7 @@ class DiffusionPolicy(Policy):
         p, cfg = self.params, self.planner.config
         batch_scenes = [scenes[k] for k in due]
         batch = features.stack(batch_scenes, device=self.planner.device)
+        batch["inbox"][..., _PLAN_FIELDS] = 0.0  # the demonstrations carry no plan summaries (module docstring)
         context = features.scene_context(batch_scenes, cfg.horizon, cfg.dt, device=self.planner.device)
         # guidance sees the neighbours as the shield predicts them (braking ones braking), not at constant velocity
         context.neighbours = torch.as_tensor(

@@ -6,8 +6,9 @@ accepts the first one whose *executed part* (the first ``steps`` plan steps) is 
 1. no oriented-box overlap (``geometry.swept_overlapping_pairs``: continuous, sub-stepped so nothing
    tunnels between plan steps) between two members, or between a member and a predicted non-platoon
    neighbour, during the executed part *and* during an emergency stop that starts where it ends
-   (``backup_steps`` more steps of braking at each member's ``max_deceleration``): executing the
-   plan must leave the platoon a way out. A neighbour that starts directly behind a member in its lane
+   (``backup_steps`` more steps of braking at each member's ``max_deceleration``, steered by the
+   fallback's lane keeping when the scene has a corridor): executing the plan must leave the platoon a
+   way out. A neighbour that starts directly behind a member in its lane
    is left out: only that vehicle can avoid a rear-end, and no plan of ours can;
 2. a time-headway floor to whatever is ahead of each member in its lane (members and neighbours) during
    the executed part: deficit = standstill_gap + min_time_headway·v − gap [m]. A member already under
@@ -38,8 +39,9 @@ import numpy as np
 import torch
 
 from diffplatoon.agents.diffusion.corridor import Corridor
-from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
-from diffplatoon.sim import geometry
+from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout, bicycle_step
+from diffplatoon.agents.experts import LANE_KEEPING_MIN_SPEED
+from diffplatoon.sim import geometry, traffic
 
 LEVELS = ("accepted_first", "next_sample", "comfortable_brake", "emergency_brake")
 
@@ -169,13 +171,22 @@ class SafetyShield:
 
     def braking_plan(self, scene: ShieldScene, decel: np.ndarray | float,
                      steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Straight braking at ``decel`` [m/s²] (never below speed 0) → actions (N, steps, 2), states (N, steps, 4)."""
-        actions, states = self._brake(scene.start, scene.length, decel, steps)
-        return actions, states
+        """Braking at ``decel`` [m/s²] (never below speed 0) → actions (N, steps, 2), states (N, steps, 4).
 
-    def _brake(self, start: np.ndarray, length: np.ndarray, decel: np.ndarray | float,
-               steps: int) -> tuple[np.ndarray, np.ndarray]:
-        """Braking from start (..., N, 4) → actions (..., N, steps, 2), states (..., N, steps, 4)."""
+        Actions steer 0 (the executor keeps the lane); the states follow the lane when the scene has a
+        corridor (`_brake`).
+        """
+        return self._brake(scene.start, scene.length, decel, steps, scene.corridor)
+
+    def _brake(self, start: np.ndarray, length: np.ndarray, decel: np.ndarray | float, steps: int,
+               corridor: Corridor | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Braking from start (..., N, 4) → actions (..., N, steps, 2), states (..., N, steps, 4).
+
+        Without a corridor the vehicle brakes straight on (bicycle model, steering 0). With one, it is
+        steered back to its lane as the fallback executor steers it (`_lane_keeping_rollout`), so a
+        member turned away from a vehicle in its lane is still predicted to meet it, and one turned
+        towards a vehicle in the next lane drifts on while its heading recovers.
+        """
         decel = np.broadcast_to(np.asarray(decel, dtype=np.float64), start.shape[-2:-1])
         v = np.maximum(start[..., 3], 0.0)
         acc = np.zeros(start.shape[:-1] + (steps,))
@@ -183,17 +194,40 @@ class SafetyShield:
             acc[..., k] = np.maximum(-decel, -v / self.dt)
             v = v + acc[..., k] * self.dt
         actions = np.stack([acc, np.zeros_like(acc)], axis=-1)
-        states = bicycle_rollout(torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(actions),
-                                 torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy()), self.dt,
-                                 self.substeps, self.speed_range)
-        return actions, states.numpy()
+        if corridor is None:
+            states = bicycle_rollout(torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(actions),
+                                     torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy()), self.dt,
+                                     self.substeps, self.speed_range).numpy()
+            return actions, states
+        return actions, self._lane_keeping_rollout(start, acc, length, corridor)
+
+    def _lane_keeping_rollout(self, start: np.ndarray, acc: np.ndarray, length: np.ndarray,
+                              corridor: Corridor) -> np.ndarray:
+        """States (..., N, steps, 4) from start (..., N, 4) under accelerations (..., N, steps), steered each
+        step by the members' lane-keeping law on the corridor (what the braking fallback executes)."""
+        state = torch.as_tensor(start, dtype=torch.float64)
+        size = torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy(), dtype=torch.float64)
+        out = []
+        for k in range(acc.shape[-1]):
+            pose = state[..., :3].numpy()[..., None, :]
+            lateral, heading_error = corridor.locate(pose)
+            steer = traffic.lane_keeping_steering(lateral[..., 0], np.zeros_like(lateral[..., 0]),
+                                                  heading_error[..., 0],
+                                                  np.maximum(state[..., 3].numpy(), LANE_KEEPING_MIN_SPEED),
+                                                  size.numpy())
+            action = torch.as_tensor(np.stack([acc[..., k], steer], axis=-1))
+            for _ in range(self.substeps):
+                state = bicycle_step(state, action, size, self.dt / self.substeps, self.speed_range)
+            out.append(state)
+        return torch.stack(out, dim=-2).numpy()
 
     def with_backup(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S, N, R + backup_steps, 4): the plan part (S, N, R, 4) followed by an emergency stop from its end."""
         states = np.asarray(states, dtype=np.float64)
         if self.config.backup_steps <= 0:
             return states
-        _, backup = self._brake(states[:, :, -1], scene.length, scene.max_deceleration, self.config.backup_steps)
+        _, backup = self._brake(states[:, :, -1], scene.length, scene.max_deceleration, self.config.backup_steps,
+                                scene.corridor)
         return np.concatenate([states, backup], axis=2)
 
     # -- checks ----------------------------------------------------------------------------------------
