@@ -101,6 +101,35 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
     assert values.shape == (b,) and torch.isfinite(values).all()
 
 
+def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_path: Path) -> None:
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                    action_space=env.action_spaces["p0"], model_config=model)
+    batch = _obs_batch(env, 4)
+    scenes, observations = module.scenes(batch[Columns.OBS])
+    trimmed = module.guidance_context(scenes, observations)
+    full = features.scene_context(scenes, module.horizon, module._planner.config.dt)
+    full.lateral_bounds = trimmed.lateral_bounds
+    assert full.neighbour_mask.shape[1] == module.cfg.max_neighbours
+    assert 0 < trimmed.neighbour_mask.shape[1] < full.neighbour_mask.shape[1]
+    assert not full.neighbour_mask[:, trimmed.neighbour_mask.shape[1]:].any()
+    inp = features.stack(scenes)
+    a, b = (module.sample_chain(inp, explore=True, context=ctx, generator=torch.Generator().manual_seed(7))
+            for ctx in (trimmed, full))
+    assert a.shift.abs().sum() > 0  # guidance moved the plan
+    for name in ("x", "chain", "shift", "logp"):
+        assert torch.equal(getattr(a, name), getattr(b, name)), name
+
+    assert not module.training  # acting never switches modes; the learner's forward_train does, once
+    module.forward_exploration(batch)
+    assert not module.training
+    module.train()
+    assert all(m.training for m in module.modules())
+    module.forward_exploration(batch)
+    assert all(m.training for m in module.modules())
+
+
 def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",

@@ -209,15 +209,8 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
     seen = _observed_vehicles(obs, rows[live])  # world frame
     out.length[:n] = _lengths(obs, rows, pose, seen) if length is None else np.asarray(length, np.float32)
     member_xy = pose[live, :2].astype(np.float64)
-    others = []
-    for v in seen:
-        if len(member_xy) and np.hypot(*(member_xy - v[:2]).T).min() < _SAME_VEHICLE:
-            continue  # a live member of this platoon
-        if any(np.hypot(v[0] - o[0], v[1] - o[1]) < _SAME_VEHICLE for o in others):
-            continue  # seen by several members
-        others.append(v)
-    if others:
-        others = np.array(others)
+    others = _distinct_others(seen, member_xy)
+    if len(others):
         dist = np.hypot(member_xy[None, :, 0] - others[:, None, 0], member_xy[None, :, 1] - others[:, None, 1]).min(1)
         others = others[np.argsort(dist, kind="stable")[:m_max]]
         ox, oy, oh = to_frame(others[:, 0], others[:, 1], others[:, 2], frame)
@@ -225,6 +218,20 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
         out.neighbours[:k] = np.stack([ox, oy, oh, others[:, 3], others[:, 4]], axis=1)
         out.neighbour_mask[:k] = True
     return out
+
+
+def _distinct_others(seen: np.ndarray, member_xy: np.ndarray) -> np.ndarray:
+    """Rows of `seen` that are no live member (centre within _SAME_VEHICLE of one), each vehicle once (the
+    first sighting of a vehicle seen by several members), in the order of `seen`."""
+    if len(seen) and len(member_xy):
+        near = np.hypot(member_xy[None, :, 0] - seen[:, None, 0], member_xy[None, :, 1] - seen[:, None, 1])
+        seen = seen[~(near.min(axis=1) < _SAME_VEHICLE)]
+    same = np.hypot(seen[:, None, 0] - seen[None, :, 0], seen[:, None, 1] - seen[None, :, 1]) < _SAME_VEHICLE
+    kept: list[int] = []
+    for i in range(len(seen)):
+        if not same[i, kept].any():
+            kept.append(i)
+    return seen[kept]
 
 
 def _lengths(obs: Observation, rows: np.ndarray, pose: np.ndarray, seen: np.ndarray) -> np.ndarray:

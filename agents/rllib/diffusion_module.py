@@ -58,7 +58,7 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig
+from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldScene
 from diffplatoon.agents.rllib.mlp_module import _mlp, symlog
@@ -195,6 +195,8 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         planner.model = planner.ema = self.denoiser
         self._planner = planner  # plain attribute: schedule, clipping, rollout, guidance
         self.timesteps = planner.schedule.ddim_timesteps(cfg.denoising_steps)
+        self._timestep_tensor = torch.tensor(self.timesteps)
+        self._sigmas = [self._step_sigma(i) for i in range(len(self.timesteps))]
         self.first_ft = cfg.denoising_steps - cfg.ft_steps
         self.guidance = cfg.guidance_config()
         self.shield = (SafetyShield(ShieldConfig(), dt=pc.dt, substeps=pc.substeps, speed_range=pc.speed_range)
@@ -204,6 +206,17 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
 
         state_dim = self.n_max * (self.flat_dim + 1 + 6)
         self.critic = _mlp([state_dim, *cfg.critic_hiddens], 1, out_gain=1.0)
+        # Built in eval mode: RLlib's forward_exploration/forward_inference switch to eval and back to the
+        # previous mode around every call, a walk over every submodule; starting in eval (and `train`
+        # skipping unchanged modes) makes that free. forward_train switches to train once, on the learner.
+        self.train(False)
+
+    def train(self, mode: bool = True) -> "DiffusionPlannerModule":
+        """nn.Module.train, skipped when the mode is unchanged (nothing here depends on the mode anyway:
+        no dropout, no batch norm)."""
+        if mode == self.training and all(m.training == mode for m in self.children()):
+            return self
+        return super().train(mode)
 
     @staticmethod
     def _load_planner(cfg: DiffusionModuleConfig, obs_dim: int, msg_dim: int) -> JointDiffusionPlanner:
@@ -254,6 +267,9 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
     # -- the chain ---------------------------------------------------------------------------------------
     def _sigma(self, i: int) -> tuple[float, float, float]:
         """(DDIM sigma, sampling std, log-prob std) of denoising step i."""
+        return self._sigmas[i]
+
+    def _step_sigma(self, i: int) -> tuple[float, float, float]:
         ts = self.timesteps
         t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
         sigma = 0.0
@@ -280,7 +296,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         obs_n, inbox_n, ego_n = p.normalized_inputs(inp["obs"], inp["inbox"], inp["ego_state"], inp["length"])
         cond = net.encode(obs_n, ego_n, inbox_n, inp["inbox_mask"], inp["member_mask"])
         attn = net.member_attention_mask(inp["comm_mask"], inp["member_mask"])
-        time_cond = net.time_conditioning(torch.tensor(self.timesteps, device=cond.device))
+        time_cond = net.time_conditioning(self._timestep_tensor.to(cond.device))
         return cond, attn, time_cond
 
     def _x0(self, net: nn.Module, x: torch.Tensor, i: int, conditioning: tuple, mm: torch.Tensor) -> torch.Tensor:
@@ -313,8 +329,11 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         inp = self._inputs(inp)
         mm = inp["member_mask"]
         b, n = mm.shape
-        ft = self._conditioning(self.denoiser, inp)
-        base = self._conditioning(self.base, inp) if self.base is not None and self.first_ft > 0 else None
+        # The networks run in inference mode (less per-op bookkeeping); their outputs are read, never
+        # stored, and guidance gets a plain copy of x̂0 because it differentiates through it.
+        with torch.inference_mode():
+            ft = self._conditioning(self.denoiser, inp)
+            base = self._conditioning(self.base, inp) if self.base is not None and self.first_ft > 0 else None
         scale = self._planner.config.noise_scale
         x = scale * torch.randn((b, n, self.horizon, 2), generator=generator)
         n_guided = self.guidance.guided_steps(len(self.timesteps)) if self.guidance is not None else 0
@@ -322,11 +341,12 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         for i in range(len(self.timesteps)):
             net, conditioning = (self.base, base) if i < self.first_ft else (self.denoiser, ft)
             sigma, std, lp_std = self._sigma(i)
-            x0 = self._x0(net, x, i, conditioning, mm)
+            with torch.inference_mode():
+                x0 = self._x0(net, x, i, conditioning, mm)
             mean = self._mean(x, x0, i, sigma)
             shift = torch.zeros_like(mean)
             if i >= len(self.timesteps) - n_guided:
-                guided = self._planner._guide(x0, inp["ego_state"], inp["length"], mm, self.guidance, context)
+                guided = self._planner._guide(x0.clone(), inp["ego_state"], inp["length"], mm, self.guidance, context)
                 shift = self._mean(x, guided, i, sigma) - mean
             mean = mean + shift
             if explore:
@@ -366,11 +386,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         """Physical first-step actions (B, N, 2), shield flags (B,), the chain and the stacked inputs."""
         pc = self._planner.config
         inp = features.stack(scenes)
-        context = None
-        if self.guidance is not None:
-            context = features.scene_context(scenes, self.horizon, pc.dt)
-            context.lateral_bounds = torch.as_tensor(np.stack(
-                [lateral_bounds(o, s, self.n_max) for o, s in zip(observations, scenes)]), dtype=torch.float32)
+        context = self.guidance_context(scenes, observations) if self.guidance is not None else None
         if generator is None and not explore:
             generator = torch.Generator().manual_seed(self.cfg.inference_seed)
         out = self.sample_chain(inp, explore=explore, context=context, generator=generator)
@@ -401,6 +417,20 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         actions[..., 1] = np.clip(actions[..., 1], -max_steer, max_steer)
         actions = np.where(mm.numpy()[..., None], actions, 0.0)
         return actions, shielded, out, inp
+
+    def guidance_context(self, scenes: list[features.PlatoonInputs], observations: list[Observation]
+                         ) -> SceneContext:
+        """Guidance's context of a batch: predicted neighbours and the members' lateral road bounds.
+
+        Neighbour rows after the last valid one of every scene are dropped: they are masked (their cost and
+        gradient are exactly 0), and guidance's neighbour term costs in proportion to the number of rows."""
+        context = features.scene_context(scenes, self.horizon, self._planner.config.dt)
+        m = max((int(np.flatnonzero(s.neighbour_mask)[-1]) + 1 if s.neighbour_mask.any() else 0) for s in scenes)
+        context.neighbours, context.neighbour_mask, context.neighbour_length = (
+            v[:, :m] for v in (context.neighbours, context.neighbour_mask, context.neighbour_length))
+        context.lateral_bounds = torch.as_tensor(np.stack(
+            [lateral_bounds(o, s, self.n_max) for o, s in zip(observations, scenes)]), dtype=torch.float32)
+        return context
 
     def _shield_scene(self, scene: features.PlatoonInputs) -> ShieldScene:
         cfg = self.cfg
