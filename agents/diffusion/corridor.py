@@ -3,8 +3,9 @@
 A member's corridor is the centre line of its current lane/route as it observes it — its own
 projection on the lane (position minus the lateral offset r along the lane normal) followed by the
 ``lane_ahead`` points — together with lateral bounds measured from that centre line: half a lane
-on each side, widened by one lane towards each side lane that exists and may be entered
-(``Observation.side_lane``). Lateral offsets are positive towards the lane's right, as the
+on each side, widened by one lane towards a side lane that exists, may be entered
+(``Observation.side_lane``) and — unless discretionary changes are allowed — is where the route
+asks the member to go (``Observation.route``). Lateral offsets are positive towards the lane's right, as the
 observation's ``lateral_offset`` (highway-env's lateral coordinate).
 
 `Corridor.deviation` measures, for planned poses, how far a vehicle's side is outside the bounds
@@ -86,8 +87,13 @@ class Corridor:
         return side, np.maximum(np.abs(heading_error) - max_heading_error, 0.0)
 
 
-def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | None = None) -> Corridor:
+def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | None = None, *,
+                     lane_changes: bool = False) -> Corridor:
     """The corridors of members ``rows`` of ``obs`` (needs ``obs.pose``), in the frame [x0, y0, ψ0] (None: world).
+
+    With ``lane_changes`` False (the default) a corridor widens only towards a side lane the member's
+    route asks it to move to, as the experts drive (no discretionary lane changes: a member leaving its
+    lane for speed breaks up the platoon); True admits every side lane that may be entered.
 
     Absent members get a corridor too (from their zeroed fields); callers mask them.
     """
@@ -116,6 +122,9 @@ def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | Non
     tangents = _tangents(points, lane_heading - (0.0 if frame is None else float(frame[2])))
     width = ego[:, _E["lane_width"]]
     left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
+    if not lane_changes:  # only the changes the route asks for (observation `route`: −left / +right)
+        needed = obs.route[rows, 0]
+        left, right = left & (needed < 0), right & (needed > 0)
     bounds = np.stack([-0.5 * width - width * left, 0.5 * width + width * right], axis=1)
     return Corridor(points=points, tangents=tangents, bounds=bounds)
 

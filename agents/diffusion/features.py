@@ -33,10 +33,11 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
+from diffplatoon.agents.diffusion.corridor import member_corridors
 from diffplatoon.agents.diffusion.guidance import SceneContext
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.comms import FIELD_INDEX, message_dim
-from diffplatoon.sim.observation import EGO_FEATURES, Observation, flat_layout
+from diffplatoon.sim.observation import Observation, flat_layout
 
 DEFAULT_LENGTH = 5.0  # [m] highway-env Vehicle.LENGTH, used when a member's length is not observed
 _SAME_VEHICLE = 0.5  # [m] two observed centres closer than this are one vehicle
@@ -304,24 +305,18 @@ __all__ = [
 ]
 
 
-_EGO = {name: k for k, name in enumerate(EGO_FEATURES)}
-
 
 def lateral_bounds(obs: Observation, rows: np.ndarray, scene: PlatoonInputs, n_max: int) -> np.ndarray:
-    """(n_max, 2) [low y, high y] of the drivable lanes around each member, platoon frame.
+    """(n_max, 2) [low y, high y] of each member's lane corridor (`corridor.member_corridors`), platoon frame.
 
-    The current lane's centre is at y − r (lateral offset r, positive towards +y, the road assumed
-    parallel to the frame's x axis near the platoon); the bounds widen by one lane to each side that
-    exists and may be entered. Absent members get wide (±1e4 m) bounds.
+    The corridor's bounds are placed across the frame's x axis at the member's lane centre (the road
+    assumed parallel to the frame near the platoon). Absent members get wide (±1e4 m) bounds.
     """
-    out = np.tile([-np.inf, np.inf], (n_max, 1)).astype(np.float64)
-    ego = obs.ego[rows].astype(np.float64)
+    out = np.tile([-1e4, 1e4], (n_max, 1)).astype(np.float64)
     n = len(rows)
-    centre = scene.ego_state[:n, 1].astype(np.float64) - ego[:, _EGO["lateral_offset"]]
-    width = ego[:, _EGO["lane_width"]]
-    left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
-    lo = centre - 0.5 * width - width * left
-    hi = centre + 0.5 * width + width * right
-    present = scene.member_mask[:n]
-    out[:n] = np.where(present[:, None], np.stack([lo, hi], axis=1), out[:n])
-    return np.where(np.isfinite(out), out, np.sign(out) * 1e4)
+    if n == 0:
+        return out
+    lanes = member_corridors(obs, rows, scene.frame.astype(np.float64))
+    bounds = lanes.points[:, 0, 1:2] + lanes.bounds
+    out[:n] = np.where(scene.member_mask[:n, None], bounds, out[:n])
+    return out
