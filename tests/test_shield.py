@@ -70,7 +70,8 @@ def test_clearly_safe_plan_is_accepted_first():
     d = shield.select(sc, acts, states, costs=np.array([0.0]), steps=STEPS)
     assert (d.level, d.sample) == ("accepted_first", 0)
     np.testing.assert_array_equal(d.actions, acts[0])
-    assert shield.counts == {"accepted_first": 1, "next_sample": 0, "comfortable_brake": 0, "emergency_brake": 0}
+    assert shield.counts == {"accepted_first": 1, "next_sample": 0, "lane_kept": 0, "comfortable_brake": 0,
+                             "emergency_brake": 0}
 
 
 def test_plan_into_stationary_neighbour_is_rejected_for_the_next_safe_sample():
@@ -309,3 +310,20 @@ def test_emergency_stop_is_predicted_with_the_fallbacks_lane_keeping():
     # the braking fallback's predicted states follow the lane too
     _, braking = shield.braking_plan(lane, 8.0, 10)
     assert np.abs(braking[0, 1:, 2]).max() < 0.1 and braking[0, -1, 1] < 0.5 * braking[0, 0, 1]
+
+
+def test_samples_steering_off_the_lane_are_driven_in_lane_before_braking():
+    start = [[0.0, 0.0, 0.0, 20.0], [-25.0, 0.0, 0.0, 20.0]]
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    swerve = constant(2, [0.5, 0.3], [0.06, -0.06])  # keep speed, but both members leave the lane
+    acts, states = samples(start, swerve)
+    sc = scene(start)
+    sc.corridor = straight_corridor(2)
+    assert shield.leaves_road(sc, states)[0]
+    d = shield.select(sc, acts, states, steps=STEPS)
+    assert (d.level, d.sample) == ("lane_kept", 0)
+    np.testing.assert_array_equal(d.actions[..., 0], swerve[..., 0])  # the planner's speed plan is kept
+    assert np.all(d.actions[..., 1] == 0.0) and np.abs(d.states[..., 1]).max() < 0.01
+    assert shield.counts["lane_kept"] == 1
+    # without a corridor there is nothing to keep: the same plans are simply accepted
+    assert shield.select(scene(start), acts, states, steps=STEPS).level == "accepted_first"

@@ -9,8 +9,9 @@ Every ``replan_every`` policy steps, each platoon's members are featurised in th
 cost with the observed neighbours predicted as the shield predicts them — constant heading, with the
 acceleration estimated from their speed change since the last step — lateral road bounds from the
 lane geometry and the members' speed limits), and the chosen plan's first ``replan_every`` actions are executed one per step. With the
-shield on, the chosen plan is the first sample `SafetyShield` accepts, or a braking fallback; after a
-fallback step the platoon replans at the next step instead of waiting, and between replans the rest of
+shield on, the chosen plan is the first sample `SafetyShield` accepts, or a fallback (a sample's
+accelerations driven in lane, or braking); after a fallback step the platoon replans at the next step
+instead of waiting, and between replans the rest of
 the plan, rolled out from the new state, is re-checked every step (a failure replans at once). The
 shield uses the same neighbour predictions and checks the road against each member's lane corridor
 (`corridor.member_corridors`). Fallback steps steer with the experts' lane-keeping law.
@@ -50,7 +51,7 @@ from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
-_BRAKING = set(LEVELS[2:])
+_LANE_KEEPING = set(LEVELS[2:])  # levels the executor steers by lane keeping
 _PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last step's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0
@@ -201,7 +202,7 @@ class DiffusionPolicy(Policy):
                 continue
             a = buf[:, self._cursor[k]]  # (n, 2)
             acc[rows], steer[rows] = a[:, 0], a[:, 1]
-            if self.levels[k] in _BRAKING:
+            if self.levels[k] in _LANE_KEEPING:
                 steer[rows] = self._lane_keeping(obs, rows)
             self._cursor[k] += 1
         self.step_index += 1
@@ -211,7 +212,7 @@ class DiffusionPolicy(Policy):
         buf = self.plans[k]
         if buf is None or self._cursor[k] >= self.params.replan_every:
             return True
-        return self.levels[k] in _BRAKING  # after a fallback step, look for a plan again at once
+        return self.levels[k] in _LANE_KEEPING  # after a fallback step, look for a plan again at once
 
     def _neighbour_accel(self, k: int, scene: features.PlatoonInputs) -> np.ndarray:
         """(m_max,) accelerations of the scene's neighbours from their speed change since the last step [m/s²].

@@ -22,9 +22,13 @@ Neighbours are predicted from the current observation with constant heading and 
 constant acceleration when the caller estimated one (``ShieldScene.neighbour_accel``; the speed stops
 at 0 and at ``max_speed``), so a braking vehicle ahead is seen braking.
 
-If no sample passes, the platoon brakes at ``comfortable_decel`` keeping its lane when that passes
-condition 1 (the same way out included); otherwise every member brakes at its ``max_deceleration``.
-Braking never reverses (speed stops at 0). Each decision increments one counter of ``LEVELS``.
+If no sample passes and the scene has a corridor, the samples' accelerations are tried with the
+members' lane-keeping steering instead of the sampled steering ("lane_kept": the planner's speed
+plan, driven in lane), best first, under all three conditions. If none passes either, the platoon
+brakes at ``comfortable_decel`` keeping its lane when that passes condition 1 (the same way out
+included); otherwise every member brakes at its ``max_deceleration``. Braking never reverses (speed
+stops at 0). Each decision increments one counter of ``LEVELS``; from "lane_kept" on, the
+executor steers by lane keeping.
 
 All inputs share one frame (the platoon frame of the planner, or the world frame): member states
 [x, y, heading, speed], neighbours [x, y, heading, speed, length]. Plan states are those *after* each
@@ -43,7 +47,7 @@ from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bic
 from diffplatoon.agents.experts import LANE_KEEPING_MIN_SPEED
 from diffplatoon.sim import geometry, traffic
 
-LEVELS = ("accepted_first", "next_sample", "comfortable_brake", "emergency_brake")
+LEVELS = ("accepted_first", "next_sample", "lane_kept", "comfortable_brake", "emergency_brake")
 
 # Extra room [m] between the (sample, step) blocks that one vectorized collision query holds.
 _BLOCK_MARGIN = 100.0
@@ -169,6 +173,22 @@ class SafetyShield:
         h = np.broadcast_to(nb[:, None, 2], x.shape)
         return np.stack([x, y, h], axis=-1)
 
+    def in_lane(self, scene: ShieldScene, sample_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Samples' accelerations (S, N, R, 2 → acceleration used) driven with lane-keeping steering (needs a
+        corridor) → actions (S, N, R, 2) with steering 0 (the executor keeps the lane), states (S, N, R, 4)."""
+        acc = np.asarray(sample_actions, dtype=np.float64)[..., 0]
+        start = np.broadcast_to(scene.start, acc.shape[:1] + scene.start.shape)
+        states = self._lane_keeping_rollout(start, acc, scene.length, scene.corridor)
+        return np.stack([acc, np.zeros_like(acc)], axis=-1), states
+
+    def _first_safe_in_lane(self, scene: ShieldScene, ranked_actions: np.ndarray, steps: int) -> int | None:
+        """Rank of the first sample whose accelerations are safe driven in lane, None if none (or no corridor)."""
+        if scene.corridor is None:
+            return None
+        _, states = self.in_lane(scene, ranked_actions[:, :, :steps])
+        ok = self.safe(scene, states)
+        return int(np.argmax(ok)) if ok.any() else None
+
     def braking_plan(self, scene: ShieldScene, decel: np.ndarray | float,
                      steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Braking at ``decel`` [m/s²] (never below speed 0) → actions (N, steps, 2), states (N, steps, 4).
@@ -209,13 +229,14 @@ class SafetyShield:
         size = torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy(), dtype=torch.float64)
         out = []
         for k in range(acc.shape[-1]):
+            speed = np.maximum(state[..., 3].numpy(), 0.0)
             pose = state[..., :3].numpy()[..., None, :]
             lateral, heading_error = corridor.locate(pose)
             steer = traffic.lane_keeping_steering(lateral[..., 0], np.zeros_like(lateral[..., 0]),
                                                   heading_error[..., 0],
-                                                  np.maximum(state[..., 3].numpy(), LANE_KEEPING_MIN_SPEED),
-                                                  size.numpy())
-            action = torch.as_tensor(np.stack([acc[..., k], steer], axis=-1))
+                                                  np.maximum(speed, LANE_KEEPING_MIN_SPEED), size.numpy())
+            # the executor never brakes into reverse
+            action = torch.as_tensor(np.stack([np.maximum(acc[..., k], -speed / self.dt), steer], axis=-1))
             for _ in range(self.substeps):
                 state = bicycle_step(state, action, size, self.dt / self.substeps, self.speed_range)
             out.append(state)
@@ -364,12 +385,16 @@ class SafetyShield:
             k = int(order[rank])
             level = LEVELS[0] if rank == 0 else LEVELS[1]
             decision = ShieldDecision(level, k, sample_actions[k], sample_states[k])
+        elif (k := self._first_safe_in_lane(scene, sample_actions[order], steps)) is not None:
+            k = int(order[k])
+            actions, states = self.in_lane(scene, sample_actions[k:k + 1])
+            decision = ShieldDecision(LEVELS[2], k, actions[0], states[0])
         else:
             actions, states = self.braking_plan(scene, self.config.comfortable_decel, horizon)
-            level = LEVELS[2]
+            level = LEVELS[3]
             if self.collides(scene, self.with_backup(scene, states[None, :, :steps]))[0]:
                 actions, states = self.braking_plan(scene, scene.max_deceleration, horizon)
-                level = LEVELS[3]
+                level = LEVELS[4]
             decision = ShieldDecision(level, -1, actions, states)
         self.counts[decision.level] += 1
         return decision
