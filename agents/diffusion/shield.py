@@ -225,7 +225,7 @@ class SafetyShield:
                               corridor: Corridor) -> np.ndarray:
         """States (..., N, steps, 4) from start (..., N, 4) under accelerations (..., N, steps), steered each
         step by the members' lane-keeping law on the corridor (what the braking fallback executes)."""
-        state = torch.as_tensor(start, dtype=torch.float64)
+        state = torch.tensor(start, dtype=torch.float64)  # a copy: start may be a read-only broadcast
         size = torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy(), dtype=torch.float64)
         out = []
         for k in range(acc.shape[-1]):
