@@ -6,16 +6,27 @@ How to run:
     .venv/bin/python benchmarks/train_throughput.py --json out.json
 
 Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling, `num_env_runners=0`,
-`num_learners=0`, torch threads 1, the same scenario, episode length and batch size), runs one warm-up
-iteration, then times `--iterations` iterations. Reported per column: env steps/s over the whole
-iteration and the share of it spent sampling (RLlib's smoothed `env_runner_sampling_timer` over its
-`training_iteration` timer; the rest is the learner update).
+`num_learners=0`, torch threads 1, the same scenario, episode length, batch size and env copies per
+runner), runs one warm-up iteration, then times `--iterations` iterations, both in this one process.
+Reported per column: env steps/s over the whole iteration and the share of it spent sampling (RLlib's
+smoothed `env_runner_sampling_timer` over its `training_iteration` timer; the rest is the learner
+update); for the diffusion column also the share of steps the shield overrode (the learner skips those
+rows, so a planner that the shield overrides more often trains faster).
 
-Columns: "mlp" (vehicle grouping, `SharedMLPModule`) and "diffusion" (platoon grouping,
-`DiffusionPlannerModule` + `DPPOLearner`: 5 DDIM steps all fine-tuned, guidance in the last 30%, shield on,
-one of the 5 steps recomputed per minibatch, the planner of `--planner` or a random one of the default
-pre-training size). Target from the issue:
-diffusion >= 0.5 x mlp.
+Columns:
+- "mlp": vehicle grouping, `SharedMLPModule`, minibatches of 250, 5 epochs (configs/ppo_mlp.yaml's PPO settings).
+- "diffusion": platoon grouping, `DiffusionPlannerModule` + `DPPOLearner` with everything that
+  configs/dppo_planner.yaml trains with (model, learner, minibatch size, epochs, env copies per runner)
+  except the batch size, the scenario and the episode length, which are the benchmark's for both
+  columns. That config runs 5 DDIM steps, all fine-tuned, one of them recomputed per minibatch
+  (`update_steps: 1`), guidance on the final step, the shield on, and 8 env copies per runner whose
+  platoons are planned in one batched chain; the MLP column gets the same env copies per runner
+  (`--envs` sets both). The planner is the config's checkpoint when that file exists, else `--planner`,
+  else a random one of the default pre-training size (configs/pretrain_planner.yaml): the network's cost
+  depends on its size, not its weights, but the shield's and the learner's depend on how often the
+  shield overrides the plans.
+
+Target from the issue: diffusion >= 0.5 x mlp.
 """
 
 from __future__ import annotations
@@ -25,42 +36,53 @@ import json
 import os
 import platform
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
-from diffplatoon.agents.rllib.train import TrainConfig, build_ppo_config  # noqa: E402
+from diffplatoon.agents.rllib.train import TrainConfig, build_ppo_config, load_config  # noqa: E402
 
 
-ENVS_PER_RUNNER = 1  # set by --envs, the same for every column
+REPO = Path(__file__).resolve().parents[1]
+DPPO_CONFIG = REPO / "configs" / "dppo_planner.yaml"
+ENVS_PER_RUNNER: int | None = None  # set by --envs (every column); None: the DPPO config's
+PLANNER_CHECKPOINT: str | None = None  # set by --planner
+
+
+def envs_per_runner() -> int:
+    return ENVS_PER_RUNNER if ENVS_PER_RUNNER is not None else load_config(DPPO_CONFIG).envs_per_runner
 
 
 def mlp_column(scenario: str, batch: int, duration: float) -> TrainConfig:
     return TrainConfig(name="bench_mlp", scenario=scenario, grouping="vehicle", module="mlp", duration=duration,
                        train_batch_size=batch, minibatch_size=min(250, batch), num_epochs=5, torch_threads=1,
-                       envs_per_runner=ENVS_PER_RUNNER)
+                       envs_per_runner=envs_per_runner())
 
 
 # Planner size of the default pre-training config (configs/pretrain_planner.yaml), used when no
-# pre-trained checkpoint is given: sampling and update cost depend on the size, not on the weights.
+# pre-trained checkpoint is found.
 PRETRAIN_SIZE = {"horizon": 20, "d_model": 96, "n_layers": 2, "n_heads": 4, "chunk": 5, "num_train_steps": 100}
-DIFFUSION_MODEL = {"denoising_steps": 5, "ft_steps": 5, "update_steps": 1,
-                   "guidance": {"scale": 0.5, "start_fraction": 0.3}, "shield": True}
-PLANNER_CHECKPOINT: str | None = None  # set by --planner
 
 
 def diffusion_column(scenario: str, batch: int, duration: float) -> TrainConfig:
-    model = dict(DIFFUSION_MODEL)
-    if PLANNER_CHECKPOINT:
-        model["checkpoint"] = PLANNER_CHECKPOINT
+    base = load_config(DPPO_CONFIG)
+    model = dict(base.model)
+    checkpoint = PLANNER_CHECKPOINT or model.get("checkpoint")
+    if checkpoint and not PLANNER_CHECKPOINT and not Path(checkpoint).is_absolute():
+        checkpoint = str(REPO / checkpoint)
+    if checkpoint and Path(checkpoint).is_file():
+        model["checkpoint"] = checkpoint
     else:
         from diffplatoon.envs.rllib_env import resolve_scenario
 
+        model.pop("checkpoint", None)
         model["planner"] = {**PRETRAIN_SIZE, "dt": 1.0 / resolve_scenario(scenario).policy_frequency}
-    return TrainConfig(name="bench_diffusion", scenario=scenario, grouping="platoon", module="diffusion",
-                       duration=duration, model=model, train_batch_size=batch, minibatch_size=min(250, batch),
-                       num_epochs=5, torch_threads=1, envs_per_runner=ENVS_PER_RUNNER)
+    return base.model_copy(update={
+        "name": "bench_diffusion", "scenario": scenario, "duration": duration, "model": model,
+        "train_batch_size": batch, "minibatch_size": min(base.minibatch_size, batch), "env_runners": 0,
+        "torch_threads": 1, "envs_per_runner": envs_per_runner(), "evaluation_every": 0})
 
 
 COLUMNS: dict[str, Callable[[str, int, float], TrainConfig] | None] = {
@@ -88,8 +110,10 @@ def measure(cfg: TrainConfig, iterations: int) -> dict[str, Any]:
     timers = result.get("timers", {})  # RLlib's smoothed per-iteration timers
     share = (timers["env_runner_sampling_timer"] / timers["training_iteration"]
              if "env_runner_sampling_timer" in timers and timers.get("training_iteration") else None)
+    shield = [float(m["shield_rate"]) for m in result.get("learners", {}).values()
+              if isinstance(m, dict) and "shield_rate" in m]
     return {"env_steps_per_s": steps / wall, "iteration_s": wall / iterations, "sampling_share": share,
-            "env_steps": steps}
+            "env_steps": steps, "shield_rate": shield[0] if shield else None}
 
 
 def main() -> None:
@@ -101,7 +125,8 @@ def main() -> None:
     parser.add_argument("--json", default=None)
     parser.add_argument("--planner", default=None, help="pre-trained planner checkpoint for the diffusion column")
     parser.add_argument("--only", choices=sorted(COLUMNS), default=None, help="measure one column")
-    parser.add_argument("--envs", type=int, default=1, help="vectorized env copies per runner (every column)")
+    parser.add_argument("--envs", type=int, default=None,
+                        help="vectorized env copies per runner, every column (default: the DPPO config's)")
     args = parser.parse_args()
     global PLANNER_CHECKPOINT, ENVS_PER_RUNNER
     PLANNER_CHECKPOINT, ENVS_PER_RUNNER = args.planner, args.envs
@@ -110,7 +135,7 @@ def main() -> None:
 
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     results: dict[str, Any] = {"scenario": args.scenario, "batch": args.batch, "duration": args.duration,
-                               "envs_per_runner": args.envs,
+                               "envs_per_runner": envs_per_runner(),
                                "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs"}
     try:
         for name, column in COLUMNS.items():
@@ -123,15 +148,20 @@ def main() -> None:
         ray.shutdown()
 
     print(f"\n{args.scenario}, {args.batch} env steps/iteration, {args.duration:g} s episodes, "
-          f"{args.envs} env(s) per runner, {results['machine']}")
-    print(f"{'module':<10} {'env steps/s':>12} {'s/iteration':>12} {'sampling share':>15}")
+          f"{envs_per_runner()} env(s) per runner, {results['machine']}")
+    if results.get("diffusion"):
+        m = diffusion_column(args.scenario, args.batch, args.duration).model
+        print("diffusion: " + ", ".join(f"{k}={m.get(k)}" for k in ("denoising_steps", "ft_steps", "update_steps",
+                                                                   "guidance", "shield")))
+    print(f"{'module':<10} {'env steps/s':>12} {'s/iteration':>12} {'sampling share':>15} {'shield rate':>12}")
     for name in COLUMNS:
         r = results[name]
         if r is None:
             print(f"{name:<10} {'(not measured)':>12}")
             continue
         share = "—" if r["sampling_share"] is None else f"{100 * r['sampling_share']:.0f}%"
-        print(f"{name:<10} {r['env_steps_per_s']:>12.0f} {r['iteration_s']:>12.2f} {share:>15}")
+        shield = "—" if r.get("shield_rate") is None else f"{100 * r['shield_rate']:.0f}%"
+        print(f"{name:<10} {r['env_steps_per_s']:>12.0f} {r['iteration_s']:>12.2f} {share:>15} {shield:>12}")
     if results.get("diffusion") and results.get("mlp"):
         ratio = results["diffusion"]["env_steps_per_s"] / results["mlp"]["env_steps_per_s"]
         print(f"diffusion / mlp = {ratio:.2f} (target >= 0.5)")

@@ -9,6 +9,7 @@ from highway_env.road.road import Road, RoadNetwork
 from highway_env.vehicle.kinematics import Vehicle
 
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
+from diffplatoon.agents.diffusion.model import sinusoidal_embedding
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.train import Batch, TrainConfig, Trainer
 
@@ -234,3 +235,32 @@ def test_inbox_dropout_hides_messages_from_the_loss():
 
     assert loss(batch, 0.0) != loss(other, 0.0)
     assert loss(batch, 1.0) == loss(other, 1.0)
+
+
+@pytest.mark.parametrize("out_steps", [1, 7, 20])
+def test_denoise_first_steps_only_matches_the_full_output_and_gradient(out_steps):
+    """`out_steps` computes the last block for the chunks holding those steps only: same values and weight
+    gradients (in float64, so float32 rounding, amplified by the large random weights, does not blur the check)."""
+    planner = _planner(3)
+    net = planner.model.double()
+    scene = _scene(3, 4, seed=2)
+    scene["member_mask"][1, 2] = False
+    scene["comm_mask"][0, 0, 1] = False
+    obs_n, inbox_n, ego_n = (v.double() for v in planner.normalized_inputs(scene["obs"], scene["inbox"],
+                                                                           scene["ego_state"], scene["length"]))
+    x = torch.randn(3, 4, 20, 2, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    t = torch.tensor([10, 40, 90])
+    outs, grads = [], []
+    for steps in (None, out_steps):
+        net.zero_grad()
+        cond = net.encode(obs_n, ego_n, inbox_n, scene["inbox_mask"], scene["member_mask"])
+        temb = sinusoidal_embedding(t, net.config.d_model).double()
+        time_cond = net.time_modulation(torch.nn.functional.silu(net.time_mlp(temb)))
+        y = net.denoise(x, t, cond, net.member_attention_mask(scene["comm_mask"], scene["member_mask"]),
+                        scene["member_mask"], time_cond=time_cond, out_steps=steps)
+        y[:, :, :out_steps].sin().sum().backward()
+        outs.append(y[:, :, :out_steps].detach())
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters()]))
+    assert outs[1].shape == (3, 4, out_steps, 2)
+    torch.testing.assert_close(outs[1], outs[0], rtol=0.0, atol=1e-10)
+    assert grads[0].norm() > 0 and (grads[1] - grads[0]).norm() <= 1e-10 * grads[0].norm()

@@ -88,7 +88,9 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
     train_batch = {Columns.OBS: batch[Columns.OBS], CHAIN: out[CHAIN], SHIFT: out[SHIFT],
                    **{key: out[key] for key in INPUT_KEYS.values()}}
     recomputed = module.forward_train(train_batch)[CHAIN_LOGP]
-    assert torch.equal(recomputed, out[CHAIN_LOGP])  # bit for bit with unchanged weights
+    # unchanged weights: the same values (the learner's denoiser computes only the executed plan steps, so up
+    # to float rounding)
+    torch.testing.assert_close(recomputed, out[CHAIN_LOGP], rtol=0.0, atol=1e-5)
     assert recomputed.requires_grad
     with torch.no_grad():  # a weight change must change the recomputed log-probability
         for p in module.denoiser.parameters():
@@ -99,6 +101,32 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
     assert torch.equal(first, module.forward_inference(batch)[Columns.ACTIONS])  # deterministic
     values = module.compute_values(batch)
     assert values.shape == (b,) and torch.isfinite(values).all()
+
+
+def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None:
+    """Rows the policy loss drops (shield overrides, RLlib's bootstrap step) keep their stored log-probabilities
+    and get no gradient; the other rows are recomputed as in a full pass."""
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                    action_space=env.action_spaces["p0"], model_config=model)
+    batch = _obs_batch(env, 4)
+    torch.manual_seed(5)
+    out = module.forward_exploration(batch)
+    with torch.no_grad():  # new weights, so recomputed rows differ from the stored ones
+        for p in module.denoiser.parameters():
+            p.add_(0.01)
+    rows = {CHAIN: out[CHAIN], SHIFT: out[SHIFT], **{key: out[key] for key in INPUT_KEYS.values()}}
+    full = module.forward_train(rows)[CHAIN_LOGP]  # no stored log-probabilities: every row
+    skipped = {**rows, CHAIN_LOGP: out[CHAIN_LOGP], SHIELDED: torch.tensor([1.0, 0.0, 0.0, 0.0]),
+               Columns.LOSS_MASK: torch.tensor([True, True, False, True])}
+    part = module.forward_train(skipped)[CHAIN_LOGP]
+    assert torch.equal(part[[0, 2]], out[CHAIN_LOGP][[0, 2]])
+    torch.testing.assert_close(part[[1, 3]], full[[1, 3]], rtol=0.0, atol=1e-6)
+    assert not torch.allclose(part[[1, 3]], out[CHAIN_LOGP][[1, 3]])
+    (grad,) = torch.autograd.grad(part.sum(), module.denoiser.token_out.weight)
+    (grad_used,) = torch.autograd.grad(full[[1, 3]].sum(), module.denoiser.token_out.weight)
+    torch.testing.assert_close(grad, grad_used, rtol=1e-5, atol=1e-7)
 
 
 def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_path: Path) -> None:

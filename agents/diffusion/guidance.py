@@ -149,29 +149,69 @@ def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs
 
 
 def _min_disc_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """a (..., Da, 2), b (..., Db, 2) → min centre distance over disc pairs (...)."""
+    """a (..., Da, 2), b (..., Db, 2) → min centre distance over disc pairs (...).
+
+    The square root is monotone, so it is taken once, of the smallest squared distance."""
     diff = a[..., :, None, :] - b[..., None, :, :]
-    return (diff.pow(2).sum(-1) + _EPS).sqrt().flatten(-2).amin(-1)
+    return (diff.pow(2).sum(-1).flatten(-2).amin(-1) + _EPS).sqrt()
+
+
+# Extra room [m] on the prefilter's bound: skipped pairs clear the overlap distance by far more than rounding.
+_REACH_MARGIN = 0.5
+
+
+def _near_pairs(pos_a: torch.Tensor, span_a: torch.Tensor, pos_b: torch.Tensor, span_b: torch.Tensor,
+                pair: torch.Tensor, cfg: GuidanceConfig) -> tuple[torch.Tensor, ...]:
+    """Indices (b, i, j) of the allowed pairs (``pair`` (B,I,J)) whose discs may come within overlap distance.
+
+    pos_a (B,I,H,2), pos_b (B,J,H,2) vehicle centres, span_* the largest disc offset from the centre (B,I), (B,J).
+    Every disc-pair distance is at least the centre distance minus both spans, so a pair whose bound stays
+    above width + buffer over the whole horizon has zero overlap and zero gradient at every step."""
+    with torch.no_grad():
+        gap = (pos_a[:, :, None] - pos_b[:, None]).pow(2).sum(-1).amin(-1).sqrt()  # (B,I,J)
+        bound = gap - span_a[:, :, None] - span_b[:, None, :]
+        near = pair & (bound < cfg.vehicle_width + cfg.buffer + _REACH_MARGIN)
+    return near.nonzero(as_tuple=True)
+
+
+def _pair_overlap(pose_a: torch.Tensor, len_a: torch.Tensor, pose_b: torch.Tensor, len_b: torch.Tensor,
+                  index: tuple[torch.Tensor, ...], batch: int, cfg: GuidanceConfig) -> torch.Tensor:
+    """Disc overlap of the pairs ``index`` = (b, i, j) of pose_a (B,I,H,≥3) and pose_b (B,J,H,≥3), summed per scene
+    at each step, mean over time → (B,)."""
+    bi, ai, bj = index
+    horizon = pose_a.shape[-2]
+    if bi.numel() == 0:
+        return pose_a.new_zeros(batch)
+    mine = disc_centres(pose_a[bi, ai], len_a[bi, ai, None].expand(-1, horizon), cfg.vehicle_width, cfg.n_discs)
+    theirs = disc_centres(pose_b[bi, bj], len_b[bi, bj, None].expand(-1, horizon), cfg.vehicle_width, cfg.n_discs)
+    viol = torch.relu(cfg.vehicle_width + cfg.buffer - _min_disc_distance(mine, theirs))  # (P,H)
+    return pose_a.new_zeros(batch, horizon).index_add(0, bi, viol).mean(-1)
+
+
+def _span(length: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
+    """Largest offset of a disc centre from the vehicle's centre [m] (see ``disc_centres``)."""
+    return (length / 2 - cfg.vehicle_width / 2).clamp(min=0.0)
 
 
 def separation_cost(
     states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, cfg: GuidanceConfig
 ) -> torch.Tensor:
-    """Pairwise disc overlap between present members [m], summed over pairs, mean over time → (B,)."""
-    horizon = states.shape[-2]
-    lens = length[:, :, None].expand(-1, -1, horizon)
-    centres = disc_centres(states, lens, cfg.vehicle_width, cfg.n_discs)  # (B,N,H,D,2)
-    d = _min_disc_distance(centres[:, :, None], centres[:, None, :])  # (B,N,N,H)
+    """Pairwise disc overlap between present members [m], summed over pairs, mean over time → (B,).
+
+    Only pairs that may come within overlap distance are evaluated (``_near_pairs``); the others add exactly 0."""
     n = states.shape[1]
     pair = member_mask[:, :, None] & member_mask[:, None, :] & torch.ones(n, n, dtype=torch.bool, device=states.device).triu(1)
-    viol = torch.where(pair[..., None], torch.relu(cfg.vehicle_width + cfg.buffer - d), 0.0)
-    return viol.sum(dim=(1, 2)).mean(-1)
+    span = _span(length, cfg)
+    index = _near_pairs(states[..., :2], span, states[..., :2], span, pair, cfg)
+    return _pair_overlap(states, length, states, length, index, states.shape[0], cfg)
 
 
 def neighbour_cost(
     states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
 ) -> torch.Tensor:
-    """Disc overlap between members and predicted non-platoon vehicles → (B,); 0 without neighbours."""
+    """Disc overlap between members and predicted non-platoon vehicles → (B,); 0 without neighbours.
+
+    Only (member, neighbour) pairs that may come within overlap distance are evaluated (``_near_pairs``)."""
     if ctx.neighbours is None or ctx.neighbours.shape[1] == 0:
         return states.new_zeros(states.shape[0])
     horizon = states.shape[-2]
@@ -179,13 +219,10 @@ def neighbour_cost(
     nb_len = ctx.neighbour_length
     if nb_len is None:
         nb_len = torch.full(nb.shape[:2], cfg.neighbour_length, device=states.device, dtype=states.dtype)
-    mine = disc_centres(states, length[:, :, None].expand(-1, -1, horizon), cfg.vehicle_width, cfg.n_discs)
-    theirs = disc_centres(nb, nb_len[:, :, None].expand(-1, -1, horizon), cfg.vehicle_width, cfg.n_discs)
-    d = _min_disc_distance(mine[:, :, None], theirs[:, None, :])  # (B,N,M,H)
     nb_mask = ctx.neighbour_mask if ctx.neighbour_mask is not None else torch.ones(nb.shape[:2], dtype=torch.bool, device=states.device)
     pair = member_mask[:, :, None] & nb_mask[:, None, :]
-    viol = torch.where(pair[..., None], torch.relu(cfg.vehicle_width + cfg.buffer - d), 0.0)
-    return viol.sum(dim=(1, 2)).mean(-1)
+    index = _near_pairs(states[..., :2], _span(length, cfg), nb[..., :2], _span(nb_len, cfg), pair, cfg)
+    return _pair_overlap(states, length, nb, nb_len, index, states.shape[0], cfg)
 
 
 def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig) -> torch.Tensor:

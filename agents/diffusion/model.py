@@ -99,13 +99,23 @@ class _Attention(nn.Module):
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """x (S, L, d), boolean mask (S, L, L) where True = may attend."""
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, n_query: int | None = None) -> torch.Tensor:
+        """x (S, L, d), boolean mask (S, L, L) where True = may attend → (S, L, d).
+
+        ``n_query``: only the first n_query positions attend (keys and values still cover all L) → (S, n_query, d).
+        """
         s, l, d = x.shape
-        q, k, v = self.qkv(x).view(s, l, 3, self.n_heads, d // self.n_heads).permute(2, 0, 3, 1, 4)
+        heads, dh = self.n_heads, d // self.n_heads
         attn_mask = None if mask is None else mask[:, None]
+        if n_query is None or n_query >= l:
+            q, k, v = self.qkv(x).view(s, l, 3, heads, dh).permute(2, 0, 3, 1, 4)
+            n_query = l
+        else:
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :n_query], w[:d], b[:d]).view(s, n_query, heads, dh).transpose(1, 2)
+            k, v = F.linear(x, w[d:], b[d:]).view(s, l, 2, heads, dh).permute(2, 0, 3, 1, 4)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-        return self.out(y.transpose(1, 2).reshape(s, l, d))
+        return self.out(y.transpose(1, 2).reshape(s, n_query, d))
 
 
 class _Block(nn.Module):
@@ -120,16 +130,24 @@ class _Block(nn.Module):
         self.member_attn = _Attention(d, n_heads)
         self.mlp = _mlp(d, mlp_ratio * d, d)
 
-    def forward(self, x: torch.Tensor, mods: torch.Tensor, member_attn_mask: torch.Tensor) -> torch.Tensor:
-        """x (B,N,C,d) tokens, mods (B,N,1,9d) = (shift, 1 + scale, gate) × 3, member_attn_mask (B·C,N,N)."""
+    def forward(self, x: torch.Tensor, m: tuple[torch.Tensor, ...], member_attn_mask: torch.Tensor,
+                n_query: int | None = None) -> torch.Tensor:
+        """x (B,N,C,d) tokens, m 9 × (B,N,1,d) = (shift, 1 + scale, gate) × 3, member_attn_mask (B,N,N).
+
+        ``n_query``: only the first n_query chunks are computed (they still attend to all C) → (B,N,n_query,d).
+        """
         b, n, ch, d = x.shape
-        m = mods.chunk(self.N_MODS, dim=-1)  # 9 × (B,N,1,d)
-
         h = torch.addcmul(m[0], self.norm(x), m[1])
-        x = torch.addcmul(x, m[2], self.time_attn(h.reshape(b * n, ch, d)).view(b, n, ch, d))
+        if n_query is None or n_query >= ch:
+            x = torch.addcmul(x, m[2], self.time_attn(h.reshape(b * n, ch, d)).view(b, n, ch, d))
+        else:
+            y = self.time_attn(h.reshape(b * n, ch, d), n_query=n_query).view(b, n, n_query, d)
+            ch = n_query
+            x = torch.addcmul(x[:, :, :ch], m[2], y)
 
+        chunk_mask = member_attn_mask[:, None].expand(b, ch, n, n).reshape(b * ch, n, n)
         h = torch.addcmul(m[3], self.norm(x), m[4]).transpose(1, 2).reshape(b * ch, n, d)
-        y = self.member_attn(h, member_attn_mask).view(b, ch, n, d).transpose(1, 2)
+        y = self.member_attn(h, chunk_mask).view(b, ch, n, d).transpose(1, 2)
         x = torch.addcmul(x, m[5], y).contiguous()
 
         h = torch.addcmul(m[6], self.norm(x), m[7])
@@ -212,11 +230,15 @@ class JointDenoiser(nn.Module):
         member_attn_mask: torch.Tensor,
         member_mask: torch.Tensor,
         time_cond: torch.Tensor | None = None,
+        out_steps: int | None = None,
     ) -> torch.Tensor:
         """Noisy normalised actions x_t (B,N,H,2), steps t (B,), cond from ``encode`` → x̂0 (B,N,H,2).
 
         ``time_cond`` (B or 1, P−d) = ``time_conditioning(t)`` may be passed precomputed (a sampler computes
-        all its steps in one call). Absent members output 0.
+        all its steps in one call). Absent members output 0. ``out_steps``: return only the first
+        ``out_steps`` plan steps of x̂0 (B,N,out_steps,2), the same values as the full output's; the last
+        block then computes only the chunks that hold them (a log-probability of the executed steps needs
+        no more).
         """
         b, n, horizon, _ = x_t.shape
         d = self.config.d_model
@@ -226,14 +248,23 @@ class JointDenoiser(nn.Module):
         x_t = torch.where(member_mask[..., None, None], x_t, 0.0)
         if time_cond is None:
             time_cond = self.time_conditioning(t)
-        mods = (cond[..., d:] + time_cond[:, None, :])[:, :, None, :]  # (B,N,1,P−d)
-        tokens = self.token_in(x_t.reshape(b, n, ch, -1)) + self.chunk_pos[:ch] + cond[:, :, None, :d]  # (B,N,C,d)
-        per_block = _Block.N_MODS * d
-        chunk_mask = member_attn_mask[:, None].expand(b, ch, n, n).reshape(b * ch, n, n)
+        # split (not slicing) so the backward pass concatenates the pieces' gradients instead of
+        # zero-filling a full-width gradient per slice
+        cond_token, cond_mod = cond.split((d, cond.shape[-1] - d), dim=-1)
+        mods = (cond_mod + time_cond[:, None, :])[:, :, None, :].split(d, dim=-1)  # (9·layers + 2) × (B,N,1,d)
+        tokens = self.token_in(x_t.reshape(b, n, ch, -1)) + self.chunk_pos[:ch] + cond_token[:, :, None, :]  # (B,N,C,d)
+        n_query = None
+        if out_steps is not None and out_steps < horizon:
+            n_query = -(-out_steps // self.config.chunk)
+        last = len(self.blocks) - 1
         for k, block in enumerate(self.blocks):
-            tokens = block(tokens, mods[..., k * per_block : (k + 1) * per_block], chunk_mask)
-        shift, scale = mods[..., len(self.blocks) * per_block :].chunk(2, dim=-1)
-        out = self.token_out(torch.addcmul(shift, self.final_norm(tokens), scale)).reshape(b, n, horizon, ACTION_DIM)
+            tokens = block(tokens, mods[k * _Block.N_MODS : (k + 1) * _Block.N_MODS], member_attn_mask,
+                           n_query=n_query if k == last else None)
+        shift, scale = mods[-2:]
+        steps = tokens.shape[2] * self.config.chunk
+        out = self.token_out(torch.addcmul(shift, self.final_norm(tokens), scale)).reshape(b, n, steps, ACTION_DIM)
+        if n_query is not None and steps > out_steps:
+            out = out[:, :, :out_steps]
         return torch.where(member_mask[..., None, None], out, 0.0)
 
     def forward(

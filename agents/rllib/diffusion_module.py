@@ -28,10 +28,10 @@ Extra model outputs stored per env step (and so in the learner's batch):
 
 Shield override: the log-probability must be that of the action actually sampled. When the shield
 (`shield: true`) rejects the sampled plan and executes a braking fallback instead, the step's
-``shielded`` flag is set and the learner drops that env step from the policy loss (its reward and value
-still enter GAE and the value loss): the executed fallback is not a sample of the chain, and the
-sampled plan was never executed. Deterministic post-processing of an accepted plan (clipping to the
-vehicle's limits, never braking into reverse) is part of the environment.
+``shielded`` flag is set and the learner drops that env step from the policy loss, without recomputing its
+log-probability (its reward and value still enter GAE and the value loss): the executed fallback is not
+a sample of the chain, and the sampled plan was never executed. Deterministic post-processing of an
+accepted plan (clipping to the vehicle's limits, never braking into reverse) is part of the environment.
 
 Inference (`explore=False`) runs the chain from a fixed-seed start noise without step noise.
 Sample-and-select is not used (one sample per step): choosing among samples would make the executed
@@ -299,10 +299,11 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         time_cond = net.time_conditioning(self._timestep_tensor.to(cond.device))
         return cond, attn, time_cond
 
-    def _x0(self, net: nn.Module, x: torch.Tensor, i: int, conditioning: tuple, mm: torch.Tensor) -> torch.Tensor:
+    def _x0(self, net: nn.Module, x: torch.Tensor, i: int, conditioning: tuple, mm: torch.Tensor,
+            out_steps: int | None = None) -> torch.Tensor:
         cond, attn, time_cond = conditioning
         t = torch.full((x.shape[0],), self.timesteps[i], dtype=torch.long, device=x.device)
-        x0_hat = net.denoise(x, t, cond, attn, mm, time_cond=time_cond[i:i + 1])
+        x0_hat = net.denoise(x, t, cond, attn, mm, time_cond=time_cond[i:i + 1], out_steps=out_steps)
         return self._planner.encode_actions(self._planner.decode_actions(x0_hat))
 
     def step_logp(self, x_next: torch.Tensor, mean: torch.Tensor, std: float, mm: torch.Tensor) -> torch.Tensor:
@@ -370,12 +371,16 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         inp = self._inputs(inp)
         mm = inp["member_mask"]
         conditioning = self._conditioning(self.denoiser, inp)
+        # The log-probability reads only the first logprob_steps plan steps: the denoiser computes x̂0 for
+        # those alone (the DDIM mean is elementwise in x and x̂0).
+        h = self.cfg.logprob_steps
         out = []
         for j in (range(self.cfg.ft_steps) if steps is None else steps):
             i = self.first_ft + j
             sigma, _, lp_std = self._sigma(i)
             x = chain[:, j]
-            mean = self._mean(x, self._x0(self.denoiser, x, i, conditioning, mm), i, sigma) + shift[:, j]
+            x0 = self._x0(self.denoiser, x, i, conditioning, mm, out_steps=h)
+            mean = self._mean(x[:, :, :h], x0, i, sigma) + shift[:, j, :, :h]
             out.append(self.step_logp(chain[:, j + 1], mean, lp_std, mm))
         return torch.stack(out, 1)
 
@@ -465,17 +470,43 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
 
     @override(TorchRLModule)
     def _forward_train(self, batch: dict[str, Any], **kwargs) -> dict[str, Any]:
-        inp = {name: batch[key] for name, key in INPUT_KEYS.items()}
+        """Log-probabilities of the stored chains' fine-tuned steps (all K, or `update_steps` drawn at random).
+
+        Only rows that enter the policy loss (`policy_rows`) are recomputed; the others hold their stored
+        log-probabilities (ratio 1, no gradient): the loss multiplies them by 0 anyway."""
         k, m = self.cfg.ft_steps, self.cfg.update_steps
-        if m is None or m >= k:
-            return {CHAIN_LOGP: self.chain_logp(inp, batch[CHAIN], batch[SHIFT])}
-        steps = sorted(torch.randperm(k)[:m].tolist())
-        return {CHAIN_LOGP: self.chain_logp(inp, batch[CHAIN], batch[SHIFT], steps), FT_INDEX: torch.tensor(steps)}
+        steps = None if m is None or m >= k else sorted(torch.randperm(k)[:m].tolist())
+        inp = {name: batch[key] for name, key in INPUT_KEYS.items()}
+        chain, shift = batch[CHAIN], batch[SHIFT]
+        rows = policy_rows(batch) if CHAIN_LOGP in batch else None
+        if rows is None or bool(rows.all()):
+            logp = self.chain_logp(inp, chain, shift, steps)
+        else:
+            index = rows.nonzero()[:, 0]
+            if index.numel() == 0:  # keep the actor in the graph (its gradient is 0)
+                index = index.new_zeros(1)
+            new = self.chain_logp({name: v.index_select(0, index) for name, v in inp.items()},
+                                  chain.index_select(0, index), shift.index_select(0, index), steps)
+            old = batch[CHAIN_LOGP] if steps is None else batch[CHAIN_LOGP][:, steps]
+            logp = old.detach().to(new.dtype).index_copy(0, index, new)
+        out = {CHAIN_LOGP: logp}
+        if steps is not None:
+            out[FT_INDEX] = torch.tensor(steps)
+        return out
 
     # -- values ------------------------------------------------------------------------------------------
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         return self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1)
+
+
+def policy_rows(batch: dict[str, Any]) -> torch.Tensor:
+    """(B,) bool: train-batch rows that enter the policy loss (real steps whose sampled plan was executed)."""
+    shielded = batch[SHIELDED]
+    rows = shielded < 0.5
+    if Columns.LOSS_MASK in batch:
+        rows = rows & batch[Columns.LOSS_MASK].bool()
+    return rows
 
 
 def platoon_state(obs: dict[str, torch.Tensor]) -> torch.Tensor:

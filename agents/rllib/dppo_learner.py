@@ -35,7 +35,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 
-from diffplatoon.agents.rllib.diffusion_module import CHAIN_LOGP, FT_INDEX, SHIELDED
+from diffplatoon.agents.rllib.diffusion_module import CHAIN_LOGP, FT_INDEX, SHIELDED, policy_rows as module_policy_rows
 
 
 class DPPOLearnerConfig(BaseModel):
@@ -78,7 +78,7 @@ class DPPOLearner(PPOTorchLearner):
         module = self.module[module_id].unwrapped()
         valid = batch[Columns.LOSS_MASK].bool() if Columns.LOSS_MASK in batch else \
             torch.ones_like(batch[Postprocessing.ADVANTAGES], dtype=torch.bool)
-        policy_rows = valid & (batch[SHIELDED] < 0.5)
+        policy_rows = module_policy_rows(batch)  # the module recomputed log-probabilities of these rows only
 
         new_logp, old_logp = fwd_out[CHAIN_LOGP], batch[CHAIN_LOGP]  # (B, m), (B, K)
         k = old_logp.shape[1]
