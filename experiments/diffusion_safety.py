@@ -84,7 +84,7 @@ def markdown(rows: list[dict[str, Any]], checkpoint: Path, episodes: int) -> str
         f"# Diffusion planner safety: {checkpoint}, {episodes} episodes per scenario",
         "",
         "| scenario | policy | collisions | rate [95% Wilson CI] | mean speed [m/s] "
-        "| shield: first / next / comfortable / emergency |",
+        f"| shield: {' / '.join(LEVELS)} |",
         "|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -98,7 +98,7 @@ def markdown(rows: list[dict[str, Any]], checkpoint: Path, episodes: int) -> str
 
 def rich_table(rows: list[dict[str, Any]]) -> Table:
     table = Table(title="Diffusion planner safety (collision rate with Wilson 95% CI)")
-    for col in ("scenario", "policy", "collisions", "rate [95% CI]", "speed", "shield first/next/comf/emerg"):
+    for col in ("scenario", "policy", "collisions", "rate [95% CI]", "speed", "shield " + "/".join(LEVELS)):
         table.add_column(col)
     for r in rows:
         sh = "/".join(f"{100 * r['shield'][lv]:.0f}%" for lv in LEVELS) if r["shield"] else "-"
