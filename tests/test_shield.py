@@ -327,3 +327,69 @@ def test_samples_steering_off_the_lane_are_driven_in_lane_before_braking():
     assert shield.counts["lane_kept"] == 1
     # without a corridor there is nothing to keep: the same plans are simply accepted
     assert shield.select(scene(start), acts, states, steps=STEPS).level == "accepted_first"
+
+
+# -- batched checks ------------------------------------------------------------------------------------
+def random_scenes(rng: np.random.Generator, count: int, n: int = 3):
+    """Platoons on a straight lane (some members absent) with traffic (some masked, some braking or accelerating)
+    ahead, beside and behind, near enough that plans collide, graze or close in on their headway; a third of
+    the scenes have a lane corridor. Returns scenes and one executed part (count, N, STEPS, 4) per scene."""
+    scenes, plans = [], []
+    for b in range(count):
+        start = np.zeros((n, 4))
+        start[:, 0] = -np.arange(n) * rng.uniform(7.0, 14.0) + rng.normal(0.0, 0.5, n)
+        start[:, 1] = rng.normal(0.0, 0.3, n)
+        start[:, 2] = rng.normal(0.0, 0.03, n)
+        start[:, 3] = rng.uniform(5.0, 25.0, n)
+        m = int(rng.integers(0, 7))  # neighbour counts differ between scenes
+        nb = np.zeros((m, 5))
+        nb[:, 0] = rng.uniform(-25.0, 60.0, m)
+        nb[:, 1] = rng.choice([-4.0, 0.0, 4.0], m) + rng.normal(0.0, 0.5, m)
+        nb[:, 2] = rng.normal(0.0, 0.03, m)
+        nb[:, 3] = rng.uniform(0.0, 25.0, m)
+        nb[:, 4] = rng.uniform(4.0, 6.0, m)
+        sc = ShieldScene(start, LENGTH, WIDTH, rng.random(n) < 0.8, rng.uniform(6.0, 9.0, n), nb, rng.random(m) < 0.8,
+                         rng.normal(0.0, 2.0, m) if b % 2 else None)
+        if b % 3 == 0:
+            sc.corridor = straight_corridor(n, lanes_left=1, lanes_right=int(rng.integers(0, 2)))
+        scenes.append(sc)
+        plans.append(rollout(start, constant(n, rng.normal(0.0, 2.0, n), rng.normal(0.0, 0.08, n))))
+    return scenes, np.stack(plans)
+
+
+def test_batched_check_equals_the_per_scene_check():
+    rng = np.random.default_rng(7)
+    scenes, states = random_scenes(rng, 60)
+    shield = SafetyShield(dt=DT)
+    single = np.array([shield.safe(sc, states[b:b + 1])[0] for b, sc in enumerate(scenes)])
+    np.testing.assert_array_equal(shield.safe_scenes(scenes, states), single)
+    # every check decides some scenes either way, so each one's batched form is exercised
+    crash = np.array([shield.collides(sc, shield.with_backup(sc, states[b:b + 1]))[0] for b, sc in enumerate(scenes)])
+    headway = np.array([shield.headway_violated(sc, states[b:b + 1])[0] for b, sc in enumerate(scenes)])
+    road = np.array([shield.leaves_road(sc, states[b:b + 1])[0] for b, sc in enumerate(scenes)])
+    for failed in (crash, headway & ~crash, road & ~crash & ~headway, single):
+        assert 0 < failed.sum() < len(scenes)
+    # a scene's result does not depend on the others in its batch
+    half = slice(0, len(scenes), 2)
+    np.testing.assert_array_equal(shield.safe_scenes(scenes[half], states[half]), single[half])
+
+
+def test_batched_selection_equals_per_scene_selection():
+    rng = np.random.default_rng(11)
+    scenes, states = random_scenes(rng, 30)
+    actions = np.zeros(states.shape[:-1] + (2,))
+    actions[..., 0] = rng.normal(0.0, 2.0, actions.shape[:-1])
+    # two samples per scene (the second a slower copy), ranked by random costs
+    sample_states = np.stack([states, states * [1.0, 1.0, 1.0, 0.7]], axis=1)
+    sample_actions = np.stack([actions, actions - 1.0], axis=1)
+    costs = rng.random((len(scenes), 2))
+    per_scene, batched = SafetyShield(dt=DT), SafetyShield(dt=DT)
+    expected = [per_scene.select(sc, sample_actions[b], sample_states[b], costs[b], steps=3)
+                for b, sc in enumerate(scenes)]
+    got = batched.select_scenes(scenes, sample_actions, sample_states, costs, steps=3)
+    for e, g in zip(expected, got):
+        assert (g.level, g.sample) == (e.level, e.sample)
+        np.testing.assert_array_equal(g.actions, e.actions)
+        np.testing.assert_array_equal(g.states, e.states)
+    assert batched.counts == per_scene.counts
+    assert sum(v > 0 for v in batched.counts.values()) >= 3  # several levels fired

@@ -140,6 +140,47 @@ class ShieldDecision:
     states: np.ndarray
 
 
+@dataclass
+class _Stack:
+    """B scenes stacked along a leading axis (one member count N; neighbours padded to the largest M with
+    masked rows), the input of the shield's vectorized checks."""
+
+    start: np.ndarray  # (B, N, 4)
+    length: np.ndarray  # (B, N)
+    width: np.ndarray
+    member_mask: np.ndarray
+    max_deceleration: np.ndarray
+    neighbours: np.ndarray  # (B, M, 5)
+    neighbour_mask: np.ndarray  # (B, M)
+    neighbour_accel: np.ndarray
+    corridors: list[Corridor | None]
+
+    @staticmethod
+    def of(scenes: list[ShieldScene]) -> "_Stack":
+        n = {len(s.start) for s in scenes}
+        if len(n) != 1:
+            raise ValueError(f"stacked scenes need one member count, got {sorted(n)}")
+        m = max(len(s.neighbours) for s in scenes)
+
+        def stacked(name: str, rows: int | None = None) -> np.ndarray:
+            values = [getattr(s, name) for s in scenes]
+            if len(values) == 1:
+                return values[0][None]
+            return np.stack([v if rows is None or len(v) == rows
+                             else np.pad(v, [(0, rows - len(v))] + [(0, 0)] * (v.ndim - 1)) for v in values])
+
+        return _Stack(*(stacked(f) for f in ("start", "length", "width", "member_mask", "max_deceleration")),
+                      *(stacked(f, m) for f in ("neighbours", "neighbour_mask", "neighbour_accel")),
+                      [s.corridor for s in scenes])
+
+    def rows(self, index: np.ndarray | list[int]) -> "_Stack":
+        """The stack of scenes ``index``."""
+        index = np.asarray(index, dtype=np.intp)
+        return _Stack(self.start[index], self.length[index], self.width[index], self.member_mask[index],
+                      self.max_deceleration[index], self.neighbours[index], self.neighbour_mask[index],
+                      self.neighbour_accel[index], [self.corridors[i] for i in index])
+
+
 class SafetyShield:
     """Checks ranked joint samples and picks the first safe one or a braking fallback (module docstring)."""
 
@@ -158,19 +199,23 @@ class SafetyShield:
     # -- predictions ---------------------------------------------------------------------------------
     def predicted_neighbours(self, scene: ShieldScene, steps: int) -> np.ndarray:
         """(M, steps + 1, 3) poses [x, y, heading] at t = 0, dt, …: constant heading and acceleration."""
-        nb = scene.neighbours
+        return self._predicted(_Stack.of([scene]), steps)[0]
+
+    def _predicted(self, st: _Stack, steps: int) -> np.ndarray:
+        """(B, M, steps + 1, 3): `predicted_neighbours` of every stacked scene."""
+        nb = st.neighbours  # (B, M, 5)
         t = self.dt * np.arange(steps + 1)  # (T,)
-        v0 = np.maximum(nb[:, 3], 0.0)[:, None]  # (M, 1)
-        a = scene.neighbour_accel[:, None]
+        v0 = np.maximum(nb[..., 3], 0.0)[..., None]  # (B, M, 1)
+        a = st.neighbour_accel[..., None]
         with np.errstate(divide="ignore", invalid="ignore"):
             t_flat = np.where(a < 0, v0 / -a, np.where(a > 0, (self.config.max_speed - v0) / a, np.inf))
         t_flat = np.maximum(t_flat, 0.0)  # when the speed reaches 0 or max_speed
-        tt = np.minimum(t[None, :], t_flat)  # (M, T)
+        tt = np.minimum(t, t_flat)  # (B, M, T)
         v_end = v0 + a * tt
-        dist = v0 * tt + 0.5 * a * tt**2 + (t[None, :] - tt) * v_end
-        x = nb[:, None, 0] + dist * np.cos(nb[:, None, 2])
-        y = nb[:, None, 1] + dist * np.sin(nb[:, None, 2])
-        h = np.broadcast_to(nb[:, None, 2], x.shape)
+        dist = v0 * tt + 0.5 * a * tt**2 + (t - tt) * v_end
+        x = nb[..., None, 0] + dist * np.cos(nb[..., None, 2])
+        y = nb[..., None, 1] + dist * np.sin(nb[..., None, 2])
+        h = np.broadcast_to(nb[..., None, 2], x.shape)
         return np.stack([x, y, h], axis=-1)
 
     def in_lane(self, scene: ShieldScene, sample_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -200,14 +245,15 @@ class SafetyShield:
 
     def _brake(self, start: np.ndarray, length: np.ndarray, decel: np.ndarray | float, steps: int,
                corridor: Corridor | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Braking from start (..., N, 4) → actions (..., N, steps, 2), states (..., N, steps, 4).
+        """Braking from start (..., N, 4) → actions (..., N, steps, 2), states (..., N, steps, 4); decel and
+        length broadcast against start[..., 0].
 
         Without a corridor the vehicle brakes straight on (bicycle model, steering 0). With one, it is
         steered back to its lane as the fallback executor steers it (`_lane_keeping_rollout`), so a
         member turned away from a vehicle in its lane is still predicted to meet it, and one turned
         towards a vehicle in the next lane drifts on while its heading recovers.
         """
-        decel = np.broadcast_to(np.asarray(decel, dtype=np.float64), start.shape[-2:-1])
+        decel = np.broadcast_to(np.asarray(decel, dtype=np.float64), start.shape[:-1])
         v = np.maximum(start[..., 3], 0.0)
         acc = np.zeros(start.shape[:-1] + (steps,))
         for k in range(steps):  # speed does not depend on steering, so the profile is exact
@@ -244,125 +290,189 @@ class SafetyShield:
 
     def with_backup(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S, N, R + backup_steps, 4): the plan part (S, N, R, 4) followed by an emergency stop from its end."""
-        states = np.asarray(states, dtype=np.float64)
+        return self._with_backup(_Stack.of([scene]), np.asarray(states, dtype=np.float64)[None])[0]
+
+    def _with_backup(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """`with_backup` of stacked scenes: (B, S, N, R, 4) → (B, S, N, R + backup_steps, 4)."""
         if self.config.backup_steps <= 0:
             return states
-        _, backup = self._brake(states[:, :, -1], scene.length, scene.max_deceleration, self.config.backup_steps,
-                                scene.corridor)
-        return np.concatenate([states, backup], axis=2)
+        _, backup = self._brake_scenes(st, states[..., -1, :], st.max_deceleration, self.config.backup_steps)
+        return np.concatenate([states, backup], axis=3)
+
+    def _brake_scenes(self, st: _Stack, start: np.ndarray, decel: np.ndarray | float,
+                      steps: int) -> tuple[np.ndarray, np.ndarray]:
+        """`_brake` of stacked scenes from start (B, ..., N, 4) at decel (B, N) or a scalar → actions
+        (B, ..., N, steps, 2), states (B, ..., N, steps, 4): one rollout for the scenes without a corridor,
+        one per scene with one (it follows its lane)."""
+        lead = (1,) * (start.ndim - 3)  # the dims between B and N
+
+        def per_member(v: np.ndarray) -> np.ndarray:
+            return np.broadcast_to(np.asarray(v, dtype=np.float64), st.length.shape).reshape(
+                st.length.shape[:1] + lead + st.length.shape[1:])
+
+        length, decel = per_member(st.length), per_member(decel)
+        actions = np.empty(start.shape[:-1] + (steps, 2))
+        states = np.empty(start.shape[:-1] + (steps, 4))
+        straight = [b for b, corridor in enumerate(st.corridors) if corridor is None]
+        if straight:
+            rows = slice(None) if len(straight) == len(start) else straight
+            actions[rows], states[rows] = self._brake(start[rows], length[rows], decel[rows], steps)
+        for b, corridor in enumerate(st.corridors):
+            if corridor is not None:
+                actions[b], states[b] = self._brake(start[b], length[b], decel[b], steps, corridor)
+        return actions, states
 
     # -- checks ----------------------------------------------------------------------------------------
+    # Every check has one implementation over B stacked scenes with S plans each, states (B, S, N, R, 4);
+    # the per-scene methods are its B = 1 case.
     def collides(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S,) bool: sample s's members overlap each other or a predicted neighbour during (S, N, R, 4)."""
-        states = np.asarray(states, dtype=np.float64)
-        s_count, n, r, _ = states.shape
-        nb = self.predicted_neighbours(scene, r)  # (M, R+1, 3)
-        m = len(nb)
-        k_tot = n + m
-        start = np.broadcast_to(scene.start[None, :, None, :3], (s_count, n, 1, 3))
-        members = np.concatenate([start, states[..., :3]], axis=2)  # (S, N, R+1, 3)
-        poses = np.concatenate(
-            [members.transpose(0, 2, 1, 3), np.broadcast_to(nb.transpose(1, 0, 2)[None], (s_count, r + 1, m, 3))],
-            axis=2,
-        )  # (S, R+1, K, 3)
-        length = np.concatenate([scene.length, scene.neighbours[:, 4]])
-        width = np.concatenate([scene.width, np.full(m, self.config.neighbour_width)])
-        active = np.concatenate([scene.member_mask, scene.neighbour_mask])
-        if not scene.member_mask.any():
-            return np.zeros(s_count, dtype=bool)
+        return self._collides(_Stack.of([scene]), np.asarray(states, dtype=np.float64)[None])[0]
 
-        # 1. One query for all (sample, interval) blocks: block b is shifted by b·spacing along x, far
-        #    enough that boxes of different blocks can never meet.
-        live = poses[:, :, active]
-        extent = np.ptp(live[..., 0]) if live.size else 0.0
+    def _collides(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """(B, S) `collides` of stacked scenes."""
+        b_count, s_count, n, r, _ = states.shape
+        nb = self._predicted(st, r)  # (B, M, R+1, 3)
+        m = nb.shape[1]
+        k_tot = n + m
+        start = np.broadcast_to(st.start[:, None, :, None, :3], (b_count, s_count, n, 1, 3))
+        members = np.concatenate([start, states[..., :3]], axis=3)  # (B, S, N, R+1, 3)
+        poses = np.concatenate(
+            [members.transpose(0, 1, 3, 2, 4),
+             np.broadcast_to(nb.transpose(0, 2, 1, 3)[:, None], (b_count, s_count, r + 1, m, 3))],
+            axis=3,
+        )  # (B, S, R+1, K, 3)
+        length = np.concatenate([st.length, st.neighbours[..., 4]], axis=1)  # (B, K)
+        width = np.concatenate([st.width, np.full((b_count, m), self.config.neighbour_width)], axis=1)
+        present = st.member_mask.any(axis=1)  # a scene without members collides with nothing
+        active = np.concatenate([st.member_mask, st.neighbour_mask], axis=1) & present[:, None]
+        hit = np.zeros((b_count, s_count), dtype=bool)
+        if not present.any():
+            return hit
+
+        # 1. One query for all (scene, sample, interval) blocks: block b is shifted by b·spacing along x,
+        #    far enough that boxes of different blocks can never meet.
+        live = poses[..., 0][np.broadcast_to(active[:, None, None, :], poses.shape[:-1])]
+        extent = np.ptp(live) if live.size else 0.0
         spacing = 2.0 * extent + 2.0 * float(np.hypot(length, width).max()) + _BLOCK_MARGIN
-        shift = spacing * np.arange(s_count * r, dtype=np.float64).reshape(s_count, r, 1)
-        prev, curr = poses[:, :-1].copy(), poses[:, 1:].copy()  # (S, R, K, 3)
+        blocks = (b_count, s_count, r, k_tot)
+        shift = spacing * np.arange(b_count * s_count * r, dtype=np.float64).reshape(blocks[:3] + (1,))
+        prev, curr = poses[:, :, :-1].copy(), poses[:, :, 1:].copy()  # (B, S, R, K, 3)
         prev[..., 0] += shift
         curr[..., 0] += shift
-        rows = s_count * r
-        size = (np.tile(length, rows), np.tile(width, rows))
+        size = tuple(np.broadcast_to(v[:, None, None, :], blocks).ravel() for v in (length, width))
         contacts = geometry.swept_overlapping_pairs(
             (*(prev[..., c].ravel() for c in range(3)), *size),
             (*(curr[..., c].ravel() for c in range(3)), *size),
-            active=np.tile(active, rows),
+            active=np.broadcast_to(active[:, None, None, :], blocks).ravel(),
         )
         if len(contacts.pairs) == 0:
-            return np.zeros(s_count, dtype=bool)
+            return hit
 
         # 2. Keep pairs with a member (indices are sorted, so the first is the member if any), minus
         #    neighbours that start right behind a member in its lane.
         block = contacts.pairs[:, 0] // k_tot
+        scene, sample = block // (s_count * r), block // r % s_count
         li, lj = contacts.pairs[:, 0] % k_tot, contacts.pairs[:, 1] % k_tot
         keep = li < n
-        rear = self._behind_in_lane(scene)  # (N, M)
+        rear = self._behind(st)  # (B, N, M)
         is_nb = keep & (lj >= n)
-        keep[is_nb] &= ~rear[li[is_nb], lj[is_nb] - n]
-        hit = np.zeros(s_count, dtype=bool)
-        hit[block[keep] // r] = True
+        keep[is_nb] &= ~rear[scene[is_nb], li[is_nb], lj[is_nb] - n]
+        hit[scene[keep], sample[keep]] = True
         return hit
 
     def headway_violated(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S,) bool: some member's headway deficit breaks the floor rule (module docstring) during the plan."""
-        cfg = self.config
-        states = np.asarray(states, dtype=np.float64)
-        s_count, n, r, _ = states.shape
-        nb = self.predicted_neighbours(scene, r)  # (M, R+1, 3)
-        m = len(nb)
-        start = np.broadcast_to(scene.start[None, :, None, :], (s_count, n, 1, 4))
-        mem = np.concatenate([start, states], axis=2).transpose(0, 2, 1, 3)  # (S, R+1, N, 4)
-        others = np.concatenate([mem[..., :3], np.broadcast_to(nb.transpose(1, 0, 2)[None], (s_count, r + 1, m, 3))],
-                                axis=2)  # (S, R+1, K, 3)
-        length = np.concatenate([scene.length, scene.neighbours[:, 4]])
-        width = np.concatenate([scene.width, np.full(m, cfg.neighbour_width)])
-        active = np.concatenate([scene.member_mask, scene.neighbour_mask])
+        return self._headway_violated(_Stack.of([scene]), np.asarray(states, dtype=np.float64)[None])[0]
 
-        c, s = np.cos(mem[..., 2])[..., None], np.sin(mem[..., 2])[..., None]  # (S, R+1, N, 1)
-        dx = others[:, :, None, :, 0] - mem[..., 0, None]  # (S, R+1, N, K)
-        dy = others[:, :, None, :, 1] - mem[..., 1, None]
+    def _headway_violated(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """(B, S) `headway_violated` of stacked scenes."""
+        cfg = self.config
+        b_count, s_count, n, r, _ = states.shape
+        nb = self._predicted(st, r)  # (B, M, R+1, 3)
+        m = nb.shape[1]
+        start = np.broadcast_to(st.start[:, None, :, None, :], (b_count, s_count, n, 1, 4))
+        mem = np.concatenate([start, states], axis=3).transpose(0, 1, 3, 2, 4)  # (B, S, R+1, N, 4)
+        others = np.concatenate(
+            [mem[..., :3], np.broadcast_to(nb.transpose(0, 2, 1, 3)[:, None], (b_count, s_count, r + 1, m, 3))],
+            axis=3)  # (B, S, R+1, K, 3)
+        length = np.concatenate([st.length, st.neighbours[..., 4]], axis=1)  # (B, K)
+        width = np.concatenate([st.width, np.full((b_count, m), cfg.neighbour_width)], axis=1)
+        active = np.concatenate([st.member_mask, st.neighbour_mask], axis=1)
+
+        def pair(member: np.ndarray, other: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            """(B, N), (B, K) → (B, 1, 1, N, 1), (B, 1, 1, 1, K)."""
+            return member[:, None, None, :, None], other[:, None, None, None, :]
+
+        c, s = np.cos(mem[..., 2])[..., None], np.sin(mem[..., 2])[..., None]  # (B, S, R+1, N, 1)
+        dx = others[..., None, :, 0] - mem[..., 0, None]  # (B, S, R+1, N, K)
+        dy = others[..., None, :, 1] - mem[..., 1, None]
         lon, lat = c * dx + s * dy, -s * dx + c * dy
         not_self = ~np.eye(n, n + m, dtype=bool)  # (N, K)
-        ahead = (lon > 0) & (np.abs(lat) < 0.5 * (scene.width[:, None] + width[None, :]) + cfg.lateral_margin)
+        w_member, w_other = pair(st.width, width)
+        ahead = (lon > 0) & (np.abs(lat) < 0.5 * (w_member + w_other) + cfg.lateral_margin)
         # a neighbour starting behind in the lane is ignored here too (it would only "pass" by rear-ending)
-        rear = np.concatenate([np.zeros((n, n), dtype=bool), self._behind_in_lane(scene)], axis=1)  # (N, K)
-        ahead &= active[None, :] & not_self & ~rear
-        gap = lon - 0.5 * (scene.length[:, None] + length[None, :])
+        rear = np.concatenate([np.zeros((b_count, n, n), dtype=bool), self._behind(st)], axis=2)  # (B, N, K)
+        ahead &= pair(active, active)[1] & not_self & ~rear[:, None, None]
+        l_member, l_other = pair(st.length, length)
+        gap = lon - 0.5 * (l_member + l_other)
         v = np.maximum(mem[..., 3], 0.0)[..., None]
         deficit = np.where(ahead, cfg.standstill_gap + cfg.min_time_headway * v - gap, -np.inf).max(axis=-1)
-        allowed = np.maximum(deficit[:, :1], 0.0) + cfg.headway_tolerance  # (S, 1, N)
-        bad = (deficit[:, 1:] > allowed) & scene.member_mask
-        return bad.any(axis=(1, 2))
+        allowed = np.maximum(deficit[:, :, :1], 0.0) + cfg.headway_tolerance  # (B, S, 1, N)
+        bad = (deficit[:, :, 1:] > allowed) & st.member_mask[:, None, None, :]
+        return bad.any(axis=(2, 3))
 
     def leaves_road(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S,) bool: some present member leaves its lane corridor (module docstring) during (S, N, R, 4)."""
-        states = np.asarray(states, dtype=np.float64)
-        if scene.corridor is None:
-            return np.zeros(len(states), dtype=bool)
+        return self._leaves_road(_Stack.of([scene]), np.asarray(states, dtype=np.float64)[None])[0]
+
+    def _leaves_road(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """(B, S) `leaves_road` of stacked scenes (scenes without a corridor: False)."""
         cfg = self.config
-        poses = np.concatenate([np.broadcast_to(scene.start[None, :, None, :3], states.shape[:2] + (1, 3)),
-                                states[..., :3]], axis=2)  # (S, N, R+1, 3)
-        worse = np.zeros(states.shape[:3], dtype=bool)
-        for excess in scene.corridor.deviation(poses, scene.length, scene.width, cfg.max_heading_error):
-            allowed = excess[..., :1] + cfg.road_tolerance  # an excess at the start may not grow
-            worse |= excess[..., 1:] > allowed
-        return (worse & scene.member_mask[None, :, None]).any(axis=(1, 2))
+        out = np.zeros(states.shape[:2], dtype=bool)
+        for b, corridor in enumerate(st.corridors):
+            if corridor is None:
+                continue
+            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :3], states.shape[1:3] + (1, 3)),
+                                    states[b, ..., :3]], axis=2)  # (S, N, R+1, 3)
+            worse = np.zeros(states.shape[1:4], dtype=bool)
+            for excess in corridor.deviation(poses, st.length[b], st.width[b], cfg.max_heading_error):
+                allowed = excess[..., :1] + cfg.road_tolerance  # an excess at the start may not grow
+                worse |= excess[..., 1:] > allowed
+            out[b] = (worse & st.member_mask[b, None, :, None]).any(axis=(1, 2))
+        return out
 
     def safe(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S,) bool for executed parts (S, N, R, 4): no collision (emergency stop after it included),
         headway kept, lane corridor kept."""
-        return (~self.collides(scene, self.with_backup(scene, states)) & ~self.headway_violated(scene, states)
-                & ~self.leaves_road(scene, states))
+        return self._safe(_Stack.of([scene]), np.asarray(states, dtype=np.float64)[None])[0]
 
-    def _behind_in_lane(self, scene: ShieldScene) -> np.ndarray:
-        """(N, M) bool: neighbour j starts behind member i, laterally overlapping its lane."""
-        nb = scene.neighbours
-        if len(nb) == 0:
-            return np.zeros((len(scene.start), 0), dtype=bool)
-        c, s = np.cos(scene.start[:, 2])[:, None], np.sin(scene.start[:, 2])[:, None]
-        dx = nb[None, :, 0] - scene.start[:, 0, None]
-        dy = nb[None, :, 1] - scene.start[:, 1, None]
+    def safe_scenes(self, scenes: list[ShieldScene], states: np.ndarray) -> np.ndarray:
+        """(B,) bool: `safe` of each scene's one plan, states (B, N, R, 4), in one vectorized check.
+
+        The scenes need the same member count N; neighbour counts may differ (padded with masked rows).
+        Equal to calling `safe` per scene (only float rounding of the collision query's block shift differs).
+        """
+        states = np.asarray(states, dtype=np.float64)
+        if len(scenes) != len(states):
+            raise ValueError(f"{len(scenes)} scenes, {len(states)} plans")
+        if not scenes:
+            return np.zeros(0, dtype=bool)
+        return self._safe(_Stack.of(scenes), states[:, None])[:, 0]
+
+    def _safe(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """(B, S) `safe` of stacked scenes, states (B, S, N, R, 4)."""
+        return (~self._collides(st, self._with_backup(st, states)) & ~self._headway_violated(st, states)
+                & ~self._leaves_road(st, states))
+
+    def _behind(self, st: _Stack) -> np.ndarray:
+        """(B, N, M) bool: neighbour j starts behind member i, laterally overlapping its lane."""
+        nb, start = st.neighbours, st.start
+        c, s = np.cos(start[..., 2])[..., None], np.sin(start[..., 2])[..., None]  # (B, N, 1)
+        dx = nb[:, None, :, 0] - start[..., 0, None]  # (B, N, M)
+        dy = nb[:, None, :, 1] - start[..., 1, None]
         lon, lat = c * dx + s * dy, -s * dx + c * dy
-        half = 0.5 * (scene.width[:, None] + self.config.neighbour_width)
+        half = 0.5 * (st.width[..., None] + self.config.neighbour_width)
         return (lon < 0) & (np.abs(lat) < half + self.config.lateral_margin)
 
     # -- decision --------------------------------------------------------------------------------------
@@ -374,27 +484,44 @@ class SafetyShield:
         the given order is the ranking, best first). The decision holds the full H steps (a braking
         fallback is extended to H), only the first ``steps`` (default H) are checked.
         """
+        return self.select_scenes([scene], np.asarray(sample_actions)[None], np.asarray(sample_states)[None],
+                                  None if costs is None else np.asarray(costs)[None], steps)[0]
+
+    def select_scenes(self, scenes: list[ShieldScene], sample_actions: np.ndarray, sample_states: np.ndarray,
+                      costs: np.ndarray | None = None, steps: int | None = None) -> list[ShieldDecision]:
+        """`select` for B scenes of one member count: sample_actions (B, S, N, H, 2), sample_states
+        (B, S, N, H, 4), costs (B, S) or None. Every scene's samples are checked in one vectorized check,
+        and the braking fallbacks of the scenes left without a safe sample in one more."""
         sample_actions = np.asarray(sample_actions, dtype=np.float64)
         sample_states = np.asarray(sample_states, dtype=np.float64)
-        horizon = sample_actions.shape[2]
+        b_count, s_count, _, horizon = sample_actions.shape[:4]
         steps = horizon if steps is None else min(int(steps), horizon)
-        order = np.arange(len(sample_actions)) if costs is None else np.argsort(np.asarray(costs), kind="stable")
-        ok = self.safe(scene, sample_states[order, :, :steps])  # one vectorized check of every sample
-        if ok.any():
-            rank = int(np.argmax(ok))
-            k = int(order[rank])
-            level = LEVELS[0] if rank == 0 else LEVELS[1]
-            decision = ShieldDecision(level, k, sample_actions[k], sample_states[k])
-        elif (k := self._first_safe_in_lane(scene, sample_actions[order], steps)) is not None:
-            k = int(order[k])
-            actions, states = self.in_lane(scene, sample_actions[k:k + 1])
-            decision = ShieldDecision(LEVELS[2], k, actions[0], states[0])
-        else:
-            actions, states = self.braking_plan(scene, self.config.comfortable_decel, horizon)
-            level = LEVELS[3]
-            if self.collides(scene, self.with_backup(scene, states[None, :, :steps]))[0]:
-                actions, states = self.braking_plan(scene, scene.max_deceleration, horizon)
-                level = LEVELS[4]
-            decision = ShieldDecision(level, -1, actions, states)
-        self.counts[decision.level] += 1
-        return decision
+        order = (np.broadcast_to(np.arange(s_count), (b_count, s_count)) if costs is None
+                 else np.argsort(np.asarray(costs).reshape(b_count, s_count), axis=1, kind="stable"))
+        st = _Stack.of(scenes)
+        ranked = np.take_along_axis(sample_states[:, :, :, :steps], order[:, :, None, None, None], axis=1)
+        ok = self._safe(st, ranked)  # (B, S): one vectorized check of every sample
+        decisions: list[ShieldDecision | None] = [None] * b_count
+        for b, scene in enumerate(scenes):
+            if ok[b].any():
+                rank = int(np.argmax(ok[b]))
+                k = int(order[b, rank])
+                level = LEVELS[0] if rank == 0 else LEVELS[1]
+                decisions[b] = ShieldDecision(level, k, sample_actions[b, k], sample_states[b, k])
+            elif (k := self._first_safe_in_lane(scene, sample_actions[b, order[b]], steps)) is not None:
+                k = int(order[b, k])
+                actions, states = self.in_lane(scene, sample_actions[b, k:k + 1])
+                decisions[b] = ShieldDecision(LEVELS[2], k, actions[0], states[0])
+        rest = [b for b, d in enumerate(decisions) if d is None]
+        if rest:  # comfortable braking when it leaves a way out, else emergency braking
+            sub = st.rows(rest)
+            actions, states = self._brake_scenes(sub, sub.start, self.config.comfortable_decel, horizon)
+            hit = self._collides(sub, self._with_backup(sub, states[:, None, :, :steps]))[:, 0]
+            if hit.any():
+                hard = sub.rows(np.flatnonzero(hit))
+                actions[hit], states[hit] = self._brake_scenes(hard, hard.start, hard.max_deceleration, horizon)
+            for j, b in enumerate(rest):
+                decisions[b] = ShieldDecision(LEVELS[4] if hit[j] else LEVELS[3], -1, actions[j], states[j])
+        for d in decisions:
+            self.counts[d.level] += 1
+        return decisions

@@ -402,10 +402,11 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         if self.shield is not None:
             states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
             plan_np = plan.double().numpy()
-            for b, (scene, o) in enumerate(zip(scenes, observations)):
-                decision = self.shield.select(self._shield_scene(scene), plan_np[b:b + 1], states[b:b + 1],
-                                              steps=self.cfg.shield_steps)
-                self.plans += 1
+            # every platoon's plan in one batched check (and the fallbacks of those that fail it in one more)
+            decisions = self.shield.select_scenes([self._shield_scene(scene) for scene in scenes], plan_np[:, None],
+                                                  states[:, None], steps=self.cfg.shield_steps)
+            self.plans += len(scenes)
+            for b, (decision, scene, o) in enumerate(zip(decisions, scenes, observations)):
                 if decision.sample != 0:  # braking fallback, steering by the experts' lane-keeping law
                     shielded[b] = 1.0
                     self.shield_fired += 1
