@@ -61,16 +61,15 @@ from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldScene
+from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.rllib.mlp_module import _mlp, symlog
-from diffplatoon.sim import traffic
-from diffplatoon.sim.observation import EGO_FEATURES, Observation, flat_layout
+from diffplatoon.sim.observation import Observation, flat_layout
 
 CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
 FT_INDEX = "ft_index"  # train output: which fine-tuned steps `chain_logp` holds when `update_steps` < K
 INPUT_KEYS = {"obs": "p_obs", "inbox": "p_inbox", "inbox_mask": "p_inbox_mask", "comm_mask": "p_comm_mask",
               "member_mask": "p_member_mask", "ego_state": "p_ego", "length": "p_length"}
 LOGP_RANGE = (-5.0, 2.0)
-_E = {name: k for k, name in enumerate(EGO_FEATURES)}
 
 
 class DiffusionModuleConfig(BaseModel):
@@ -412,10 +411,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
                     self.shield_fired += 1
                     actions[b] = decision.actions[:, 0]
                     m = len(o.ego)
-                    ego = o.ego.astype(np.float64)
-                    steer = traffic.lane_keeping_steering(ego[:, _E["lateral_offset"]], np.zeros(m),
-                                                          ego[:, _E["heading_error"]], ego[:, _E["speed"]],
-                                                          scene.length[:m].astype(np.float64))
+                    steer = member_lane_keeping(o.ego, scene.length[:m])
                     actions[b, :m, 1] = np.where(scene.member_mask[:m], steer, 0.0)
         speed = np.stack([s.ego_state[:, 3] for s in scenes]).astype(np.float64)
         max_acc, max_dec, max_steer = self.cfg.vehicle_limits
