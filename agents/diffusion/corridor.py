@@ -5,11 +5,11 @@ projection on the lane (position minus the lateral offset r along the lane norma
 ``lane_ahead`` points — together with lateral bounds measured from that centre line: half a lane
 on each side, widened by one lane towards a side lane that exists, may be entered
 (``Observation.side_lane``) and — unless discretionary changes are allowed — is where the route
-asks the member to go (``Observation.route``). Lateral offsets are positive towards the lane's right, as the
-observation's ``lateral_offset`` (highway-env's lateral coordinate).
+asks the member to go (``Observation.route``). Lateral offsets are positive towards the lane's
+right, as the observation's ``lateral_offset`` (highway-env's lateral coordinate).
 
-`Corridor.deviation` measures, for planned poses, how far a vehicle's side is outside the bounds
-[m] and how far its heading is off the centre line's direction beyond ``max_heading_error`` [rad],
+`Corridor.deviation` measures, for planned poses, how far a vehicle's outermost corner is outside the
+bounds [m] and how far its heading is off the centre line's direction beyond ``max_heading_error`` [rad],
 so the shield can reject plans that leave the road or turn across it. Everything is in one frame
 (the platoon frame of the planner or the world frame), as for the shield.
 """
