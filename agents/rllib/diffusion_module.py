@@ -60,7 +60,7 @@ from torch import nn
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
-from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldScene
+from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
 from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.rllib.mlp_module import _mlp, symlog
 from diffplatoon.sim.observation import Observation, flat_layout
@@ -406,7 +406,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
                                                   states[:, None], steps=self.cfg.shield_steps)
             self.plans += len(scenes)
             for b, (decision, scene, o) in enumerate(zip(decisions, scenes, observations)):
-                if decision.sample != 0:  # braking fallback, steering by the experts' lane-keeping law
+                if decision.level != LEVELS[0]:  # a fallback, steering by the members' lane-keeping law
                     shielded[b] = 1.0
                     self.shield_fired += 1
                     actions[b] = decision.actions[:, 0]
