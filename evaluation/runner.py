@@ -38,7 +38,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from diffplatoon import io
-from diffplatoon.cluster import connect_ray, remote
+from diffplatoon.cluster import JobSummary, connect_ray, remote
 from diffplatoon.evaluation import stats
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
@@ -73,15 +73,9 @@ class Job:
 
 
 @dataclass
-class EvalSummary:
+class EvalSummary(JobSummary):
     """What one `evaluate` call did; ``rows`` are per scenario x policy aggregates."""
 
-    out: Path
-    jobs: int
-    completed: int
-    skipped: int
-    failed: int
-    wall_time: float
     rows: list[dict[str, Any]] = field(default_factory=list)
     report: Path | None = None
 

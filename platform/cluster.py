@@ -1,5 +1,5 @@
 """Connecting to Ray: the one place every command that fans work out (evaluation, demo
-collection, training) starts or joins a Ray session.
+collection, training) starts or joins a Ray session, and the counts such a run reports.
 
 Locally it starts Ray on this machine's CPUs without the dashboard; with an address
 (``--ray-address auto`` or ``ray://host:port``) it joins a cluster, so the same command
@@ -10,6 +10,21 @@ a notebook) is reused as is.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass
+class JobSummary:
+    """What one fan-out run did: its output folder, jobs in it, completed now, skipped (already done),
+    failed, and its wall time [s]."""
+
+    out: Path
+    jobs: int
+    completed: int
+    skipped: int
+    failed: int
+    wall_time: float
 
 
 def connect_ray(ray_address: str | None = None, num_cpus: int | None = None) -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 
 from diffplatoon import io
-from diffplatoon.cluster import connect_ray, remote
+from diffplatoon.cluster import JobSummary, connect_ray, remote
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
@@ -54,15 +54,9 @@ FUTURE_KEYS = ("actions", "states", "future_mask")
 
 
 @dataclass
-class DemoSummary:
+class DemoSummary(JobSummary):
     """What one `collect_demos` call did, and the totals of the folder."""
 
-    out: Path
-    jobs: int
-    completed: int
-    skipped: int
-    failed: int
-    wall_time: float
     shards: int = 0
     scenes: int = 0
     steps: int = 0
