@@ -445,10 +445,18 @@ def member_lane_keeping(ego: np.ndarray, length: np.ndarray, lateral: np.ndarray
     """Lane-keeping steering [rad] of members from their ego features (M, len(EGO_FEATURES)).
 
     ``lateral`` is each member's offset from the lane centre it steers to (default: its current
-    lane's, the observed ``lateral_offset``); the speed is floored at `LANE_KEEPING_MIN_SPEED`.
+    lane's, the observed ``lateral_offset``).
     """
     ego = np.asarray(ego, dtype=np.float64)
     r = ego[:, _E["lateral_offset"]] if lateral is None else np.asarray(lateral, dtype=np.float64)
-    speed = np.maximum(ego[:, _E["speed"]], LANE_KEEPING_MIN_SPEED)
-    return traffic.lane_keeping_steering(r, np.zeros_like(r), ego[:, _E["heading_error"]], speed,
+    return lane_keeping_law(r, ego[:, _E["heading_error"]], ego[:, _E["speed"]], length)
+
+
+def lane_keeping_law(lateral: np.ndarray, heading_error: np.ndarray, speed: np.ndarray,
+                     length: np.ndarray) -> np.ndarray:
+    """The members' lane-keeping steering [rad] from lane coordinates: highway-env's law with the speed
+    floored at `LANE_KEEPING_MIN_SPEED` (module docstring)."""
+    lateral = np.asarray(lateral, dtype=np.float64)
+    return traffic.lane_keeping_steering(lateral, np.zeros_like(lateral), np.asarray(heading_error, np.float64),
+                                         np.maximum(np.asarray(speed, np.float64), LANE_KEEPING_MIN_SPEED),
                                          np.asarray(length, dtype=np.float64))

@@ -33,7 +33,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from diffplatoon.agents.diffusion.corridor import member_corridors
+from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
 from diffplatoon.agents.diffusion.guidance import SceneContext
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.comms import FIELD_INDEX, message_dim
@@ -306,17 +306,19 @@ __all__ = [
 
 
 
-def lateral_bounds(obs: Observation, rows: np.ndarray, scene: PlatoonInputs, n_max: int) -> np.ndarray:
+def lateral_bounds(obs: Observation, rows: np.ndarray, scene: PlatoonInputs, n_max: int,
+                   corridor: Corridor | None = None) -> np.ndarray:
     """(n_max, 2) [low y, high y] of each member's lane corridor (`corridor.member_corridors`), platoon frame.
 
     The corridor's bounds are placed across the frame's x axis at the member's lane centre (the road
-    assumed parallel to the frame near the platoon). Absent members get wide (±1e4 m) bounds.
+    assumed parallel to the frame near the platoon). ``corridor``: the members' corridors in the scene's
+    frame when the caller has them already. Absent members get wide (±1e4 m) bounds.
     """
     out = np.tile([-1e4, 1e4], (n_max, 1)).astype(np.float64)
     n = len(rows)
     if n == 0:
         return out
-    lanes = member_corridors(obs, rows, scene.frame.astype(np.float64))
+    lanes = corridor if corridor is not None else member_corridors(obs, rows, scene.frame.astype(np.float64))
     bounds = lanes.points[:, 0, 1:2] + lanes.bounds
     out[:n] = np.where(scene.member_mask[:n, None], bounds, out[:n])
     return out

@@ -73,10 +73,7 @@ class PlannerConfig:
 
     def denoiser_config(self) -> DenoiserConfig:
         """The denoiser's part of the config."""
-        return DenoiserConfig(
-            obs_dim=self.obs_dim, msg_dim=self.msg_dim, d_model=self.d_model, n_layers=self.n_layers,
-            n_heads=self.n_heads, mlp_ratio=self.mlp_ratio, chunk=self.chunk, max_horizon=self.max_horizon,
-        )
+        return DenoiserConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DenoiserConfig)})
 
     def to_dict(self) -> dict:
         """Plain dict (tuples as lists) safe for weights_only checkpoints."""

@@ -8,11 +8,11 @@ Every ``replan_every`` policy steps, each platoon's members are featurised in th
 (``samples`` joint samples, ``steps`` DDIM steps, guidance on or off, samples ranked by the default plan
 cost with the observed neighbours predicted as the shield predicts them — constant heading, with the
 acceleration estimated from their speed change since the last step — lateral road bounds from the
-lane geometry and the members' speed limits), and the chosen plan's first ``replan_every`` actions are executed one per step. With the
-shield on, the chosen plan is the first sample `SafetyShield` accepts, or a fallback (a sample's
-accelerations driven in lane, or braking); after a fallback step the platoon replans at the next step
-instead of waiting, and between replans the rest of
-the plan, rolled out from the new state, is re-checked every step (a failure replans at once). The
+members' lane corridors and their speed limits), and the chosen plan's first ``replan_every`` actions
+are executed one per step. With the shield on, the chosen plan is the first sample `SafetyShield`
+accepts, or a fallback (a sample's accelerations driven in lane, or braking); after a fallback step the
+platoon replans at the next step instead of waiting, and between replans the rest of the plan, rolled
+out from the new state, is re-checked every step (a failure replans at once). The
 shield uses the same neighbour predictions and checks the road against each member's lane corridor
 (`corridor.member_corridors`). Fallback steps steer with the experts' lane-keeping law.
 
@@ -272,7 +272,8 @@ class DiffusionPolicy(Policy):
             limits[b, :len(self.platoon_rows[k])] = obs.ego[self.platoon_rows[k], _E["speed_limit"]]
         context.speed_limit = torch.as_tensor(limits, device=self.planner.device)
         context.lateral_bounds = torch.as_tensor(
-            np.stack([features.lateral_bounds(obs, self.platoon_rows[k], scenes[k], self.n_max) for k in due]),
+            np.stack([features.lateral_bounds(obs, self.platoon_rows[k], scenes[k], self.n_max, self._corridors[k])
+                      for k in due]),
             dtype=torch.float32, device=self.planner.device)
         seq = np.random.SeedSequence([self.info.spec.seed, self.info.episode, self.step_index])
         started = time.perf_counter()

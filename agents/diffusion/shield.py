@@ -44,8 +44,8 @@ import torch
 
 from diffplatoon.agents.diffusion.corridor import Corridor
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout, bicycle_step
-from diffplatoon.agents.experts import LANE_KEEPING_MIN_SPEED
-from diffplatoon.sim import geometry, traffic
+from diffplatoon.agents.experts import lane_keeping_law
+from diffplatoon.sim import geometry
 
 LEVELS = ("accepted_first", "next_sample", "lane_kept", "comfortable_brake", "emergency_brake")
 
@@ -278,9 +278,7 @@ class SafetyShield:
             speed = np.maximum(state[..., 3].numpy(), 0.0)
             pose = state[..., :3].numpy()[..., None, :]
             lateral, heading_error = corridor.locate(pose)
-            steer = traffic.lane_keeping_steering(lateral[..., 0], np.zeros_like(lateral[..., 0]),
-                                                  heading_error[..., 0],
-                                                  np.maximum(speed, LANE_KEEPING_MIN_SPEED), size.numpy())
+            steer = lane_keeping_law(lateral[..., 0], heading_error[..., 0], speed, size.numpy())
             # the executor never brakes into reverse
             action = torch.as_tensor(np.stack([np.maximum(acc[..., k], -speed / self.dt), steer], axis=-1))
             for _ in range(self.substeps):
