@@ -5,7 +5,10 @@ How to run:
     .venv/bin/python benchmarks/train_throughput.py --scenario highway_platoon --batch 4000 --iterations 3
     .venv/bin/python benchmarks/train_throughput.py --json out.json
 
-Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling, `num_env_runners=0`,
+"Env steps" are policy steps of simulated driving (0.2 s each on the catalogue scenarios): a DPPO config
+with `act_steps` T > 1 makes each RLlib env step an action chunk of T policy steps, so its column samples
+`--batch` / T RLlib steps per iteration and counts each as T; both columns then drive the same simulated
+time per iteration. Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling, `num_env_runners=0`,
 `num_learners=0`, torch threads 1, the same scenario, episode length, batch size and env copies per
 runner), runs one warm-up iteration, then times `--iterations` iterations, both in this one process.
 Reported per column: env steps/s over the whole iteration and the share of it spent sampling (RLlib's
@@ -19,8 +22,8 @@ Columns:
   configs/dppo_planner.yaml trains with (model, learner, minibatch size, epochs, env copies per runner)
   except the batch size, the scenario and the episode length, which are the benchmark's for both
   columns. That config runs 5 DDIM steps, all fine-tuned, one of them recomputed per minibatch
-  (`update_steps: 1`), guidance on the final step, the shield on, and 8 env copies per runner whose
-  platoons are planned in one batched chain; the MLP column gets the same env copies per runner
+  (`update_steps: 1`), guidance on the final step, the shield on, action chunks of 2 policy steps
+  (`act_steps: 2`), and 8 env copies per runner whose platoons are planned in one batched chain; the MLP column gets the same env copies per runner
   (`--envs` sets both). The planner is the config's checkpoint when that file exists, else `--planner`,
   else a random one of the default pre-training size (configs/pretrain_planner.yaml): the network's cost
   depends on its size, not its weights, but the shield's and the learner's depend on how often the
@@ -79,9 +82,10 @@ def diffusion_column(scenario: str, batch: int, duration: float) -> TrainConfig:
 
         model.pop("checkpoint", None)
         model["planner"] = {**PRETRAIN_SIZE, "dt": 1.0 / resolve_scenario(scenario).policy_frequency}
+    decisions = max(1, batch // base.act_steps)  # RLlib's env steps are action chunks of act_steps policy steps
     return base.model_copy(update={
         "name": "bench_diffusion", "scenario": scenario, "duration": duration, "model": model,
-        "train_batch_size": batch, "minibatch_size": min(base.minibatch_size, batch), "env_runners": 0,
+        "train_batch_size": decisions, "minibatch_size": min(base.minibatch_size, decisions), "env_runners": 0,
         "torch_threads": 1, "envs_per_runner": envs_per_runner(), "evaluation_every": 0})
 
 
@@ -104,7 +108,7 @@ def measure(cfg: TrainConfig, iterations: int) -> dict[str, Any]:
             t0 = time.perf_counter()
             result = algo.train()
             wall += time.perf_counter() - t0
-            steps += float(result["env_runners"]["num_env_steps_sampled"])
+            steps += float(result["env_runners"]["num_env_steps_sampled"]) * cfg.act_steps
     finally:
         algo.stop()
     timers = result.get("timers", {})  # RLlib's smoothed per-iteration timers
@@ -152,7 +156,8 @@ def main() -> None:
     if results.get("diffusion"):
         m = diffusion_column(args.scenario, args.batch, args.duration).model
         print("diffusion: " + ", ".join(f"{k}={m.get(k)}" for k in ("denoising_steps", "ft_steps", "update_steps",
-                                                                   "guidance", "shield")))
+                                                                   "guidance", "shield"))
+              + f", act_steps={load_config(DPPO_CONFIG).act_steps} (env steps below are policy steps)")
     print(f"{'module':<10} {'env steps/s':>12} {'s/iteration':>12} {'sampling share':>15} {'shield rate':>12}")
     for name in COLUMNS:
         r = results[name]

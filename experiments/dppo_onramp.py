@@ -6,13 +6,14 @@ How to run (a pre-trained planner first: `diffplatoon pretrain configs/pretrain_
     .venv/bin/python experiments/dppo_onramp.py --mlp runs/ppo_mlp_onramp        # reuse an MLP PPO run
 
 Steps, each skipped when its output already exists under ``--out`` (so a rerun resumes):
-1. DPPO: `configs/dppo_planner.yaml` with the planner checkpoint, ``--iterations`` × ``--batch`` env steps.
-2. MLP PPO baseline on onramp_merge with the same env-step budget (`configs/ppo_mlp.yaml` settings), unless
+1. DPPO: `configs/dppo_planner.yaml` with the planner checkpoint, ``--iterations`` × ``--batch`` policy steps
+   (its action chunks of `act_steps` policy steps make ``--batch`` / act_steps RLlib env steps).
+2. MLP PPO baseline on onramp_merge with the same policy-step budget (`configs/ppo_mlp.yaml` settings), unless
    ``--mlp`` names an existing run.
 3. Evaluation with `diffplatoon.evaluation.runner.evaluate` on ``--episodes`` onramp_merge episodes:
    - ``pretrained``: the pre-trained planner as the ``diffusion:`` product policy (8 samples, replan every 5 steps);
-   - ``pretrained-matched``: the same weights run like the RL module (1 sample, replan every step, 5 DDIM
-     steps, guidance and shield on), the like-for-like baseline of the fine-tuned module;
+   - ``pretrained-matched``: the same weights run like the RL module (1 sample, replan every act_steps steps, 5 DDIM
+     steps, guidance and shield on, a plan per action chunk), the like-for-like baseline of the fine-tuned module;
    - ``fine-tuned``: the DPPO checkpoint (``rllib:``); ``mlp-ppo``; ``cacc``.
 The table: collision rate with its Wilson 95% interval, mean speed [m/s] and merge success (share of
 platoon members that end on the main road), with their episode counts.
@@ -44,7 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--planner", default=None, help="pre-trained planner (default: runs/pretrain/best.pt or newest runs/*/best.pt)")
     parser.add_argument("--iterations", type=int, default=10, help="DPPO iterations")
-    parser.add_argument("--batch", type=int, default=1000, help="env steps per iteration (both trainings)")
+    parser.add_argument("--batch", type=int, default=1000, help="policy steps per iteration (both trainings)")
     parser.add_argument("--episodes", type=int, default=30, help="evaluation episodes per policy")
     parser.add_argument("--mlp", default=None, help="an existing MLP PPO run/checkpoint on onramp_merge")
     parser.add_argument("--out", default="runs/dppo_onramp")
@@ -69,9 +70,10 @@ def main() -> None:
     try:
         timings = {}
         base = load_config(REPO / "configs" / "dppo_planner.yaml")
+        decisions = max(1, args.batch // base.act_steps)  # RLlib's env steps are chunks of act_steps policy steps
         dppo = base.model_copy(update={"model": {**base.model, "checkpoint": str(planner.resolve())},
-                                       "iterations": args.iterations, "train_batch_size": args.batch,
-                                       "minibatch_size": min(base.minibatch_size, args.batch),
+                                       "iterations": args.iterations, "train_batch_size": decisions,
+                                       "minibatch_size": min(base.minibatch_size, decisions),
                                        "checkpoint_every": args.iterations, "out": str(out / "dppo")})
         t0 = time.perf_counter()
         if not checkpoints(dppo.out):
@@ -91,7 +93,7 @@ def main() -> None:
 
         policies = {
             "pretrained": f"diffusion:{planner}",
-            "pretrained-matched": f"diffusion:{planner},samples=1,replan_every=1,steps=5",
+            "pretrained-matched": f"diffusion:{planner},samples=1,replan_every={base.act_steps},steps=5",
             "fine-tuned": f"rllib:{out / 'dppo'}",
             "mlp-ppo": f"rllib:{mlp_run}",
             "cacc": "cacc",

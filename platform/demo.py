@@ -78,8 +78,9 @@ def run_demo(out: Path, console: Console, *, episodes: int = 20) -> None:
             "model": {"checkpoint": str(best), "denoising_steps": 5, "ft_steps": 5, "update_steps": 2},
             "duration": 10,
             "envs_per_runner": 4,
-            "train_batch_size": 400,
-            "minibatch_size": 200,
+            "act_steps": 2,
+            "train_batch_size": 200,  # decisions: 400 policy steps
+            "minibatch_size": 100,
             "num_epochs": 2,
             "iterations": 2,
             "checkpoint_every": 1,

@@ -16,6 +16,7 @@ from rllib_checks import assert_rllib_policy_acts
 
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.agents.rllib.diffusion_module import (CHAIN, CHAIN_LOGP, INPUT_KEYS, SHIELDED, SHIFT,
                                                        DiffusionPlannerModule, module_model_config)
 from diffplatoon.agents.rllib.policy import load_module, resolve_checkpoint
@@ -23,6 +24,8 @@ from diffplatoon.agents.rllib.train import TrainConfig, train, validate_config
 from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
 from diffplatoon.io import read_jsonl
 from diffplatoon.scenarios import ScenarioError, validate_data
+from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.simulation import Simulation
 
 # 2-member platoon, 2 lanes, light traffic, 6 s episodes (30 policy steps).
 TINY = {
@@ -67,9 +70,10 @@ def _obs_batch(env: PlatoonMultiAgentEnv, steps: int) -> dict:
     return {Columns.OBS: {k: torch.as_tensor(np.stack([r[k] for r in rows])) for k in rows[0]}}
 
 
-def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None:
-    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
-    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+@pytest.mark.parametrize("act_steps", [1, 3])
+def test_module_outputs_and_exact_logp_recomputation(planner_path: Path, act_steps: int) -> None:
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon", "act_steps": act_steps})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec, act_steps=act_steps)
     module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
                                     action_space=env.action_spaces["p0"], model_config=model)
     assert module.base is not None and not any(p.requires_grad for p in module.base.parameters())
@@ -77,7 +81,8 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
     torch.manual_seed(3)
     out = module.forward_exploration(batch)
     b, n, horizon, k = 3, 2, 10, 3
-    assert out[Columns.ACTIONS].shape == (b, 2 * n) and (out[Columns.ACTIONS].abs() <= 1).all()
+    assert out[Columns.ACTIONS].shape == (b, act_steps * 2 * n) and (out[Columns.ACTIONS].abs() <= 1).all()
+    assert env.action_spaces["p0"].contains(out[Columns.ACTIONS][0].numpy())
     assert out[Columns.ACTIONS].abs().sum() > 0
     assert out[CHAIN].shape == (b, k + 1, n, horizon, 2) and out[SHIFT].shape == (b, k, n, horizon, 2)
     assert out[CHAIN_LOGP].shape == (b, k) and torch.isfinite(out[CHAIN_LOGP]).all()
@@ -92,6 +97,13 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
     # to float rounding)
     torch.testing.assert_close(recomputed, out[CHAIN_LOGP], rtol=0.0, atol=1e-5)
     assert recomputed.requires_grad
+    perturbed = out[CHAIN].clone()
+    perturbed[:, -1, :, act_steps:] += 0.3  # plan steps after the executed chunk are not in the log-probability
+    again = module.forward_train({**train_batch, CHAIN: perturbed})[CHAIN_LOGP]
+    torch.testing.assert_close(again, recomputed, rtol=0.0, atol=1e-5)
+    perturbed[:, -1, :, act_steps - 1] += 0.3  # the chunk's last step is
+    assert not torch.allclose(module.forward_train({**train_batch, CHAIN: perturbed})[CHAIN_LOGP][:, -1],
+                              recomputed[:, -1])
     with torch.no_grad():  # a weight change must change the recomputed log-probability
         for p in module.denoiser.parameters():
             p.add_(0.01)
@@ -99,6 +111,17 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path) -> None
 
     first = module.forward_inference(batch)[Columns.ACTIONS]
     assert torch.equal(first, module.forward_inference(batch)[Columns.ACTIONS])  # deterministic
+    # the executed chunk is the plan's first act_steps steps: the log-probability covers exactly those
+    scenes, observations = module.scenes(batch[Columns.OBS])
+    torch.manual_seed(3)
+    actions, shielded, chain, _ = module.plan_actions(scenes, observations, explore=True)
+    assert actions.shape == (b, act_steps, n, 2)
+    max_acc, max_dec, max_steer = module.cfg.vehicle_limits
+    for row in np.flatnonzero(shielded < 0.5):  # executed as planned (clipped to the vehicle's limits; at
+        # 20 m/s no step brakes into reverse): the chunk is the plan's first steps
+        plan = module._planner.decode_actions(chain.x[row:row + 1])[0].transpose(0, 1).numpy()[:act_steps]
+        plan = np.stack([plan[..., 0].clip(-max_dec, max_acc), plan[..., 1].clip(-max_steer, max_steer)], -1)
+        np.testing.assert_allclose(actions[row], plan, atol=1e-6)
     values = module.compute_values(batch)
     assert values.shape == (b,) and torch.isfinite(values).all()
 
@@ -162,15 +185,16 @@ def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner
     out = tmp_path / "run"
     cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",
                       model={**MODEL, "checkpoint": str(planner_path)}, learner={"critic_lr": 1e-3},
-                      train_batch_size=60, minibatch_size=30, num_epochs=1, lr=1e-3, iterations=2,
-                      checkpoint_every=2, out=str(out))
+                      train_batch_size=30, minibatch_size=15, num_epochs=1, lr=1e-3, iterations=2,
+                      checkpoint_every=2, act_steps=2, out=str(out))  # 30 decisions = 60 policy steps
     train(cfg, console=quiet())
     rows = list(read_jsonl(out / "metrics.jsonl"))
     assert [r["iteration"] for r in rows] == [1, 2]
     for row in rows:
         for key in ("policy_loss", "vf_loss", "total_loss", "mean_kl_loss", "shield_rate"):
             assert math.isfinite(row[f"platoon/{key}"]), (key, row)
-        assert row["env_steps"] >= 60 and row["episode_len_mean"] == 30
+        assert row["env_steps"] >= 30 and row["episode_len_mean"] == 15  # 30 policy steps in chunks of 2
+        assert row["episode_policy_steps"] == 30 and row["policy_steps"] == 2 * row["env_steps"]
 
     train(cfg.model_copy(update={"iterations": 3}), resume=out, console=quiet())  # optimisers and counters restored
     assert [r["iteration"] for r in read_jsonl(out / "metrics.jsonl")] == [1, 2, 3]
@@ -185,6 +209,15 @@ def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner
     assert all(torch.equal(frozen[name], value) for name, value in pretrained.items())
 
     assert_rllib_policy_acts(out, TINY)
+    # the policy plans once per chunk of 2 and executes the chunk's steps in order
+    spec = validate_data(dict(TINY), "<test>")
+    policy = make_policy(f"rllib:{out}", spec)
+    policy.reset(SimInfo.from_spec(spec, 0))
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    for step in range(5):
+        sim.step(policy.act(observer.observe()))
+        assert policy.stats()["plans"] == step // 2 + 1
 
 
 def test_config_checks(planner_path: Path) -> None:

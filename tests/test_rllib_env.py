@@ -141,6 +141,47 @@ def test_platoon_grouping_layout_and_rewards() -> None:
     assert s_rewards["a"] == pytest.approx(sum(s_infos["a"]["member_rewards"].values()))
 
 
+def test_action_chunks_run_as_single_policy_steps() -> None:
+    """act_steps T: one env step with T stacked joint actions = T single steps with the same actions (rewards
+    summed, same final observation and episode end; the
+    last chunk of the 30-step episode stops after 2 steps); RLlib's env checker accepts the chunked spaces."""
+    chunked = PlatoonMultiAgentEnv({"scenario": SMALL, "grouping": "platoon", "act_steps": 4})
+    single = PlatoonMultiAgentEnv({"scenario": SMALL, "grouping": "platoon"})
+    assert chunked.action_spaces["a"].shape == (4 * 6,)
+    check_multiagent_environments(chunked)
+    obs_c, _ = chunked.reset(seed=3)
+    obs_s, _ = single.reset(seed=3)
+    rng = np.random.default_rng(0)
+    policy_steps = 0
+    while True:
+        actions = {a: np.clip(0.5 * rng.standard_normal(chunked.action_spaces[a].shape), -1, 1).astype(np.float32)
+                   for a in chunked.agents}
+        obs_c, rew_c, term_c, trunc_c, info_c = chunked.step(actions)
+        total = dict.fromkeys(rew_c, 0.0)
+        crashed: dict[str, list] = {a: [] for a in rew_c}
+        for k in range(4):
+            sub = {a: act.reshape(4, 6)[k] for a, act in actions.items() if a in single.agents}
+            obs_s, rew_s, term_s, trunc_s, info_s = single.step(sub)
+            policy_steps += 1
+            for a, r in rew_s.items():
+                total[a] += r
+                crashed[a] += info_s[a]["crashed"]
+            if term_s["__all__"] or trunc_s["__all__"]:
+                break
+        assert rew_c == pytest.approx(total)
+        assert {a: i["crashed"] for a, i in info_c.items()} == crashed
+        assert set(obs_c) == set(obs_s) and (term_c, trunc_c) == (term_s, trunc_s)
+        for a in obs_c:
+            for key in obs_c[a]:
+                np.testing.assert_array_equal(obs_c[a][key], obs_s[a][key])
+        if term_c["__all__"] or trunc_c["__all__"]:
+            break
+    assert chunked.last_episode_stats == single.last_episode_stats
+    assert chunked.last_episode_stats["steps"] == policy_steps
+    with pytest.raises(ValueError, match="act_steps 2 needs grouping 'platoon'"):
+        PlatoonMultiAgentEnv({"scenario": SMALL, "grouping": "vehicle", "act_steps": 2})
+
+
 def test_vehicle_state_is_the_platoon_joint_observation() -> None:
     env = PlatoonMultiAgentEnv({"scenario": SMALL, "grouping": "vehicle"})
     obs, _ = env.reset(seed=0)

@@ -3,7 +3,9 @@
 One agent = one platoon (the platoon grouping of `PlatoonMultiAgentEnv`). Each env step the module
 turns the platoon's Dict observation into the planner's inputs with `features.platoon_inputs` (the
 same platoon-frame featurisation the planner was pre-trained on), runs a DDIM chain of
-`denoising_steps` steps and executes the first step of the resulting joint plan.
+`denoising_steps` steps and executes the first `act_steps` steps of the resulting joint plan (one
+policy step, or an action chunk that the env runs open-loop, as DPPO executes its action chunks:
+the chain, the shield and the learner's rows are then paid once per chunk).
 
 The denoising chain is an inner MDP (Ren et al., DPPO, arXiv 2409.00588): step i maps x_i to
 
@@ -16,7 +18,7 @@ gradient flows through the cost). The last `ft_steps` steps use the trainable de
 ones PPO fine-tunes; earlier steps use a frozen copy of the pre-trained weights. Noise is clipped to
 ±`noise_clip` σ. A step's log-probability is the Gaussian log-density of x_{i+1} with std
 max(σ_DDIM, min_logprob_std), averaged over present members, action dims and the first
-`logprob_steps` plan steps (the executed part), clamped to [−5, 2]. With `update_steps` = m < K each
+`logprob_steps` plan steps (default: the executed chunk), clamped to [−5, 2]. With `update_steps` = m < K each
 training minibatch recomputes m of the K steps, drawn at random (DPPO samples (env step, denoising
 step) pairs the same way), which divides the learner's cost by K/m.
 
@@ -27,7 +29,8 @@ Extra model outputs stored per env step (and so in the learner's batch):
   recomputes μ_θ without re-featurising.
 
 Shield override: the log-probability must be that of the action actually sampled. When the shield
-(`shield: true`) rejects the sampled plan and executes a braking fallback instead, the step's
+(`shield: true`, checking at least the executed chunk) rejects the sampled plan and executes a braking
+fallback instead (its accelerations; the steering is the members' lane-keeping law now, held over a chunk), the step's
 ``shielded`` flag is set and the learner drops that env step from the policy loss, without recomputing its
 log-probability (its reward and value still enter GAE and the value loss): the executed fallback is not
 a sample of the chain, and the sampled plan was never executed. Deterministic post-processing of an
@@ -88,7 +91,10 @@ class DiffusionModuleConfig(BaseModel):
     min_std: float = Field(0.1, gt=0, description="Minimum std of a denoising step (normalised action units).")
     min_logprob_std: float = Field(0.1, gt=0, description="Minimum std in the log-probability.")
     noise_clip: float = Field(3.0, gt=0, description="Step noise clipped to ±noise_clip std.")
-    logprob_steps: int = Field(1, ge=1, description="Plan steps in the log-probability (1 = the executed one).")
+    act_steps: int = Field(1, ge=1, description="Plan steps executed per env step (filled from the training "
+                           "config: the env's action chunk).")
+    logprob_steps: int | None = Field(None, ge=1, description="Plan steps in the log-probability (null: the executed "
+                                      "act_steps).")
     update_steps: int | None = Field(None, ge=1, description="Fine-tuned steps recomputed per minibatch, drawn at "
                                      "random from the K (null: all K); the learner's cost scales with it.")
     guidance: dict[str, Any] | None = Field(None, description="GuidanceConfig fields (weights as a mapping); null: off.")
@@ -112,7 +118,14 @@ class DiffusionModuleConfig(BaseModel):
             raise ValueError(f"ft_steps ({self.ft_steps}) must not exceed denoising_steps ({self.denoising_steps})")
         if self.update_steps is not None and self.update_steps > self.ft_steps:
             raise ValueError(f"update_steps ({self.update_steps}) must not exceed ft_steps ({self.ft_steps})")
+        if self.shield and self.shield_steps < self.act_steps:
+            raise ValueError(f"shield_steps ({self.shield_steps}) must cover the executed act_steps ({self.act_steps})")
         return self
+
+    @property
+    def logprob_horizon(self) -> int:
+        """Plan steps in the log-probability."""
+        return self.logprob_steps if self.logprob_steps is not None else self.act_steps
 
     def guidance_config(self) -> GuidanceConfig | None:
         """The GuidanceConfig of `guidance`, or None."""
@@ -130,7 +143,7 @@ def planner_config_of(checkpoint: str | os.PathLike[str]) -> dict[str, Any]:
     return dict(ckpt["config"])
 
 
-def module_model_config(model: dict[str, Any], spec: Any, torch_threads: int = 1) -> dict[str, Any]:
+def module_model_config(model: dict[str, Any], spec: Any, torch_threads: int = 1, act_steps: int = 1) -> dict[str, Any]:
     """`model` completed with the scenario's fields (observation layout, action scaling, vehicle size).
 
     A pre-trained checkpoint's path is made absolute and its PlannerConfig copied into ``planner``, so an
@@ -139,7 +152,8 @@ def module_model_config(model: dict[str, Any], spec: Any, torch_threads: int = 1
     vehicle = spec.platoons[0].vehicle
     out = {**model, "neighbours": spec.observation.neighbours, "lane_points": spec.observation.lane_points,
            "vehicle_limits": (vehicle.max_acceleration, vehicle.max_deceleration, vehicle.max_steering),
-           "vehicle_length": vehicle.length, "vehicle_width": vehicle.width, "torch_threads": torch_threads}
+           "vehicle_length": vehicle.length, "vehicle_width": vehicle.width, "torch_threads": torch_threads,
+           "act_steps": act_steps}
     if out.get("checkpoint"):
         path = Path(out["checkpoint"]).resolve()
         if not path.is_file():
@@ -183,8 +197,8 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         planner = self._load_planner(cfg, obs_dim=layout["route"].stop, msg_dim=self.raw_msg_dim + 1)
         pc = planner.config
         self.horizon = cfg.horizon or pc.horizon
-        if self.horizon % pc.chunk or cfg.logprob_steps > self.horizon:
-            raise ValueError(f"horizon {self.horizon} must be a multiple of {pc.chunk} and >= logprob_steps")
+        if self.horizon % pc.chunk or max(cfg.logprob_horizon, cfg.act_steps) > self.horizon:
+            raise ValueError(f"horizon {self.horizon} must be a multiple of {pc.chunk} and >= logprob_steps, act_steps")
         # Trainable denoiser + normaliser are this module's parameters/buffers (they travel in RLlib's state).
         self.denoiser = copy.deepcopy(planner.ema if cfg.init_from_ema else planner.model).requires_grad_(True)
         self.normalizer = planner.normalizer
@@ -307,7 +321,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
 
     def step_logp(self, x_next: torch.Tensor, mean: torch.Tensor, std: float, mm: torch.Tensor) -> torch.Tensor:
         """(B,) Gaussian log-density of x_next, mean over present members, dims and the first logprob_steps steps."""
-        steps = self.cfg.logprob_steps
+        steps = self.cfg.logprob_horizon
         z = (x_next[:, :, :steps] - mean[:, :, :steps]) / std
         lp = -0.5 * z.pow(2) - math.log(std) - 0.5 * math.log(2 * math.pi)
         w = mm[:, :, None, None].to(lp.dtype)
@@ -372,7 +386,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         conditioning = self._conditioning(self.denoiser, inp)
         # The log-probability reads only the first logprob_steps plan steps: the denoiser computes x̂0 for
         # those alone (the DDIM mean is elementwise in x and x̂0).
-        h = self.cfg.logprob_steps
+        h = self.cfg.logprob_horizon
         out = []
         for j in (range(self.cfg.ft_steps) if steps is None else steps):
             i = self.first_ft + j
@@ -387,8 +401,9 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
     def plan_actions(self, scenes: list[features.PlatoonInputs], observations: list[Observation], *,
                      explore: bool, generator: torch.Generator | None = None
                      ) -> tuple[np.ndarray, np.ndarray, ChainOut, dict[str, torch.Tensor]]:
-        """Physical first-step actions (B, N, 2), shield flags (B,), the chain and the stacked inputs."""
-        pc = self._planner.config
+        """Physical actions of the executed chunk (B, act_steps, N, 2), shield flags (B,), the chain and the
+        stacked inputs."""
+        pc, t_count = self._planner.config, self.cfg.act_steps
         inp = features.stack(scenes)
         context = self.guidance_context(scenes, observations) if self.guidance is not None else None
         if generator is None and not explore:
@@ -396,7 +411,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         out = self.sample_chain(inp, explore=explore, context=context, generator=generator)
         mm = inp["member_mask"]
         plan = torch.where(mm[..., None, None], self._planner.decode_actions(out.x), 0.0)  # (B, N, H, 2)
-        actions = plan[:, :, 0].double().numpy().copy()
+        actions = plan[:, :, :t_count].transpose(1, 2).double().numpy().copy()  # (B, T, N, 2)
         shielded = np.zeros(len(scenes), np.float32)
         if self.shield is not None:
             states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
@@ -409,15 +424,18 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
                 if decision.level != LEVELS[0]:  # a fallback, steering by the members' lane-keeping law
                     shielded[b] = 1.0
                     self.shield_fired += 1
-                    actions[b] = decision.actions[:, 0]
+                    actions[b] = decision.actions[:, :t_count].transpose(1, 0, 2)
                     m = len(o.ego)
-                    steer = member_lane_keeping(o.ego, scene.length[:m])
-                    actions[b, :m, 1] = np.where(scene.member_mask[:m], steer, 0.0)
-        speed = np.stack([s.ego_state[:, 3] for s in scenes]).astype(np.float64)
+                    steer = member_lane_keeping(o.ego, scene.length[:m])  # held over the chunk
+                    actions[b, :, :m, 1] = np.where(scene.member_mask[:m], steer, 0.0)
+        speed = np.stack([s.ego_state[:, 3] for s in scenes]).astype(np.float64)  # (B, N)
         max_acc, max_dec, max_steer = self.cfg.vehicle_limits
-        actions[..., 0] = np.maximum(np.clip(actions[..., 0], -max_dec, max_acc), -np.maximum(speed, 0.0) / pc.dt)
+        for k in range(t_count):  # never brake into reverse (speed does not depend on steering)
+            speed = np.maximum(speed, 0.0)
+            actions[:, k, :, 0] = np.maximum(np.clip(actions[:, k, :, 0], -max_dec, max_acc), -speed / pc.dt)
+            speed = speed + actions[:, k, :, 0] * pc.dt
         actions[..., 1] = np.clip(actions[..., 1], -max_steer, max_steer)
-        actions = np.where(mm.numpy()[..., None], actions, 0.0)
+        actions = np.where(mm.numpy()[:, None, :, None], actions, 0.0)
         return actions, shielded, out, inp
 
     def guidance_context(self, scenes: list[features.PlatoonInputs], observations: list[Observation]
@@ -441,7 +459,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
                            neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
-        """Physical (B, N, 2) → the env's normalised Box (B, 2N) (0 stays 0, as the env scales back)."""
+        """Physical (B, T, N, 2) → the env's normalised Box (B, T·2N) (0 stays 0, as the env scales back)."""
         max_acc, max_dec, max_steer = self.cfg.vehicle_limits
         acc = np.where(actions[..., 0] < 0, actions[..., 0] / max_dec, actions[..., 0] / max_acc)
         out = np.stack([acc, actions[..., 1] / max_steer], axis=-1).clip(-1.0, 1.0)

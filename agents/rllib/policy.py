@@ -95,7 +95,8 @@ class VehicleMLPPolicy(_CheckpointPolicy):
 
 
 class PlatoonDiffusionPolicy(_CheckpointPolicy):
-    """Platoon-grouping DPPO checkpoint: every platoon featurised in its frame, planned in one batch, first step executed.
+    """Platoon-grouping DPPO checkpoint: every platoon featurised in its frame, planned in one batch, and the
+    first `act_steps` plan steps executed (the action chunk it was trained with, one per policy step).
 
     Deterministic: the module's inference chain (fixed-seed start noise, no step noise), with the
     guidance and shield settings it was trained with; `stats` counts shield fallbacks."""
@@ -109,6 +110,7 @@ class PlatoonDiffusionPolicy(_CheckpointPolicy):
             raise ValueError(f"{self.checkpoint} drives platoons of at most {self.module.n_max} members")
         self.length = features.member_lengths(info.spec)
         self.module.shield_fired = self.module.plans = 0
+        self._chunk: list[np.ndarray] = []  # the planned chunk's actions still to execute, (agents, 2) each
 
     def stats(self) -> dict[str, Any]:
         return {"plans": self.module.plans, "shield_fired": self.module.shield_fired} if self.module.shield else {}
@@ -119,17 +121,19 @@ class PlatoonDiffusionPolicy(_CheckpointPolicy):
 
         m = len(self.info.agent_names)
         alive = obs.alive.astype(bool) if obs.alive is not None else np.ones(m, dtype=bool)
-        due = [rows for rows in self.rows if alive[rows].any()]
-        out = np.zeros((m, 2))
-        if not due:
-            return out
-        n_max, cfg = self.module.n_max, self.module.cfg
-        scenes = [features.platoon_inputs(obs, rows, n_max, cfg.max_neighbours, length=self.length[rows])
-                  for rows in due]
-        actions, _, _, _ = self.module.plan_actions(scenes, [obs.select(rows) for rows in due], explore=False)
-        for rows, a in zip(due, actions):
-            out[rows] = a[:len(rows)]
-        return np.where(alive[:, None], out, 0.0)
+        if not self._chunk:
+            due = [rows for rows in self.rows if alive[rows].any()]
+            if not due:
+                return np.zeros((m, 2))
+            n_max, cfg = self.module.n_max, self.module.cfg
+            scenes = [features.platoon_inputs(obs, rows, n_max, cfg.max_neighbours, length=self.length[rows])
+                      for rows in due]
+            actions, _, _, _ = self.module.plan_actions(scenes, [obs.select(rows) for rows in due], explore=False)
+            self._chunk = [np.zeros((m, 2)) for _ in range(actions.shape[1])]
+            for rows, a in zip(due, actions):  # a: (T, N, 2)
+                for k, out in enumerate(self._chunk):
+                    out[rows] = a[k, :len(rows)]
+        return np.where(alive[:, None], self._chunk.pop(0), 0.0)
 
 
 # module kind (the checkpoint's "module") → Policy class(spec, checkpoint, meta, **params)

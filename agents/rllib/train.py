@@ -64,6 +64,8 @@ class TrainConfig(BaseModel):
     learner: dict[str, Any] = Field(default_factory=dict, description="learner_config_dict for the module's learner.")
     duration: float | None = Field(None, gt=0, description="Episode length override [s].")
     platoon_reward: Literal["mean", "sum"] = Field("mean", description="Platoon grouping: aggregate of member rewards.")
+    act_steps: int = Field(1, ge=1, description="Platoon grouping: policy steps per env step (an action chunk run "
+                           "open-loop); RLlib's env steps and batch sizes count chunks.")
     env_runners: int = Field(0, ge=0, description="Remote EnvRunner actors (0 = sample in the driver process).")
     envs_per_runner: int = Field(1, ge=1, description="Vectorized env copies per runner.")
     cpus_per_runner: float = Field(1, gt=0, description="CPUs reserved per remote EnvRunner.")
@@ -97,6 +99,8 @@ class TrainConfig(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "TrainConfig":
+        if self.act_steps > 1 and self.grouping != "platoon":
+            raise ValueError(f"act_steps ({self.act_steps}) needs grouping 'platoon'")
         if self.minibatch_size > self.train_batch_size:
             raise ValueError(f"minibatch_size ({self.minibatch_size}) must not exceed train_batch_size "
                              f"({self.train_batch_size})")
@@ -105,7 +109,8 @@ class TrainConfig(BaseModel):
     def env_config(self) -> dict[str, Any]:
         """The env_config of `PlatoonMultiAgentEnv` (plus `torch_threads` for the env runners)."""
         cfg: dict[str, Any] = {"scenario": self.scenario, "grouping": self.grouping,
-                               "platoon_reward": self.platoon_reward, "torch_threads": self.torch_threads}
+                               "platoon_reward": self.platoon_reward, "torch_threads": self.torch_threads,
+                               "act_steps": self.act_steps}
         if self.duration is not None:
             cfg["duration"] = self.duration
         return cfg
@@ -221,7 +226,7 @@ def _configure_diffusion(cfg: TrainConfig, ppo: Any, env: Any) -> Any:
     from diffplatoon.agents.rllib.diffusion_module import DiffusionPlannerModule, module_model_config
     from diffplatoon.agents.rllib.dppo_learner import DPPOLearner
 
-    model = module_model_config(dict(cfg.model), env.spec, cfg.torch_threads)
+    model = module_model_config(dict(cfg.model), env.spec, cfg.torch_threads, cfg.act_steps)
     module_spec = RLModuleSpec(module_class=DiffusionPlannerModule, model_config=model)
     return (ppo
             .multi_agent(policies={PLATOON_MODULE_ID}, policy_mapping_fn=_map_to_platoon,
@@ -378,8 +383,9 @@ def _summary_writer(out: Path) -> Any:
 # -- metrics ---------------------------------------------------------------------------------------
 
 
-def metrics_row(result: dict[str, Any], iteration: int, elapsed: float) -> dict[str, Any]:
-    """The metrics.jsonl row of one `algo.train()` result."""
+def metrics_row(result: dict[str, Any], iteration: int, elapsed: float, act_steps: int = 1) -> dict[str, Any]:
+    """The metrics.jsonl row of one `algo.train()` result. ``env_steps`` are RLlib's (action chunks when
+    ``act_steps`` > 1), ``policy_steps`` the simulated policy steps they ran."""
     runners = result.get("env_runners", {})
     steps = float(runners.get("num_env_steps_sampled", 0.0) or 0.0)
     row: dict[str, Any] = {
@@ -388,9 +394,12 @@ def metrics_row(result: dict[str, Any], iteration: int, elapsed: float) -> dict[
         "env_steps": steps,
         "env_steps_lifetime": float(result.get("num_env_steps_sampled_lifetime", 0.0) or 0.0),
         "env_steps_per_s": steps / elapsed if elapsed > 0 else 0.0,
+        "policy_steps": steps * act_steps,
+        "policy_steps_per_s": steps * act_steps / elapsed if elapsed > 0 else 0.0,
         "episodes": float(runners.get("num_episodes", 0.0) or 0.0),
         "return_mean": runners.get("episode_return_mean"),
         "episode_len_mean": runners.get("episode_len_mean"),
+        "episode_policy_steps": runners.get("steps"),
         "collisions": runners.get("collisions"),
         "offroad_steps": runners.get("offroad_steps"),
         "mean_speed": runners.get("mean_speed"),
@@ -415,7 +424,7 @@ def _progress_line(cfg: TrainConfig, row: dict[str, Any]) -> str:
 
     return (f"[bold]{cfg.name}[/] iter {row['iteration']:>4d}/{cfg.iterations}  return {f(row['return_mean'], '8.2f')}"
             f"  len {f(row['episode_len_mean'], '5.1f')}  collisions {f(row['collisions'], '4.2f')}"
-            f"  {row['env_steps_per_s']:5.0f} steps/s  {row['time_s']:5.1f} s")
+            f"  {row['policy_steps_per_s']:5.0f} steps/s  {row['time_s']:5.1f} s")
 
 
 def plot_learning_curve(metrics_path: Path, png: Path) -> Path | None:
@@ -430,9 +439,9 @@ def plot_learning_curve(metrics_path: Path, png: Path) -> Path | None:
 
     it = [r["iteration"] for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(axes, ("return_mean", "collisions", "env_steps_per_s"),
-                              ("mean episode return", "collisions per episode", "env steps / s")):
-        ys = [r.get(key) for r in rows]
+    for ax, key, label in zip(axes, ("return_mean", "collisions", "policy_steps_per_s"),
+                              ("mean episode return", "collisions per episode", "policy steps / s")):
+        ys = [r.get(key, r.get("env_steps_per_s")) for r in rows]  # rows written before policy steps existed
         ax.plot([i for i, y in zip(it, ys) if y is not None], [y for y in ys if y is not None], marker=".")
         if key == "return_mean" and any(r.get("eval_return_mean") is not None for r in rows):
             ev = [(r["iteration"], r["eval_return_mean"]) for r in rows if r.get("eval_return_mean") is not None]
@@ -505,7 +514,7 @@ def train(config: str | os.PathLike[str] | TrainConfig, *, resume: str | os.Path
             t0 = time.perf_counter()
             result = algo.train()
             iteration = int(algo.iteration)
-            row = metrics_row(result, iteration, time.perf_counter() - t0)
+            row = metrics_row(result, iteration, time.perf_counter() - t0, cfg.act_steps)
             append_jsonl(metrics_path, row)
             if writer is not None:
                 for key, value in row.items():

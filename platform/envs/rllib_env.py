@@ -16,6 +16,7 @@ env_config keys (all optional except `scenario`):
 | duration | episode length override [s] |
 | normalize_actions | true (default): actions in [-1, 1], scaled so that 0 stays 0; false: the scenario's own setting |
 | platoon_reward | "mean" (default) or "sum" of the rewards of the members that acted this step (platoon grouping) |
+| act_steps | platoon grouping: policy steps per env step (default 1); the action holds that many joint actions, executed one per policy step (an action chunk, as DPPO executes them) |
 | episode_offset | added to every episode index |
 | torch_threads | not used by the env; the training driver's env-runner callback reads it |
 
@@ -24,10 +25,16 @@ Agents and spaces (N = largest platoon size, D = flat observation width, Kc × D
 | grouping | agent ids | observation | action |
 |---|---|---|---|
 | vehicle | member names "p0.0", … | Dict(obs=(D,) own flat observation, state=(N·D + 2N,) platoon joint state: members' flat observations padded to N, member mask, one-hot of the agent's member index) | Box(2,) |
-| platoon | platoon ids "p0", … | Dict(obs=(N, D), inbox=(N, Kc, Dm), inbox_mask=(N, Kc), inbox_sender=(N, Kc) member index of each slot's sender in this platoon (−1: empty or not a member), comm_mask=(N, N) i hears j (diagonal set), both present, member_mask=(N,), pose=(N, 4) world [x, y, heading, speed], length=(N,)) | Box(2N,) members' [acc, steer] in member order |
+| platoon | platoon ids "p0", … | Dict(obs=(N, D), inbox=(N, Kc, Dm), inbox_mask=(N, Kc), inbox_sender=(N, Kc) member index of each slot's sender in this platoon (−1: empty or not a member), comm_mask=(N, N) i hears j (diagonal set), both present, member_mask=(N,), pose=(N, 4) world [x, y, heading, speed], length=(N,)) | Box(T·2N,) T = act_steps joint actions, each the members' [acc, steer] in member order |
 
 Masks are float32 0/1. Absent members (crashed, departed or padding) have zero rows and a zero
 mask; their actions are ignored. Platoon rewards aggregate member rewards (`platoon_reward`).
+
+Action chunks (`act_steps` T > 1): one env step runs up to T policy steps open-loop, the k-th with the
+k-th joint action; a platoon's reward is the sum of its per-policy-step rewards, its infos collect the
+members that crashed or departed during the chunk. The chunk stops early when the episode is truncated or
+every platoon is gone (the observation is then the one after the last step run). RLlib counts env
+steps, so one of them is T policy steps of simulated driving (`policy_steps` in the episode statistics).
 
 Episode seeding: RLlib resets its k-th vectorized copy on runner w with seed = config.seed + w + k on the
 first reset and without a seed afterwards. `reset(seed=s)` starts stream s · 1000 + w (w = the env
@@ -43,7 +50,7 @@ from typing import Any, Literal
 
 import gymnasium as gym
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
 from diffplatoon.envs.pettingzoo_env import PlatoonParallelEnv
@@ -67,7 +74,15 @@ class EnvSettings(BaseModel):
     normalize_actions: bool = True
     platoon_reward: Literal["mean", "sum"] = "mean"
     episode_offset: int = Field(0, ge=0)
+    act_steps: int = Field(1, ge=1)
     torch_threads: int = Field(1, ge=1)  # not used by the env: read by the training driver's env-runner callback
+
+    @model_validator(mode="after")
+    def _chunks_need_platoons(self) -> "EnvSettings":
+        if self.act_steps > 1 and self.grouping != "platoon":
+            raise ValueError(f"act_steps {self.act_steps} needs grouping 'platoon' (an action chunk is a platoon's "
+                             "joint plan); the vehicle grouping acts every policy step")
+        return self
 
 
 def resolve_scenario(scenario: Any) -> ScenarioSpec:
@@ -98,6 +113,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         config = {} if config is None else config  # an EnvContext may be empty yet carry worker_index
         self.settings = EnvSettings.model_validate(dict(config))
         self.grouping = self.settings.grouping
+        self.act_steps = self.settings.act_steps
         self._engines = [PlatoonParallelEnv(spec) for spec in _variants(self.settings)]
         self._check_variants()
         self.engine = self._engines[0]
@@ -134,7 +150,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             self.action_spaces = {}
             for pid, names in zip(self.platoon_ids, self.platoon_members):
                 act = self.engine.action_space(names[0])  # one vehicle type per platoon
-                low, high = np.tile(act.low, n), np.tile(act.high, n)
+                low, high = np.tile(act.low, n * self.settings.act_steps), np.tile(act.high, n * self.settings.act_steps)
                 self.action_spaces[pid] = gym.spaces.Box(low, high, dtype=np.float32)
         self.agents = []
         self._worker = int(getattr(config, "worker_index", 0) or 0)
@@ -185,26 +201,19 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         return obs, infos
 
     def step(self, action_dict: dict[str, Any]):
-        """One policy step of every agent in `action_dict`; returns RLlib's five dicts."""
+        """One env step (one policy step, or an action chunk of `act_steps`) of every agent in `action_dict`;
+        returns RLlib's five dicts."""
         if not self.agents:
             raise RuntimeError("step() called after the episode ended; call reset()")
         engine = self.engine
         if self.grouping == "vehicle":
             member_actions = {a: action_dict[a] for a in action_dict if a in engine.agents}
-        else:
-            member_actions = {}
-            for pid, action in action_dict.items():
-                joint = np.asarray(action, dtype=np.float64).reshape(self.n_max, 2)
-                for k, name in enumerate(self.platoon_members[self.platoon_ids.index(pid)]):
-                    if name in engine.agents:
-                        member_actions[name] = joint[k]
-        m_obs, m_rew, m_term, m_trunc, m_info = engine.step(member_actions)
-        self._record(m_info)
-        truncated_all = bool(engine.sim.done)
-        if self.grouping == "vehicle":
+            m_obs, m_rew, m_term, m_trunc, m_info = engine.step(member_actions)
+            self._record(m_info)
+            truncated_all = bool(engine.sim.done)
             out = self._vehicle_step(m_rew, m_term, m_trunc, m_info)
         else:
-            out = self._platoon_step(action_dict, m_rew, m_term, m_info, truncated_all)
+            truncated_all, out = self._platoon_chunk(action_dict)
         obs, rewards, terms, truncs, infos = out
         terms["__all__"] = not self.agents and not truncated_all
         truncs["__all__"] = truncated_all
@@ -225,27 +234,47 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         self.agents = [a for a in self.agents if a in m_rew and not (terms[a] or truncs[a])]
         return obs, rewards, terms, truncs, infos
 
-    def _platoon_step(self, action_dict, m_rew, m_term, m_info, truncated_all):
-        obs, rewards, terms, truncs, infos = {}, {}, {}, {}, {}
-        live = set(self.engine.agents)
+    def _platoon_chunk(self, action_dict):
+        """Run the platoons' action chunks; (episode truncated, RLlib's five dicts of the platoon agents)."""
+        engine, t_count = self.engine, self.act_steps
+        index = {pid: self.platoon_ids.index(pid) for pid in action_dict}
+        chunks = {pid: np.asarray(a, dtype=np.float64).reshape(t_count, self.n_max, 2) for pid, a in action_dict.items()}
+        rewards = {pid: 0.0 for pid in self.agents}
+        infos = {pid: {"member_rewards": {}, "crashed": [], "departed": []} for pid in self.agents}
+        truncated_all = False
+        for k in range(t_count):
+            member_actions = {}
+            for pid, chunk in chunks.items():
+                for j, name in enumerate(self.platoon_members[index[pid]]):
+                    if name in engine.agents:
+                        member_actions[name] = chunk[k, j]
+            _, m_rew, _, _, m_info = engine.step(member_actions)
+            self._record(m_info)
+            truncated_all = bool(engine.sim.done)
+            for p, pid in enumerate(self.platoon_ids):
+                if pid not in rewards:
+                    continue
+                acted = [n for n in self.platoon_members[p] if n in m_rew]
+                total = float(np.sum([m_rew[n] for n in acted])) if acted else 0.0
+                rewards[pid] += total if self.settings.platoon_reward == "sum" or not acted else total / len(acted)
+                info = infos[pid]
+                for n in acted:
+                    info["member_rewards"][n] = info["member_rewards"].get(n, 0.0) + float(m_rew[n])
+                info["crashed"] += [n for n in acted if m_info[n]["crashed"]]
+                info["departed"] += [n for n in acted if m_info[n]["departed"]]
+            if truncated_all or not engine.agents:
+                break
+        live = set(engine.agents)
+        obs, terms, truncs = {}, {}, {}
         for p, pid in enumerate(self.platoon_ids):
-            if pid not in self.agents:
+            if pid not in rewards:
                 continue
-            acted = [n for n in self.platoon_members[p] if n in m_rew]
-            member_rewards = [float(m_rew[n]) for n in acted]
-            total = float(np.sum(member_rewards)) if member_rewards else 0.0
-            rewards[pid] = total if self.settings.platoon_reward == "sum" or not acted else total / len(acted)
             gone = not any(n in live for n in self.platoon_members[p])
             terms[pid] = gone and not truncated_all
             truncs[pid] = truncated_all and not terms[pid]
             obs[pid] = self._platoon_obs(p)
-            infos[pid] = {
-                "member_rewards": dict(zip(acted, member_rewards)),
-                "crashed": [n for n in acted if m_info[n]["crashed"]],
-                "departed": [n for n in acted if m_info[n]["departed"]],
-            }
         self.agents = [pid for pid in self.agents if not (terms[pid] or truncs[pid])]
-        return obs, rewards, terms, truncs, infos
+        return truncated_all, (obs, rewards, terms, truncs, infos)
 
     # -- observations ----------------------------------------------------------------------------
     def _vehicle_obs(self, agent: str, flat: np.ndarray) -> dict[str, np.ndarray]:
