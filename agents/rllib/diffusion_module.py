@@ -39,7 +39,9 @@ accepted plan (clipping to the vehicle's limits, never braking into reverse) is 
 Inference (`explore=False`) runs the chain from a fixed-seed start noise without step noise.
 Sample-and-select is not used (one sample per step): choosing among samples would make the executed
 plan's density differ from the chain's. Values: an MLP critic on the platoon state (members' flat
-observations, member mask, poses relative to the first present member).
+observations, member mask, poses relative to the first present member) whose output is the value in
+symlog units (value = symexp(output)): platoon returns are −50 to −100, which an output layer
+starting near 0 took a dozen iterations to reach on the raw scale.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, S
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
 from diffplatoon.agents.experts import member_lane_keeping
-from diffplatoon.agents.rllib.mlp_module import _mlp, symlog
+from diffplatoon.agents.rllib.mlp_module import _mlp, symexp, symlog
 from diffplatoon.sim.observation import Observation, flat_layout
 
 CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
@@ -512,7 +514,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
     # -- values ------------------------------------------------------------------------------------------
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        return self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1)
+        return symexp(self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1))
 
 
 def policy_rows(batch: dict[str, Any]) -> torch.Tensor:

@@ -43,6 +43,11 @@ def symlog(x: torch.Tensor) -> torch.Tensor:
     return torch.sign(x) * torch.log1p(torch.abs(x))
 
 
+def symexp(x: torch.Tensor) -> torch.Tensor:
+    """sign(x)·(exp(|x|) − 1), the inverse of `symlog`."""
+    return torch.sign(x) * torch.expm1(torch.abs(x))
+
+
 def _mlp(sizes: list[int], out: int, out_gain: float) -> nn.Sequential:
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
