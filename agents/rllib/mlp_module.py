@@ -9,6 +9,9 @@ Inputs go through symlog (sign(x)·log(1 + |x|)) instead of a running normaliser
 mix metres up to 1000 and unit flags, and a stateless squash keeps the checkpoint self-contained
 and the evaluator's inputs identical to training's.
 
+The critic's output is the value in symlog units (value = symexp(output)), so returns of −50 to −300
+are reached in a few updates from an initial output near 0.
+
 Actions: diagonal Gaussian, mean from the actor, a learned state-independent log std
 (``action_dist_inputs`` = [mean, log_std]); deterministic inference returns the mean.
 """
@@ -91,7 +94,7 @@ class SharedMLPModule(TorchRLModule, ValueFunctionAPI, InferenceOnlyAPI):
 
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
-        return self.critic(symlog(batch[Columns.OBS]["state"])).squeeze(-1)
+        return symexp(self.critic(symlog(batch[Columns.OBS]["state"])).squeeze(-1))
 
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:

@@ -75,7 +75,9 @@ class TrainConfig(BaseModel):
     num_epochs: int = Field(5, ge=1, description="Passes over each train batch.")
     lr: float = Field(3e-4, gt=0, description="Adam learning rate.")
     clip: float = Field(0.2, gt=0, description="PPO ratio clip.")
-    vf_clip: float = Field(10.0, gt=0, description="Value loss clip.")
+    vf_clip: float = Field(10000.0, gt=0, description="Clamp of the squared value error (beyond it the value "
+                           "gradient is 0, so it must exceed the squared return scale; episode returns here are "
+                           "−50 to −300).")
     vf_loss_coeff: float = Field(0.5, ge=0, description="Weight of the value loss.")
     entropy_coeff: float = Field(0.0, ge=0, description="Weight of the entropy bonus.")
     grad_clip: float | None = Field(0.5, gt=0, description="Global gradient-norm clip (null: off).")
