@@ -65,7 +65,7 @@ def main() -> None:
         raise SystemExit("no pre-trained planner: run `diffplatoon pretrain configs/pretrain_planner.yaml` or pass --planner")
     out = Path(args.out)
     budget = args.iterations * args.batch
-    console.print(f"planner {planner}; budget {args.iterations} iterations x {args.batch} env steps = {budget} per method")
+    console.print(f"planner {planner}; budget {args.iterations} iterations x {args.batch} policy steps = {budget} per method")
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         timings = {}
@@ -108,7 +108,7 @@ def main() -> None:
     records = [r for r in load_records(out / "eval") if not r.get("failed")]
     rows = {r["policy"]: r for r in stats.aggregate(records, by=("policy",), metrics=["mean_speed", "merge_success"],
                                                     rates=["collision"])}
-    table = Table(title=f"onramp_merge, {args.episodes} episodes per policy; DPPO and MLP PPO budget {budget} env steps")
+    table = Table(title=f"onramp_merge, {args.episodes} episodes per policy; DPPO and MLP PPO budget {budget} policy steps")
     for col in ("policy", "collisions", "rate [95% CI]", "mean speed [m/s]", "merge success"):
         table.add_column(col, justify="left" if col == "policy" else "right")
     for label, name in policies.items():

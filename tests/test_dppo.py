@@ -126,6 +126,22 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path, act_ste
     assert values.shape == (b,) and torch.isfinite(values).all()
 
 
+def test_shield_corridor_adds_the_road_check(planner_path: Path) -> None:
+    """With `shield_corridor` the module's shield also checks each member's lane corridor: every plan it accepts
+    is accepted without it too, and this random planner's plans, which steer off their lanes, are overridden more."""
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    batch = _obs_batch(env, 12)
+    shielded = {}
+    for corridor in (False, True):
+        model = module_model_config({**MODEL, "checkpoint": str(planner_path), "shield_corridor": corridor}, env.spec)
+        module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                        action_space=env.action_spaces["p0"], model_config=model)
+        scenes, observations = module.scenes(batch[Columns.OBS])
+        _, shielded[corridor], _, _ = module.plan_actions(scenes, observations, explore=False)
+    assert np.all(shielded[True] >= shielded[False])
+    assert shielded[True].sum() > shielded[False].sum()
+
+
 def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None:
     """Rows the policy loss drops (shield overrides, RLlib's bootstrap step) keep their stored log-probabilities
     and get no gradient; the other rows are recomputed as in a full pass."""
@@ -183,8 +199,10 @@ def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_p
 
 def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
+    # shield off: the shield (with its lane corridors) overrides nearly every plan of this random planner, and
+    # overridden steps do not enter the policy loss (test_learner_forward_recomputes_only_policy_rows)
     cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",
-                      model={**MODEL, "checkpoint": str(planner_path)}, learner={"critic_lr": 1e-3},
+                      model={**MODEL, "checkpoint": str(planner_path), "shield": False}, learner={"critic_lr": 1e-3},
                       train_batch_size=30, minibatch_size=15, num_epochs=1, lr=1e-3, iterations=2,
                       checkpoint_every=2, act_steps=2, out=str(out))  # 30 decisions = 60 policy steps
     train(cfg, console=quiet())

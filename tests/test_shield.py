@@ -307,9 +307,14 @@ def test_emergency_stop_is_predicted_with_the_fallbacks_lane_keeping():
     backup = shield.with_backup(lane, states)
     assert abs(backup[0, 0, -1, 2]) < 0.05  # heading back along the lane
     assert shield.collides(lane, backup)[0]
-    # the braking fallback's predicted states follow the lane too
-    _, braking = shield.braking_plan(lane, 8.0, 10)
+    # the braking fallback's predicted states follow the lane too, and its actions carry the steering that
+    # drives them there (an executor running them open-loop, as an action chunk, reproduces the states)
+    actions, braking = shield.braking_plan(lane, 8.0, 10)
     assert np.abs(braking[0, 1:, 2]).max() < 0.1 and braking[0, -1, 1] < 0.5 * braking[0, 0, 1]
+    assert actions[0, 0, 1] < -0.01  # steering back towards the lane, against the 0.15 rad heading
+    replay = bicycle_rollout(torch.tensor(start, dtype=torch.float64), torch.as_tensor(actions),
+                             torch.full((1,), LENGTH, dtype=torch.float64), DT, 1).numpy()
+    np.testing.assert_allclose(replay, braking, atol=1e-9)
 
 
 def test_samples_steering_off_the_lane_are_driven_in_lane_before_braking():

@@ -28,7 +28,9 @@ plan, driven in lane), best first, under all three conditions. If none passes ei
 brakes at ``comfortable_decel`` keeping its lane when that passes condition 1 (the same way out
 included); otherwise every member brakes at its ``max_deceleration``. Braking never reverses (speed
 stops at 0). Each decision increments one counter of ``LEVELS``; from "lane_kept" on, the
-executor steers by lane keeping.
+executor steers by lane keeping: a fallback's actions hold the law's steering along the predicted states
+when the scene has a corridor (what an executor running the steps open-loop applies; one that observes
+every step evaluates the law on the observed state instead), else 0.
 
 All inputs share one frame (the platoon frame of the planner, or the world frame): member states
 [x, y, heading, speed], neighbours [x, y, heading, speed, length]. Plan states are those *after* each
@@ -129,8 +131,8 @@ class ShieldDecision:
     Attributes:
         level: one of ``LEVELS``.
         sample: index of the accepted sample (−1 for a braking fallback).
-        actions: (N, H, 2) [acceleration, steering] (fallbacks: steering 0, lane keeping is the
-            executor's job).
+        actions: (N, H, 2) [acceleration, steering] (fallbacks: the lane-keeping law's steering along the
+            predicted states with a corridor, else 0 — lane keeping is then the executor's job).
         states: (N, H, 4) predicted states after each step.
     """
 
@@ -220,11 +222,11 @@ class SafetyShield:
 
     def in_lane(self, scene: ShieldScene, sample_actions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Samples' accelerations (S, N, R, 2 → acceleration used) driven with lane-keeping steering (needs a
-        corridor) → actions (S, N, R, 2) with steering 0 (the executor keeps the lane), states (S, N, R, 4)."""
+        corridor) → actions (S, N, R, 2) with that steering, states (S, N, R, 4)."""
         acc = np.asarray(sample_actions, dtype=np.float64)[..., 0]
         start = np.broadcast_to(scene.start, acc.shape[:1] + scene.start.shape)
-        states = self._lane_keeping_rollout(start, acc, scene.length, scene.corridor)
-        return np.stack([acc, np.zeros_like(acc)], axis=-1), states
+        steer, states = self._lane_keeping_rollout(start, acc, scene.length, scene.corridor)
+        return np.stack([acc, steer], axis=-1), states
 
     def _first_safe_in_lane(self, scene: ShieldScene, ranked_actions: np.ndarray, steps: int) -> int | None:
         """Rank of the first sample whose accelerations are safe driven in lane, None if none (or no corridor)."""
@@ -238,8 +240,8 @@ class SafetyShield:
                      steps: int) -> tuple[np.ndarray, np.ndarray]:
         """Braking at ``decel`` [m/s²] (never below speed 0) → actions (N, steps, 2), states (N, steps, 4).
 
-        Actions steer 0 (the executor keeps the lane); the states follow the lane when the scene has a
-        corridor (`_brake`).
+        With a corridor the members are steered by the lane-keeping law (actions hold its steering) and the
+        states follow the lane; without one they steer 0 and brake straight on (`_brake`).
         """
         return self._brake(scene.start, scene.length, decel, steps, scene.corridor)
 
@@ -259,21 +261,23 @@ class SafetyShield:
         for k in range(steps):  # speed does not depend on steering, so the profile is exact
             acc[..., k] = np.maximum(-decel, -v / self.dt)
             v = v + acc[..., k] * self.dt
-        actions = np.stack([acc, np.zeros_like(acc)], axis=-1)
         if corridor is None:
+            actions = np.stack([acc, np.zeros_like(acc)], axis=-1)
             states = bicycle_rollout(torch.as_tensor(start, dtype=torch.float64), torch.as_tensor(actions),
                                      torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy()), self.dt,
                                      self.substeps, self.speed_range).numpy()
             return actions, states
-        return actions, self._lane_keeping_rollout(start, acc, length, corridor)
+        steer, states = self._lane_keeping_rollout(start, acc, length, corridor)
+        return np.stack([acc, steer], axis=-1), states
 
     def _lane_keeping_rollout(self, start: np.ndarray, acc: np.ndarray, length: np.ndarray,
-                              corridor: Corridor) -> np.ndarray:
-        """States (..., N, steps, 4) from start (..., N, 4) under accelerations (..., N, steps), steered each
-        step by the members' lane-keeping law on the corridor (what the braking fallback executes)."""
+                              corridor: Corridor) -> tuple[np.ndarray, np.ndarray]:
+        """Steering (..., N, steps) and states (..., N, steps, 4) from start (..., N, 4) under accelerations
+        (..., N, steps), steered each step by the members' lane-keeping law on the corridor (what the braking
+        fallback executes)."""
         state = torch.tensor(start, dtype=torch.float64)  # a copy: start may be a read-only broadcast
         size = torch.as_tensor(np.broadcast_to(length, start.shape[:-1]).copy(), dtype=torch.float64)
-        out = []
+        out, steering = [], []
         for k in range(acc.shape[-1]):
             speed = np.maximum(state[..., 3].numpy(), 0.0)
             pose = state[..., :3].numpy()[..., None, :]
@@ -284,7 +288,8 @@ class SafetyShield:
             for _ in range(self.substeps):
                 state = bicycle_step(state, action, size, self.dt / self.substeps, self.speed_range)
             out.append(state)
-        return torch.stack(out, dim=-2).numpy()
+            steering.append(steer)
+        return np.stack(steering, axis=-1), torch.stack(out, dim=-2).numpy()
 
     def with_backup(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
         """(S, N, R + backup_steps, 4): the plan part (S, N, R, 4) followed by an emergency stop from its end."""

@@ -110,10 +110,16 @@ class PlatoonDiffusionPolicy(_CheckpointPolicy):
             raise ValueError(f"{self.checkpoint} drives platoons of at most {self.module.n_max} members")
         self.length = features.member_lengths(info.spec)
         self.module.shield_fired = self.module.plans = 0
+        if self.module.shield is not None:
+            self.module.shield.reset_counts()
         self._chunk: list[np.ndarray] = []  # the planned chunk's actions still to execute, (agents, 2) each
 
     def stats(self) -> dict[str, Any]:
-        return {"plans": self.module.plans, "shield_fired": self.module.shield_fired} if self.module.shield else {}
+        """Plans made this episode; with the shield, the fallbacks and the count of each shield level."""
+        if self.module.shield is None:
+            return {"plans": self.module.plans}
+        return {"plans": self.module.plans, "shield_fired": self.module.shield_fired,
+                "shield": dict(self.module.shield.counts)}
 
     @torch.no_grad()
     def act(self, obs: Observation) -> np.ndarray:
