@@ -167,6 +167,15 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
     (grad_used,) = torch.autograd.grad(full[[1, 3]].sum(), module.denoiser.token_out.weight)
     torch.testing.assert_close(grad, grad_used, rtol=1e-5, atol=1e-7)
 
+    # shielded_steps "train": the overridden row's sampled plan is scored too (only the bootstrap row is kept)
+    trained = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                     action_space=env.action_spaces["p0"],
+                                     model_config={**model, "shielded_steps": "train"})
+    trained.load_state_dict(module.state_dict())
+    part = trained.forward_train(skipped)[CHAIN_LOGP]
+    assert torch.equal(part[2], out[CHAIN_LOGP][2])
+    torch.testing.assert_close(part[[0, 1, 3]], full[[0, 1, 3]], rtol=0.0, atol=1e-6)
+
 
 def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_path: Path) -> None:
     env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})

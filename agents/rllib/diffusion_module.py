@@ -35,7 +35,11 @@ instead (its accelerations; steering: the members' lane-keeping law on the obser
 chunk's first step, then the fallback's own — the law along its predicted states with a corridor, 0
 without one, as the shield checked it), the step's ``shielded`` flag is set and the learner drops that env step from the policy loss, without recomputing its
 log-probability (its reward and value still enter GAE and the value loss): the executed fallback is not
-a sample of the chain, and the sampled plan was never executed. Deterministic post-processing of an
+a sample of the chain, and the sampled plan was never executed. With `shielded_steps: train` the shield
+is instead treated as part of the environment: the policy's action is the plan it sampled (its
+log-probability is the chain's), and the env step's advantage is that of what the shield then executed,
+so plans the shield overrides are discouraged when the fallback pays less; with "drop" nothing in the
+policy loss pushes mass away from overridden plans. Deterministic post-processing of an
 accepted plan (clipping to the vehicle's limits, never braking into reverse) is part of the environment.
 
 Inference (`explore=False`) runs the chain from a fixed-seed start noise without step noise.
@@ -53,7 +57,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -105,6 +109,10 @@ class DiffusionModuleConfig(BaseModel):
     guidance: dict[str, Any] | None = Field(None, description="GuidanceConfig fields (weights as a mapping); null: off.")
     shield: bool = Field(False, description="Check the plan with SafetyShield and brake when it fails.")
     shield_steps: int = Field(5, ge=1, description="Plan steps the shield checks.")
+    shielded_steps: Literal["drop", "train"] = Field("drop", description="Steps whose plan the shield overrode: "
+                                                     "'drop' leaves them out of the policy loss; 'train' scores the "
+                                                     "sampled plan with the advantage of what the shield executed "
+                                                     "(the shield as part of the environment).")
     shield_corridor: bool = Field(False, description="Give the shield each member's lane corridor (road check, "
                                   "lane-kept fallback), as the `diffusion:` policy does. Off by default under RL: "
                                   "with the pre-trained planner it raised the override rate from 28 % to 65 % of "
@@ -509,7 +517,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         steps = None if m is None or m >= k else sorted(torch.randperm(k)[:m].tolist())
         inp = {name: batch[key] for name, key in INPUT_KEYS.items()}
         chain, shift = batch[CHAIN], batch[SHIFT]
-        rows = policy_rows(batch) if CHAIN_LOGP in batch else None
+        rows = policy_rows(batch, self.cfg.shielded_steps) if CHAIN_LOGP in batch else None
         if rows is None or bool(rows.all()):
             logp = self.chain_logp(inp, chain, shift, steps)
         else:
@@ -531,10 +539,11 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         return symexp(self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1))
 
 
-def policy_rows(batch: dict[str, Any]) -> torch.Tensor:
-    """(B,) bool: train-batch rows that enter the policy loss (real steps whose sampled plan was executed)."""
+def policy_rows(batch: dict[str, Any], shielded_steps: str = "drop") -> torch.Tensor:
+    """(B,) bool: train-batch rows that enter the policy loss: real steps, and with ``shielded_steps`` "drop"
+    only those whose sampled plan was executed."""
     shielded = batch[SHIELDED]
-    rows = shielded < 0.5
+    rows = shielded < 0.5 if shielded_steps == "drop" else torch.ones_like(shielded, dtype=torch.bool)
     if Columns.LOSS_MASK in batch:
         rows = rows & batch[Columns.LOSS_MASK].bool()
     return rows

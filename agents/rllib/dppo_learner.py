@@ -9,8 +9,9 @@ standardised per module) the policy loss is DPPO's
 
 over all K steps (or the random subset the module recomputed, its `update_steps`), with ε_k
 interpolated exponentially from `clip_base` (noisiest step) to the PPO `clip` (final step).
-Rows of RLlib's artificial bootstrap step (``loss_mask``) and rows where the safety shield replaced the
-sampled plan (``shielded``; see the module's docstring) are left out of L_pi; the value loss (clipped
+Rows of RLlib's artificial bootstrap step (``loss_mask``) and, with the module's `shielded_steps`
+"drop", rows where the safety shield replaced the sampled plan (``shielded``; see the module's docstring)
+are left out of L_pi; the value loss (clipped
 squared error, `vf_clip`) uses every real row. Optional on-manifold regulariser: the DDPM loss of the
 trainable denoiser on demonstration scenes (`bc_demos`, weight `bc_coeff`; off when either is unset).
 
@@ -78,7 +79,7 @@ class DPPOLearner(PPOTorchLearner):
         module = self.module[module_id].unwrapped()
         valid = batch[Columns.LOSS_MASK].bool() if Columns.LOSS_MASK in batch else \
             torch.ones_like(batch[Postprocessing.ADVANTAGES], dtype=torch.bool)
-        policy_rows = module_policy_rows(batch)  # the module recomputed log-probabilities of these rows only
+        policy_rows = module_policy_rows(batch, module.cfg.shielded_steps)  # the rows the module recomputed
 
         new_logp, old_logp = fwd_out[CHAIN_LOGP], batch[CHAIN_LOGP]  # (B, m), (B, K)
         k = old_logp.shape[1]
