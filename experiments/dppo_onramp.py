@@ -6,7 +6,7 @@ How to run (a pre-trained planner first: `diffplatoon pretrain configs/pretrain_
     .venv/bin/python experiments/dppo_onramp.py --mlp runs/ppo_mlp_onramp        # reuse an MLP PPO run
 
 Steps, each skipped when its output already exists under ``--out`` (so a rerun resumes):
-1. DPPO: `configs/dppo_planner.yaml` with the planner checkpoint, ``--iterations`` × ``--batch`` policy steps
+1. DPPO: `configs/dppo_planner.yaml` (or ``--config``) with the planner checkpoint, ``--iterations`` × ``--batch`` policy steps
    (its action chunks of `act_steps` policy steps make ``--batch`` / act_steps RLlib env steps).
 2. MLP PPO baseline on onramp_merge with the same policy-step budget (`configs/ppo_mlp.yaml` settings), unless
    ``--mlp`` names an existing run.
@@ -48,6 +48,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="policy steps per iteration (both trainings)")
     parser.add_argument("--episodes", type=int, default=30, help="evaluation episodes per policy")
     parser.add_argument("--mlp", default=None, help="an existing MLP PPO run/checkpoint on onramp_merge")
+    parser.add_argument("--config", default=str(REPO / "configs" / "dppo_planner.yaml"),
+                        help="DPPO training config (its scenario, model and learner; the budget comes from here)")
     parser.add_argument("--out", default="runs/dppo_onramp")
     args = parser.parse_args()
 
@@ -69,7 +71,7 @@ def main() -> None:
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     try:
         timings = {}
-        base = load_config(REPO / "configs" / "dppo_planner.yaml")
+        base = load_config(args.config)
         decisions = max(1, args.batch // base.act_steps)  # RLlib's env steps are chunks of act_steps policy steps
         dppo = base.model_copy(update={"model": {**base.model, "checkpoint": str(planner.resolve())},
                                        "iterations": args.iterations, "train_batch_size": decisions,
