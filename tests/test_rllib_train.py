@@ -140,6 +140,8 @@ def test_config_errors_name_file_line_and_field(tmp_path: Path) -> None:
         validate_config({"scenario": "hard_brake", "grouping": "platoon", "module": "mlp"})
     with pytest.raises(ScenarioError, match="minibatch_size"):
         validate_config({"scenario": "hard_brake", "train_batch_size": 100, "minibatch_size": 200})
+    with pytest.raises(ScenarioError, match=r"act_steps \(2\) needs grouping 'platoon'"):
+        validate_config({"scenario": "hard_brake", "act_steps": 2})  # action chunks are platoon plans
 
 
 def test_shipped_config_is_valid() -> None:

@@ -10,9 +10,8 @@ standardised per module) the policy loss is DPPO's
 over all K steps (or the random subset the module recomputed, its `update_steps`), with ε_k
 interpolated exponentially from `clip_base` (noisiest step) to the PPO `clip` (final step).
 Rows of RLlib's artificial bootstrap step (``loss_mask``) and, with the module's `shielded_steps`
-"drop", rows where the safety shield replaced the sampled plan (``shielded``; see the module's docstring)
-are left out of L_pi; the value loss (clipped
-squared error, `vf_clip`) uses every real row. Optional on-manifold regulariser: the DDPM loss of the
+"drop", rows where the safety shield replaced the sampled plan (``shielded``; see the module's
+docstring) are left out of L_pi; the value loss (clipped squared error, `vf_clip`) uses every real row. Optional on-manifold regulariser: the DDPM loss of the
 trainable denoiser on demonstration scenes (`bc_demos`, weight `bc_coeff`; off when either is unset).
 
 Optimisers: one Adam for the denoiser (the PPO `lr`), one for the critic (`critic_lr`); frozen
