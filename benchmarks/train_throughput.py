@@ -8,13 +8,13 @@ How to run:
 "Env steps" are policy steps of simulated driving (0.2 s each on the catalogue scenarios): a DPPO config
 with `act_steps` T > 1 makes each RLlib env step an action chunk of T policy steps, so its column samples
 `--batch` / T RLlib steps per iteration and counts each as T; both columns then drive the same simulated
-time per iteration. Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling, `num_env_runners=0`,
-`num_learners=0`, torch threads 1, the same scenario, episode length, batch size and env copies per
-runner), runs one warm-up iteration, then times `--iterations` iterations, both in this one process.
-Reported per column: env steps/s over the whole iteration and the share of it spent sampling (RLlib's
-smoothed `env_runner_sampling_timer` over its `training_iteration` timer; the rest is the learner
-update); for the diffusion column also the share of steps the shield overrode (the learner skips those
-rows, so a planner that the shield overrides more often trains faster).
+time per iteration. Each column builds a PPO algorithm from a `TrainConfig` (driver-process sampling,
+`num_env_runners=0`, `num_learners=0`, torch threads 1, the same scenario, episode length, batch size
+and env copies per runner), runs one warm-up iteration, then times `--iterations` iterations, both in
+this one process. Reported per column: env steps/s over the whole iteration and the share of it spent
+sampling (RLlib's smoothed `env_runner_sampling_timer` over its `training_iteration` timer; the rest is
+the learner update); for the diffusion column also the share of steps the shield overrode (the learner
+skips those rows, so a planner that the shield overrides more often trains faster).
 
 Columns:
 - "mlp": vehicle grouping, `SharedMLPModule`, minibatches of 250, 5 epochs (configs/ppo_mlp.yaml's PPO settings).
@@ -23,11 +23,11 @@ Columns:
   except the batch size, the scenario and the episode length, which are the benchmark's for both
   columns. That config runs 5 DDIM steps, all fine-tuned, one of them recomputed per minibatch
   (`update_steps: 1`), guidance on the final step, the shield on, action chunks of 2 policy steps
-  (`act_steps: 2`), and 8 env copies per runner whose platoons are planned in one batched chain; the MLP column gets the same env copies per runner
-  (`--envs` sets both). The planner is the config's checkpoint when that file exists, else `--planner`,
-  else a random one of the default pre-training size (configs/pretrain_planner.yaml): the network's cost
-  depends on its size, not its weights, but the shield's and the learner's depend on how often the
-  shield overrides the plans.
+  (`act_steps: 2`), and 8 env copies per runner whose platoons are planned in one batched chain; the MLP
+  column gets the same env copies per runner (`--envs` sets both). The planner is the config's checkpoint
+  when that file exists, else `--planner`, else a random one of the default pre-training size
+  (configs/pretrain_planner.yaml): the network's cost depends on its size, not its weights, but the
+  shield's and the learner's depend on how often the shield overrides the plans.
 
 Target from the issue: diffusion >= 0.5 x mlp.
 """

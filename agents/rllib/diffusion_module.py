@@ -439,9 +439,10 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
             states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
             plan_np = plan.double().numpy()
             # every platoon's plan in one batched check (and the fallbacks of those that fail it in one more)
-            shield_corridors = corridors if self.cfg.shield_corridor else [None] * len(scenes)
-            decisions = self.shield.select_scenes([self._shield_scene(s, c) for s, c in zip(scenes, shield_corridors)],
-                                                  plan_np[:, None], states[:, None], steps=self.cfg.shield_steps)
+            road_checks = corridors if self.cfg.shield_corridor else [None] * len(scenes)
+            shield_scenes = [self._shield_scene(s, c) for s, c in zip(scenes, road_checks)]
+            decisions = self.shield.select_scenes(shield_scenes, plan_np[:, None], states[:, None],
+                                                  steps=self.cfg.shield_steps)
             for b, (decision, scene, o) in enumerate(zip(decisions, scenes, observations)):
                 if decision.level != LEVELS[0]:  # a fallback, steering by the members' lane-keeping law:
                     shielded[b] = 1.0  # on the observed state now, along the shield's predicted states after

@@ -150,7 +150,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             self.action_spaces = {}
             for pid, names in zip(self.platoon_ids, self.platoon_members):
                 act = self.engine.action_space(names[0])  # one vehicle type per platoon
-                low, high = np.tile(act.low, n * self.settings.act_steps), np.tile(act.high, n * self.settings.act_steps)
+                low, high = np.tile(act.low, n * self.act_steps), np.tile(act.high, n * self.act_steps)
                 self.action_spaces[pid] = gym.spaces.Box(low, high, dtype=np.float32)
         self.agents = []
         self._worker = int(getattr(config, "worker_index", 0) or 0)
@@ -238,7 +238,8 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         """Run the platoons' action chunks; (episode truncated, RLlib's five dicts of the platoon agents)."""
         engine, t_count = self.engine, self.act_steps
         index = {pid: self.platoon_ids.index(pid) for pid in action_dict}
-        chunks = {pid: np.asarray(a, dtype=np.float64).reshape(t_count, self.n_max, 2) for pid, a in action_dict.items()}
+        chunks = {pid: np.asarray(a, dtype=np.float64).reshape(t_count, self.n_max, 2)
+                  for pid, a in action_dict.items()}
         rewards = {pid: 0.0 for pid in self.agents}
         infos = {pid: {"member_rewards": {}, "crashed": [], "departed": []} for pid in self.agents}
         truncated_all = False
