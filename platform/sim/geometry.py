@@ -22,6 +22,11 @@ from typing import NamedTuple
 import numpy as np
 import shapely
 
+# Body size of a vehicle when none is given [m]: highway-env's `Vehicle.LENGTH`/`WIDTH` (also its
+# `AbstractLane.VEHICLE_LENGTH`, the margin of `on_lane` and `after_end`); a test holds them equal.
+VEHICLE_LENGTH = 5.0
+VEHICLE_WIDTH = 2.0
+
 # Below this many active rows an all-pairs circle test is faster than sort-and-sweep
 # (measured with benchmarks/collision_cost.py's layouts on a 2-core machine).
 _DENSE_MAX_N = 40
@@ -175,8 +180,8 @@ def _active_mask(n: int, active: np.ndarray | None, *coords: np.ndarray) -> np.n
     return mask
 
 
-def _wrap_angle(a: np.ndarray) -> np.ndarray:
-    """Wrap angles to [-pi, pi)."""
+def wrap_angle(a: np.ndarray | float) -> np.ndarray | float:
+    """Wrap angles [rad] to [-pi, pi); the one definition every module uses."""
     return (a + np.pi) % (2.0 * np.pi) - np.pi
 
 
@@ -218,7 +223,7 @@ def swept_overlapping_pairs(
     if len(c.x) != n:
         raise ValueError(f"prev has {n} boxes, curr has {len(c.x)}")
     dx, dy = c.x - p.x, c.y - p.y
-    dheading = _wrap_angle(c.heading - p.heading)
+    dheading = wrap_angle(c.heading - p.heading)
     half_diag = 0.5 * np.maximum(np.hypot(p.length, p.width), np.hypot(c.length, c.width))
     min_side = np.minimum.reduce([p.length, p.width, c.length, c.width])
 

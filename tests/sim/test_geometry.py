@@ -332,3 +332,17 @@ def test_swept_without_motion_equals_discrete():
     swept = geometry.swept_overlapping_pairs(scene, scene)
     np.testing.assert_array_equal(swept.pairs, geometry.overlapping_pairs(*scene))
     assert np.all(swept.fraction == 0.0)
+
+
+def test_vehicle_size_and_angle_wrap_are_highway_envs():
+    """The one vehicle-size constant is highway-env's, and wrap_angle lands in [-pi, pi)."""
+    from highway_env.road.lane import AbstractLane
+    from highway_env.vehicle.kinematics import Vehicle
+
+    assert geometry.VEHICLE_LENGTH == Vehicle.LENGTH == AbstractLane.VEHICLE_LENGTH
+    assert geometry.VEHICLE_WIDTH == Vehicle.WIDTH
+    a = np.array([-7.0, -np.pi, 0.0, np.pi, 3 * np.pi + 0.1, 100.0])
+    w = geometry.wrap_angle(a)
+    assert np.all((w >= -np.pi) & (w < np.pi))
+    np.testing.assert_allclose(np.cos(w), np.cos(a), atol=1e-12)
+    np.testing.assert_allclose(np.sin(w), np.sin(a), atol=1e-12)

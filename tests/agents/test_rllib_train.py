@@ -22,7 +22,7 @@ from diffplatoon.agents.rllib.train import TrainConfig, checkpoints, load_config
 from diffplatoon.io import read_jsonl
 from diffplatoon.scenarios import ScenarioError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # 2-member platoon, 2 lanes, light traffic, 6 s episodes: cheap iterations.
 TINY = {

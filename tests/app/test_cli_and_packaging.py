@@ -14,7 +14,7 @@ import yaml
 
 from diffplatoon.scenarios import catalogue_names
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXE = Path(sys.executable).with_name("diffplatoon")
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "data" / "trajectory_digests.json").read_text())
 _spec = importlib.util.spec_from_file_location("trajectory_identity", ROOT / "experiments" / "trajectory_identity.py")
 identity = importlib.util.module_from_spec(_spec)

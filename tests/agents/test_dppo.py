@@ -161,7 +161,7 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
                Columns.LOSS_MASK: torch.tensor([True, True, False, True])}
     part = module.forward_train(skipped)[CHAIN_LOGP]
     assert torch.equal(part[[0, 2]], out[CHAIN_LOGP][[0, 2]])
-    torch.testing.assert_close(part[[1, 3]], full[[1, 3]], rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(part[[1, 3]], full[[1, 3]], rtol=1e-5, atol=1e-5)
     assert not torch.allclose(part[[1, 3]], out[CHAIN_LOGP][[1, 3]])
     (grad,) = torch.autograd.grad(part.sum(), module.denoiser.token_out.weight)
     (grad_used,) = torch.autograd.grad(full[[1, 3]].sum(), module.denoiser.token_out.weight)

@@ -93,7 +93,7 @@ def test_config_errors_name_file_line_and_field(tmp_path):
 def test_shipped_config_is_valid():
     from pathlib import Path
 
-    cfg = load_config(Path(__file__).parents[1] / "configs" / "pretrain_planner.yaml")
+    cfg = load_config(Path(__file__).resolve().parents[2] / "configs" / "pretrain_planner.yaml")
     assert cfg.model.horizon % cfg.model.chunk == 0 and cfg.model.d_model % cfg.model.n_heads == 0
 
 
