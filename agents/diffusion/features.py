@@ -69,7 +69,7 @@ PLAN_KEYS = ("obs", "inbox", "inbox_mask", "comm_mask", "member_mask", "ego_stat
 def obs_dim(spec: ScenarioSpec) -> int:
     """Width of `PlatoonInputs.obs` for `spec` (independent of the inbox size)."""
     o = spec.observation
-    layout = dict(flat_layout(o.neighbours, o.lane_points, 0, 0))
+    layout = flat_layout(o.neighbours, o.lane_points, 0, 0).slices
     return layout["route"].stop
 
 
@@ -124,7 +124,7 @@ def _obs_without_inbox(obs: Observation, rows: np.ndarray) -> np.ndarray:
     flat = obs.select(rows).flat()
     k, p = obs.neighbours.shape[1], obs.lane_ahead.shape[1]
     kc, d = obs.inbox.shape[1], obs.inbox.shape[2]
-    keep = [sl for name, sl in flat_layout(k, p, kc, d) if name not in _INBOX_FIELDS]
+    keep = [sl for name, sl in flat_layout(k, p, kc, d).slices.items() if name not in _INBOX_FIELDS]
     return np.concatenate([flat[:, sl] for sl in keep], axis=1)
 
 
@@ -166,7 +166,7 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
     frame = obs.pose[rows[live[0]]].astype(np.float64) if len(live) else np.zeros(3)
 
     out = PlatoonInputs(
-        obs=np.zeros((n_max, dict(flat_layout(obs.neighbours.shape[1], obs.lane_ahead.shape[1], 0, 0))["route"].stop),
+        obs=np.zeros((n_max, flat_layout(obs.neighbours.shape[1], obs.lane_ahead.shape[1], 0, 0).slices["route"].stop),
                      np.float32),
         inbox=np.zeros((n_max, kc, d + 1), np.float32),
         inbox_mask=np.zeros((n_max, kc), bool),

@@ -205,7 +205,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         space = self.observation_space
         self.n_max, self.flat_dim = (int(v) for v in space["obs"].shape)
         self.kc, self.raw_msg_dim = int(space["inbox"].shape[1]), int(space["inbox"].shape[2])
-        layout = dict(flat_layout(cfg.neighbours, cfg.lane_points, self.kc, self.raw_msg_dim))
+        layout = flat_layout(cfg.neighbours, cfg.lane_points, self.kc, self.raw_msg_dim).slices
         if layout["inbox_age"].stop != self.flat_dim:
             raise ValueError(f"neighbours={cfg.neighbours}, lane_points={cfg.lane_points} give a flat observation of "
                              f"{layout['inbox_age'].stop} columns; the env gives {self.flat_dim}")

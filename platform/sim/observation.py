@@ -1,29 +1,8 @@
-"""Per-vehicle observations of the controlled vehicles, computed vectorized from the World's arrays.
+"""`Observer`: the per-vehicle observations of the controlled vehicles, computed vectorized from
+the World's arrays.
 
-`Observation` is the structured form every consumer reads (experts by field, learned policies
-through `flat()`); `Observer` fills it. Frames: "ego frame" = x forward along the vehicle's
-heading, y to its right (highway-env's screen convention, y down). All arrays are float32
-with M = number of controlled vehicles, in `Simulation.agent_names` order.
-
-| field | shape | features |
-|---|---|---|
-| ego | (M, 10) | speed, acceleration, steering, heading error to lane, lateral offset r, lane width, distance to lane end, speed limit, platoon member index, is platoon leader |
-| leader | (M, 4) | gap to the vehicle ahead in the lane (bumper to bumper; `range` if none), its speed, closing speed, present flag |
-| side | (M, 2, 2, 4) | [left, right] × [front, rear]: gap, speed, closing speed, present flag (present=0 also when the side lane does not exist) |
-| side_lane | (M, 2) | 1 if a left / right lane exists and may be entered |
-| neighbours | (M, K, 9) | K nearest vehicles within `range` in the ego frame: dx, dy, dvx, dvy, cos Δψ, sin Δψ, length, width, same-platoon flag |
-| neighbour_mask | (M, K) bool | valid neighbour slots |
-| lane_ahead | (M, P, 2) | centre-line points ahead on the current lane/route, ego frame |
-| route | (M, 3) | lanes to move to reach the route (−left/+right), distance left to do it (m), route progress 0..1 |
-| inbox, inbox_mask, inbox_age | (M, Kc, D), (M, Kc) bool, (M, Kc) | V2V messages received (see `diffplatoon.sim.comms`) |
-| predecessor_message | (M, D), (M,) bool | the newest message from the member just ahead in the platoon, if received |
-| predecessor_age | (M,) | steps since that message was sent (0 when none) |
-| alive | (M,) bool | the member is on the road and not crashed (all its other fields are zero when false) |
-| pose | (M, 3) | [x, y, heading] in the world frame (for planners that work in a platoon frame) |
-| inbox_sender | (M, Kc) int64 | comm id of the sender of each inbox slot, −1 for an empty slot |
-
-`flat()` concatenates ego … inbox_age (columns: `flat_layout`); the predecessor fields,
-`alive`, `pose` and `inbox_sender` are for controllers that read fields and are not part of it.
+The fields, their shapes and the flat layout are the contract in `diffplatoon.sim.observation_layout`
+(re-exported here: `Observation`, `ObservationLayout`, `flat_layout` and the feature names).
 
 Feature details (`Observer`):
 - gaps are bumper to bumper along the lane the two vehicles are compared on; closing speed is
@@ -56,227 +35,43 @@ Feature details (`Observer`):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
-from diffplatoon.sim.lanes import LaneTable
+from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.sim.observation_layout import (
+    EGO_FEATURES,
+    LEADER_FEATURES,
+    NEIGHBOUR_FEATURES,
+    ROUTE_FEATURES,
+    SIDE_FEATURES,
+    Field,
+    Observation,
+    ObservationLayout,
+    flat_layout,
+)
+from diffplatoon.sim.observation_routes import chain_length, continuations, default_table, route_table
 
 if TYPE_CHECKING:
     from diffplatoon.sim.simulation import Simulation
 
-EGO_FEATURES = (
-    "speed",
-    "acceleration",
-    "steering",
-    "heading_error",
-    "lateral_offset",
-    "lane_width",
-    "distance_to_lane_end",
-    "speed_limit",
-    "member_index",
-    "is_leader",
-)
-LEADER_FEATURES = ("gap", "speed", "closing_speed", "present")
-SIDE_FEATURES = ("gap", "speed", "closing_speed", "present")
-NEIGHBOUR_FEATURES = ("dx", "dy", "dvx", "dvy", "cos_dheading", "sin_dheading", "length", "width", "same_platoon")
-ROUTE_FEATURES = ("lane_changes_needed", "distance_to_do_it", "progress")
-
-
-def flat_layout(k: int, p: int, kc: int, d: int) -> list[tuple[str, slice]]:
-    """(field, columns) of `Observation.flat()` for K neighbours, P lane points, Kc inbox slots of D floats."""
-    sizes = [
-        ("ego", len(EGO_FEATURES)),
-        ("leader", len(LEADER_FEATURES)),
-        ("side", 4 * len(SIDE_FEATURES)),
-        ("side_lane", 2),
-        ("neighbours", k * len(NEIGHBOUR_FEATURES)),
-        ("neighbour_mask", k),
-        ("lane_ahead", 2 * p),
-        ("route", len(ROUTE_FEATURES)),
-        ("inbox", kc * d),
-        ("inbox_mask", kc),
-        ("inbox_age", kc),
-    ]
-    out, start = [], 0
-    for name, size in sizes:
-        out.append((name, slice(start, start + size)))
-        start += size
-    return out
-
-
-@dataclass
-class Observation:
-    """Structured observation of all controlled vehicles (see the module table)."""
-
-    ego: np.ndarray
-    leader: np.ndarray
-    side: np.ndarray
-    side_lane: np.ndarray
-    neighbours: np.ndarray
-    neighbour_mask: np.ndarray
-    lane_ahead: np.ndarray
-    route: np.ndarray
-    inbox: np.ndarray
-    inbox_mask: np.ndarray
-    inbox_age: np.ndarray
-    predecessor_message: np.ndarray
-    predecessor_mask: np.ndarray
-    alive: np.ndarray | None = None
-    predecessor_age: np.ndarray | None = None
-    pose: np.ndarray | None = None
-    inbox_sender: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return self.ego.shape[0]
-
-    def flat(self) -> np.ndarray:
-        """(M, obs_dim) float32: every field concatenated per vehicle (masks as 0/1)."""
-        m = self.ego.shape[0]
-        parts = [
-            self.ego,
-            self.leader,
-            self.side.reshape(m, -1),
-            self.side_lane,
-            self.neighbours.reshape(m, -1),
-            self.neighbour_mask.astype(np.float32),
-            self.lane_ahead.reshape(m, -1),
-            self.route,
-            self.inbox.reshape(m, -1),
-            self.inbox_mask.astype(np.float32),
-            self.inbox_age.astype(np.float32),
-        ]
-        return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=1)
-
-    def select(self, rows: np.ndarray) -> "Observation":
-        """The observation of a subset of vehicles (e.g. one platoon)."""
-        return Observation(**{k: None if v is None else v[rows] for k, v in self.__dict__.items()})
-
-    def astype32(self) -> "Observation":
-        """A copy with float arrays as float32 (masks stay bool, ids stay integer)."""
-        return Observation(**{
-            k: v if v is None or v.dtype == bool or np.issubdtype(v.dtype, np.integer) else v.astype(np.float32)
-            for k, v in self.__dict__.items()
-        })
-
-
-# -- Observer ---------------------------------------------------------------------------------
+__all__ = [
+    "EGO_FEATURES",
+    "LEADER_FEATURES",
+    "NEIGHBOUR_FEATURES",
+    "ROUTE_FEATURES",
+    "SIDE_FEATURES",
+    "Field",
+    "Observation",
+    "ObservationLayout",
+    "Observer",
+    "flat_layout",
+]
 
 _FAR = 1000.0  # [m] cap on route and lane-end distances (loops and very long roads)
 _DEFAULT_SPEED_LIMIT = 40.0  # [m/s] reported for lanes without a limit (the World's max speed)
 _MAX_HOPS = 8  # most lane boundaries one lane-ahead point may cross
-
-
-@dataclass
-class _RouteTable:
-    """Per-lane route quantities of one vehicle (arrays indexed by lane id)."""
-
-    need: np.ndarray  # lanes to move (−left/+right) before the deadline
-    deadline: np.ndarray  # distance from the lane's start to where the move must be done [m]
-    before: np.ndarray  # route length driven before the lane's start [m]
-    remaining: np.ndarray  # distance from the lane's start to the route end [m]
-    next: np.ndarray  # lane taken at the end of this lane (−1: the lane ends)
-
-
-def _continuations(table: LaneTable, graph: nx.DiGraph) -> tuple[np.ndarray, np.ndarray]:
-    """(next, previous) lane ids along smooth joins (the lane graph's "next" edges), −1 if none.
-
-    Where a lane splits or several lanes merge, the one with the same lane position wins,
-    else the first one listed.
-    """
-    nxt = np.full(table.n, -1, dtype=np.intp)
-    prv = np.full(table.n, -1, dtype=np.intp)
-    for k, idx in enumerate(table.indices):
-        if idx not in graph:
-            continue
-        succ = [v for _, v, kind in graph.out_edges(idx, data="kind") if kind == "next"]
-        pred = [u for u, _, kind in graph.in_edges(idx, data="kind") if kind == "next"]
-        for out, cands in ((nxt, succ), (prv, pred)):
-            if cands:
-                same = [c for c in cands if c[2] == idx[2]]
-                out[k] = table.id_of[tuple((same or cands)[0])]
-    return nxt, prv
-
-
-def _chain_length(table: LaneTable, link: np.ndarray, include_self: bool) -> np.ndarray:
-    """Length along `link` from each lane (its own length first if `include_self`); a loop is counted once."""
-    out = np.zeros(table.n)
-    for k in range(table.n):
-        total, lane, seen = (table.length[k] if include_self else 0.0), link[k], {k}
-        while lane >= 0 and lane not in seen:
-            seen.add(lane)
-            total += table.length[lane]
-            lane = link[lane]
-        out[k] = total
-    return out
-
-
-def _route_entries(table: LaneTable, route: list[int], lane: int, block: int,
-                   blocks: list[tuple[int, int]]) -> tuple[int, float, float]:
-    """(need, deadline, remaining) of `lane`, which lies on the road of route block `block`.
-
-    `blocks` are (first, last) route indices of each road the route visits, in order.
-    """
-    pos = table.lane_pos
-    lengths = [table.length[route[last]] for _, last in blocks]
-    lengths[block] = table.length[lane]
-    remaining = float(sum(lengths[block:]))
-    exit_pos = pos[route[blocks[block][1]]]
-    if pos[lane] != exit_pos:
-        return int(exit_pos - pos[lane]), float(table.length[lane]), remaining
-    for b in range(block + 1, len(blocks)):
-        first, last = blocks[b]
-        if pos[route[first]] != pos[route[last]]:
-            return int(pos[route[last]] - pos[route[first]]), float(sum(lengths[block:b + 1])), remaining
-    return 0, remaining, remaining
-
-
-def _route_table(table: LaneTable, route: list[int], base: _RouteTable) -> _RouteTable:
-    """`base` with the lanes of every road on `route` overwritten by the route's quantities."""
-    out = _RouteTable(*(a.copy() for a in (base.need, base.deadline, base.before, base.remaining, base.next)))
-    blocks: list[tuple[int, int]] = []
-    for j, lane in enumerate(route):
-        if blocks and table.road[route[blocks[-1][0]]] == table.road[lane]:
-            blocks[-1] = (blocks[-1][0], j)
-        else:
-            blocks.append((j, j))
-    driven, done_roads = 0.0, set()
-    for b, (first, last) in enumerate(blocks):
-        road = int(table.road[route[first]])
-        if road in done_roads:  # a road visited twice keeps its first visit
-            continue
-        done_roads.add(road)
-        for lane in np.flatnonzero(table.road == road):
-            need, deadline, remaining = _route_entries(table, route, int(lane), b, blocks)
-            out.need[lane], out.deadline[lane], out.remaining[lane] = need, deadline, remaining
-            out.before[lane] = driven
-            if lane == route[last] and b + 1 < len(blocks):
-                out.next[lane] = route[blocks[b + 1][0]]
-        driven += float(table.length[route[last]])
-    return out
-
-
-def _default_table(table: LaneTable, graph: nx.DiGraph, exits: list, nxt: np.ndarray,
-                   prv: np.ndarray) -> _RouteTable:
-    """Route quantities of vehicles without a route: from each lane, the cheapest way to any exit."""
-    n = table.n
-    out = _RouteTable(np.zeros(n, dtype=np.intp), np.zeros(n), _chain_length(table, prv, False),
-                      _chain_length(table, nxt, True), nxt.copy())
-    sources = [e for e in exits if e in graph]
-    if not sources:  # closed circuit: nothing to reach
-        out.deadline[:] = out.remaining
-        return out
-    _, paths = nx.multi_source_dijkstra(graph.reverse(copy=False), sources, weight="weight")
-    for k, idx in enumerate(table.indices):
-        if idx not in paths:
-            continue
-        route = [table.id_of[tuple(p)] for p in reversed(paths[idx])]
-        one = _route_table(table, route, out)
-        out.need[k], out.deadline[k] = one.need[k], one.deadline[k]
-        out.remaining[k] = one.remaining[k]
-    return out
 
 
 class Observer:
@@ -297,9 +92,9 @@ class Observer:
         self.spacing = float(spec.lane_point_spacing)
         world, tab = sim.world, sim.world.table
         graph = sim.road.lane_graph()
-        self._cont, self._prev = _continuations(tab, graph)
+        self._cont, self._prev = continuations(tab, graph)
         exits = list(sim.road.exit_lanes())
-        base = _default_table(tab, graph, exits, self._cont, self._prev)
+        base = default_table(tab, graph, exits, self._cont, self._prev)
         rows = sim.controlled
         m = len(rows)
         self._vids = world.vid[rows].copy()  # a row reused after a departure holds another vehicle
@@ -307,13 +102,13 @@ class Observer:
         for row in rows:
             n_route = int(world.route_len[row])
             route = [int(r) for r in world.route[row, :n_route]]
-            tables.append(_route_table(tab, route, base) if route else base)
+            tables.append(route_table(tab, route, base) if route else base)
         self._need = np.stack([t.need for t in tables]).astype(np.float64)  # (M, n_lanes)
         self._deadline = np.stack([t.deadline for t in tables])
         self._before = np.stack([t.before for t in tables])
         self._remaining = np.stack([t.remaining for t in tables])
         self._next = np.stack([t.next for t in tables])  # (M, n_lanes)
-        self._lane_end = np.stack([_chain_length(tab, t.next, True) for t in tables])  # (M, n_lanes)
+        self._lane_end = np.stack([chain_length(tab, t.next, True) for t in tables])  # (M, n_lanes)
         self._agent = np.arange(m)
         graph_c = sim.comm_graph
         self._platoon = graph_c.platoon_of.copy()  # (M,)
@@ -381,9 +176,7 @@ class Observer:
         inbox = sim.inbox
         kc, d = inbox.data.shape[1], inbox.data.shape[2]
         if n == 0:
-            obs = _zeros(m, self.k, self.n_points, kc, d)
-            obs.alive = alive
-            return obs
+            return Observation.zeros(flat_layout(self.k, self.n_points, kc, d), m, alive=alive)
         # numpy's per-call overhead dominates at these sizes (M ~ 4): fewer calls, `take` over 2-D fancy indexing
         lane, s = world.lane[rows], world.s[rows]
         x, y, h, v = world.x[rows], world.y[rows], world.heading[rows], world.speed[rows]
@@ -398,7 +191,7 @@ class Observer:
         ego[:, 0] = v
         ego[:, 1] = world.accel[rows]
         ego[:, 2] = world.steering[rows]
-        ego[:, 3] = _wrap(h - tab.heading_at(lane, s))
+        ego[:, 3] = wrap_angle(h - tab.heading_at(lane, s))
         ego[:, 4] = world.r[rows]
         ego[:, 5] = width
         ego[:, 6] = to_end
@@ -575,31 +368,3 @@ def _spread(values: np.ndarray, idx: np.ndarray, m: int, dtype, fill=0) -> np.nd
     out = np.full((m,) + values.shape[1:], fill, dtype=dtype)
     out[idx] = values
     return out
-
-
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2 * np.pi) - np.pi
-
-
-def _zeros(m: int, k: int, p: int, kc: int, d: int) -> Observation:
-    """An all-absent observation of m vehicles."""
-    f = np.float32
-    return Observation(
-        ego=np.zeros((m, len(EGO_FEATURES)), f),
-        leader=np.zeros((m, len(LEADER_FEATURES)), f),
-        side=np.zeros((m, 2, 2, len(SIDE_FEATURES)), f),
-        side_lane=np.zeros((m, 2), f),
-        neighbours=np.zeros((m, k, len(NEIGHBOUR_FEATURES)), f),
-        neighbour_mask=np.zeros((m, k), dtype=bool),
-        lane_ahead=np.zeros((m, p, 2), f),
-        route=np.zeros((m, len(ROUTE_FEATURES)), f),
-        inbox=np.zeros((m, kc, d), f),
-        inbox_mask=np.zeros((m, kc), dtype=bool),
-        inbox_age=np.zeros((m, kc), f),
-        predecessor_message=np.zeros((m, d), f),
-        predecessor_mask=np.zeros(m, dtype=bool),
-        alive=np.zeros(m, dtype=bool),
-        predecessor_age=np.zeros(m, f),
-        pose=np.zeros((m, 3), f),
-        inbox_sender=np.full((m, kc), -1, dtype=np.int64),
-    )

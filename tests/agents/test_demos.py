@@ -50,8 +50,10 @@ def test_observation_pose_and_senders_match_the_simulator():
 
 def test_platoon_frame_is_exact():
     sim, obs = _run(_short("highway_platoon"), 0, 3)
-    obs.pose[:4] = np.array([[10.0, 20.0, np.pi / 2], [10.0, 10.0, np.pi / 2], [13.0, 20.0, np.pi / 2 + 0.25],
-                             [10.0, 20.0, np.pi / 2]], np.float32)
+    pose = obs.pose.copy()
+    pose[:4] = np.array([[10.0, 20.0, np.pi / 2], [10.0, 10.0, np.pi / 2], [13.0, 20.0, np.pi / 2 + 0.25],
+                         [10.0, 20.0, np.pi / 2]], np.float32)
+    obs = dataclasses.replace(obs, pose=pose)
     p = features.platoon_inputs(obs, np.arange(4), n_max=4)
     np.testing.assert_array_equal(p.ego_state[0, :3], 0.0)  # the origin member maps to zeros
     np.testing.assert_array_equal(p.ego_state[3, :3], 0.0)  # so does any member at the origin's pose
@@ -109,8 +111,9 @@ def test_padding_and_missing_leader():
         assert d.min() < 1e-2
         assert act[np.argmin(d)] not in sim.controlled[rows]
     # member 0 gone: the frame moves to the first live member and member 0 is masked everywhere
-    obs.alive = obs.alive.copy()
-    obs.alive[4] = False
+    alive = obs.alive.copy()
+    alive[4] = False
+    obs = dataclasses.replace(obs, alive=alive)
     q = features.platoon_inputs(obs, rows, n_max=5)
     np.testing.assert_allclose(q.frame, obs.pose[5])
     np.testing.assert_array_equal(q.ego_state[1, :3], 0.0)

@@ -92,10 +92,9 @@ def test_spaces_are_cached_and_match_vehicle_limits() -> None:
         np.testing.assert_allclose(env.action_space(agent).high, [v.max_acceleration, v.max_steering], rtol=1e-6)
     obs, _ = env.reset(seed=0)
     sim = env.sim
-    layout = dict(flat_layout(spec.observation.neighbours, spec.observation.lane_points,
-                              *sim.inbox.data.shape[1:]))
-    assert layout["inbox_age"].stop == env.observation_space("p0.0").shape[0]
-    assert obs["p0.1"][layout["ego"]][EGO_FEATURES.index("member_index")] == 1.0
+    layout = flat_layout(spec.observation.neighbours, spec.observation.lane_points, *sim.inbox.data.shape[1:])
+    assert layout.size == layout.slices["inbox_age"].stop == env.observation_space("p0.0").shape[0]
+    assert layout.unflatten(obs["p0.1"])["ego"][EGO_FEATURES.index("member_index")] == 1.0
     # SI actions are clipped to the limits
     acts = env.scale_actions({"p0.0": [100.0, -5.0]})
     assert acts[0].tolist() == pytest.approx([v.max_acceleration, -v.max_steering])
