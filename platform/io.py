@@ -4,6 +4,10 @@ Writes go to a temporary file in the same folder, are flushed and fsynced, then 
 over the target, so a reader (or a run killed mid-write) sees either the old file or the
 new one, never half of one. Append-only JSONL records are written one whole line per
 `os.write` call on a file opened with O_APPEND, and readers skip a torn last line.
+
+No write follows a symbolic link: an appended file is opened with O_NOFOLLOW, and an atomic
+write replaces a link at the target by a plain file (the rename replaces the link itself), so a
+link planted in an output folder cannot redirect output outside it.
 """
 
 from __future__ import annotations
@@ -55,7 +59,12 @@ def append_jsonl(path: str | os.PathLike[str], record: dict[str, Any]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     line = (json.dumps(record, default=_json_default) + "\n").encode("utf-8")
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as err:
+        if path.is_symlink():
+            raise OSError(f"{path}: refusing to append through a symbolic link") from err
+        raise
     try:
         os.write(fd, line)
         os.fsync(fd)
