@@ -1,12 +1,13 @@
 """Loading scenarios: YAML file or catalogue name → validated `ScenarioSpec`.
 
 Validation runs in two passes and reports every problem of both at once:
-1. schema — pydantic's checks, translated into "expected …, got …" messages with the YAML
+1. schema — every number finite and of a sane size (`semantics.number_problems`, on the raw
+   data), then pydantic's checks, translated into "expected …, got …" messages with the YAML
    line of the field;
-2. semantics — checks that need the built road: lanes exist, spawns lie on their lanes and do
-   not overlap, platoons fit, routes are connected and destinations reachable, events name
-   known vehicles and fire before the end.
-Nothing is silently repaired.
+2. semantics — checks that need several fields or the built road (`diffplatoon.scenarios.
+   semantics`): lanes usable, spawns fully on their lanes and not overlapping, routes connected,
+   traffic within budget, events naming vehicles of the right kind, topology edges in range.
+Nothing is silently repaired; a scenario that validates builds and runs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 
 from diffplatoon.scenarios.errors import Path, Problem, ScenarioError, format_path
-from diffplatoon.scenarios.schema import CommOutageEvent, CutInEvent, ScenarioSpec
+from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.scenarios.semantics import number_problems, semantic_problems
 from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
 
 CATALOGUE_PACKAGE = "diffplatoon.scenarios"
@@ -72,10 +74,16 @@ def parse_scenario(text: str, source: str = "<string>") -> ScenarioSpec:
 def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | None = None) -> ScenarioSpec:
     """Validate already-parsed data: schema then semantics; raise `ScenarioError` on any problem."""
     lines = lines or {}
+    problems = number_problems(data, lines)
     try:
         spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:
-        raise ScenarioError(source, schema_problems(exc, lines)) from None
+        flagged = {p.path for p in problems}
+        problems += [p for p in schema_problems(exc, lines) if p.path not in flagged]
+    except (ArithmeticError, ValueError) as exc:  # a validator's maths on numbers `number_problems` let through
+        problems = problems or [Problem((), f"expected numbers a scenario can be built from: {exc}", None)]
+    if problems:
+        raise ScenarioError(source, problems)
     problems = semantic_problems(spec, lines)
     if problems:
         raise ScenarioError(source, problems)
@@ -205,6 +213,8 @@ def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]])
         return f"expected an integer, got {got_text}"
     if kind in ("float_type", "float_parsing"):
         return f"expected a number, got {got_text}"
+    if kind == "finite_number":
+        return f"expected a finite number, got {got_text}"
     if kind in ("bool_type", "bool_parsing"):
         return f"expected true or false, got {got_text}"
     if kind == "string_type":
@@ -229,7 +239,8 @@ def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]])
 
 
 def _is_lane_ref(annotation: Any) -> bool:
-    args = set(typing.get_args(annotation))
+    args = [typing.get_args(a)[0] if typing.get_origin(a) is typing.Annotated else a
+            for a in typing.get_args(annotation)]
     return int in args and str in args
 
 
@@ -238,118 +249,5 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-# ---------------------------------------------------------------------------------------------
-# Pass 2: semantics that need the road.
-
-
-def semantic_problems(spec: ScenarioSpec, lines: dict[Path, int] | None = None) -> list[Problem]:
-    """Everything wrong with a schema-valid spec that only the built road can reveal."""
-    lines = lines or {}
-    problems: list[Problem] = []
-
-    def add(path: Path, message: str) -> None:
-        problems.append(Problem(path, message, line_of(lines, path)))
-
-    road = spec.road
-    for field_path, message in road.problems():
-        add(("road",) + _parse_path(field_path), message)
-    if problems:
-        return problems  # lanes cannot be resolved on a broken road
-
-    placed: list[tuple[tuple[str, str, int], float, float, Path, str]] = []  # lane, s_front, s_back, path, name
-    for i, platoon in enumerate(spec.platoons):
-        lane = _lane(road, platoon.lane, ("platoons", i, "lane"), add)
-        if lane is None:
-            continue
-        length = road.lane_length(lane)
-        veh = platoon.vehicle
-        if platoon.start > length:
-            add(("platoons", i, "start"), f"expected a position on lane {list(lane)} (0 to {length:.1f} m), got {platoon.start}")
-            continue
-        tail = platoon.start - (platoon.size - 1) * (veh.length + platoon.spawn_gap) - veh.length / 2
-        if tail < 0:
-            add(
-                ("platoons", i, "start"),
-                f"expected the whole platoon to fit on lane {list(lane)}: {platoon.size} members need "
-                f"start >= {platoon.start - tail:.1f} m, got {platoon.start}",
-            )
-        for k in range(platoon.size):
-            s = platoon.start - k * (veh.length + platoon.spawn_gap)
-            placed.append((lane, s + veh.length / 2, s - veh.length / 2, ("platoons", i), f"{platoon.id}.{k}"))
-        _check_route(spec, road, i, lane, add)
-
-    for i, vehicle in enumerate(spec.vehicles):
-        lane = _lane(road, vehicle.lane, ("vehicles", i, "lane"), add)
-        if lane is None:
-            continue
-        length = road.lane_length(lane)
-        if vehicle.start > length:
-            add(("vehicles", i, "start"), f"expected a position on lane {list(lane)} (0 to {length:.1f} m), got {vehicle.start}")
-            continue
-        L = vehicle.vehicle.length
-        placed.append((lane, vehicle.start + L / 2, vehicle.start - L / 2, ("vehicles", i), vehicle.id))
-
-    placed.sort(key=lambda p: (p[0], -p[1]))
-    for a, b in zip(placed, placed[1:]):
-        if a[0] == b[0] and b[1] > a[2]:
-            add(b[3], f"expected vehicles not to overlap at spawn, but {b[4]} overlaps {a[4]} on lane {list(a[0])}")
-
-    names = set(spec.vehicle_names())
-    ids = [p.id for p in spec.platoons] + [v.id for v in spec.vehicles]
-    for dup in sorted({x for x in ids if ids.count(x) > 1}):
-        add(("platoons",), f"expected unique platoon and vehicle ids, got '{dup}' more than once")
-    members = {n for p in spec.platoons for n in p.member_names()} | {p.id for p in spec.platoons}
-    for i, event in enumerate(spec.events):
-        if event.at >= spec.duration:
-            add(("events", i, "at"), f"expected a time before the end of the scenario (duration {spec.duration:g} s), got {event.at:g}")
-        refs = event.vehicles if isinstance(event, CommOutageEvent) else [event.vehicle]
-        field = "vehicles" if isinstance(event, CommOutageEvent) else "vehicle"
-        for ref in refs:
-            if ref not in names:
-                add(("events", i, field), f"expected a known vehicle ({_short_list(sorted(names))}), got '{ref}'")
-            elif isinstance(event, CommOutageEvent) and ref not in members:
-                add(("events", i, field), f"expected a platoon member or platoon id (only they use V2V), got '{ref}'")
-        if isinstance(event, CutInEvent) and event.ahead_of not in names:
-            add(("events", i, "ahead_of"), f"expected a known vehicle ({_short_list(sorted(names))}), got '{event.ahead_of}'")
-    return problems
-
-
-def _parse_path(text: str) -> Path:
-    """'lanes[2].to' -> ('lanes', 2, 'to')."""
-    parts = text.replace("]", "").replace("[", ".").split(".")
-    return tuple(int(p) if p.isdigit() else p for p in parts if p)
-
-
-def _lane(road: Any, ref: Any, path: Path, add: Any) -> tuple[str, str, int] | None:
-    try:
-        return road.resolve_lane(ref)
-    except ValueError as exc:
-        add(path, str(exc))
-        return None
-
-
-def _check_route(spec: ScenarioSpec, road: Any, i: int, lane: tuple[str, str, int], add: Any) -> None:
-    platoon = spec.platoons[i]
-    if platoon.destination is not None:
-        try:
-            road.route(lane, platoon.destination)
-        except ValueError as exc:
-            add(("platoons", i, "destination"), str(exc))
-    if platoon.route is not None:
-        graph = road.lane_graph()
-        previous = lane
-        for j, ref in enumerate(platoon.route):
-            nxt = _lane(road, ref, ("platoons", i, "route", j), add)
-            if nxt is None:
-                return
-            if nxt != previous and not graph.has_edge(previous, nxt):
-                add(("platoons", i, "route", j), f"expected a lane connected to {list(previous)}, got {list(nxt)}")
-                return
-            previous = nxt
-
-
-def _short_list(items: list[str], limit: int = 8) -> str:
-    return ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
-
-
-__all__ = ["load_scenario", "parse_scenario", "validate_data", "catalogue_names", "ScenarioError", "format_path"]
+__all__ = ["load_scenario", "parse_scenario", "validate_data", "catalogue_names", "ScenarioError", "format_path",
+           "semantic_problems"]

@@ -17,23 +17,33 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from diffplatoon.scenarios.roads import HighwayRoad, RoadSpec
 
-LaneRef = Union[int, str, tuple[str, str, int]]
+LaneRef = Union[StrictInt, str, tuple[str, str, StrictInt]]
 """A lane: an int (lane id on the road's default spawn edge), a named lane, or [from, to, id]."""
 
 Topology = Union[
     Literal["predecessor_follower", "leader_follower", "predecessor_leader", "bidirectional", "all_to_all"],
-    list[tuple[int, int]],
+    list[tuple[StrictInt, StrictInt]],
 ]
 
 
-class Strict(BaseModel):
-    """Base for every spec model: unknown keys are errors; specs are immutable once loaded."""
+MAX_SPEED = 60.0  # [m/s] any speed, speed range or speed limit
+MAX_DURATION = 3600.0  # [s] an episode, and anything timed inside one
+MAX_TRAFFIC = 1000  # background vehicles at the start, however they are asked for
+MAX_WEIGHT = 1000.0  # largest magnitude of a reward weight
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+
+class Strict(BaseModel):
+    """Base for every spec model: unknown keys are errors; specs are immutable once loaded.
+
+    Numbers must be finite (NaN and infinities are refused) and integer fields are strict: a
+    YAML ``true`` is not the integer 1, and 2.0 is not an integer.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class VehicleSpec(Strict):
@@ -59,6 +69,13 @@ class IDMParams(Strict):
     )
     acc_max: float = Field(6.0, gt=0, le=15, description="Hard clip on IDM acceleration [m/s²].")
 
+    @model_validator(mode="after")
+    def _delta_range(self) -> "IDMParams":
+        lo, hi = self.delta_range
+        if not 0 < lo <= hi <= 10:
+            raise ValueError(f"delta_range must satisfy 0 < lo <= hi <= 10, got {list(self.delta_range)}")
+        return self
+
 
 class MobilParams(Strict):
     """MOBIL lane-change parameters; defaults are highway-env's."""
@@ -75,7 +92,7 @@ class MobilParams(Strict):
 class TrafficSpec(Strict):
     """Background traffic: IDM/MOBIL vehicles spawned by count or by density."""
 
-    count: int | None = Field(None, ge=0, le=1000, description="Number of traffic vehicles at the start.")
+    count: StrictInt | None = Field(None, ge=0, le=MAX_TRAFFIC, description="Number of traffic vehicles at the start.")
     density: float | None = Field(
         None, ge=0, le=150, description="Traffic density [vehicles/km/lane]; used when `count` is not given."
     )
@@ -93,8 +110,16 @@ class TrafficSpec(Strict):
         if self.count is not None and self.density is not None:
             raise ValueError("give either count or density, not both")
         lo, hi = self.speed_range
-        if not 0 <= lo <= hi:
-            raise ValueError(f"speed_range must satisfy 0 <= lo <= hi, got {list(self.speed_range)}")
+        if not 0 <= lo <= hi <= MAX_SPEED:
+            raise ValueError(f"speed_range must satisfy 0 <= lo <= hi <= {MAX_SPEED:g}, got {list(self.speed_range)}")
+        if self.spawn_region is not None:
+            start, end = self.spawn_region
+            room = self.vehicle.length + self.idm.s0  # one vehicle and its jam gap
+            if not 0 <= start or end - start < room:
+                raise ValueError(
+                    f"spawn_region must satisfy 0 <= start and end - start >= {room:g} m (a vehicle plus "
+                    f"its jam distance s0), got {list(self.spawn_region)}"
+                )
         return self
 
 
@@ -102,10 +127,10 @@ class PlatoonSpec(Strict):
     """A platoon of connected vehicles controlled by one policy; member 0 leads."""
 
     id: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Name used by events and reports.")
-    size: int = Field(4, ge=1, le=16, description="Number of members.")
+    size: StrictInt = Field(4, ge=1, le=16, description="Number of members.")
     lane: LaneRef = Field(0, description="Lane the platoon starts on (int id, lane name or [from, to, id]).")
     start: float = Field(100.0, ge=0, description="Leader's longitudinal position on its lane [m].")
-    speed: float = Field(25.0, ge=0, le=60, description="Initial speed of every member [m/s].")
+    speed: float = Field(25.0, ge=0, le=MAX_SPEED, description="Initial speed of every member [m/s].")
     time_gap: float | None = Field(
         None, gt=0, le=5, description="Desired time gap h [s]; spawn gap = standstill_gap + h·speed."
     )
@@ -147,7 +172,7 @@ class NamedVehicleSpec(Strict):
     id: str = Field(..., pattern=r"^[A-Za-z][A-Za-z0-9_-]*$", description="Name used by events.")
     lane: LaneRef = Field(0, description="Lane (int id, lane name or [from, to, id]).")
     start: float = Field(..., ge=0, description="Longitudinal position on the lane [m].")
-    speed: float = Field(25.0, ge=0, le=60, description="Initial and desired speed [m/s].")
+    speed: float = Field(25.0, ge=0, le=MAX_SPEED, description="Initial and desired speed [m/s].")
     lane_changes: bool = Field(False, description="Whether MOBIL may move it (scripted vehicles default to no).")
     vehicle: VehicleSpec = Field(default_factory=VehicleSpec, description="Size and limits.")
 
@@ -157,19 +182,19 @@ class CommsSpec(Strict):
 
     topology: Topology = Field("predecessor_leader", description="Who hears whom inside a platoon.")
     range: float = Field(300.0, gt=0, le=5000, description="Radio range [m]; links beyond it are down.")
-    latency: int = Field(0, ge=0, le=50, description="Delivery delay in policy steps.")
+    latency: StrictInt = Field(0, ge=0, le=50, description="Delivery delay in policy steps.")
     drop_probability: float = Field(0.0, ge=0, le=1, description="Independent drop probability per message.")
     inter_platoon: bool = Field(False, description="Members of different platoons within range also hear each other.")
-    max_age: int = Field(10, ge=1, le=1000, description="Messages older than this many steps expire from inboxes.")
-    plan_dim: int = Field(8, ge=0, le=64, description="Floats per message reserved for a planned-trajectory summary.")
+    max_age: StrictInt = Field(10, ge=1, le=1000, description="Messages older than this many steps expire from inboxes.")
+    plan_dim: StrictInt = Field(8, ge=0, le=64, description="Floats per message reserved for a planned-trajectory summary.")
 
 
 class ObservationSpec(Strict):
     """What each controlled vehicle observes (see `diffplatoon.sim.observation` for the layout)."""
 
-    neighbours: int = Field(8, ge=1, le=64, description="K nearest vehicles reported.")
+    neighbours: StrictInt = Field(8, ge=1, le=64, description="K nearest vehicles reported.")
     range: float = Field(100.0, gt=0, le=500, description="Perception radius [m].")
-    lane_points: int = Field(5, ge=1, le=32, description="Centre-line points ahead on the current lane.")
+    lane_points: StrictInt = Field(5, ge=1, le=32, description="Centre-line points ahead on the current lane.")
     lane_point_spacing: float = Field(10.0, gt=0, le=100, description="Distance between those points [m].")
 
 
@@ -184,12 +209,12 @@ class ActionSpec(Strict):
 class RewardSpec(Strict):
     """Per-agent reward weights (each term is documented in `diffplatoon.envs.rewards`)."""
 
-    progress: float = Field(1.0, description="Per metre of progress along the lane, divided by 10.")
-    collision: float = Field(-10.0, le=0, description="Once, when the vehicle crashes.")
-    gap_keeping: float = Field(-0.5, le=0, description="Times |time-gap error| [s] to the predecessor, clipped at 2.")
-    comfort: float = Field(-0.02, le=0, description="Times squared jerk / 100 plus squared steering rate.")
-    lane_keeping: float = Field(-0.1, le=0, description="Times |lateral offset| / half lane width.")
-    offroad: float = Field(-5.0, le=0, description="Once, when the vehicle leaves the drivable area.")
+    progress: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, description="Per metre of progress along the lane, divided by 10.")
+    collision: float = Field(-10.0, ge=-MAX_WEIGHT, le=0, description="Once, when the vehicle crashes.")
+    gap_keeping: float = Field(-0.5, ge=-MAX_WEIGHT, le=0, description="Times |time-gap error| [s] to the predecessor, clipped at 2.")
+    comfort: float = Field(-0.02, ge=-MAX_WEIGHT, le=0, description="Times squared jerk / 100 plus squared steering rate.")
+    lane_keeping: float = Field(-0.1, ge=-MAX_WEIGHT, le=0, description="Times |lateral offset| / half lane width.")
+    offroad: float = Field(-5.0, ge=-MAX_WEIGHT, le=0, description="Once, when the vehicle leaves the drivable area.")
 
 
 class SafetySpec(Strict):
@@ -205,7 +230,7 @@ class SafetySpec(Strict):
 
 
 class _Event(Strict):
-    at: float = Field(..., ge=0, description="Simulation time the event fires [s].")
+    at: float = Field(..., ge=0, le=MAX_DURATION, description="Simulation time the event fires [s].")
 
 
 class BrakeEvent(_Event):
@@ -214,7 +239,7 @@ class BrakeEvent(_Event):
     type: Literal["brake"]
     vehicle: str = Field(..., description="Name of the braking vehicle.")
     deceleration: float = Field(6.0, gt=0, le=15, description="Deceleration, positive [m/s²].")
-    duration: float = Field(3.0, gt=0, description="How long it brakes [s].")
+    duration: float = Field(3.0, gt=0, le=MAX_DURATION, description="How long it brakes [s].")
 
 
 class CutInEvent(_Event):
@@ -230,7 +255,7 @@ class CommOutageEvent(_Event):
 
     type: Literal["comm_outage"]
     vehicles: list[str] = Field(..., min_length=1, description="Member names or platoon ids that go silent.")
-    duration: float = Field(5.0, gt=0, description="Outage length [s].")
+    duration: float = Field(5.0, gt=0, le=MAX_DURATION, description="Outage length [s].")
 
 
 class SpeedChangeEvent(_Event):
@@ -238,7 +263,7 @@ class SpeedChangeEvent(_Event):
 
     type: Literal["speed_change"]
     vehicle: str = Field(..., description="Name of the vehicle.")
-    speed: float = Field(..., ge=0, le=60, description="New desired speed [m/s].")
+    speed: float = Field(..., ge=0, le=MAX_SPEED, description="New desired speed [m/s].")
 
 
 EventSpec = Annotated[
@@ -251,10 +276,10 @@ class ScenarioSpec(Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.=,-]+$", description="Scenario name (catalogue key).")
     description: str = Field("", description="What the scenario tests, in a sentence or two.")
-    seed: int = Field(0, ge=0, description="Base seed; an episode's draws are seeded by (seed, episode index).")
-    duration: float = Field(40.0, gt=0, le=3600, description="Episode length [s].")
-    simulation_frequency: int = Field(15, ge=1, le=200, description="Physics frames per second [Hz].")
-    policy_frequency: int = Field(5, ge=1, le=200, description="Decisions per second [Hz]; divides the former.")
+    seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="Base seed; an episode's draws are seeded by (seed, episode index).")
+    duration: float = Field(40.0, gt=0, le=MAX_DURATION, description="Episode length [s].")
+    simulation_frequency: StrictInt = Field(15, ge=1, le=200, description="Physics frames per second [Hz].")
+    policy_frequency: StrictInt = Field(5, ge=1, le=200, description="Decisions per second [Hz]; divides the former.")
     road: RoadSpec = Field(default_factory=HighwayRoad, description="The road network.")
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="Background traffic.")
     platoons: list[PlatoonSpec] = Field(..., min_length=1, description="Platoons of controlled vehicles.")
@@ -265,7 +290,7 @@ class ScenarioSpec(Strict):
     reward: RewardSpec = Field(default_factory=RewardSpec, description="Reward weights.")
     safety: SafetySpec = Field(default_factory=SafetySpec, description="Safety thresholds.")
     events: list[EventSpec] = Field(default_factory=list, description="Timed scripted events.")
-    sweep: dict[str, list[Any]] = Field(
+    sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict,
         description="Parameter grid: dotted field path -> values, e.g. {'traffic.density': [10, 20]}.",
     )

@@ -13,6 +13,7 @@ from typing import Any
 
 from diffplatoon.scenarios.errors import Path, Problem, ScenarioError
 from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.scenarios.semantics import semantic_problems
 from diffplatoon.scenarios.yaml_source import line_of
 
 
@@ -63,8 +64,6 @@ def expand_sweep(
 
     With `collect_errors`, invalid variants are returned as problem lists instead of raised.
     """
-    from diffplatoon.scenarios.loader import semantic_problems  # loader imports this module lazily
-
     if not spec.sweep:
         return [spec], []
     lines = lines or {}

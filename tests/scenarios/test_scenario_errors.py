@@ -81,7 +81,8 @@ def test_unknown_road_type() -> None:
 def test_spawn_off_its_lane() -> None:
     text = VALID.replace("start: 200", "start: 900")
     assert errors_of(text) == [
-        "broken.yaml:15: platoons[0].start: expected a position on lane ['start', 'end', 1] (0 to 800.0 m), got 900.0"
+        "broken.yaml:15: platoons[0].start: expected the leader fully on lane ['start', 'end', 1] "
+        "(start at most 797.5 m), got 900.0"
     ]
 
 
@@ -96,8 +97,7 @@ def test_overlapping_spawn() -> None:
     text = VALID.replace("start: 240", "start: 203")
     (line,) = errors_of(text)
     assert line == (
-        "broken.yaml:12: platoons[0]: expected vehicles not to overlap at spawn, but p0.0 overlaps lead on lane "
-        "['start', 'end', 1]"
+        "broken.yaml:19: vehicles[0]: expected vehicles not to overlap at spawn, but lead overlaps p0.0"
     )
 
 
@@ -105,7 +105,7 @@ def test_event_naming_unknown_vehicle_and_time_after_end() -> None:
     text = VALID.replace("at: 5", "at: 25").replace("vehicle: lead", "vehicle: ghost")
     lines = errors_of(text)
     assert lines[0] == "broken.yaml:24: events[0].at: expected a time before the end of the scenario (duration 20 s), got 25"
-    assert lines[1].startswith("broken.yaml:25: events[0].vehicle: expected a known vehicle (")
+    assert lines[1].startswith("broken.yaml:25: events[0].vehicle: expected a platoon member (e.g. p0.1) or a vehicle")
     assert lines[1].endswith("got 'ghost'")
 
 
