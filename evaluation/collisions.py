@@ -81,10 +81,6 @@ class _Snapshot:
     width: np.ndarray
 
 
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2.0 * np.pi) - np.pi
-
-
 class CollisionEvaluator:
     """Frame listener that records collisions, off-road and wrong-way driving of an episode."""
 
@@ -190,12 +186,12 @@ class CollisionEvaluator:
             return arr_prev[k] + frac * (arr_curr[k] - arr_prev[k])
 
         xi, yi, xj, yj = at(prev.x, curr.x, i), at(prev.y, curr.y, i), at(prev.x, curr.x, j), at(prev.y, curr.y, j)
-        hi = prev.heading[i] + frac * _wrap(curr.heading[i] - prev.heading[i])
-        hj = prev.heading[j] + frac * _wrap(curr.heading[j] - prev.heading[j])
+        hi = prev.heading[i] + frac * geometry.wrap_angle(curr.heading[i] - prev.heading[i])
+        hj = prev.heading[j] + frac * geometry.wrap_angle(curr.heading[j] - prev.heading[j])
         vi = w.speed[i] * np.array([np.cos(w.heading[i]), np.sin(w.heading[i])])
         vj = w.speed[j] * np.array([np.cos(w.heading[j]), np.sin(w.heading[j])])
         rel_speed = float(np.linalg.norm(vi - vj))
-        alpha = float(np.degrees(abs(_wrap(hi - hj))))
+        alpha = float(np.degrees(abs(geometry.wrap_angle(hi - hj))))
         name_i, name_j = sim.name_of(i), sim.name_of(j)
         still_i, still_j = w.speed[i] < _STILL, w.speed[j] < _STILL
 

@@ -17,8 +17,13 @@ steps (policy steps taken; the summary's sample count T = steps + 1 is not kept)
 time, a, b, type, at_fault, relative_speed, heading_difference, substep_only),
 at_fault_collisions, traffic_collisions (collisions among traffic only), offroad,
 offroad_members, wrong_way, wrong_way_members, departed ({member: reason}), every key of
-`episode_summary`, thresholds, shield (a learned policy's shield counters; {} for experts) and
-policy_stats. Undefined measures (NaN) and infinities are stored as None.
+`episode_summary`, string_error_ratios and string_speed_ratios (per platoon, the
+`measures.StringStability` ratios down its members), thresholds, shield (a learned policy's
+shield counters; {} for experts) and policy_stats. Undefined measures (NaN) and infinities are
+stored as None.
+
+Besides the record, every episode returns its `episode_data.EpisodeData` (member speed and gap
+profiles, every vehicle's boxes for a replay), which the runner stores for the report.
 """
 
 from __future__ import annotations
@@ -31,10 +36,11 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from diffplatoon.agents.policy import Policy, SimInfo, make_policy
-from diffplatoon.evaluation import measures
+from diffplatoon.evaluation import episode_data, measures
 from diffplatoon.evaluation.collisions import CollisionEvaluator
+from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
-from diffplatoon.scenarios.schema import BrakeEvent, ScenarioSpec, SpeedChangeEvent
+from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
@@ -43,11 +49,12 @@ _FIELDS = ("x", "y", "heading", "speed", "accel")
 
 @dataclass
 class EpisodeResult:
-    """A finished episode: its record, and the trace / rendered frames when asked for."""
+    """A finished episode: its record, what the report draws of it, and the trace / rendered frames when asked for."""
 
     record: dict[str, Any]
     trace: measures.EpisodeTrace | None
     frames: list | None
+    data: episode_data.EpisodeData | None = None
 
 
 class _TraceRecorder:
@@ -98,8 +105,6 @@ class _TraceRecorder:
         length, width = np.full(n, np.nan), np.full(n, np.nan)
         leader = np.full((t, n), -1, dtype=np.intp)
         gap = np.full((t, n), np.nan)
-        w = self.sim.world
-        sizes = {}
         for k, snap in enumerate(self.steps):
             keep = np.array([v in col for v in snap["vid"]], dtype=bool)
             cols = np.array([col[v] for v in snap["vid"][keep]], dtype=np.intp)
@@ -111,13 +116,37 @@ class _TraceRecorder:
             has = lv >= 0
             leader[k, :m] = np.where(has, [col.get(int(v), -1) for v in lv], -1)
             gap[k, :m] = snap["gap"]
-        for r in range(w.capacity):  # body sizes of vehicles still on the road
-            if w.active[r]:
-                sizes[int(w.vid[r])] = (w.length[r], w.width[r])
-        for v, k in col.items():
-            length[k], width[k] = sizes.get(v, self._size_of(v))
+        length[:], width[:] = self._sizes(vids)
         return (measures.EpisodeTrace(**arrays, length=length, width=width, dt=1.0 / self.sim.spec.policy_frequency,
                                       leader=leader, gap=np.where(leader >= 0, gap, np.nan)), vids, lane)
+
+    def replay(self) -> episode_data.Replay:
+        """Every vehicle's box at every sampled step, members first (float32, NaN where absent)."""
+        seen = {int(v) for snap in self.steps for v in snap["vid"]}
+        vids = list(self.member_vids) + sorted(seen - set(self.member_vids))
+        col = {v: k for k, v in enumerate(vids)}
+        t, n = len(self.steps), len(vids)
+        pose = {f: np.full((t, n), np.nan, dtype=np.float32) for f in ("x", "y", "heading")}
+        crashed = np.zeros((t, n), dtype=bool)
+        for k, snap in enumerate(self.steps):
+            cols = np.array([col[int(v)] for v in snap["vid"]], dtype=np.intp)
+            for f in pose:
+                pose[f][k, cols] = snap[f]
+            crashed[k, cols] = snap["lane"] == -2
+        w, rows = self.sim.world, self.sim.controlled
+        platoon = np.full(n, -1, dtype=np.int16)
+        member = np.full(n, -1, dtype=np.int16)
+        platoon[: len(rows)], member[: len(rows)] = w.platoon[rows], w.member[rows]
+        length, width = self._sizes(vids)
+        return episode_data.Replay(**pose, crashed=crashed, length=length.astype(np.float32),
+                                   width=width.astype(np.float32), platoon=platoon, member=member)
+
+    def _sizes(self, vids: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(length, width) of each vehicle id: from the World if still on the road, else its spec."""
+        w = self.sim.world
+        on_road = {int(w.vid[r]): (w.length[r], w.width[r]) for r in range(w.capacity) if w.active[r]}
+        sizes = np.array([on_road.get(v) or self._size_of(v) for v in vids], dtype=np.float64).reshape(-1, 2)
+        return sizes[:, 0], sizes[:, 1]
 
     def _size_of(self, vid: int) -> tuple[float, float]:
         """Size of a vehicle that has left: members from their spec, traffic from the traffic spec."""
@@ -141,17 +170,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (float, np.floating)):
         return float(value) if math.isfinite(value) else None
     return value
-
-
-def summary_thresholds(spec: ScenarioSpec) -> measures.Thresholds:
-    """Measure thresholds of `spec`: its safety settings and its first platoon's spacing policy."""
-    platoon = spec.platoons[0]
-    disturbance = [e.at for e in spec.events if isinstance(e, (BrakeEvent, SpeedChangeEvent))]
-    return measures.Thresholds(
-        ttc=spec.safety.ttc_threshold, drac=spec.safety.drac_threshold, hard_brake=spec.safety.hard_brake,
-        time_gap=platoon.desired_time_gap, standstill=platoon.standstill_gap,
-        disturbance_step=int(round(min(disturbance) * spec.policy_frequency)) if disturbance else 0,
-    )
 
 
 def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int, *,
@@ -202,9 +220,10 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
     for p in spec.platoons:
         platoons.append(list(range(offset, offset + p.size)))
         offset += p.size
-    th = summary_thresholds(spec)
+    th = Thresholds.for_spec(spec)
     merge_kw = _merge_args(sim, lanes, platoons)
     summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th, **merge_kw)
+    strings = measures.platoon_string_stability(trace, platoons, th)
 
     stats = dict(pol.stats())
     shield = stats.pop("shield", {})
@@ -228,12 +247,19 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         "wrong_way": bool(ev.wrong_way),
         "wrong_way_members": dict(ev.wrong_way),
         "departed": departed,
+        "string_error_ratios": [ss.error_ratios.tolist() for ss in strings],
+        "string_speed_ratios": [ss.speed_ratios.tolist() for ss in strings],
         "thresholds": th.as_dict(),
         "shield": shield,
         "policy_stats": stats,
     }
     record["wall_time"] = time.perf_counter() - start
-    return EpisodeResult(_clean(record), trace if record_trace else None, frames)
+    m = len(members)
+    data = episode_data.EpisodeData(
+        dt=float(trace.dt), names=tuple(sim.agent_names), platoons=tuple(tuple(p) for p in platoons),
+        speed=np.asarray(trace.speed[:, :m], dtype=np.float32), gap=np.asarray(trace.gap[:, :m], dtype=np.float32),
+        replay=recorder.replay())
+    return EpisodeResult(_clean(record), trace if record_trace else None, frames, data)
 
 
 class _Departure(NamedTuple):

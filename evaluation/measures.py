@@ -30,11 +30,12 @@ for TTC/time gaps/space gaps (no conflict) and 0 for DRAC (no deceleration neede
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 from typing import Literal, NamedTuple, Sequence
 
 import numpy as np
+
+from diffplatoon.evaluation.thresholds import Thresholds
 
 # Vehicle-pair entries processed at once by the 2-D TTC (bounds temporary memory).
 _TTC2D_CHUNK = 200_000
@@ -42,47 +43,6 @@ _TTC2D_CHUNK = 200_000
 _STILL = 1e-12
 # Bisection steps that locate a conflict-area entry/exit inside one step (2^-40 of dt).
 _BISECT_ITERS = 40
-
-
-@dataclass(frozen=True)
-class Thresholds:
-    """Thresholds and platoon parameters used by ``episode_summary``; the report prints them.
-
-    Attributes:
-        ttc: TTC threshold [s] for TET/TIT; SUMO SSM conflict threshold TTC < 3.0 s.
-        ttc_horizon: 2-D TTC look-ahead [s]; summary TTCs are capped here so they stay finite
-            (WOSAC clips TTC at 5 s; nuPlan's config uses 3 s, its docs 5 s).
-        drac: DRAC conflict threshold [m/s^2] (SUMO: DRAC > 3.0); counted as exposure time.
-        mdrac_prt: perception-reaction time [s] for MDRAC (SUMO default 1.0 s).
-        min_gap: SUMO minGap [m] subtracted from the bumper-to-bumper gap (SGAP/TGAP); 0 keeps
-            the plain clearance.
-        hard_brake: deceleration [m/s^2] beyond which braking is "hard"; nuPlan's comfort bound
-            on longitudinal acceleration is -4.05 m/s^2.
-        time_gap: desired platoon time gap h [s] (Plexe Ploeg CACC default 0.5 s).
-        standstill: platoon standstill distance r [m] (Plexe default 2 m).
-        split_gap: gap to the predecessor [m] above which a platoon counts as split (project
-            convention, no standard value).
-        string_tol: string stable iff every norm ratio <= 1 + string_tol.
-        disturbance_step: first step of the string-stability window (the leader disturbance).
-        goal_radius: distance [m] to the goal that counts as arrived.
-    """
-
-    ttc: float = 3.0
-    ttc_horizon: float = 5.0
-    drac: float = 3.0
-    mdrac_prt: float = 1.0
-    min_gap: float = 0.0
-    hard_brake: float = 4.05
-    time_gap: float = 0.5
-    standstill: float = 2.0
-    split_gap: float = 60.0
-    string_tol: float = 0.01
-    disturbance_step: int = 0
-    goal_radius: float = 5.0
-
-    def as_dict(self) -> dict[str, float]:
-        """Plain dict of the thresholds (for the report and the records)."""
-        return dataclasses.asdict(self)
 
 
 @dataclass(frozen=True)
@@ -685,7 +645,7 @@ def _platoon_summary(out: dict[str, float], trace: EpisodeTrace,
         return
     sq_sum, count, err_max, e_ratio, v_ratio, splits = 0.0, 0, -np.inf, [], [], 0
     stable = True
-    for members in platoons:
+    for members, ss in zip(platoons, platoon_string_stability(trace, platoons, th)):
         gap = np.asarray(trace.gap, dtype=np.float64)[:, members]
         speed = np.asarray(trace.speed, dtype=np.float64)[:, members]
         e = spacing_errors(gap, speed, time_gap=th.time_gap, standstill=th.standstill)
@@ -694,8 +654,6 @@ def _platoon_summary(out: dict[str, float], trace: EpisodeTrace,
         count += ef.size
         if ef.size:
             err_max = max(err_max, float(np.abs(ef).max()))
-        ss = string_stability(gap, speed, time_gap=th.time_gap, standstill=th.standstill,
-                              start=th.disturbance_step, tol=th.string_tol)
         e_ratio.extend(r for r in ss.error_ratios.tolist() if np.isfinite(r))
         v_ratio.extend(r for r in ss.speed_ratios.tolist() if np.isfinite(r))
         stable &= ss.stable
@@ -706,3 +664,21 @@ def _platoon_summary(out: dict[str, float], trace: EpisodeTrace,
     out["string_speed_ratio_max"] = max(v_ratio) if v_ratio else float("nan")
     out["string_stable"] = float(stable)
     out["platoon_splits"] = float(splits)
+
+
+def platoon_string_stability(trace: EpisodeTrace, platoons: Sequence[Sequence[int]],
+                             thresholds: Thresholds = Thresholds()) -> list[StringStability]:
+    """`string_stability` of each platoon's members (columns leader first) over one trace.
+
+    Uses the thresholds' time gap, standstill gap, window start and tolerance; the trace must
+    carry ``gap``.
+    """
+    th = thresholds
+    out = []
+    for members in platoons:
+        cols = np.asarray(members, dtype=np.intp)
+        out.append(string_stability(np.asarray(trace.gap, dtype=np.float64)[:, cols],
+                                    np.asarray(trace.speed, dtype=np.float64)[:, cols],
+                                    time_gap=th.time_gap, standstill=th.standstill,
+                                    start=th.disturbance_step, tol=th.string_tol))
+    return out

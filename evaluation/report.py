@@ -1,34 +1,34 @@
 """The safety report of a run folder: metrics.json, report.md, report.html, plots and worst-episode replays.
 
-`build_report(out)` reads ``records.jsonl`` and ``run.json`` (written by the runner) and
-rebuilds everything else from them, so it can be rerun at any time:
+`build_report(out)` only reads what the runner wrote (``records.jsonl``, ``run.json`` and the
+per-episode ``episodes/*.npz`` of `episode_data`) and rebuilds everything else from it, so it
+can be rerun at any time and never simulates:
 - ``metrics.json``: per scenario x policy aggregates (Wilson intervals for rates, mean +/- t
-  95% CI for continuous measures), thresholds, provenance and the worst episodes;
+  95% CI for continuous measures), thresholds, provenance, the worst episodes and the
+  string-stability curves. Records are put in one canonical order first (`record_order`) and
+  nothing time-dependent is written, so the same records give the same bytes whatever order
+  they were appended in;
 - ``report.md`` and ``report.html`` with the same content; the HTML is self-contained (inline
-  CSS, figures embedded as base64 PNG) and links only to the replay GIFs next to it;
-- ``plots/*.png`` and ``replays/*.gif``.
-The worst episodes (a collision first, then the lowest minimum TTC) are re-simulated from the
-spec stored in run.json, which reproduces them exactly because episodes are deterministic;
-the report says so if a re-simulation ever disagrees with its record.
+  CSS, figures and replays embedded as base64);
+- ``plots/*.png`` and ``replays/*.gif``: the worst episodes (a collision first, then the
+  lowest minimum TTC) are drawn from their stored profiles and boxes.
 """
 
 from __future__ import annotations
 
-import base64
-import datetime as _dt
-import html
+import json
 import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
 from diffplatoon import io
-from diffplatoon.evaluation import plots, stats
-from diffplatoon.evaluation.measures import Thresholds, string_stability
+from diffplatoon.evaluation import episode_data, plots, replay, stats
+from diffplatoon.evaluation.document import BEST, Document
 from diffplatoon.evaluation.runner import RUN, load_records, spec_hash
+from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec
 
 
@@ -68,7 +68,6 @@ METRICS: tuple[Measure, ...] = (
     Measure("platoon_splits", "platoon splits", False),
     Measure("merge_success", "merge success", True),
 )
-BEST = "★"
 
 HOW_TO_READ = (
     "Every number is per episode, and the episode is the sampling unit (vehicles in one episode are "
@@ -159,15 +158,57 @@ def worst_episodes(records: Sequence[Mapping[str, Any]], k: int) -> list[dict[st
     return sorted(prepare_records(records), key=key)[: max(0, k)]
 
 
-def scenario_thresholds(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Thresholds each scenario's episodes were measured with (from the records; defaults if absent)."""
+def scenario_thresholds(records: Sequence[Mapping[str, Any]],
+                        specs: Mapping[str, ScenarioSpec]) -> dict[str, dict[str, Any]]:
+    """Thresholds each scenario's episodes were measured with: from its records, else from its spec."""
     out: dict[str, dict[str, Any]] = {}
     for r in records:
-        if r.get("failed") or r["scenario"] in out:
+        if r["scenario"] in out:
             continue
-        out[r["scenario"]] = dict(r["thresholds"]) if isinstance(r.get("thresholds"), Mapping) \
-            else Thresholds().as_dict()
+        if isinstance(r.get("thresholds"), Mapping):
+            out[r["scenario"]] = dict(r["thresholds"])
+        elif r["scenario"] in specs:
+            out[r["scenario"]] = Thresholds.for_spec(specs[r["scenario"]]).as_dict()
     return out
+
+
+def record_order(run: Mapping[str, Any]) -> Callable[[Mapping[str, Any]], tuple]:
+    """Sort key giving records one canonical order: scenario and policy as run.json lists them, episode, job id."""
+    scenarios = {e["name"]: i for i, e in enumerate(run.get("scenarios", []))}
+    policies = {p: i for i, p in enumerate(run.get("arguments", {}).get("policies", []))}
+
+    def key(r: Mapping[str, Any]) -> tuple:
+        sc, pol, ep = str(r.get("scenario")), str(r.get("policy")), r.get("episode")
+        return (scenarios.get(sc, len(scenarios)), sc, policies.get(pol, len(policies)), pol,
+                int(ep) if isinstance(ep, (int, float)) else -1, str(r.get("job_id")))
+
+    return key
+
+
+def string_curves(records: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, list[float | None]]]:
+    """Mean spacing-error norm ratio per member pair over episodes, per scenario, policy and platoon.
+
+    From the records' ``string_error_ratios`` (one list per platoon); a platoon with fewer
+    than three members has no ratio. Curves are labelled by policy, and by platoon as well
+    when a scenario has several platoons with ratios. Undefined ratios (None) are left out of
+    the mean.
+    """
+    ratios: dict[tuple[str, str, int], list[list[float]]] = {}
+    for r in records:
+        for p, row in enumerate(r.get("string_error_ratios") or []):
+            if row:
+                ratios.setdefault((r["scenario"], r["policy"], p), []).append(
+                    [math.nan if v is None else float(v) for v in row])
+    curves: dict[str, dict[str, list[float | None]]] = {}
+    for (sc, pol, p), rows in ratios.items():
+        several = len({q for s, _, q in ratios if s == sc}) > 1
+        width = min(len(x) for x in rows)
+        arr = np.array([x[:width] for x in rows], dtype=np.float64)
+        finite = np.isfinite(arr)
+        mean = np.where(finite, arr, 0.0).sum(axis=0) / np.maximum(finite.sum(axis=0), 1)
+        curves.setdefault(sc, {})[f"{pol} · platoon {p}" if several else pol] = [
+            float(m) if n else None for m, n in zip(mean, finite.sum(axis=0))]
+    return curves
 
 
 def _json_safe(value: Any) -> Any:
@@ -184,211 +225,50 @@ def _json_safe(value: Any) -> Any:
 
 
 # ------------------------------------------------------------------------------------------------
-# A document rendered both as Markdown and as self-contained HTML
-# ------------------------------------------------------------------------------------------------
-
-
-class _Doc:
-    """Blocks of a report: headings, paragraphs, tables, images, bullet lists."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        self.blocks: list[tuple[str, Any]] = []
-
-    def h(self, level: int, text: str) -> None:
-        self.blocks.append(("h", (level, text)))
-
-    def p(self, text: str) -> None:
-        self.blocks.append(("p", text))
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-        self.blocks.append(("table", (list(header), [list(r) for r in rows])))
-
-    def image(self, rel: str, alt: str) -> None:
-        self.blocks.append(("img", (rel, alt)))
-
-    def bullets(self, items: Sequence[str]) -> None:
-        self.blocks.append(("ul", list(items)))
-
-    def code(self, text: str) -> None:
-        self.blocks.append(("code", text))
-
-    # Inline markup shared by both renderers: [text](href) links and `code`.
-    _LINK = re.compile(r"\[([^\]]+)\]\(([^)]+)\)")
-
-    def _inline_html(self, text: str) -> str:
-        parts, last = [], 0
-        for m in self._LINK.finditer(text):
-            parts.append(self._code_html(text[last:m.start()]))
-            parts.append(f'<a href="{html.escape(m.group(2))}">{self._code_html(m.group(1))}</a>')
-            last = m.end()
-        parts.append(self._code_html(text[last:]))
-        return "".join(parts)
-
-    @staticmethod
-    def _code_html(text: str) -> str:
-        pieces = text.split("`")
-        return "".join(f"<code>{html.escape(s)}</code>" if i % 2 else html.escape(s) for i, s in enumerate(pieces))
-
-    def markdown(self) -> str:
-        out = []
-        for kind, data in self.blocks:
-            if kind == "h":
-                out.append("#" * data[0] + " " + data[1])
-            elif kind == "p":
-                out.append(data)
-            elif kind == "table":
-                header, rows = data
-                out.append("| " + " | ".join(c.replace("|", "\\|") for c in header) + " |")
-                out.append("|" + "|".join("---" for _ in header) + "|")
-                out.extend("| " + " | ".join(c.replace("|", "\\|") for c in r) + " |" for r in rows)
-            elif kind == "img":
-                out.append(f"![{data[1]}]({data[0]})")
-            elif kind == "ul":
-                out.extend(f"- {item}" for item in data)
-            elif kind == "code":
-                out.append("```\n" + data + "\n```")
-            out.append("")
-        return "\n".join(out)
-
-    def html(self, title: str) -> str:
-        body = []
-        for kind, data in self.blocks:
-            if kind == "h":
-                body.append(f"<h{data[0]}>{html.escape(data[1])}</h{data[0]}>")
-            elif kind == "p":
-                body.append(f"<p>{self._inline_html(data)}</p>")
-            elif kind == "table":
-                header, rows = data
-                head = "".join(f"<th>{self._inline_html(c)}</th>" for c in header)
-                trs = "".join("<tr>" + "".join(
-                    f"<td class=\"best\">{self._inline_html(c)}</td>" if BEST in c else f"<td>{self._inline_html(c)}</td>"
-                    for c in r) + "</tr>" for r in rows)
-                body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{trs}</tbody></table>")
-            elif kind == "img":
-                png = (self.root / data[0]).read_bytes()
-                uri = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-                body.append(f'<figure><img alt="{html.escape(data[1])}" src="{uri}"></figure>')
-            elif kind == "ul":
-                body.append("<ul>" + "".join(f"<li>{self._inline_html(i)}</li>" for i in data) + "</ul>")
-            elif kind == "code":
-                body.append(f"<pre>{html.escape(data)}</pre>")
-        return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                f"<title>{html.escape(title)}</title><style>{_CSS}</style></head>\n<body>\n"
-                + "\n".join(body) + "\n</body></html>\n")
-
-
-_CSS = (
-    "body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;max-width:1100px;margin:2em auto;"
-    "padding:0 1em;color:#222;line-height:1.45}"
-    "table{border-collapse:collapse;margin:0.8em 0;font-size:0.9em}"
-    "th,td{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f0f0f0}"
-    "td:first-child,th:first-child{text-align:left}td.best{font-weight:bold;background:#eef8ee}"
-    "code,pre{background:#f5f5f5;font-size:0.9em}pre{padding:0.6em;overflow-x:auto}"
-    "figure{margin:1em 0}img{max-width:100%}h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #aaa}"
-)
-
-
-# ------------------------------------------------------------------------------------------------
-# Re-simulation of chosen episodes
-# ------------------------------------------------------------------------------------------------
-
-
-def _specs(run: Mapping[str, Any]) -> dict[str, ScenarioSpec]:
-    """Resolved specs stored in run.json, checked against their hashes."""
-    specs = {}
-    for entry in run.get("scenarios", []):
-        spec = ScenarioSpec.model_validate(entry["spec"])
-        if entry.get("sha256") and spec_hash(spec) != entry["sha256"]:
-            raise ValueError(f"run.json: spec of {entry['name']} does not match its hash")
-        specs[entry["name"]] = spec
-    return specs
-
-
-def _platoon_columns(spec: ScenarioSpec, trace: Any) -> list[list[int]]:
-    """Trace columns of each platoon's members, leader first."""
-    given = getattr(trace, "platoons", None)
-    if given is not None:
-        return [list(map(int, p)) for p in given]
-    cols, offset = [], 0  # the simulation spawns the platoons first, in spec order
-    for p in spec.platoons:
-        cols.append(list(range(offset, offset + p.size)))
-        offset += p.size
-    return cols
-
-
-def _gif_bytes(frames: Sequence[np.ndarray], fps: float) -> bytes:
-    """Animated GIF (looping) of RGB frames."""
-    import imageio.v3 as iio
-
-    return iio.imwrite("<bytes>", np.stack([np.asarray(f, dtype=np.uint8) for f in frames]),
-                       extension=".gif", duration=1000.0 / fps, loop=0)
-
-
-def _safe_name(job: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", job.replace("|", "__"))
-
-
-def _same_outcome(a: Mapping[str, Any], b: Mapping[str, Any]) -> bool:
-    """Re-simulated record agrees with the stored one on the figures the report uses."""
-    for key in ("collision", "steps", "min_ttc", "min_gap"):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, float) and isinstance(y, float):
-            if not (x == y or (math.isnan(x) and math.isnan(y))):
-                return False
-        elif x != y:
-            return False
-    return True
-
-
-# ------------------------------------------------------------------------------------------------
 # build_report
 # ------------------------------------------------------------------------------------------------
 
 
 def build_report(out: Path, *, worst_k: int = 3, render_replays: bool = True) -> Path:
     """(Re)build metrics.json, report.md, report.html, plots/ and replays/ of a run folder; return report.md."""
-    from diffplatoon.evaluation.episode import run_episode
-
     out = Path(out)
-    all_records = load_records(out)
     run = _read_json(out / RUN)
     specs = _specs(run)
+    all_records = sorted(load_records(out), key=record_order(run))
     failures = [r for r in all_records if r.get("failed")]
     records = prepare_records(all_records)
     rows, rates, metrics = report_rows(records)
-    thresholds = scenario_thresholds(records)
-    plot_dir, replay_dir = out / "plots", out / "replays"
+    thresholds = scenario_thresholds(records, specs)
+    plot_dir = out / "plots"
 
-    # 1. Worst episodes: re-simulate (trace for the profile plot, frames for the replays).
+    # 1. Worst episodes, drawn from what the runner stored of them.
     worst = worst_episodes(records, worst_k)
     notes: list[str] = []
     replays: dict[str, str] = {}
     profile_png = None
     for rank, rec in enumerate(worst):
+        path = episode_data.data_path(out, rec["job_id"])
+        if not path.is_file():
+            notes.append(f"{rec['job_id']}: no stored episode data (`{path.relative_to(out)}`)")
+            continue
+        data = episode_data.load(path)
+        if rank == 0:
+            profile_png = _profile_plot(rec, data, plot_dir / "worst_episode_profiles.png")
+        name = f"replays/{episode_data.file_name(rec['job_id'])}.gif"
+        if not render_replays:
+            if (out / name).is_file():
+                replays[rec["job_id"]] = name  # drawn by an earlier build of the same records
+            continue
         spec = specs.get(rec["scenario"])
-        if spec is None:
-            notes.append(f"{rec['job_id']}: scenario spec not in run.json, not re-simulated")
+        gif = replay.gif(spec, data) if spec is not None else None
+        if gif is None:
+            notes.append(f"{rec['job_id']}: no replay stored (episode data over the budget and not notable)"
+                         if spec is not None else f"{rec['job_id']}: scenario spec not in run.json, no replay")
             continue
-        trace_needed = rank == 0
-        existing = f"replays/{_safe_name(rec['job_id'])}.gif"
-        if not render_replays and (out / existing).is_file():
-            replays[rec["job_id"]] = existing  # rendered by an earlier build of the same records
-        if not (trace_needed or render_replays):
-            continue
-        res = run_episode(spec, rec["policy"], int(rec["episode"]), record_trace=trace_needed,
-                          render=render_replays)
-        if not _same_outcome(res.record, rec):
-            notes.append(f"{rec['job_id']}: the re-simulation differs from the stored record")
-        if render_replays and res.frames:
-            name = f"replays/{_safe_name(rec['job_id'])}.gif"
-            io.atomic_write_bytes(out / name, _gif_bytes(res.frames, spec.policy_frequency))
-            replays[rec["job_id"]] = name
-        if trace_needed and res.trace is not None:
-            profile_png = _profile_plot(spec, rec, res.trace, plot_dir / "worst_episode_profiles.png")
-
-    if render_replays and replay_dir.is_dir():
-        for stale in replay_dir.glob("*.gif"):
+        io.atomic_write_bytes(out / name, gif)
+        replays[rec["job_id"]] = name
+    if render_replays and (out / "replays").is_dir():
+        for stale in (out / "replays").glob("*.gif"):
             if f"replays/{stale.name}" not in replays.values():
                 stale.unlink()
 
@@ -406,15 +286,15 @@ def build_report(out: Path, *, worst_k: int = 3, render_replays: bool = True) ->
         plots.min_gap_cdf(records, plot_dir / "min_gap_cdf.png")
         figures.append(("plots/min_gap_cdf.png", "CDF of the per-episode minimum gap"))
     if profile_png is not None:
-        figures.append(("plots/worst_episode_profiles.png", f"Speed and gap of every platoon member, worst episode {worst[0]['job_id']}"))
-    curves = _string_curves(records, specs, run_episode)
+        figures.append(("plots/worst_episode_profiles.png",
+                        f"Speed and gap of every platoon member, worst episode {worst[0]['job_id']}"))
+    curves = string_curves(records)
     if curves:
         plots.string_stability(curves, plot_dir / "string_stability.png")
         figures.append(("plots/string_stability.png", "String stability: spacing-error norm ratio per member pair"))
 
-    # 3. metrics.json
+    # 3. metrics.json: nothing here depends on the record order or on the time of the build.
     metrics_json = {
-        "generated": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "episodes": len(records), "failures": len(failures),
         "rates": [m.key for m in rates], "metrics": [m.key for m in metrics],
         "rows": rows, "thresholds": thresholds,
@@ -434,82 +314,45 @@ def build_report(out: Path, *, worst_k: int = 3, render_replays: bool = True) ->
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    import json
-
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def _profile_plot(spec: ScenarioSpec, rec: Mapping[str, Any], trace: Any, path: Path) -> Path | None:
-    """Speed and gap profile of every platoon member of one traced episode."""
-    speed = np.asarray(trace.speed, dtype=np.float64)
-    cols = [c for p in _platoon_columns(spec, trace) for c in p]
-    names = [n for p in spec.platoons for n in p.member_names()]
-    if not cols or speed.ndim != 2:
+def _specs(run: Mapping[str, Any]) -> dict[str, ScenarioSpec]:
+    """Resolved specs stored in run.json, checked against their hashes."""
+    specs = {}
+    for entry in run.get("scenarios", []):
+        spec = ScenarioSpec.model_validate(entry["spec"])
+        if entry.get("sha256") and spec_hash(spec) != entry["sha256"]:
+            raise ValueError(f"run.json: spec of {entry['name']} does not match its hash")
+        specs[entry["name"]] = spec
+    return specs
+
+
+def _profile_plot(rec: Mapping[str, Any], data: episode_data.EpisodeData, path: Path) -> Path | None:
+    """Speed and gap profile of every platoon member of one stored episode."""
+    if data.speed.ndim != 2 or not data.speed.shape[1]:
         return None
-    gap = np.asarray(trace.gap, dtype=np.float64) if getattr(trace, "gap", None) is not None \
-        else np.full_like(speed, np.nan)
-    time = np.arange(speed.shape[0]) * float(trace.dt)
+    time = np.arange(data.speed.shape[0]) * data.dt
     times = [c["time"] for c in rec.get("collisions") or [] if isinstance(c, Mapping) and "time" in c]
     title = (f"{rec['job_id']}: " + ("collision" if rec.get("collision") else "no collision")
              + f", min TTC {fmt_num(rec.get('min_ttc'))} s (red: collisions; gap to the vehicle ahead)")
-    return plots.platoon_profiles(time, speed[:, cols], gap[:, cols], names[: len(cols)], title, path,
-                                  collisions=times)
-
-
-def _string_curves(records: Sequence[Mapping[str, Any]], specs: Mapping[str, ScenarioSpec],
-                   run_episode: Any) -> dict[str, dict[str, list[float]]]:
-    """Error-norm ratio per member pair, per scenario and policy.
-
-    Taken as the mean over episodes of the records' ``string_error_ratios`` when the records
-    carry them; otherwise from a traced re-simulation of the first episode of each pair.
-    """
-    curves: dict[str, dict[str, list[float]]] = {}
-    firsts: dict[tuple[str, str], Mapping[str, Any]] = {}
-    lists: dict[tuple[str, str], list[list[float]]] = {}
-    for r in records:
-        firsts.setdefault((r["scenario"], r["policy"]), r)
-        if isinstance(r.get("string_error_ratios"), list):
-            lists.setdefault((r["scenario"], r["policy"]), []).append([float(x) for x in r["string_error_ratios"]])
-    for (sc, pol), rec in firsts.items():
-        spec = specs.get(sc)
-        if spec is None or not any(p.size >= 3 for p in spec.platoons):
-            continue
-        if (sc, pol) in lists:
-            rows = [x for x in lists[(sc, pol)] if x]
-            width = min((len(x) for x in rows), default=0)
-            ratios = np.mean([x[:width] for x in rows], axis=0).tolist() if width else []
-        else:
-            trace = run_episode(spec, pol, int(rec["episode"]), record_trace=True).trace
-            if trace is None or getattr(trace, "gap", None) is None:
-                continue
-            ratios = []
-            th = rec.get("thresholds") if isinstance(rec.get("thresholds"), Mapping) else {}
-            for p, cols in zip(spec.platoons, _platoon_columns(spec, trace)):
-                if len(cols) >= 3:
-                    ss = string_stability(np.asarray(trace.gap)[:, cols], np.asarray(trace.speed)[:, cols],
-                                          time_gap=p.desired_time_gap, standstill=p.standstill_gap,
-                                          start=int(th.get("disturbance_step", 0)))
-                    ratios = ss.error_ratios.tolist()
-                    break
-        if ratios:
-            curves.setdefault(sc, {})[pol] = ratios
-    return curves
+    return plots.platoon_profiles(time, data.speed.astype(np.float64), data.gap.astype(np.float64),
+                                  list(data.names), title, path, collisions=times)
 
 
 def _document(out: Path, run: Mapping[str, Any], rows: list[dict[str, Any]], rates: list[Measure],
               metrics: list[Measure], records: list[dict[str, Any]], failures: list[dict[str, Any]],
               worst: list[dict[str, Any]], replays: Mapping[str, str], figures: list[tuple[str, str]],
-              notes: list[str], thresholds: Mapping[str, Any]) -> _Doc:
+              notes: list[str], thresholds: Mapping[str, Any]) -> Document:
     """Lay out the report."""
-    doc = _Doc(out)
+    doc = Document(out)
     args = run.get("arguments", {})
     policies = list(dict.fromkeys(r["policy"] for r in rows))
     scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
     doc.h(1, "Safety evaluation report")
     doc.p(f"Run folder `{out}`: {len(records)} episodes over {len(scenarios)} scenario(s) × "
           f"{len(policies)} polic{'y' if len(policies) == 1 else 'ies'} ({', '.join(policies) or '-'}); "
-          f"{len(failures)} failed job(s). Generated "
-          f"{_dt.datetime.now(_dt.timezone.utc).isoformat(timespec='seconds')}.")
+          f"{len(failures)} failed job(s).")
     doc.h(2, "How to read this")
     doc.p(HOW_TO_READ)
 
@@ -556,6 +399,10 @@ def _document(out: Path, run: Mapping[str, Any], rows: list[dict[str, Any]], rat
                 f"[GIF]({replays[r['job_id']]})" if r["job_id"] in replays else "-"] for i, r in enumerate(worst)])
     for note in notes:
         doc.p(f"Note: {note}.")
+    for r in worst:
+        if r["job_id"] in replays:
+            doc.p(f"Replay of {r['job_id']} (platoons in colour, the leader outlined; traffic grey; crashed red).")
+            doc.animation(replays[r["job_id"]], f"replay of {r['job_id']}")
 
     if failures:
         doc.h(2, "Failed jobs")

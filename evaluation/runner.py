@@ -3,7 +3,9 @@
 `evaluate` expands the scenarios (catalogue names, YAML files, spec objects; sweeps become
 one spec per grid point), submits one Ray task per job and appends each finished episode's
 record to ``<out>/records.jsonl`` from the driver as results arrive, so a crash loses only
-the episodes still running. Resuming: a rerun reads the records, skips every job_id already
+the episodes still running. Before a record is appended, what the report draws of that episode
+(`episode_data`: member profiles, the replay when it is cheap or the episode notable) is
+written atomically to ``<out>/episodes/<job>.npz``; the report only reads these files. Resuming: a rerun reads the records, skips every job_id already
 there and reports each episode exactly once.
 
 Failures: a Python exception inside an episode is deterministic (same seed, same error), so
@@ -39,7 +41,8 @@ from rich.table import Table
 
 from diffplatoon import io
 from diffplatoon.cluster import JobSummary, connect_ray, remote
-from diffplatoon.evaluation import stats
+from diffplatoon.evaluation import episode_data, stats
+from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
 
@@ -163,8 +166,11 @@ def failure_record(job: Job, seed: int, error: str, detail: str = "") -> dict[st
 # ------------------------------------------------------------------------------------------------
 
 
-def run_job(spec: ScenarioSpec, policy: str, episode: int) -> dict[str, Any]:
-    """Run one episode in this process and return its record (or a failure record)."""
+def run_job(spec: ScenarioSpec, policy: str, episode: int) -> tuple[dict[str, Any], bytes | None]:
+    """Run one episode in this process: its record (or a failure record) and its `episode_data` npz bytes.
+
+    The record's ``replay_stored`` says whether the bytes hold the replay (`episode_data.compact`).
+    """
     import torch
 
     torch.set_num_threads(1)  # one worker per core; more threads only contend (ARCHITECTURE §7)
@@ -172,13 +178,13 @@ def run_job(spec: ScenarioSpec, policy: str, episode: int) -> dict[str, Any]:
     try:
         from diffplatoon.evaluation.episode import run_episode
 
-        record = dict(run_episode(spec, policy, episode).record)
+        result = run_episode(spec, policy, episode)
+        record = dict(result.record)
+        payload, record["replay_stored"] = episode_data.compact(result.data, record, Thresholds.for_spec(spec))
     except Exception as exc:  # noqa: BLE001 - any episode error becomes a failure record
-        return failure_record(job, spec.seed, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        return failure_record(job, spec.seed, f"{type(exc).__name__}: {exc}", traceback.format_exc()), None
     record["job_id"] = job.job_id
-    return record
-
-
+    return record, payload
 
 
 # ------------------------------------------------------------------------------------------------
@@ -249,7 +255,7 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
 
 def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, num_workers: int | None,
            max_retries: int, show: bool, console: Console) -> int:
-    """Submit jobs keeping at most ``num_workers`` in flight; append each record as it arrives."""
+    """Submit jobs keeping at most ``num_workers`` in flight; store each episode's data, then append its record."""
     import ray
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
@@ -276,11 +282,13 @@ def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, 
             refill()  # keep the freed worker busy while the record is fetched and written
             for ref, job in finished:
                 try:
-                    record = ray.get(ref)
+                    record, payload = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - worker died after all retries
-                    record = failure_record(job, specs[job.scenario].seed,
-                                            f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                                            str(exc))
+                    record, payload = failure_record(
+                        job, specs[job.scenario].seed,
+                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", str(exc)), None
+                if payload is not None:  # first, so that a record's data file is always whole
+                    io.atomic_write_bytes(episode_data.data_path(records_path.parent, job.job_id), payload)
                 io.append_jsonl(records_path, record)
                 completed += 1
                 bar.advance(task_id)
@@ -322,6 +330,7 @@ def _write_run_json(out: Path, policies: Sequence[str], scenarios: Sequence[Any]
         "scenarios": [{
             "name": e.spec.name, "source": e.source, "sha256": e.sha256, "seed": e.spec.seed,
             "episodes": list(range(seed_offset, seed_offset + episodes)),
+            "thresholds": Thresholds.for_spec(e.spec).as_dict(),
             "spec": e.spec.model_dump(mode="json", by_alias=True),
         } for e in entries],
         "policy_versions": versions,

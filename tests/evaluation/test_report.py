@@ -1,4 +1,5 @@
-"""The safety report: files, self-contained HTML, numbers that match the records, rule of three.
+"""The safety report: files, self-contained HTML, numbers that match the records, rule of three,
+no simulation, and the same metrics.json whatever the record order.
 
 One small real evaluation (2 policies x 3 episodes of a shortened hard_brake) feeds every
 test; the expected numbers are recomputed here from the records with the stats primitives.
@@ -7,15 +8,19 @@ test; the expected numbers are recomputed here from the records with the stats p
 from __future__ import annotations
 
 import json
+import random
 import re
+import shutil
 
 import imageio.v3 as iio
+import numpy as np
 import pytest
 
 from diffplatoon import io
 from diffplatoon.evaluation import report, runner, stats
-from diffplatoon.evaluation.measures import Thresholds
+from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
+from diffplatoon.sim.simulation import Simulation
 
 POLICIES = ["idm", "cacc"]
 EPISODES = 3
@@ -50,7 +55,8 @@ def test_html_is_self_contained(run):
     out, _ = run
     text = (out / "report.html").read_text()
     srcs = re.findall(r'\bsrc\s*=\s*"([^"]*)"', text)
-    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert srcs and all(s.startswith(("data:image/png;base64,", "data:image/gif;base64,")) for s in srcs)
+    assert sum(s.startswith("data:image/gif;base64,") for s in srcs) == WORST_K  # the replays, embedded
     hrefs = re.findall(r'\bhref\s*=\s*"([^"]*)"', text)
     assert len(hrefs) == WORST_K  # only the replay links
     for h in hrefs:
@@ -129,3 +135,60 @@ def test_rebuild_from_records_alone(run):
     report.build_report(out, worst_k=1, render_replays=False)
     after = json.loads((out / "metrics.json").read_text())
     assert after["rows"] == before and len(after["worst"]) == 1
+
+
+def test_report_never_simulates(run, monkeypatch, tmp_path):
+    """A rebuild with replays and profile plots works while no `Simulation` can be constructed."""
+    out, _ = run
+    copy = tmp_path / "copy"
+    shutil.copytree(out, copy)
+    shutil.rmtree(copy / "replays")
+    (copy / "plots" / "worst_episode_profiles.png").unlink()
+    built = []
+
+    def refuse(self, *args, **kwargs):
+        built.append(args)
+        raise AssertionError("the report constructed a Simulation")
+
+    monkeypatch.setattr(Simulation, "__init__", refuse)
+    report.build_report(copy, worst_k=WORST_K, render_replays=True)
+    assert built == []
+    assert len(list((copy / "replays").glob("*.gif"))) == WORST_K
+    assert (copy / "plots" / "worst_episode_profiles.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_metrics_json_independent_of_record_order(run, tmp_path):
+    """Shuffled records.jsonl (twice, with different seeds) rebuild byte-identical metrics.json."""
+    out, _ = run
+    built = []
+    for seed in (None, 1, 2):
+        copy = tmp_path / f"order{seed}"
+        shutil.copytree(out, copy)
+        lines = (copy / runner.RECORDS).read_bytes().splitlines(keepends=True)
+        if seed is not None:
+            random.Random(seed).shuffle(lines)
+            (copy / runner.RECORDS).write_bytes(b"".join(lines))
+        report.build_report(copy, worst_k=WORST_K, render_replays=False)
+        built.append((copy / "metrics.json").read_bytes())
+    assert built[1] == built[0] and built[2] == built[0]
+    assert b"generated" not in built[0]
+
+
+def test_string_stability_curves_are_the_records_mean(run):
+    out, _ = run
+    records = list(io.read_jsonl(out / runner.RECORDS))
+    curves = json.loads((out / "metrics.json").read_text())["string_stability"]
+    (scenario,) = curves
+    for pol in POLICIES:
+        rows = [r["string_error_ratios"][0] for r in records if r["policy"] == pol]
+        assert all(len(x) == len(rows[0]) >= 1 for x in rows)  # one ratio per follower pair
+        want = np.nanmean(np.array(rows, dtype=np.float64), axis=0)
+        assert curves[scenario][pol] == pytest.approx(want.tolist())
+
+
+def test_string_curves_label_platoons_and_skip_undefined():
+    recs = [{"scenario": "s", "policy": "p", "string_error_ratios": [[1.0, None], [0.5]]},
+            {"scenario": "s", "policy": "p", "string_error_ratios": [[3.0, 2.0], []]},
+            {"scenario": "t", "policy": "p", "string_error_ratios": [[], [0.8, 0.9]]}]
+    assert report.string_curves(recs) == {"s": {"p · platoon 0": [2.0, 2.0], "p · platoon 1": [0.5]},
+                                          "t": {"p": [0.8, 0.9]}}

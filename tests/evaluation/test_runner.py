@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from diffplatoon import io
-from diffplatoon.evaluation import runner
+from diffplatoon.evaluation import episode_data, runner
+from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
 
 POLICIES = ["idm", "cacc"]
@@ -57,6 +59,48 @@ def test_every_job_recorded_once_with_run_json(two_worker_run, spec):
     assert entry["sha256"] == runner.spec_hash(spec) and entry["episodes"] == list(range(EPISODES))
     assert set(run["policy_versions"]) == set(POLICIES)
     assert [r["n"] for r in summary.rows] == [EPISODES] * len(POLICIES)
+    # one threshold source: the runner's run.json and every record agree with Thresholds.for_spec
+    want = Thresholds.for_spec(spec).as_dict()
+    assert entry["thresholds"] == want and all(r["thresholds"] == want for r in records)
+    assert want["disturbance_step"] == round(spec.events[0].at * spec.policy_frequency) > 0
+
+
+def test_each_episode_stores_profiles_and_replay(two_worker_run, spec):
+    """What the report draws is stored per episode: member profiles, string ratios, every vehicle's boxes."""
+    out, _ = two_worker_run
+    for r in io.read_jsonl(out / runner.RECORDS):
+        data = episode_data.load(episode_data.data_path(out, r["job_id"]))
+        members = sum(p.size for p in spec.platoons)
+        assert data.names == tuple(n for p in spec.platoons for n in p.member_names())
+        assert data.speed.shape == data.gap.shape == (r["steps"] + 1, members)
+        assert data.speed.dtype == np.float32 and data.dt == pytest.approx(1 / spec.policy_frequency)
+        assert np.isfinite(data.gap[0, 1:]).all()  # every follower starts behind its predecessor
+        assert r["replay_stored"] and data.replay is not None
+        assert data.replay.x.shape[0] == r["steps"] + 1 and data.replay.x.shape[1] > members
+        assert list(data.replay.platoon[:members]) == [0] * members
+        assert list(data.replay.member[:members]) == list(range(members))
+        assert (data.replay.platoon[members:] == -1).all()
+        assert np.isfinite(data.replay.x[:, :members]).all()
+        assert [len(x) for x in r["string_error_ratios"]] == [p.size - 2 for p in spec.platoons]
+
+
+def test_large_replays_kept_only_for_notable_episodes():
+    rng = np.random.default_rng(0)
+    t, n = 200, 120  # incompressible poses, well over the budget
+    replay = episode_data.Replay(*(rng.normal(size=(t, n)).astype(np.float32) for _ in range(3)),
+                                 crashed=np.zeros((t, n), bool), length=np.full(n, 5, np.float32),
+                                 width=np.full(n, 2, np.float32), platoon=np.full(n, -1, np.int16),
+                                 member=np.full(n, -1, np.int16))
+    data = episode_data.EpisodeData(0.2, ("a",), ((0,),), np.ones((t, 1), np.float32),
+                                    np.full((t, 1), np.nan, np.float32), replay)
+    th = Thresholds(ttc=3.0)
+    calm, kept = episode_data.compact(data, {"collision": False, "min_ttc": 4.0}, th)
+    assert not kept and len(calm) < 10_000 and episode_data.load_bytes(calm).replay is None
+    for notable in ({"collision": True, "min_ttc": 4.0}, {"collision": False, "min_ttc": 1.0}):
+        full, kept = episode_data.compact(data, notable, th)
+        assert kept and len(full) > episode_data.REPLAY_BUDGET_BYTES
+        back = episode_data.load_bytes(full)
+        assert np.array_equal(back.replay.x, replay.x) and back.platoons == ((0,),) and back.names == ("a",)
 
 
 def test_rerun_after_interruption_redoes_only_missing_jobs(two_worker_run, spec, tmp_path):
