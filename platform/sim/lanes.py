@@ -18,50 +18,27 @@ Lane types with closed forms, replicating highway-env's own formulas exactly:
 The SineLane row is highway-env's own approximation: s is measured along the chord, not the
 curve, and r is the offset from the sine in the chord's normal direction.
 
-Topology: `left`/`right` neighbours on the same road (lane id −1 / +1 in highway-env terms),
-`successors` (every lane of every road that starts where this lane's road ends, except roads
-turning back by more than 90°: the intersection's and roundabout's arms end their outgoing
-lanes at the node their incoming lanes start from, so without this traffic would U-turn),
-`predecessors`, `default_next` (what highway-env's `next_lane` picks at the lane end without
-a route), `follow_next` (what it picks from the centre line half a vehicle length before the
-end, where traffic's `follow_road` switches lanes; the two differ where next lanes start at
-one point, as at the intersection's stop lines), `entry_lanes` (no predecessor) and `near`: for each lane, the lanes whose band
-(|r| ≤ width/2 + 1 m, s within one vehicle length of the ends, i.e. highway-env's
-`on_lane(margin=1)` region) touches its own band. `near` is the candidate set for the
-closest-lane search and the lane-membership projection of the simulator.
+Attributes, by group:
 
-Vehicles off the road: `near` only holds lanes touching a lane's band, so the World also asks
-`far_lanes_may_be_closer`, which bounds highway-env's lane distance from below by the distance
-to a box around each other lane's centre line (minus a SineLane's amplitude) and so tells when
-the search over all lanes can be skipped with the same result.
-
-Routes: `road_next` (roads reachable from each road, U-turns excluded as for `successors`),
-`exit_roads` (no successor), `has_junctions` (some road leads to more than one road),
-`exit_paths(road)` (shortest road sequences to every reachable exit road) and
-`road_exit_lane` (the lane to drive on before a road with another lane count).
-
-Conflicts (right of way), built once, only when the lanes' highway-env `priority` values
-differ (so highways and every all-default network get none). A conflict is an ordered pair
-(ego lane E, other lane O) of lanes with different priorities, either
-
-- crossing or converging: not on the same road, not consecutive, not diverging from the same
-  node, and a reference body (5 m × 2 m plus 0.5 m on every side) centred on one lane's
-  centre line overlaps the corridor the other lane's bodies sweep; or
-- merging: both lanes continue onto the same `follow_next` lane N (a ramp or dropped lane
-  ending beside the lane that carries on, a roundabout entry joining the ring, connectors
-  ending at one outgoing lane). Each lane's zone then also covers its last vehicle length,
-  and the priority lane's zone reaches a body length (plus margin) into N.
-
-Each side gets a zone [z0, z1] of centre positions along its own lane where its body may
-touch the other's. Per lane, `zone_start` is the first z0 of all its conflicts (the World's
-yield line is just before it) and `zone_end` the last z1; `lane_yields` marks lanes with at
-least one yielding conflict. `conflict_yields` is True where the ego lane has the lower
-priority. Watch entries say where vehicles relevant to a conflict can be: on O itself, on
-O's successors (only where O's zone reaches its end), and, for yielding conflicts, on lanes
-up to `WATCH_HOPS` predecessors upstream (within `WATCH_HORIZON` of the zone) whose lane
-numbering lets them lead into O; a vehicle on watch lane F at s sits at s + offset in O's
-frame. `watch_next_lane` is the lane the chain continues on (−1 on O and after it): a vehicle
-on F counts only if it will take that lane next (its route's road, else `follow_next`).
+- identity: `n`, `indices`, `lanes`, `id_of`, `roads`, `road` (road id per lane), `lane_pos`
+  (highway-env's lane number), `road_size`, `road_first`;
+- geometry (`_fill_geometry`): `kind` and the closed-form parameters of each kind, `length`,
+  `width`, `speed_limit`/`speed_floor`, `forbidden`, `priority`;
+- topology (`_fill_topology`): `left`/`right` neighbours on the same road, `successors`
+  (every lane of every road that starts where this lane's road ends, except roads turning
+  back by more than 90°: the intersection's and roundabout's arms end their outgoing lanes at
+  the node their incoming lanes start from, so without this traffic would U-turn),
+  `predecessors`, `default_next` (what highway-env's `next_lane` picks at the lane end
+  without a route), `follow_next` (what it picks from the centre line half a vehicle length
+  before the end, where traffic's `follow_road` switches lanes; the two differ where next
+  lanes start at one point, as at the intersection's stop lines), `entry_lanes` (no
+  predecessor), `follow_at`/`exit_at` (s where traffic switches lanes / leaves the road);
+- routes (`_fill_road_graph`): `road_next` (roads reachable from each road, U-turns excluded
+  as for `successors`), `road_length`, `exit_roads` (no successor), `has_junctions` (some road
+  leads to more than one road), `exit_paths(road)` (shortest road sequences to every reachable
+  exit road) and `road_exit_lane` (the lane to drive on before a road with another lane count);
+- `search`: the candidate lanes of the closest-lane search (lane_search.py `LaneSearch`);
+- `conflicts`: right-of-way conflicts between lanes of different priority (conflicts.py).
 """
 
 from __future__ import annotations
@@ -69,32 +46,16 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-import shapely
 from highway_env.road.lane import AbstractLane, CircularLane, SineLane, StraightLane
 from highway_env.road.road import LaneIndex, RoadNetwork
 
+from diffplatoon.sim.conflicts import Conflicts
+from diffplatoon.sim.geometry import VEHICLE_LENGTH, wrap_angle
+from diffplatoon.sim.lane_search import ON_LANE_MARGIN, LaneSearch
+
 STRAIGHT, SINE, CIRCULAR, OTHER = 0, 1, 2, 3
 
-VEHICLE_LENGTH = float(AbstractLane.VEHICLE_LENGTH)  # [m] highway-env's on_lane / after_end margin
-ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds to half the width
-
-# Sampling used once at build time to find which lane bands touch: step along s [m], and
-# extra slack [m] on the band so that sampling cannot miss a touching pair.
-_NEAR_STEP = 1.0
-_NEAR_SLACK = 0.5
-_NEAR_MAX_SAMPLES = 20000
 _MAX_TURN = np.pi / 2  # [rad] a next road turning more than this at the node is no successor
-
-# Conflict zones: reference body, clearance added on every side, sampling step along lanes [m];
-# how far and how many lanes upstream of a zone traffic is watched.
-BODY_LENGTH, BODY_WIDTH, BODY_MARGIN = 5.0, 2.0, 0.5
-_CONFLICT_STEP = 0.5
-WATCH_HORIZON = 150.0  # [m]
-WATCH_HOPS = 3
-
-
-def _wrap_to_pi(a: np.ndarray) -> np.ndarray:
-    return ((a + np.pi) % (2 * np.pi)) - np.pi
 
 
 class LaneTable:
@@ -124,12 +85,8 @@ class LaneTable:
 
         self._fill_geometry()
         self._fill_topology()
-        self.near = self._near_lanes()
-        self._fill_conflicts()
-        # Lanes no further than this from any band point: a closest-lane distance above it may
-        # have missed a lane outside the `near` candidates (see `closest_lane`).
-        self.near_trust = float(np.min(self.width) / 2 + ON_LANE_MARGIN)
-        self._fill_far_search()
+        self.search = LaneSearch(self)
+        self.conflicts = Conflicts(self)
 
     # ------------------------------------------------------------------ build
     def _fill_geometry(self) -> None:
@@ -188,7 +145,7 @@ class LaneTable:
                 self.right[k] = self.id_of[(f, t, i + 1)]
             end_heading = self.lanes[k].heading_at(self.lanes[k].length)
             for nt, lanes in g.get(t, {}).items():
-                if abs(_wrap_to_pi(lanes[0].heading_at(0.0) - end_heading)) > _MAX_TURN:
+                if abs(wrap_angle(lanes[0].heading_at(0.0) - end_heading)) > _MAX_TURN:
                     continue  # a lane back the way it came (an arm's outgoing and incoming lanes share a node)
                 for j in range(len(lanes)):
                     m = self.id_of[(t, nt, j)]
@@ -275,213 +232,6 @@ class LaneTable:
                     out[r, m] = int(np.argmin(np.hypot(xe - x0[0], ye - y0[0])))
         return out
 
-    def _near_lanes(self) -> np.ndarray:
-        """(n, K) lane ids, −1 padded, sorted: lanes whose on-lane band touches each lane's band."""
-        near: list[list[int]] = []
-        for k in range(self.n):
-            lo, hi = -VEHICLE_LENGTH - 3.0, self.length[k] + VEHICLE_LENGTH + 3.0
-            n_s = int(min(_NEAR_MAX_SAMPLES, np.ceil((hi - lo) / _NEAR_STEP) + 1))
-            half = self.width[k] / 2 + ON_LANE_MARGIN + _NEAR_SLACK
-            s, r = np.meshgrid(np.linspace(lo, hi, n_s), np.linspace(-half, half, 9))
-            s, r = s.ravel(), r.ravel()
-            px, py = self.position(np.full(s.shape, k), s, r)
-            found = {k}
-            found.update(int(m) for m in self.successors[k])
-            found.update(int(m) for m in self.predecessors[k])
-            found.update(int(m) for m in (self.left[k], self.right[k]) if m >= 0)
-            for m in range(self.n):
-                if m in found:
-                    continue
-                ids = np.full(px.shape, m)
-                sm, rm = self.local_coordinates(ids, px, py)
-                band = (np.abs(rm) <= self.width[m] / 2 + ON_LANE_MARGIN + _NEAR_SLACK) & (
-                    sm >= -VEHICLE_LENGTH - 3.0) & (sm <= self.length[m] + VEHICLE_LENGTH + 3.0)
-                if np.count_nonzero(band):
-                    found.add(m)
-            near.append(sorted(found))
-        width = max(len(x) for x in near)
-        out = np.full((self.n, width), -1, dtype=np.intp)
-        for k, ids in enumerate(near):
-            out[k, : len(ids)] = ids
-        return out
-
-    def _fill_far_search(self) -> None:
-        """What `far_lanes_may_be_closer` needs: each lane's lanes outside `near`, and boxes.
-
-        Each lane gets an axis-aligned box holding its centre line and a slack such that
-        distance(point, box) − slack ≤ `distance_with_heading` of the point on that lane (the
-        point at the clamped s lies on the centre line, or for a SineLane within the
-        amplitude of its chord); lanes of unknown shape get an infinite box.
-        """
-        n = self.n
-        box = np.empty((n + 1, 4))  # x0, x1, y0, y1; row n: an empty box for padding
-        box[n] = (np.inf, -np.inf, np.inf, -np.inf)
-        self.box_slack = np.zeros(n + 1)
-        for k in range(n):
-            if self.kind[k] == OTHER:
-                box[k] = (-np.inf, np.inf, -np.inf, np.inf)
-                continue
-            if self.kind[k] == CIRCULAR:
-                n_s = 512
-                s = np.linspace(0.0, self.length[k], n_s)
-                step = self.length[k] / (n_s - 1) / self.radius[k]
-                pad = self.radius[k] * (1 - np.cos(step / 2)) + 1e-6  # sagitta between samples
-            else:
-                s = np.array([0.0, self.length[k]])
-                pad = 1e-6
-                self.box_slack[k] = abs(self.amplitude[k])
-            ids = np.full(len(s), k)
-            if self.kind[k] == SINE:  # the chord, not the curve
-                px = self.start_x[k] + s * self.dir_x[k]
-                py = self.start_y[k] + s * self.dir_y[k]
-            else:
-                px, py = self.position(ids, s, np.zeros(len(s)))
-            box[k] = (px.min() - pad, px.max() + pad, py.min() - pad, py.max() + pad)
-        self.box = np.concatenate((box, self.box_slack[:, None]), axis=1)  # (n + 1, 5) with the slack
-        far = [np.setdiff1d(np.arange(n), self.near[k][self.near[k] >= 0]) for k in range(n)]
-        width = max(len(f) for f in far)
-        self.far = np.full((n, width), n, dtype=np.intp)  # padded with n (the empty box)
-        for k, ids in enumerate(far):
-            self.far[k, : len(ids)] = ids
-        self.near_ids = np.where(self.near >= 0, self.near, 0)  # `near` with padding on lane 0
-        self.near_pad = self.near < 0
-
-    def far_lanes_may_be_closer(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray,
-                                best: np.ndarray) -> np.ndarray:
-        """Whether a lane outside `near[lanes]` may be within `best` (highway-env's lane distance)
-        of the points (x, y): where False, the closest lane among the `near` ones is the closest."""
-        far = self.far[lanes]  # (m, F)
-        if far.shape[1] == 0:
-            return np.zeros(len(lanes), dtype=bool)
-        box = self.box[far]  # (m, F, 5)
-        xc, yc = x[:, None], y[:, None]
-        dx = np.maximum(np.maximum(box[..., 0] - xc, xc - box[..., 1]), 0.0)
-        dy = np.maximum(np.maximum(box[..., 2] - yc, yc - box[..., 3]), 0.0)
-        need = np.hypot(dx, dy) - box[..., 4] <= best[:, None] + 1e-6
-        if not np.count_nonzero(need):
-            return np.zeros(len(lanes), dtype=bool)
-        return need.any(axis=1)
-
-    def _fill_conflicts(self) -> None:
-        """Conflict pairs, zones and watch entries (see the module docstring)."""
-        n = self.n
-        pairs: dict[tuple[int, int], list[float]] = {}  # (ego, other) -> [z0, z1, o0, o1]
-        if self.priority.min() != self.priority.max():
-            self._geometric_conflicts(pairs)
-            self._merge_conflicts(pairs)
-        keys = sorted(pairs)
-        c = len(keys)
-        self.n_conflicts = c
-        ego = np.array([k[0] for k in keys], dtype=np.intp)
-        self.conflict_lane = ego
-        self.conflict_other = np.array([k[1] for k in keys], dtype=np.intp)
-        z = np.array([pairs[k] for k in keys], dtype=np.float64).reshape(c, 4)
-        self.conflict_zone, self.conflict_other_zone = z[:, :2].copy(), z[:, 2:].copy()
-        self.conflict_yields = self.priority[ego] < self.priority[self.conflict_other]
-        self.conflict_start = np.searchsorted(ego, np.arange(n + 1)).astype(np.intp)
-        self.zone_start = np.full(n, np.inf)
-        self.zone_end = np.full(n, -np.inf)
-        if c:
-            np.minimum.at(self.zone_start, ego, self.conflict_zone[:, 0])
-            np.maximum.at(self.zone_end, ego, self.conflict_zone[:, 1])
-        self.lane_yields = np.zeros(n, dtype=bool)
-        self.lane_yields[ego[self.conflict_yields]] = True
-        self.has_conflicts = c > 0
-        self._fill_watch()
-
-    def _samples(self, k: int, lo: float, hi: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        n_s = max(2, int(np.ceil((hi - lo) / _CONFLICT_STEP)) + 1)
-        s = np.linspace(lo, hi, n_s)
-        ids = np.full(n_s, k)
-        x, y = self.position(ids, s, np.zeros(n_s))
-        return s, x, y, self.heading_at(ids, s)
-
-    def _geometric_conflicts(self, pairs: dict) -> None:
-        half_l, half_w = BODY_LENGTH / 2 + BODY_MARGIN, BODY_WIDTH / 2 + BODY_MARGIN
-        corridors, bodies = [], []
-        for k in range(self.n):
-            _, x, y, _ = self._samples(k, -half_l, self.length[k] + half_l)
-            corridors.append(shapely.buffer(shapely.linestrings(np.stack([x, y], 1)), half_w, cap_style="flat"))
-            s, x, y, h = self._samples(k, 0.0, self.length[k])
-            c, sn = np.cos(h), np.sin(h)
-            corners = np.stack([
-                np.stack([x + a * half_l * c - b * half_w * sn, y + a * half_l * sn + b * half_w * c], -1)
-                for a, b in ((1, 1), (1, -1), (-1, -1), (-1, 1))], 1)
-            bodies.append((s, shapely.polygons(corners)))
-        tree = shapely.STRtree(corridors)
-        start_node = [idx[0] for idx in self.indices]
-        for a, b in zip(*tree.query(corridors, predicate="intersects")):
-            a, b = int(a), int(b)
-            if a >= b or self.priority[a] == self.priority[b] or self.road[a] == self.road[b]:
-                continue
-            if start_node[a] == start_node[b] or b in self.successors[a] or a in self.successors[b]:
-                continue
-            za, zb = self._zone(bodies[a], corridors[b]), self._zone(bodies[b], corridors[a])
-            if za is None or zb is None:
-                continue
-            pairs[(a, b)] = [*za, *zb]
-            pairs[(b, a)] = [*zb, *za]
-
-    @staticmethod
-    def _zone(body: tuple[np.ndarray, np.ndarray], corridor) -> tuple[float, float] | None:
-        s, boxes = body
-        hit = shapely.intersects(boxes, corridor)
-        if not np.count_nonzero(hit):
-            return None
-        return float(s[hit].min()), float(s[hit].max())
-
-    def _merge_conflicts(self, pairs: dict) -> None:
-        into = BODY_LENGTH + BODY_MARGIN
-        for a in range(self.n):
-            for b in range(self.n):
-                nxt = self.follow_next[a]
-                if a == b or nxt < 0 or self.follow_next[b] != nxt or self.priority[a] >= self.priority[b]:
-                    continue
-                la, lb = self.length[a], self.length[b]
-                za = [la - BODY_LENGTH, la, lb - BODY_LENGTH, lb + into]  # a yields to b
-                for key, z in (((a, b), za), ((b, a), [*za[2:], *za[:2]])):
-                    old = pairs.get(key, z)
-                    pairs[key] = [min(old[0], z[0]), max(old[1], z[1]), min(old[2], z[2]), max(old[3], z[3])]
-
-    def _fill_watch(self) -> None:
-        entries: dict[tuple[int, int], tuple[float, int]] = {}  # (conflict, lane) -> (offset, next lane)
-
-        def add(c: int, lane: int, offset: float, next_road: int) -> None:
-            old = entries.get((c, lane))
-            if old is None or offset > old[0]:  # the closest chain is the conservative one
-                entries[(c, lane)] = (offset, next_road)
-
-        for c in range(self.n_conflicts):
-            o = int(self.conflict_other[c])
-            o0, o1 = self.conflict_other_zone[c]
-            add(c, o, 0.0, -1)
-            if o1 > self.length[o]:
-                for m in self.successors[o]:
-                    add(c, int(m), float(self.length[o]), -1)
-            if not self.conflict_yields[c]:
-                continue
-            frontier = [(o, 0.0)]
-            for _ in range(WATCH_HOPS):
-                nxt_frontier = []
-                for lane, off in frontier:
-                    for p in self.predecessors[lane]:
-                        p = int(p)
-                        same_count = self.road_size[p] == self.road_size[lane]
-                        if same_count and self.lane_pos[p] != self.lane_pos[lane]:
-                            continue  # highway-env keeps the lane number between equal roads
-                        p_off = off - float(self.length[p])
-                        if o0 - p_off > WATCH_HORIZON + self.length[p]:
-                            continue
-                        add(c, p, p_off, lane)
-                        nxt_frontier.append((p, p_off))
-                frontier = nxt_frontier
-        keys = sorted(entries, key=lambda k: (k[1], k[0]))
-        lanes = np.array([k[1] for k in keys], dtype=np.intp)
-        self.watch_conflict = np.array([k[0] for k in keys], dtype=np.intp)
-        self.watch_offset = np.array([entries[k][0] for k in keys], dtype=np.float64)
-        self.watch_next_lane = np.array([entries[k][1] for k in keys], dtype=np.intp)
-        self.watch_start = np.searchsorted(lanes, np.arange(self.n + 1)).astype(np.intp)
-
     # ------------------------------------------------------------ look-ups
     def lane_id(self, index: LaneIndex) -> int:
         """Int id of a highway-env lane index ``(from, to, id)``."""
@@ -528,7 +278,7 @@ class LaneTable:
         dx = x[m] - self.center_x[lc]
         dy = y[m] - self.center_y[lc]
         sp = self.start_phase[lc]
-        phi = sp + _wrap_to_pi(np.arctan2(dy, dx) - sp)
+        phi = sp + wrap_angle(np.arctan2(dy, dx) - sp)
         cd = self.cdir[lc]
         s[m] = cd * (phi - sp) * self.radius[lc]
         r[m] = cd * (self.radius[lc] - np.hypot(dx, dy))
@@ -600,7 +350,7 @@ class LaneTable:
         """highway-env's lane distance: |r| + distance beyond the ends + |heading error|."""
         length = self.length[lanes]
         d = np.abs(r) + np.maximum(s - length, 0.0) + np.maximum(-s, 0.0)
-        return d + np.abs(_wrap_to_pi(heading - self.heading_at(lanes, s)))
+        return d + np.abs(wrap_angle(heading - self.heading_at(lanes, s)))
 
     def on_lane(self, lanes: np.ndarray, s: np.ndarray, r: np.ndarray,
                 margin: float = ON_LANE_MARGIN) -> np.ndarray:

@@ -3,8 +3,8 @@
 Owns the equations of highway-env's `IDMVehicle` (IDM with a projected relative speed,
 MOBIL with its route rule) and of `ControlledVehicle.steering_control`, written as numpy
 functions over arrays, plus `NeighbourIndex`, the sorted-by-lane leader/follower search that
-replaces highway-env's O(N) scan per query. The `World` (world.py) decides which vehicles
-ask what; these functions only compute.
+replaces highway-env's O(N) scan per query. The behaviour modules (behaviour.py,
+idm_mobil.py, right_of_way.py) decide which vehicles ask what; these functions only compute.
 
 The front/rear rule reproduced by `NeighbourIndex` is highway-env's `Road.neighbour_vehicles`:
 a vehicle belongs to a lane when its centre is on the lane with a 1 m lateral margin
@@ -19,6 +19,8 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
+
+from diffplatoon.sim.geometry import wrap_angle
 
 # highway-env ControlledVehicle constants: characteristic times [s] and the steering limit [rad].
 TAU_HEADING = 0.2
@@ -44,11 +46,6 @@ class IDMConstants:
 def not_zero(x: np.ndarray, eps: float = _NOT_ZERO_EPS) -> np.ndarray:
     """highway-env's not_zero, elementwise: values within ±eps become ±eps (0 → +eps)."""
     return np.where(np.abs(x) > eps, x, np.where(x >= 0, eps, -eps))
-
-
-def wrap_to_pi(a: np.ndarray) -> np.ndarray:
-    """Angles wrapped to [-pi, pi)."""
-    return ((a + np.pi) % (2 * np.pi)) - np.pi
 
 
 def desired_gap(c: IDMConstants, speed: np.ndarray, dv: np.ndarray) -> np.ndarray:
@@ -108,7 +105,7 @@ def lane_keeping_steering(lateral: np.ndarray, future_heading: np.ndarray, headi
     lateral_speed_command = -KP_LATERAL * lateral
     heading_command = np.arcsin(_clip(lateral_speed_command / v, -1.0, 1.0))
     heading_ref = future_heading + _clip(heading_command, -np.pi / 4, np.pi / 4)
-    heading_rate_command = KP_HEADING * wrap_to_pi(heading_ref - heading)
+    heading_rate_command = KP_HEADING * wrap_angle(heading_ref - heading)
     slip_angle = np.arcsin(_clip(length / 2 / v * heading_rate_command, -1.0, 1.0))
     steering = np.arctan(2 * np.tan(slip_angle))
     return _clip(steering, -MAX_STEERING_ANGLE, MAX_STEERING_ANGLE)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from diffplatoon.scenarios.roads import HighwayRoad, IntersectionRoad, RoundaboutRoad
+from diffplatoon.sim.roads import build_network
 from diffplatoon.sim.world import World, WorldParams
 
 SECONDS = 60.0
@@ -24,7 +25,7 @@ def _loop_lanes(world: World) -> np.ndarray:
 
 def _run(road, seed: int) -> dict:
     """Populate the road, keep its entries fed for SECONDS, record trips of the vehicles that entered."""
-    world = World(road.build(), WorldParams(), np.random.default_rng(seed))
+    world = World(build_network(road), WorldParams(), np.random.default_rng(seed))
     tab = world.table
     world.populate(DENSITY, SPEEDS)
     on_loop = _loop_lanes(world)
@@ -82,12 +83,12 @@ def test_intersection_traffic_turns_left_right_and_goes_straight():
 
 def test_routes_come_from_the_world_generator():
     def routes(seed: int) -> tuple[np.ndarray, np.ndarray]:
-        world = World(RoundaboutRoad().build(), WorldParams(), np.random.default_rng(seed))
+        world = World(build_network(RoundaboutRoad()), WorldParams(), np.random.default_rng(seed))
         world.populate(DENSITY, SPEEDS)
         for _ in range(50):
             world.step()
             world.fill_to_density(DENSITY, SPEEDS)
-        return world.route[: world._hi].copy(), world.x[: world._hi].copy()
+        return world.route[: world.vehicles.hi].copy(), world.x[: world.vehicles.hi].copy()
 
     (r0, x0), (r1, x1), (r2, _) = routes(5), routes(5), routes(6)
     assert np.array_equal(r0, r1) and np.array_equal(x0, x1)
@@ -96,7 +97,7 @@ def test_routes_come_from_the_world_generator():
 
 
 def test_straight_highway_traffic_keeps_no_route():
-    world = World(HighwayRoad(lanes=3, length=1000.0).build(), WorldParams(), np.random.default_rng(0))
+    world = World(build_network(HighwayRoad(lanes=3, length=1000.0)), WorldParams(), np.random.default_rng(0))
     assert not world.table.has_junctions
     world.populate(20.0, (20.0, 25.0))
     for _ in range(25):

@@ -8,6 +8,7 @@ import pytest
 
 from diffplatoon.scenarios.loader import load_scenario
 from diffplatoon.scenarios.roads import HighwayRoad, IntersectionRoad, LaneGraphRoad, RoundaboutRoad
+from diffplatoon.sim.roads import build_network
 from diffplatoon.sim.world import World, WorldParams
 
 SECONDS = 60.0
@@ -21,7 +22,7 @@ def _junction_run(road, yielding: bool, seed: int, density: float, speed: float,
     arm, vehicles that entered).
     """
     rng = np.random.default_rng(1000 + seed)
-    world = World(road.build(), WorldParams(yielding=yielding), np.random.default_rng(seed))
+    world = World(build_network(road), WorldParams(yielding=yielding), np.random.default_rng(seed))
     world.populate(density, (0.8 * speed, 1.1 * speed))
     entries, arms = road.entry_lanes(), road.destinations()
     next_entry = {e: rng.uniform(0.0, headway) for e in entries}
@@ -34,7 +35,7 @@ def _junction_run(road, yielding: bool, seed: int, density: float, speed: float,
                 continue
             next_entry[e] += headway * rng.uniform(0.5, 1.5)
             lane = world.table.lane_id(e)
-            hi = world._hi
+            hi = world.vehicles.hi
             if np.any(world.active[:hi] & (world.lane[:hi] == lane) & (world.s[:hi] < 15.0)):
                 continue  # the entry is still occupied: skip this arrival
             dest = [a for a in arms if a != e[0]][int(rng.integers(len(arms) - 1))]
@@ -68,7 +69,7 @@ def test_populated_junction_has_no_traffic_collisions_when_yielding(road, speed)
 def _crossing(yielding: bool, priority_start: float) -> tuple[World, list[dict], int, int]:
     """A minor-road vehicle going south→north, a major-road vehicle west→east, 15 s at 15 Hz."""
     road = IntersectionRoad()
-    world = World(road.build(), WorldParams(yielding=yielding), np.random.default_rng(0))
+    world = World(build_network(road), WorldParams(yielding=yielding), np.random.default_rng(0))
     south, west = road.resolve_lane("south_in"), road.resolve_lane("west_in")
     ego = world.spawn(south, 50.0, 9.0, route=road.route(south, "north"))
     major = world.spawn(west, priority_start, 9.0, route=road.route(west, "east"))
@@ -94,21 +95,21 @@ def test_minor_vehicle_stops_at_the_yield_line_and_goes_once_the_major_vehicle_p
     assert not any(f["collided"] for f in trace)
     live = [f for f in trace if f["ego_live"] and f["major_live"]]
     stop = min(live, key=lambda f: f["ego_v"])
-    line = tab.zone_start[ego_conn] - p.yield_stop_gap
+    line = tab.conflicts.zone_start[ego_conn] - p.yield_stop_gap
     assert stop["ego_v"] < 0.1 and stop["yielding"]
-    assert line - 1.0 <= stop["ego_s"] <= tab.zone_start[ego_conn]  # stopped at the line, not in the zone
+    assert line - 1.0 <= stop["ego_s"] <= tab.conflicts.zone_start[ego_conn]  # stopped at the line, not in the zone
     # The major vehicle is not disturbed, and is still to pass the crossing when the ego stops.
     assert min(f["major_v"] for f in trace if f["major_live"]) > 8.9
-    crossing = tab.conflict_other_zone[
-        (tab.conflict_lane == ego_conn) & (tab.conflict_other == major_conn)][0]
+    crossing = tab.conflicts.other_zone[
+        (tab.conflicts.lane == ego_conn) & (tab.conflicts.other == major_conn)][0]
     assert stop["major_s"] < crossing[1]
     # The ego enters its zone only after the major vehicle has left the crossing.
-    enter = next(f for f in trace if f["ego_s"] >= tab.zone_start[ego_conn])
+    enter = next(f for f in trace if f["ego_s"] >= tab.conflicts.zone_start[ego_conn])
     assert enter["t"] > stop["t"]
     assert enter["major_s"] > crossing[1]
     assert not enter["yielding"]
     # ... and then carries on through the intersection.
-    assert not trace[-1]["ego_live"] or trace[-1]["ego_s"] > tab.zone_end[ego_conn]
+    assert not trace[-1]["ego_live"] or trace[-1]["ego_s"] > tab.conflicts.zone_end[ego_conn]
 
 
 def test_crossing_that_collides_without_the_rule_is_safe_with_it():
@@ -123,7 +124,7 @@ def test_onramp_traffic_merges_without_collisions():
     names = road.named_lanes()
     merged_total = 0
     for seed in range(3):
-        world = World(road.build(), WorldParams(), np.random.default_rng(seed))
+        world = World(build_network(road), WorldParams(), np.random.default_rng(seed))
         tab = world.table
         ramp = {tab.lane_id(names[n]) for n in ("ramp", "ramp_bend", "accel")}
         after = {tab.lane_id(names[n]) for n in ("after_0", "after_1")}
@@ -145,7 +146,7 @@ def test_onramp_traffic_merges_without_collisions():
 
 
 def _trajectory(road, yielding: bool) -> np.ndarray:
-    world = World(road.build(), WorldParams(yielding=yielding), np.random.default_rng(5))
+    world = World(build_network(road), WorldParams(yielding=yielding), np.random.default_rng(5))
     world.populate(30.0, (20.0, 28.0))
     lane = road.resolve_lane(0)
     for k in range(3):
@@ -156,7 +157,7 @@ def _trajectory(road, yielding: bool) -> np.ndarray:
         acts = np.stack([np.full(len(rows), 0.5), world.lane_keeping_steering(rows)], axis=1)
         world.step(acts)
         world.fill_to_density(30.0, (20.0, 28.0))
-        hi = world._hi
+        hi = world.vehicles.hi
         out.append(np.concatenate([world.x[:hi], world.y[:hi], world.speed[:hi], world.lane[:hi]]))
     return np.concatenate(out)
 
@@ -172,5 +173,5 @@ MERGE_WITHOUT_PRIORITIES = LaneGraphRoad(
 @pytest.mark.parametrize("road", [HighwayRoad(lanes=4, length=2000.0), MERGE_WITHOUT_PRIORITIES],
                          ids=["highway", "merge-equal-priorities"])
 def test_roads_without_priorities_are_bit_identical_with_and_without_the_rule(road):
-    assert World(road.build()).table.n_conflicts == 0
+    assert World(build_network(road)).table.conflicts.n == 0
     np.testing.assert_array_equal(_trajectory(road, True), _trajectory(road, False))

@@ -1,0 +1,226 @@
+"""Traffic's decision each frame: highway-env's `IDMVehicle.act` for all traffic rows at once.
+
+Steps (as highway-env: every vehicle decides, then all move):
+1. follow_road: past the last half length of its target lane a vehicle takes the next lane;
+2. MOBIL candidates (left before right) of the vehicles whose lane-change timer expired;
+3. leaders and followers on own lanes, target lanes (vehicles changing lanes) and candidate
+   lanes (with the yielding rule on, MOBIL also sees across lane joints, where highway-env's
+   lane-band search is blind);
+4. every IDM acceleration of the frame in one batch of named roles (idm_mobil.py), then the
+   yielding rule (right_of_way.py), which can only lower them;
+5. lane-change decisions: aborts of ongoing changes (another vehicle changing into the same
+   lane within the desired gap), MOBIL acceptances (the right lane overrides the left);
+6. the lower of the current-lane and target-lane accelerations while changing, the exit-lane
+   fallback of routed traffic, the a_max clip;
+7. lane-keeping steering towards the target lane.
+
+On roads with junctions no traffic lane change ends inside a conflict zone or within
+`zone_change_guard` before it (a vehicle merging or crossing there has judged the gap already).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from diffplatoon.sim import idm_mobil, right_of_way, routes, traffic
+from diffplatoon.sim.traffic import NeighbourIndex
+
+if TYPE_CHECKING:
+    from diffplatoon.sim.world import World
+
+_EMPTY_INT = np.empty(0, dtype=np.intp)
+
+
+def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
+    """Set accel, steering and target lanes of traffic `rows` (live, not crashed)."""
+    p, veh, tab = world.params, world.vehicles, world.table
+    cache = world.frame_cache()
+    cos, sin = cache.cos, cache.sin
+    yield_on = world.right_of_way is not None
+    n = len(rows)
+    x, y = veh.x[rows], veh.y[rows]
+    # 1. follow_road
+    tgt = veh.target_lane[rows]
+    st, rt = tab.local_coordinates(tgt, x, y)
+    ending = st > tab.follow_at[tgt]
+    if np.count_nonzero(ending):
+        for row in rows[ending]:
+            routes.follow_road(veh, world.network, int(row))
+        tgt = veh.target_lane[rows]
+        st, rt = tab.local_coordinates(tgt, x, y)
+    lane, s = veh.lane[rows], veh.s[rows]
+    if yield_on:
+        path = right_of_way.path_state(veh, world.lane_key_base, rows, tgt, st)
+    changing = lane != tgt
+    c0 = changing.nonzero()[0]
+    # 2. MOBIL candidates
+    who = _EMPTY_INT
+    if p.lane_changes_enabled:
+        fire = ~changing & (veh.lane_change_timer[rows] > p.lane_change_delay)
+        if np.count_nonzero(fire):
+            f_idx = fire.nonzero()[0]
+            veh.lane_change_timer[rows[f_idx]] = 0.0
+            who, cand, cand_s, cand_r, n_left = _mobil_candidates(world, rows, lane, f_idx)
+    m = len(who)
+    # 3. Leaders (front) and followers (rear) on own, target and candidate lanes.
+    if len(c0) or m:
+        q_rows = np.concatenate((rows, rows[c0], rows[who]))
+        q_lanes = np.concatenate((lane, tgt[c0], cand)) if m else np.concatenate((lane, tgt[c0]))
+        q_s = np.concatenate((s, st[c0], cand_s)) if m else np.concatenate((s, st[c0]))
+        qf, qr = index.query(q_rows, q_lanes, q_s)
+        front, rear, qf, qr = qf[:n], qr[:n], qf[n:], qr[n:]
+    else:
+        front, rear = index.query(rows, lane, s)
+    if yield_on and m:
+        # Neighbours across lane joints: a lane change just after a joint must see who is
+        # about to cross it (the band search of highway-env does not).
+        pf, pr = path.approach.query(rows[who], cand, cand_s)
+        nxt = tab.follow_next[cand]
+        far = ((pf < 0) & (nxt >= 0)).nonzero()[0]
+        if len(far):  # the new leader may already be past the candidate lane's end
+            pf[far] = path.on_lane.query(rows[who][far], nxt[far], cand_s[far] - tab.length[cand[far]])[0]
+        k0 = len(c0)
+        qf[k0:] = np.where(qf[k0:] < 0, pf, qf[k0:])
+        qr[k0:] = np.where(qr[k0:] < 0, pr, qr[k0:])
+    # 4. Every IDM acceleration of this frame in one batch.
+    batch = idm_mobil.IdmBatch()
+    batch.add("own_lane", rows, front, rows)
+    if len(c0):
+        batch.add("target_lane", rows[c0], qf[: len(c0)], rows[c0])
+    if m:
+        me = rows[who]
+        new_leader, new_follower = qf[len(c0):], qr[len(c0):]
+        old_leader, old_follower = front[who], rear[who]
+        batch.add("new_follower_before", new_follower, new_leader, me)
+        batch.add("new_follower_after", new_follower, me, me)
+        batch.add("me_after", me, new_leader, me)
+        batch.add("old_follower_before", old_follower, me, me)
+        batch.add("old_follower_after", old_follower, old_leader, me)
+    a = batch.evaluate(veh, world.idm, cos, sin)
+    acc = a["own_lane"].copy()
+    if yield_on:
+        # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
+        acc_mobil = world.right_of_way.apply(rows, path, acc, cos, sin)
+    # 5. Lane-change decisions.
+    keep = None
+    new_tgt = tgt
+    new_idx = _EMPTY_INT
+    if m:
+        mob = idm_mobil.MobilAccelerations(
+            me_before=acc_mobil[who] if yield_on else acc[who], me_after=a["me_after"],
+            new_follower_before=a["new_follower_before"], new_follower_after=a["new_follower_after"],
+            old_follower_before=a["old_follower_before"], old_follower_after=a["old_follower_after"])
+        safe, worth = idm_mobil.mobil(mob, p.politeness, p.min_acc_gain, p.max_braking_imposed)
+        if veh.n_routes:
+            lane_route, by_route = routes.route_rule(veh, p.exit_lane_lookahead, p.max_braking_imposed,
+                                                     me, cand, mob.me_after)
+            accept = safe & np.where(lane_route, by_route, worth)
+        else:
+            accept = safe & worth
+        chosen = np.empty(n, dtype=np.intp)
+        chosen.fill(-1)
+        left_acc = accept[:n_left].nonzero()[0]
+        chosen[who[left_acc]] = left_acc
+        right_acc = n_left + accept[n_left:].nonzero()[0]
+        chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
+        new_idx = (chosen >= 0).nonzero()[0]
+        k = chosen[new_idx]
+        new_tgt = tgt.copy()
+        new_tgt[new_idx] = cand[k]
+    if len(c0) and p.lane_changes_enabled:
+        aborted = _abort_lane_changes(world, rows, lane, tgt, c0, new_tgt)
+        keep = ~aborted
+        if np.count_nonzero(aborted):
+            ab = c0[aborted]
+            new_tgt = new_tgt.copy() if new_tgt is tgt else new_tgt
+            new_tgt[ab] = lane[ab]
+            st, rt = st.copy(), rt.copy()
+            st[ab], rt[ab] = s[ab], veh.r[rows[ab]]
+    if len(new_idx):
+        st, rt = st.copy(), rt.copy()
+        st[new_idx], rt[new_idx] = cand_s[k], cand_r[k]
+    if new_tgt is not tgt:
+        veh.target_lane[rows] = new_tgt
+    # 6. IDM: the lower of the current-lane and target-lane accelerations while changing.
+    if len(c0):
+        acc_tgt = a["target_lane"]
+        kc = c0 if keep is None else c0[keep]
+        acc[kc] = np.minimum(acc[kc], acc_tgt if keep is None else acc_tgt[keep])
+    if len(new_idx):
+        acc[new_idx] = np.minimum(acc[new_idx], a["me_after"][k])
+    if veh.n_routes and tab.has_junctions:
+        routes.let_pass_for_exit(veh, world.idm, p.exit_lane_lookahead, cos, sin, rows, lane,
+                                 new_tgt, acc, index)
+    acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
+    if yield_on:
+        # Queues stop and go at yield lines: traffic stands still instead of reversing.
+        acc = np.maximum(acc, -np.maximum(veh.speed[rows], 0.0) * p.simulation_frequency)
+    veh.accel[rows] = acc
+    # 7. Lane keeping towards the target lane.
+    v = veh.speed[rows]
+    future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
+    veh.steering[rows] = traffic.lane_keeping_steering(rt, future, veh.heading[rows], v, veh.length[rows])
+
+
+def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
+    """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
+    veh, tab = world.vehicles, world.table
+    lf = lane[f_idx]
+    left, right = tab.left[lf], tab.right[lf]
+    has_l, has_r = left >= 0, right >= 0
+    who = np.concatenate((f_idx[has_l], f_idx[has_r]))
+    cand = np.concatenate((left[has_l], right[has_r]))
+    r_ = rows[who]
+    cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
+    ok = tab.is_reachable(cand, cs, cr) & (np.abs(veh.speed[r_]) >= 1)
+    if world.right_of_way is not None and tab.has_junctions:
+        # No lane change into a lane's conflict zone or the stretch just before it.
+        cf = tab.conflicts
+        ok &= ~((cs >= cf.zone_start[cand] - world.params.zone_change_guard) & (cs <= cf.zone_end[cand]))
+    n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has_l))]))
+    return who[ok], cand[ok], cs[ok], cr[ok], n_left
+
+
+def _abort_lane_changes(world: World, rows, lane, tgt, c0, new_tgt) -> np.ndarray:
+    """Which ongoing lane changes (positions `c0` in `rows`) abort this frame.
+
+    highway-env aborts when another vehicle, not on the target lane, targets it too and is
+    ahead within the desired gap. It decides vehicle by vehicle, so a vehicle sees the
+    decisions taken this frame by the vehicles before it (lower rows) and the old targets of
+    the others. A vectorized pre-check finds candidate conflicts (rare); those are then
+    resolved in row order.
+    """
+    veh, tab = world.vehicles, world.table
+    aborted = np.zeros(len(c0), dtype=bool)
+    chk = (tab.road[lane[c0]] == tab.road[tgt[c0]]) & ~veh.lane_change_forced[rows[c0]]
+    movers = ((tgt != lane) | (new_tgt != lane)).nonzero()[0]
+    if not np.count_nonzero(chk) or len(movers) < 2:
+        return aborted
+    ci = chk.nonzero()[0]
+    v_i = c0[ci][:, None]  # (C, 1) positions in `rows`
+    u_i = movers[None, :]  # (1, M)
+    t_v = tgt[v_i]
+    match = ((tgt[u_i] == t_v) | (new_tgt[u_i] == t_v)) & (lane[u_i] != t_v) & (v_i != u_i)
+    if not np.count_nonzero(match):
+        return aborted
+    a_i, b_i = match.nonzero()
+    va, ub = c0[ci[a_i]], movers[b_i]
+    d, dstar = idm_mobil.gap_and_desired(veh, world.idm, rows[va], rows[ub])
+    close = (d > 0) & (d < dstar)
+    if not np.count_nonzero(close):
+        return aborted
+    conflicts: dict[int, list[int]] = {}
+    for a, b in zip(va[close], ub[close]):
+        conflicts.setdefault(int(a), []).append(int(b))
+    pos_in_c0 = {int(c): k for k, c in enumerate(c0)}
+    current = new_tgt.copy()
+    for a in sorted(conflicts):
+        for b in conflicts[a]:
+            seen = current[b] if b < a else tgt[b]
+            if seen == tgt[a] and lane[b] != tgt[a]:
+                current[a] = lane[a]
+                aborted[pos_in_c0[a]] = True
+                break
+    return aborted
