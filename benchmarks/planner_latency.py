@@ -25,6 +25,7 @@ import time
 import torch
 
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig
+from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 
 OBS_DIM, MSG_DIM, INBOX = 40, 16, 6
@@ -108,10 +109,11 @@ def main() -> None:
     if args.checkpoint:
         planner = JointDiffusionPlanner.load(args.checkpoint)
     else:
-        planner = _random_planner(PlannerConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM))
+        planner = _random_planner(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM)))
     cfg = planner.config
     print(f"# planner latency — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
-    print(f"model: d_model={cfg.d_model} layers={cfg.n_layers} heads={cfg.n_heads} chunk={cfg.chunk} "
+    net = cfg.denoiser
+    print(f"model: d_model={net.d_model} layers={net.n_layers} heads={net.n_heads} chunk={net.chunk} "
           f"params={planner.num_parameters() / 1e6:.2f}M\n")
     print("| load | threads | N | H | steps | samples | batch | guided | p50 ms | p95 ms | plans/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")

@@ -20,13 +20,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from diffplatoon.sim.geometry import wrap_angle
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
-
-
-def _wrap(a: np.ndarray) -> np.ndarray:
-    return (a + np.pi) % (2 * np.pi) - np.pi
 
 
 @dataclass
@@ -66,8 +63,8 @@ class Corridor:
         k = k[..., 0]
         start = np.take_along_axis(np.broadcast_to(self.tangents[:, None, :-1], t.shape), k[..., None], -1)[..., 0]
         end = np.take_along_axis(np.broadcast_to(self.tangents[:, None, 1:], t.shape), k[..., None], -1)[..., 0]
-        reference = start + frac * _wrap(end - start)
-        heading_error = _wrap(np.asarray(poses, dtype=np.float64)[..., 2] - reference)
+        reference = start + frac * wrap_angle(end - start)
+        heading_error = wrap_angle(np.asarray(poses, dtype=np.float64)[..., 2] - reference)
         return lateral, heading_error
 
     def deviation(self, poses: np.ndarray, length: np.ndarray, width: np.ndarray,
@@ -138,6 +135,6 @@ def _tangents(points: np.ndarray, first: np.ndarray) -> np.ndarray:
     out = np.empty(points.shape[:2])
     out[:, 0] = first
     if seg.shape[1] > 1:
-        out[:, 1:-1] = seg[:, :-1] + 0.5 * _wrap(seg[:, 1:] - seg[:, :-1])
-    out[:, -1] = seg[:, -1] + _wrap(seg[:, -1] - out[:, -2])
+        out[:, 1:-1] = seg[:, :-1] + 0.5 * wrap_angle(seg[:, 1:] - seg[:, :-1])
+    out[:, -1] = seg[:, -1] + wrap_angle(seg[:, -1] - out[:, -2])
     return out

@@ -23,6 +23,7 @@ import torch
 
 from diffplatoon.agents.diffusion.demos import FUTURE_KEYS, SCENE_KEYS, SHARDS, read_manifest
 from diffplatoon.agents.diffusion.train import Batch, Trainer
+from diffplatoon.sim.geometry import VEHICLE_LENGTH
 
 _BATCH_KEYS = tuple(f.name for f in dataclasses.fields(Batch))
 
@@ -96,7 +97,7 @@ def _load_shard(path: Path, n_max: int, kc: int, horizon: int) -> dict[str, np.n
     for k, axis in _MEMBER_AXES.items():
         a[k] = _pad(a[k], axis, n_max)
     a["comm_mask"] = _pad(_pad(a["comm_mask"], 1, n_max), 2, n_max)
-    a["length"] = np.where(a["member_mask"], a["length"], 5.0).astype(np.float32)
+    a["length"] = np.where(a["member_mask"], a["length"], VEHICLE_LENGTH).astype(np.float32)
     a["inbox"] = _pad(a["inbox"], 2, kc)
     a["inbox_mask"] = _pad(a["inbox_mask"], 2, kc)
     for k in FUTURE_KEYS:

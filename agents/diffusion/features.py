@@ -37,9 +37,9 @@ from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
 from diffplatoon.agents.diffusion.guidance import SceneContext
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.comms import FIELD_INDEX, message_dim
+from diffplatoon.sim.geometry import VEHICLE_LENGTH, wrap_angle
 from diffplatoon.sim.observation import Observation, flat_layout
 
-DEFAULT_LENGTH = 5.0  # [m] highway-env Vehicle.LENGTH, used when a member's length is not observed
 _SAME_VEHICLE = 0.5  # [m] two observed centres closer than this are one vehicle
 _INBOX_FIELDS = ("inbox", "inbox_mask", "inbox_age")
 _X, _Y, _H = FIELD_INDEX["x"], FIELD_INDEX["y"], FIELD_INDEX["heading"]
@@ -83,16 +83,12 @@ def member_lengths(spec: ScenarioSpec) -> np.ndarray:
     return np.array([p.vehicle.length for p in spec.platoons for _ in range(p.size)], dtype=np.float32)
 
 
-def _wrap(a):
-    return (a + np.pi) % (2 * np.pi) - np.pi
-
-
 def to_frame(x: np.ndarray, y: np.ndarray, heading: np.ndarray, frame: np.ndarray):
     """World (x, y, heading) → platoon frame at ``frame`` = [x0, y0, ψ0] (float64)."""
     x0, y0, h0 = (float(v) for v in frame)
     c, s = np.cos(h0), np.sin(h0)
     dx, dy = np.asarray(x, np.float64) - x0, np.asarray(y, np.float64) - y0
-    return c * dx + s * dy, -s * dx + c * dy, _wrap(np.asarray(heading, np.float64) - h0)
+    return c * dx + s * dy, -s * dx + c * dy, wrap_angle(np.asarray(heading, np.float64) - h0)
 
 
 def to_world(plan_states, frame):
@@ -152,7 +148,7 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
 
     ``length`` (len(rows),) gives the members' lengths (e.g. ``member_lengths(spec)[rows]``); without it a
     member's length is read from a message it sent or from another member's neighbour slots, else
-    `DEFAULT_LENGTH`. Needs an observation with ``pose`` and ``inbox_sender`` (from `Observer`).
+    `VEHICLE_LENGTH`. Needs an observation with ``pose`` and ``inbox_sender`` (from `Observer`).
     """
     rows = np.asarray(rows, dtype=np.intp)
     n = len(rows)
@@ -173,7 +169,7 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
         comm_mask=np.zeros((n_max, n_max), bool),
         member_mask=np.zeros(n_max, bool),
         ego_state=np.zeros((n_max, 4), np.float32),
-        length=np.full(n_max, DEFAULT_LENGTH, np.float32),
+        length=np.full(n_max, VEHICLE_LENGTH, np.float32),
         frame=frame.astype(np.float32),
         neighbours=np.zeros((m_max, 5), np.float32),
         neighbour_mask=np.zeros(m_max, bool),
@@ -246,7 +242,7 @@ def _lengths(obs: Observation, rows: np.ndarray, pose: np.ndarray, seen: np.ndar
             d = np.hypot(seen[:, 0] - pose[j, 0], seen[:, 1] - pose[j, 1])
             if d.min() < _SAME_VEHICLE:
                 out[j] = seen[np.argmin(d), 4]
-    return np.where(np.isfinite(out), out, DEFAULT_LENGTH).astype(np.float32)
+    return np.where(np.isfinite(out), out, VEHICLE_LENGTH).astype(np.float32)
 
 
 def stack(inputs: list[PlatoonInputs], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
@@ -289,7 +285,7 @@ def scene_context(inputs: list[PlatoonInputs], horizon: int, dt: float,
     return SceneContext(
         neighbours=torch.as_tensor(predict_neighbours(nb, horizon, dt), device=device),
         neighbour_mask=torch.as_tensor(nb_mask, device=device),
-        neighbour_length=torch.as_tensor(np.where(nb[..., 4] > 0, nb[..., 4], DEFAULT_LENGTH), dtype=torch.float32,
+        neighbour_length=torch.as_tensor(np.where(nb[..., 4] > 0, nb[..., 4], VEHICLE_LENGTH), dtype=torch.float32,
                                          device=device),
     )
 
@@ -300,7 +296,7 @@ def as_dict(p: PlatoonInputs) -> dict[str, np.ndarray]:
 
 
 __all__ = [
-    "DEFAULT_LENGTH", "PLAN_KEYS", "PlatoonInputs", "as_dict", "member_lengths", "msg_dim",
+    "PLAN_KEYS", "PlatoonInputs", "as_dict", "member_lengths", "msg_dim",
     "obs_dim", "platoon_inputs", "predict_neighbours", "scene_context", "stack", "to_frame", "to_world",
 ]
 

@@ -15,6 +15,9 @@ Terms:
   i.e. a time-gap barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing).
 - ``comfort``: mean squared acceleration, jerk, steering and steering rate.
 - ``speed``: speed above each member's speed limit [m/s], summed over members, averaged over time (0 without limits).
+
+`CostGuidance` is the guidance step itself (x̂0 moved against the cost gradient of its rollout), shared by the
+planner's sampler and the DPPO module's chain.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import torch
+
+from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 
 _EPS = 1e-6
 
@@ -65,10 +70,10 @@ class GuidanceConfig:
     inner_steps: int = 1
     max_grad_norm: float | None = 5.0
     weights: CostWeights = field(default_factory=CostWeights)
-    vehicle_width: float = 2.0
+    vehicle_width: float = VEHICLE_WIDTH
     n_discs: int = 3
     buffer: float = 0.3
-    neighbour_length: float = 5.0
+    neighbour_length: float = VEHICLE_LENGTH
     standstill_gap: float = 2.0
     min_time_gap: float = 0.5
     ttc_min: float = 2.0
@@ -136,6 +141,46 @@ class SceneContext:
             mv(self.neighbours), mv(self.neighbour_mask), mv(self.neighbour_length),
             mv(self.lateral_bounds), self.boundary_fn, mv(self.predecessor), mv(self.speed_limit),
         )
+
+
+@dataclass(frozen=True)
+class CostGuidance:
+    """x̂0 ← x̂0 − scale · ∇cost(rollout(x̂0)), the per-scene gradient norm clipped, ``inner_steps`` times.
+
+    Attributes:
+        config: the guidance settings (costs, step size, clipping).
+        decode: normalised actions → physical actions clipped to the action limits.
+        encode: physical actions → clipped normalised actions.
+        rollout: (ego_state (B,N,4), actions (B,N,H,2), length (B,N)) → states (B,N,H,4).
+        dt: plan step [s] (comfort cost).
+    """
+
+    config: GuidanceConfig
+    decode: Callable[[torch.Tensor], torch.Tensor]
+    encode: Callable[[torch.Tensor], torch.Tensor]
+    rollout: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+    dt: float
+
+    def guided_steps(self, steps: int) -> int:
+        """How many of the last denoising steps are guided."""
+        return self.config.guided_steps(steps)
+
+    def __call__(self, x0: torch.Tensor, ego_state: torch.Tensor, length: torch.Tensor,
+                 member_mask: torch.Tensor, ctx: SceneContext) -> torch.Tensor:
+        """The guided clean estimate (normalised, clipped) of x0 (B, N, H, 2)."""
+        cfg = self.config
+        for _ in range(cfg.inner_steps):
+            with torch.enable_grad():
+                x_var = x0.detach().requires_grad_(True)
+                actions = self.decode(x_var)
+                states = self.rollout(ego_state, actions, length)
+                cost = plan_costs(actions, states, length, member_mask, self.dt, cfg, ctx)["total"]
+                (grad,) = torch.autograd.grad(cost.sum(), x_var)
+            if cfg.max_grad_norm is not None:
+                norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
+                grad = grad * (cfg.max_grad_norm / norm).clamp(max=1.0).view(-1, 1, 1, 1)
+            x0 = self.encode(self.decode(x0 - cfg.scale * grad))
+        return x0
 
 
 def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs: int) -> torch.Tensor:

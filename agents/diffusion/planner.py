@@ -27,11 +27,12 @@ from pathlib import Path
 
 import torch
 
-from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext, plan_costs
+from diffplatoon.agents.diffusion.guidance import CostGuidance, GuidanceConfig, SceneContext, plan_costs
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
 from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
 from diffplatoon.agents.diffusion.normalizer import Normalizer
-from diffplatoon.agents.diffusion.schedule import CosineSchedule
+from diffplatoon.agents.diffusion.schedule import CosineSchedule, ddim_sample
+from diffplatoon.sim.geometry import VEHICLE_LENGTH
 
 CHECKPOINT_FORMAT = 1
 
@@ -41,20 +42,18 @@ class PlannerConfig:
     """Planner hyper-parameters (everything needed to rebuild the model from a checkpoint).
 
     Attributes:
-        obs_dim, msg_dim: widths of one member's observation and of one message.
+        denoiser: the network's size and input widths (`DenoiserConfig`).
         horizon: default plan length H [steps].
         dt: duration of one plan step [s]; substeps: integration steps per plan step (simulation/policy ratio).
         acc_range [m/s²], steer_range [rad]: action limits; sampled actions are clipped to them
             (defaults are highway-env ContinuousAction's).
         speed_range: highway-env's MIN/MAX_SPEED handling inside the rollout [m/s].
         max_members: largest platoon the planner accepts.
-        d_model, n_layers, n_heads, mlp_ratio, chunk, max_horizon: denoiser size (see DenoiserConfig).
         num_train_steps: diffusion steps of the training schedule.
         noise_scale: default start-noise scale (1 = the trained distribution, < 1 = low temperature).
     """
 
-    obs_dim: int
-    msg_dim: int
+    denoiser: DenoiserConfig
     horizon: int = 20
     dt: float = 0.2
     substeps: int = 1
@@ -62,27 +61,40 @@ class PlannerConfig:
     steer_range: tuple[float, float] = (-math.pi / 4, math.pi / 4)
     speed_range: tuple[float, float] = HIGHWAY_ENV_SPEED_RANGE
     max_members: int = 16
-    d_model: int = 128
-    n_layers: int = 3
-    n_heads: int = 4
-    mlp_ratio: int = 4
-    chunk: int = 5
-    max_horizon: int = 80
     num_train_steps: int = 100
     noise_scale: float = 1.0
 
-    def denoiser_config(self) -> DenoiserConfig:
-        """The denoiser's part of the config."""
-        return DenoiserConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(DenoiserConfig)})
+    @property
+    def obs_dim(self) -> int:
+        """Width of one member's observation."""
+        return self.denoiser.obs_dim
+
+    @property
+    def msg_dim(self) -> int:
+        """Width of one message."""
+        return self.denoiser.msg_dim
+
+    @property
+    def chunk(self) -> int:
+        """Plan steps per denoiser token (the horizon must be a multiple of it)."""
+        return self.denoiser.chunk
 
     def to_dict(self) -> dict:
-        """Plain dict (tuples as lists) safe for weights_only checkpoints."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        """Plain dict (tuples as lists, the denoiser as a nested dict) safe for weights_only checkpoints."""
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "denoiser"}
+        out = {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+        return {"denoiser": dataclasses.asdict(self.denoiser), **out}
 
     @classmethod
     def from_dict(cls, d: dict) -> PlannerConfig:
-        """Inverse of ``to_dict``."""
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        """Inverse of ``to_dict``; also reads the flat dicts of checkpoints written before the denoiser had its
+        own section (its fields at the top level; a nested ``denoiser`` entry wins over them)."""
+        d = dict(d)
+        names = {f.name for f in dataclasses.fields(DenoiserConfig)}
+        denoiser = {k: d.pop(k) for k in list(d) if k in names}
+        denoiser.update(d.pop("denoiser", None) or {})
+        return cls(denoiser=DenoiserConfig(**denoiser),
+                   **{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
 
 
 @dataclass
@@ -122,7 +134,7 @@ class JointDiffusionPlanner:
     def __init__(self, config: PlannerConfig, device: str | torch.device = "cpu"):
         self.config = config
         self.device = resolve_device(device)
-        self.model = JointDenoiser(config.denoiser_config()).to(self.device)
+        self.model = JointDenoiser(config.denoiser).to(self.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False)
         self.normalizer = Normalizer(config.obs_dim, config.msg_dim).to(self.device)
         self.schedule = CosineSchedule(config.num_train_steps)
@@ -205,7 +217,7 @@ class JointDiffusionPlanner:
             raise ValueError(f"{n} members exceeds max_members={cfg.max_members}")
         # Absent members get a neutral start state so their (discarded) rollout cannot produce NaN costs.
         ego_state = torch.where(member_mask[..., None], ego_state, 0.0)
-        length = torch.where(member_mask, length, 5.0)
+        length = torch.where(member_mask, length, VEHICLE_LENGTH)
         if generator is None:
             generator = torch.Generator(device=self.device).manual_seed(0 if seed is None else seed)
         context = (context or SceneContext()).to(self.device)
@@ -224,16 +236,17 @@ class JointDiffusionPlanner:
         scale = cfg.noise_scale if noise_scale is None else noise_scale
         x = scale * torch.randn((b * s, n, horizon, 2), generator=generator, device=self.device)
         ts = self.schedule.ddim_timesteps(steps)
-        n_guided = guidance.guided_steps(steps) if guidance is not None else 0
+        guide = self.guide(guidance) if guidance is not None else None
+        n_guided = guide.guided_steps(steps) if guide is not None else 0
         time_cond = net.time_conditioning(torch.tensor(ts, device=self.device))  # (steps, P)
-        for i, t in enumerate(ts):
+
+        def predict_x0(x_t: torch.Tensor, i: int, t: int) -> torch.Tensor:
             t_vec = torch.full((b * s,), t, dtype=torch.long, device=self.device)
-            x0_hat = net.denoise(x, t_vec, cond, attn_mask, mm, time_cond=time_cond[i : i + 1])
-            x0 = self.encode_actions(self.decode_actions(x0_hat))
-            if i >= steps - n_guided:
-                x0 = self._guide(x0, ego_s, len_s, mm, guidance, ctx_s)
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            x = self.schedule.ddim_step(x, x0, t, t_prev, eta=eta, generator=generator)
+            x0 = self.encode_actions(self.decode_actions(
+                net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=time_cond[i : i + 1])))
+            return guide(x0, ego_s, len_s, mm, ctx_s) if i >= steps - n_guided else x0
+
+        x = ddim_sample(self.schedule, x, predict_x0, steps, eta=eta, generator=generator)
 
         # 3. Roll out, score, select per scene.
         actions = torch.where(mm[..., None, None], self.decode_actions(x), 0.0)
@@ -255,20 +268,9 @@ class JointDiffusionPlanner:
             cost_terms=terms,
         )
 
-    def _guide(self, x0, ego_state, length, member_mask, guidance: GuidanceConfig, ctx: SceneContext):
-        """x̂0 ← x̂0 − scale · ∇ cost(rollout(x̂0)), per-scene gradient norm clipped."""
-        for _ in range(guidance.inner_steps):
-            with torch.enable_grad():
-                x_var = x0.detach().requires_grad_(True)
-                actions = self.decode_actions(x_var)
-                states = self.rollout(ego_state, actions, length)
-                cost = plan_costs(actions, states, length, member_mask, self.config.dt, guidance, ctx)["total"]
-                (grad,) = torch.autograd.grad(cost.sum(), x_var)
-            if guidance.max_grad_norm is not None:
-                norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
-                grad = grad * (guidance.max_grad_norm / norm).clamp(max=1.0).view(-1, 1, 1, 1)
-            x0 = self.encode_actions(self.decode_actions(x0 - guidance.scale * grad))
-        return x0
+    def guide(self, guidance: GuidanceConfig) -> CostGuidance:
+        """The guidance step of ``guidance`` on this planner's action space, rollout and plan step."""
+        return CostGuidance(guidance, self.decode_actions, self.encode_actions, self.rollout, self.config.dt)
 
     # ---------------------------------------------------------------------------------------------- storage
     def save(self, path: str | Path, train_state: dict | None = None) -> None:

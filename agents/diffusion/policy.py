@@ -3,7 +3,8 @@
 Policy string: ``diffusion:<checkpoint path>[,key=value…]`` (keys of `DiffusionParams`, values as YAML
 scalars, so ``guidance=on``/``off`` work); keyword params of `make_policy` override the string's.
 
-Every ``replan_every`` policy steps, each platoon's members are featurised in the platoon frame
+The pipeline is `controller.PlannerController` (the one the DPPO module uses too). Every
+``replan_every`` policy steps, each platoon's members are featurised in the platoon frame
 (`features.platoon_inputs`), all platoons due are planned in one batched ``plan()`` call
 (``samples`` joint samples, ``steps`` DDIM steps, guidance on or off, samples ranked by the default plan
 cost with the observed neighbours predicted as the shield predicts them — constant heading, with the
@@ -38,25 +39,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.corridor import member_corridors
-from diffplatoon.agents.diffusion.guidance import GuidanceConfig
+from diffplatoon.agents.diffusion.controller import (Choice, ControlScene, MemberLimits, PlannerController,
+                                                     Samples, clip_actions)
+from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
-from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
-from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.policy import Policy, SimInfo, parse_params
 from diffplatoon.scenarios.schema import ScenarioSpec
-from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
-_E = {name: k for k, name in enumerate(EGO_FEATURES)}
-_LANE_KEEPING = set(LEVELS[2:])  # levels the executor steers by lane keeping
-_PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
-# A neighbour seen now is last step's neighbour if within this distance of its constant-velocity position [m].
-_MATCH_RADIUS = 1.0
-# Estimated neighbour accelerations are clipped to ± this [m/s²] (a mismatch must not invent a crash stop).
-_MAX_ESTIMATED_ACCEL = 10.0
+_SPEED = EGO_FEATURES.index("speed")
 
 
 @dataclass(frozen=True)
@@ -126,7 +118,6 @@ class DiffusionPolicy(Policy):
         self.guidance = None
         if p.guidance:
             self.guidance = GuidanceConfig() if p.guidance_scale is None else GuidanceConfig(scale=p.guidance_scale)
-        self.shield = SafetyShield(ShieldConfig(), dt=cfg.dt, substeps=cfg.substeps, speed_range=cfg.speed_range)
         self.spec = spec
         self.reset(SimInfo.from_spec(spec))
 
@@ -144,26 +135,23 @@ class DiffusionPolicy(Policy):
         if self.n_max > cfg.max_members:
             raise ValueError(f"a platoon of {self.n_max} members exceeds the planner's max_members={cfg.max_members}")
         vehicles = [spec.platoons[k].vehicle for k in info.platoon]
-        self.length = np.array([v.length for v in vehicles], dtype=np.float64)
-        self.width = np.array([v.width for v in vehicles], dtype=np.float64)
-        self.max_acc = np.array([v.max_acceleration for v in vehicles], dtype=np.float64)
-        self.max_dec = np.array([v.max_deceleration for v in vehicles], dtype=np.float64)
-        self.max_steer = np.array([v.max_steering for v in vehicles], dtype=np.float64)
+        self.limits = MemberLimits.of(m, *(np.array([getattr(v, name) for v in vehicles]) for name in (
+            "length", "width", "max_acceleration", "max_deceleration", "max_steering")))
+        self.controller = PlannerController(dt=cfg.dt, substeps=cfg.substeps, speed_range=cfg.speed_range,
+                                            horizon=cfg.horizon, n_max=self.n_max, m_max=self.params.neighbours,
+                                            guidance=self.guidance, shield=self.params.shield, interval=info.dt)
         self.plan_dim = spec.comms.plan_dim
         self._summary = np.zeros((m, self.plan_dim))
         n_platoons = len(self.platoon_rows)
         # Per platoon: the plan being executed (n_members, H, 2), the next step of it to execute, and the
         # shield level that chose it (None with the shield off).
-        self.plans: list[np.ndarray | None] = [None] * n_platoons
+        self.plans: list[Choice | None] = [None] * n_platoons
         self._cursor = np.zeros(n_platoons, dtype=np.intp)
-        self.levels: list[str | None] = [None] * n_platoons
         self.step_index = 0
         self.replan_steps: list[int] = []  # policy steps at which some platoon replanned
         self.plan_calls = 0
         self.monitor_replans = 0  # replans because the rest of a plan failed the shield on a new observation
         self.plan_time = 0.0
-        self._prev_neighbours: dict[int, np.ndarray] = {}  # per platoon: last step's neighbours, world frame
-        self.shield.reset_counts()
 
     def stats(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -172,7 +160,7 @@ class DiffusionPolicy(Policy):
             "monitor_replans": self.monitor_replans,
         }
         if self.params.shield:
-            out["shield"] = dict(self.shield.counts)
+            out["shield"] = dict(self.controller.shield.counts)
         return out
 
     def plan_summary(self) -> np.ndarray | None:
@@ -183,122 +171,71 @@ class DiffusionPolicy(Policy):
     def act(self, obs: Observation) -> np.ndarray:
         m = len(self.info.agent_names)
         alive = obs.alive.astype(bool) if obs.alive is not None else np.ones(m, dtype=bool)
-        live = [k for k, rows in enumerate(self.platoon_rows) if alive[rows].any()]
-        scenes = {k: features.platoon_inputs(obs, self.platoon_rows[k], self.n_max, self.params.neighbours,
-                                             length=self.length[self.platoon_rows[k]]) for k in live}
-        accel = {k: self._neighbour_accel(k, scenes[k]) for k in live}
-        self._corridors = {k: member_corridors(obs, self.platoon_rows[k], scenes[k].frame) for k in live}
-        due = [k for k in live if self._needs_plan(k)]
+        scenes = {k: self.controller.observe(k, obs, rows, self._limits(rows))
+                  for k, rows in enumerate(self.platoon_rows) if alive[rows].any()}
+        due = [k for k in scenes if self._needs_plan(k)]
         if self.params.shield:  # the rest of a plan is re-checked against every new observation
-            unsafe = [k for k in live if k not in due and not self._still_safe(k, scenes[k], accel[k])]
+            unsafe = [k for k in scenes if k not in due and not self._still_safe(k, scenes[k])]
             self.monitor_replans += len(unsafe)
             due = sorted(due + unsafe)
         if due:
-            self._replan(obs, due, scenes, accel)
-        acc, steer = np.zeros(m), np.zeros(m)
+            self._replan([scenes[k] for k in due], due)
+        actions = np.zeros((1, m, 2))
         for k, rows in enumerate(self.platoon_rows):
-            buf = self.plans[k]
-            if buf is None or self._cursor[k] >= buf.shape[1]:
+            choice = self.plans[k]
+            if choice is None or self._cursor[k] >= choice.actions.shape[1]:
                 continue
-            a = buf[:, self._cursor[k]]  # (n, 2)
-            acc[rows], steer[rows] = a[:, 0], a[:, 1]
-            if self.levels[k] in _LANE_KEEPING:
-                steer[rows] = self._lane_keeping(obs, rows)
+            actions[0, rows] = choice.actions[:, self._cursor[k]]
+            if PlannerController.steers_by_lane_keeping(choice) and k in scenes:
+                actions[0, rows, 1] = PlannerController.fallback_steering(scenes[k])
             self._cursor[k] += 1
         self.step_index += 1
-        return self._finish(obs, acc, steer, alive)
+        speed = obs.ego[:, _SPEED].astype(np.float64)
+        return np.where(alive[:, None], clip_actions(actions, speed, self.limits, self.info.dt)[0], 0.0)
+
+    def _limits(self, rows: np.ndarray) -> MemberLimits:
+        lim = self.limits
+        return MemberLimits(lim.length[rows], lim.width[rows], lim.max_acceleration[rows],
+                            lim.max_deceleration[rows], lim.max_steering[rows])
 
     def _needs_plan(self, k: int) -> bool:
-        buf = self.plans[k]
-        if buf is None or self._cursor[k] >= self.params.replan_every:
+        choice = self.plans[k]
+        if choice is None or self._cursor[k] >= self.params.replan_every:
             return True
-        return self.levels[k] in _LANE_KEEPING  # after a fallback step, look for a plan again at once
+        return PlannerController.steers_by_lane_keeping(choice)  # after a fallback step, look for a plan again at once
 
-    def _neighbour_accel(self, k: int, scene: features.PlatoonInputs) -> np.ndarray:
-        """(m_max,) accelerations of the scene's neighbours from their speed change since the last step [m/s²].
-
-        A neighbour is the same vehicle as one of the last step if it is within `_MATCH_RADIUS` of where
-        that one would be at constant velocity; unmatched neighbours get 0.
-        """
-        dt = self.info.dt
-        world = features.to_world(scene.neighbours[:, :3].astype(np.float64), scene.frame.astype(np.float64))
-        now = np.concatenate([world, scene.neighbours[:, 3:4].astype(np.float64)], axis=1)[scene.neighbour_mask]
-        out = np.zeros(len(scene.neighbours))
-        prev = self._prev_neighbours.get(k)
-        if prev is not None and len(prev) and len(now):
-            px = prev[:, 0] + prev[:, 3] * np.cos(prev[:, 2]) * dt
-            py = prev[:, 1] + prev[:, 3] * np.sin(prev[:, 2]) * dt
-            d = np.hypot(now[:, None, 0] - px[None, :], now[:, None, 1] - py[None, :])  # (now, prev)
-            j = d.argmin(axis=1)
-            matched = d[np.arange(len(now)), j] < _MATCH_RADIUS
-            a = np.where(matched, (now[:, 3] - prev[j, 3]) / dt, 0.0)
-            out[np.flatnonzero(scene.neighbour_mask)] = np.clip(a, -_MAX_ESTIMATED_ACCEL, _MAX_ESTIMATED_ACCEL)
-        self._prev_neighbours[k] = now
-        return out
-
-    def _shield_scene(self, k: int, scene: features.PlatoonInputs, accel: np.ndarray) -> ShieldScene:
-        rows = self.platoon_rows[k]
-        n = len(rows)
-        return ShieldScene(start=scene.ego_state[:n], length=self.length[rows], width=self.width[rows],
-                           member_mask=scene.member_mask[:n], max_deceleration=self.max_dec[rows],
-                           neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask, neighbour_accel=accel,
-                           corridor=self._corridors[k])
-
-    def _still_safe(self, k: int, scene: features.PlatoonInputs, accel: np.ndarray) -> bool:
+    def _still_safe(self, k: int, scene: ControlScene) -> bool:
         """Whether the not yet executed steps of platoon k's plan, rolled out from now, pass the shield."""
-        buf, cfg = self.plans[k], self.planner.config
-        rest = buf[:, self._cursor[k]:self.params.replan_every]
+        cfg = self.planner.config
+        rest = self.plans[k].actions[:, self._cursor[k]:self.params.replan_every]
         if rest.shape[1] == 0:
             return True
-        n = len(self.platoon_rows[k])
-        states = bicycle_rollout(torch.as_tensor(scene.ego_state[:n], dtype=torch.float64), torch.as_tensor(rest),
-                                 torch.as_tensor(self.length[self.platoon_rows[k]]), cfg.dt, cfg.substeps,
+        states = bicycle_rollout(torch.as_tensor(scene.inputs.ego_state[:scene.n], dtype=torch.float64),
+                                 torch.as_tensor(rest), torch.as_tensor(scene.limits.length), cfg.dt, cfg.substeps,
                                  cfg.speed_range).numpy()
-        return bool(self.shield.safe(self._shield_scene(k, scene, accel), states[None])[0])
+        shield = self.controller.shield
+        return bool(shield.safe(self.controller.shield_scene(scene), states[None])[0])
 
-    def _replan(self, obs: Observation, due: list[int], scenes: dict[int, features.PlatoonInputs],
-                accel: dict[int, np.ndarray]) -> None:
-        p, cfg = self.params, self.planner.config
-        batch_scenes = [scenes[k] for k in due]
-        batch = features.stack(batch_scenes, device=self.planner.device)
-        batch["inbox"][..., _PLAN_FIELDS] = 0.0  # the demonstrations carry no plan summaries (module docstring)
-        context = features.scene_context(batch_scenes, cfg.horizon, cfg.dt, device=self.planner.device)
-        # guidance sees the neighbours as the shield predicts them (braking ones braking), not at constant velocity
-        context.neighbours = torch.as_tensor(
-            np.stack([self.shield.predicted_neighbours(self._shield_scene(k, scenes[k], accel[k]), cfg.horizon)[:, 1:]
-                      for k in due]), dtype=torch.float32, device=self.planner.device)
-        limits = np.zeros((len(due), batch["ego_state"].shape[1]), dtype=np.float32)
-        for b, k in enumerate(due):
-            limits[b, :len(self.platoon_rows[k])] = obs.ego[self.platoon_rows[k], _E["speed_limit"]]
-        context.speed_limit = torch.as_tensor(limits, device=self.planner.device)
-        context.lateral_bounds = torch.as_tensor(
-            np.stack([features.lateral_bounds(obs, self.platoon_rows[k], scenes[k], self.n_max, self._corridors[k])
-                      for k in due]),
-            dtype=torch.float32, device=self.planner.device)
+    def _replan(self, scenes: list[ControlScene], due: list[int]) -> None:
+        p = self.params
         seq = np.random.SeedSequence([self.info.spec.seed, self.info.episode, self.step_index])
-        started = time.perf_counter()
-        plan = self.planner.plan(**batch, guidance=self.guidance, context=context, num_samples=p.samples,
-                                 steps=p.steps, seed=int(seq.generate_state(1)[0]), noise_scale=p.noise_scale)
-        self.plan_time += time.perf_counter() - started
+
+        def sample(inputs: dict[str, torch.Tensor], context: SceneContext | None) -> tuple[Samples, None]:
+            started = time.perf_counter()
+            plan = self.planner.plan(**inputs, guidance=self.guidance, context=context, num_samples=p.samples,
+                                     steps=p.steps, seed=int(seq.generate_state(1)[0]), noise_scale=p.noise_scale)
+            self.plan_time += time.perf_counter() - started
+            return Samples(plan.sample_actions.double().cpu().numpy(), plan.sample_states.double().cpu().numpy(),
+                           plan.sample_costs.double().cpu().numpy()), None
+
+        choices, _, _ = self.controller.plan(scenes, sample, steps=p.replan_every, device=self.planner.device)
         self.plan_calls += 1
         self.replan_steps.append(self.step_index)
-        sample_actions = plan.sample_actions.double().cpu().numpy()  # (B, S, N, H, 2)
-        sample_states = plan.sample_states.double().cpu().numpy()
-        costs = plan.sample_costs.double().cpu().numpy()  # (B, S)
-        for b, k in enumerate(due):
-            rows, scene = self.platoon_rows[k], scenes[k]
-            n = len(rows)
-            if p.shield:
-                d = self.shield.select(self._shield_scene(k, scene, accel[k]), sample_actions[b, :, :n],
-                                       sample_states[b, :, :n], costs[b], steps=p.replan_every)
-                actions, states, level = d.actions, d.states, d.level
-            else:
-                best = int(plan.best_index[b])
-                actions, states, level = sample_actions[b, best, :n], sample_states[b, best, :n], None
-            self.plans[k] = actions
+        for k, scene, choice in zip(due, scenes, choices):
+            self.plans[k] = choice
             self._cursor[k] = 0
-            self.levels[k] = level
-            self._summary[rows] = self._summarise(scene.ego_state[:n], states, scene.member_mask[:n])
+            self._summary[scene.rows] = self._summarise(scene.inputs.ego_state[:scene.n], choice.states,
+                                                        scene.inputs.member_mask[:scene.n])
 
     def _summarise(self, start: np.ndarray, states: np.ndarray, present: np.ndarray) -> np.ndarray:
         """(n, plan_dim): planned (dx, dy) from the start at evenly spaced future steps, zeros for absent members."""
@@ -311,19 +248,6 @@ class DiffusionPolicy(Policy):
         disp = states[:, idx, :2] - start[:, None, :2]  # (n, pairs, 2)
         out[:, : 2 * pairs] = disp.reshape(n, 2 * pairs)
         return np.where(present[:, None], out, 0.0)
-
-    def _lane_keeping(self, obs: Observation, rows: np.ndarray) -> np.ndarray:
-        """Steering towards the current lane's centre (the experts' law)."""
-        return member_lane_keeping(obs.ego[rows], self.length[rows])
-
-    def _finish(self, obs: Observation, acc: np.ndarray, steer: np.ndarray, alive: np.ndarray) -> np.ndarray:
-        """Clip to vehicle limits, never brake into reverse, zeros for absent members → (M, 2)."""
-        v = np.maximum(obs.ego[:, _E["speed"]].astype(np.float64), 0.0)
-        acc = np.clip(acc, -self.max_dec, self.max_acc)
-        acc = np.maximum(acc, -v / self.info.dt)
-        steer = np.clip(steer, -self.max_steer, self.max_steer)
-        out = np.stack([np.nan_to_num(acc), np.nan_to_num(steer)], axis=1)
-        return np.where(alive[:, None], out, 0.0)
 
 
 def make_diffusion_policy(spec: ScenarioSpec, argument: str | None, **params: Any) -> DiffusionPolicy:

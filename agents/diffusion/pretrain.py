@@ -35,6 +35,7 @@ from diffplatoon import io
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.dataset import DemoData, DemoSet, fit_normalizer, load_demos
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
+from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, resolve_device
 from diffplatoon.agents.diffusion.train import TrainConfig, Trainer, ddpm_loss
 from diffplatoon.scenarios.errors import ScenarioError
@@ -150,11 +151,13 @@ def planner_config(cfg: PretrainConfig, data: DemoData) -> PlannerConfig:
         raise ConfigError("<config>", [_problem(("model", "chunk"), f"expected a divisor of horizon {m.horizon}, got {m.chunk}")])
     if m.d_model % m.n_heads:
         raise ConfigError("<config>", [_problem(("model", "n_heads"), f"expected a divisor of d_model {m.d_model}, got {m.n_heads}")])
+    denoiser = DenoiserConfig(obs_dim=int(dims["obs_dim"]), msg_dim=int(dims["msg_dim"]), d_model=m.d_model,
+                              n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, chunk=m.chunk,
+                              max_horizon=max(80, m.horizon))
     return PlannerConfig(
-        obs_dim=int(dims["obs_dim"]), msg_dim=int(dims["msg_dim"]), horizon=m.horizon, dt=float(dims["dt"]),
-        substeps=int(dims["substeps"]), max_members=max(m.max_members, int(dims["n_max"])), d_model=m.d_model,
-        n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, chunk=m.chunk,
-        max_horizon=max(80, m.horizon), num_train_steps=m.num_train_steps, noise_scale=m.noise_scale,
+        denoiser, horizon=m.horizon, dt=float(dims["dt"]), substeps=int(dims["substeps"]),
+        max_members=max(m.max_members, int(dims["n_max"])), num_train_steps=m.num_train_steps,
+        noise_scale=m.noise_scale,
     )
 
 

@@ -7,13 +7,18 @@ The denoiser predicts the clean sample x0 (not ε). With ᾱ_t the cumulative si
                                      σ = η · √((1 − ᾱ_s)/(1 − ᾱ_t)) · √(1 − ᾱ_t/ᾱ_s)
                                      x_s = √ᾱ_s · x̂0 + √(1 − ᾱ_s − σ²) · ε̂ + σ · z
 
-(Song et al., DDIM, arXiv 2010.02502; cosine schedule from Nichol & Dhariwal, arXiv 2102.09672.)
-Every random draw takes an explicit ``torch.Generator``, so sampling is deterministic for a given seed.
+(Song et al., DDIM, arXiv 2010.02502; cosine schedule from Nichol & Dhariwal, arXiv 2102.09672.) With η = 1
+and s = t − 1 the step is DDPM's ancestral step: its mean is the posterior mean of q(x_s | x_t, x0 = x̂0) and
+σ² its variance. `ddim_sigma` and `ddim_mean` are the two halves of the step, public so that a caller that
+needs the step's Gaussian (the DPPO module's log-probabilities) uses the same formulas as `ddim_step`;
+`ddim_sample` is the sampling loop around any clean-sample predictor. Every random draw takes an explicit
+``torch.Generator``, so sampling is deterministic for a given seed.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Callable
 
 import torch
 
@@ -49,6 +54,25 @@ class CosineSchedule:
         grid = torch.linspace(self.num_train_steps - 1, 0, steps).round().long().tolist()
         return [int(t) for t in grid]
 
+    def _ab(self, t: int) -> float:
+        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+
+    def ddim_sigma(self, t: int, t_prev: int, eta: float = 0.0) -> float:
+        """σ of the DDIM step t → t_prev (0 for the last step, t_prev = −1, and for η = 0)."""
+        if t_prev < 0 or eta == 0:
+            return 0.0
+        ab_t, ab_s = self._ab(t), self._ab(t_prev)
+        return eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(0.0, 1 - ab_t / ab_s))
+
+    def ddim_mean(self, x_t: torch.Tensor, x0_hat: torch.Tensor, t: int, t_prev: int,
+                  sigma: float = 0.0) -> torch.Tensor:
+        """Mean of the DDIM step t → t_prev with step std ``sigma`` (t_prev = −1: x0_hat itself)."""
+        if t_prev < 0:
+            return x0_hat
+        ab_t, ab_s = self._ab(t), self._ab(t_prev)
+        eps_hat = (x_t - math.sqrt(ab_t) * x0_hat) / math.sqrt(1 - ab_t)
+        return math.sqrt(ab_s) * x0_hat + math.sqrt(max(0.0, 1 - ab_s - sigma**2)) * eps_hat
+
     def ddim_step(
         self,
         x_t: torch.Tensor,
@@ -59,14 +83,29 @@ class CosineSchedule:
         generator: torch.Generator | None = None,
     ) -> torch.Tensor:
         """DDIM update from step t to t_prev (t_prev = −1 returns x0_hat) given the model's clean estimate."""
-        if t_prev < 0:
-            return x0_hat
-        ab_t = float(self.alphas_cumprod[t])
-        ab_s = float(self.alphas_cumprod[t_prev])
-        eps_hat = (x_t - math.sqrt(ab_t) * x0_hat) / math.sqrt(1 - ab_t)
-        sigma = eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(0.0, 1 - ab_t / ab_s))
-        x_s = math.sqrt(ab_s) * x0_hat + math.sqrt(max(0.0, 1 - ab_s - sigma**2)) * eps_hat
+        sigma = self.ddim_sigma(t, t_prev, eta)
+        x_s = self.ddim_mean(x_t, x0_hat, t, t_prev, sigma)
         if sigma > 0:
             z = torch.randn(x_t.shape, generator=generator, device=x_t.device, dtype=x_t.dtype)
             x_s = x_s + sigma * z
         return x_s
+
+
+def ddim_sample(
+    schedule: CosineSchedule,
+    x: torch.Tensor,
+    predict_x0: Callable[[torch.Tensor, int, int], torch.Tensor],
+    steps: int,
+    eta: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Run ``steps`` DDIM steps from x (the start noise at t = T−1) down to a clean sample.
+
+    ``predict_x0(x_t, i, t)`` returns the clean estimate at denoising step i (diffusion step t); it is where a
+    caller clips, guides or swaps networks."""
+    ts = schedule.ddim_timesteps(steps)
+    for i, t in enumerate(ts):
+        x0_hat = predict_x0(x, i, t)
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        x = schedule.ddim_step(x, x0_hat, t, t_prev, eta=eta, generator=generator)
+    return x

@@ -27,7 +27,7 @@ members' lane-keeping steering instead of the sampled steering ("lane_kept": the
 plan, driven in lane), best first, under all three conditions. If none passes either, the platoon
 brakes at ``comfortable_decel`` keeping its lane when that passes condition 1 (the same way out
 included); otherwise every member brakes at its ``max_deceleration``. Braking never reverses (speed
-stops at 0). Each decision increments one counter of ``LEVELS``; from "lane_kept" on, the
+stops at 0). Each decision increments one counter of ``LEVELS`` (`ShieldLevel`); from "lane_kept" on, the
 executor steers by lane keeping: a fallback's actions hold the law's steering along the predicted states
 when the scene has a corridor (what an executor running the steps open-loop applies; one that observes
 every step evaluates the law on the observed state instead), else 0.
@@ -40,6 +40,7 @@ plan step of ``dt`` seconds, as ``JointDiffusionPlanner.plan`` returns them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import Enum
 
 import numpy as np
 import torch
@@ -49,7 +50,30 @@ from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bic
 from diffplatoon.agents.experts import lane_keeping_law
 from diffplatoon.sim import geometry
 
-LEVELS = ("accepted_first", "next_sample", "lane_kept", "comfortable_brake", "emergency_brake")
+
+
+class ShieldLevel(str, Enum):
+    """What the shield chose, in order of escalation; the values are the record/stat keys."""
+
+    ACCEPTED_FIRST = "accepted_first"  # the best-ranked sample is safe
+    NEXT_SAMPLE = "next_sample"  # a lower-ranked sample is safe
+    LANE_KEPT = "lane_kept"  # a sample's accelerations, steered by lane keeping
+    COMFORTABLE_BRAKE = "comfortable_brake"
+    EMERGENCY_BRAKE = "emergency_brake"
+
+    @property
+    def lane_keeping(self) -> bool:
+        """Whether the executor steers this level by the lane-keeping law (every fallback)."""
+        return self not in (ShieldLevel.ACCEPTED_FIRST, ShieldLevel.NEXT_SAMPLE)
+
+    @property
+    def overrides(self) -> bool:
+        """Whether the executed plan is not the sampled plan ranked first."""
+        return self is not ShieldLevel.ACCEPTED_FIRST
+
+
+LEVELS = tuple(level.value for level in ShieldLevel)
+"""The level names in escalation order (the keys of `SafetyShield.counts` and of episode records)."""
 
 # Extra room [m] between the (sample, step) blocks that one vectorized collision query holds.
 _BLOCK_MARGIN = 100.0
@@ -78,7 +102,7 @@ class ShieldConfig:
     standstill_gap: float = 1.0
     lateral_margin: float = 0.3
     headway_tolerance: float = 0.05
-    neighbour_width: float = 2.0
+    neighbour_width: float = geometry.VEHICLE_WIDTH
     backup_steps: int = 15
     max_speed: float = 40.0
     max_heading_error: float = 0.35
@@ -129,14 +153,14 @@ class ShieldDecision:
     """What the shield chose for one platoon.
 
     Attributes:
-        level: one of ``LEVELS``.
+        level: the `ShieldLevel` chosen.
         sample: index of the accepted sample (−1 for a braking fallback).
         actions: (N, H, 2) [acceleration, steering] (fallbacks: the lane-keeping law's steering along the
             predicted states with a corridor, else 0 — lane keeping is then the executor's job).
         states: (N, H, 4) predicted states after each step.
     """
 
-    level: str
+    level: ShieldLevel
     sample: int
     actions: np.ndarray
     states: np.ndarray
@@ -201,14 +225,19 @@ class SafetyShield:
     # -- predictions ---------------------------------------------------------------------------------
     def predicted_neighbours(self, scene: ShieldScene, steps: int) -> np.ndarray:
         """(M, steps + 1, 3) poses [x, y, heading] at t = 0, dt, …: constant heading and acceleration."""
-        return self._predicted(_Stack.of([scene]), steps)[0]
+        return self.predict(scene.neighbours, scene.neighbour_accel, steps)
 
     def _predicted(self, st: _Stack, steps: int) -> np.ndarray:
         """(B, M, steps + 1, 3): `predicted_neighbours` of every stacked scene."""
-        nb = st.neighbours  # (B, M, 5)
+        return self.predict(st.neighbours, st.neighbour_accel, steps)
+
+    def predict(self, neighbours: np.ndarray, accel: np.ndarray, steps: int) -> np.ndarray:
+        """Neighbours (..., M, ≥4) [x, y, heading, speed, …] with accelerations (..., M) [m/s²] → poses
+        (..., M, steps + 1, 3) at t = 0, dt, …: constant heading, the speed held in [0, max_speed]."""
+        nb = np.asarray(neighbours, dtype=np.float64)
         t = self.dt * np.arange(steps + 1)  # (T,)
-        v0 = np.maximum(nb[..., 3], 0.0)[..., None]  # (B, M, 1)
-        a = st.neighbour_accel[..., None]
+        v0 = np.maximum(nb[..., 3], 0.0)[..., None]  # (..., M, 1)
+        a = np.asarray(accel, dtype=np.float64)[..., None]
         with np.errstate(divide="ignore", invalid="ignore"):
             t_flat = np.where(a < 0, v0 / -a, np.where(a > 0, (self.config.max_speed - v0) / a, np.inf))
         t_flat = np.maximum(t_flat, 0.0)  # when the speed reaches 0 or max_speed
@@ -509,12 +538,12 @@ class SafetyShield:
             if ok[b].any():
                 rank = int(np.argmax(ok[b]))
                 k = int(order[b, rank])
-                level = LEVELS[0] if rank == 0 else LEVELS[1]
+                level = ShieldLevel.ACCEPTED_FIRST if rank == 0 else ShieldLevel.NEXT_SAMPLE
                 decisions[b] = ShieldDecision(level, k, sample_actions[b, k], sample_states[b, k])
             elif (k := self._first_safe_in_lane(scene, sample_actions[b, order[b]], steps)) is not None:
                 k = int(order[b, k])
                 actions, states = self.in_lane(scene, sample_actions[b, k:k + 1])
-                decisions[b] = ShieldDecision(LEVELS[2], k, actions[0], states[0])
+                decisions[b] = ShieldDecision(ShieldLevel.LANE_KEPT, k, actions[0], states[0])
         rest = [b for b, d in enumerate(decisions) if d is None]
         if rest:  # comfortable braking when it leaves a way out, else emergency braking
             sub = st.rows(rest)
@@ -524,7 +553,7 @@ class SafetyShield:
                 hard = sub.rows(np.flatnonzero(hit))
                 actions[hit], states[hit] = self._brake_scenes(hard, hard.start, hard.max_deceleration, horizon)
             for j, b in enumerate(rest):
-                decisions[b] = ShieldDecision(LEVELS[4] if hit[j] else LEVELS[3], -1, actions[j], states[j])
+                decisions[b] = ShieldDecision(ShieldLevel.EMERGENCY_BRAKE if hit[j] else ShieldLevel.COMFORTABLE_BRAKE, -1, actions[j], states[j])
         for d in decisions:
-            self.counts[d.level] += 1
+            self.counts[d.level.value] += 1
         return decisions

@@ -1,8 +1,10 @@
 """`DiffusionPlannerModule`: the joint diffusion planner as an RLlib RLModule that PPO fine-tunes (DPPO).
 
 One agent = one platoon (the platoon grouping of `PlatoonMultiAgentEnv`). Each env step the module
-turns the platoon's Dict observation into the planner's inputs with `features.platoon_inputs` (the
-same platoon-frame featurisation the planner was pre-trained on), runs a DDIM chain of
+drives the planner through `controller.PlannerController`, the pipeline the `diffusion:` policy uses
+too (platoon-frame featurisation, guidance context with the neighbours' estimated accelerations,
+lane bounds and speed limits, inbox plan fields zeroed, shield, fallback steering, clipping); its own
+part is the sampler: a DDIM chain of
 `denoising_steps` steps and executes the first `act_steps` steps of the resulting joint plan (one
 policy step, or an action chunk that the env runs open-loop, as DPPO executes its action chunks:
 the chain, the shield and the learner's rows are then paid once per chunk).
@@ -11,7 +13,7 @@ The denoising chain is an inner MDP (Ren et al., DPPO, arXiv 2409.00588): step i
 
     x_{i+1} ~ N(μ_θ(x_i, i, s) + g_i, σ_i² I),   σ_i = max(η·σ_DDIM(i), min_std)
 
-where μ_θ is the DDIM mean from the denoiser's clean estimate (clipped to the action limits) and g_i
+where μ_θ is the DDIM mean (`CosineSchedule.ddim_mean`, σ_DDIM its `ddim_sigma`) from the denoiser's clean estimate (clipped to the action limits) and g_i
 the safety-guidance shift of that mean (guidance moves x̂0 along −∇cost; the shift is treated as a
 constant of the sample, stored, and added back unchanged when log-probabilities are recomputed, so no
 gradient flows through the cost). The last `ft_steps` steps use the trainable denoiser and are the
@@ -69,12 +71,12 @@ from ray.rllib.utils.annotations import override
 from torch import nn
 
 from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
-from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext
+from diffplatoon.agents.diffusion.controller import (ControlScene, MemberLimits, PlannerController, Samples,
+                                                     clip_actions)
+from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
-from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
-from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.agents.rllib.mlp_module import _mlp, symexp, symlog
+from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim.observation import Observation, flat_layout
 
 CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
@@ -126,8 +128,8 @@ class DiffusionModuleConfig(BaseModel):
     lane_points: int = Field(5, ge=1, description="Lane points of the flat observation.")
     vehicle_limits: tuple[float, float, float] = Field((4.0, 8.0, 0.6), description="[max acceleration, max "
                                                        "deceleration, max steering] of the env's action scaling.")
-    vehicle_length: float = Field(5.0, gt=0, description="Member length [m] (shield).")
-    vehicle_width: float = Field(2.0, gt=0, description="Member width [m] (shield).")
+    vehicle_length: float = Field(VEHICLE_LENGTH, gt=0, description="Member length [m] (shield).")
+    vehicle_width: float = Field(VEHICLE_WIDTH, gt=0, description="Member width [m] (shield).")
 
     @model_validator(mode="after")
     def _steps(self) -> "DiffusionModuleConfig":
@@ -229,8 +231,15 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         self._sigmas = [self._step_sigma(i) for i in range(len(self.timesteps))]
         self.first_ft = cfg.denoising_steps - cfg.ft_steps
         self.guidance = cfg.guidance_config()
-        self.shield = (SafetyShield(ShieldConfig(), dt=pc.dt, substeps=pc.substeps, speed_range=pc.speed_range)
-                       if cfg.shield else None)
+        self._guide = planner.guide(self.guidance) if self.guidance is not None else None
+        self.controller = PlannerController(dt=pc.dt, substeps=pc.substeps, speed_range=pc.speed_range,
+                                            horizon=self.horizon, n_max=self.n_max, m_max=cfg.max_neighbours,
+                                            guidance=self.guidance, shield=cfg.shield,
+                                            shield_corridor=cfg.shield_corridor, interval=cfg.act_steps * pc.dt)
+        self.shield = self.controller.shield if cfg.shield else None
+        max_acc, max_dec, max_steer = cfg.vehicle_limits
+        self._limits = MemberLimits.of(self.n_max, cfg.vehicle_length, cfg.vehicle_width, max_acc, max_dec,
+                                       max_steer)
         self.shield_fired = 0
         self.plans = 0
 
@@ -281,18 +290,24 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
             inbox_sender=np.asarray(row["inbox_sender"]).round().astype(np.int64),
         )
 
-    def scenes(self, obs: dict[str, torch.Tensor]) -> tuple[list[features.PlatoonInputs], list[Observation]]:
-        """`PlatoonInputs` (and the rebuilt observations) of a batch of platoon Dict observations."""
+    def scene(self, key: Any, obs: Observation, rows: np.ndarray, length: np.ndarray) -> ControlScene:
+        """The controller's scene of the platoon ``rows`` of ``obs`` (members of ``length`` [m]); ``key`` names
+        the platoon across calls (its neighbours' accelerations)."""
+        lim = self._limits
+        n = len(rows)
+        limits = MemberLimits(np.asarray(length, np.float64), lim.width[:n], lim.max_acceleration[:n],
+                              lim.max_deceleration[:n], lim.max_steering[:n])
+        return self.controller.observe(key, obs, rows, limits)
+
+    def scenes(self, obs: dict[str, torch.Tensor]) -> list[ControlScene]:
+        """The controller's scenes of a batch of platoon Dict observations (keyed by batch row)."""
         arrays = {k: v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v) for k, v in obs.items()}
-        out, observations = [], []
+        out = []
         for b in range(len(arrays["obs"])):
             row = {k: v[b] for k, v in arrays.items()}
-            o = self.observation(row)
-            length = np.where(row["member_mask"] > 0.5, row["length"], features.DEFAULT_LENGTH)
-            out.append(features.platoon_inputs(o, np.arange(self.n_max), self.n_max, self.cfg.max_neighbours,
-                                               length=length))
-            observations.append(o)
-        return out, observations
+            length = np.where(row["member_mask"] > 0.5, row["length"], VEHICLE_LENGTH)
+            out.append(self.scene(b, self.observation(row), np.arange(self.n_max), length))
+        return out
 
     # -- the chain ---------------------------------------------------------------------------------------
     def _sigma(self, i: int) -> tuple[float, float, float]:
@@ -300,25 +315,17 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         return self._sigmas[i]
 
     def _step_sigma(self, i: int) -> tuple[float, float, float]:
-        ts = self.timesteps
-        t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
-        sigma = 0.0
-        if t_prev >= 0 and self.cfg.eta > 0:
-            ab = self._planner.schedule.alphas_cumprod
-            ab_t, ab_s = float(ab[t]), float(ab[t_prev])
-            sigma = self.cfg.eta * math.sqrt((1 - ab_s) / (1 - ab_t)) * math.sqrt(max(0.0, 1 - ab_t / ab_s))
+        sigma = self._planner.schedule.ddim_sigma(*self._step(i), self.cfg.eta)
         return sigma, max(sigma, self.cfg.min_std), max(sigma, self.cfg.min_logprob_std)
+
+    def _step(self, i: int) -> tuple[int, int]:
+        """(t, t_prev) of denoising step i (t_prev = −1 after the last)."""
+        ts = self.timesteps
+        return ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
 
     def _mean(self, x: torch.Tensor, x0: torch.Tensor, i: int, sigma: float) -> torch.Tensor:
         """DDIM mean of step i (the update of `CosineSchedule.ddim_step` without its noise)."""
-        ts = self.timesteps
-        t, t_prev = ts[i], (ts[i + 1] if i + 1 < len(ts) else -1)
-        if t_prev < 0:
-            return x0
-        ab = self._planner.schedule.alphas_cumprod
-        ab_t, ab_s = float(ab[t]), float(ab[t_prev])
-        eps = (x - math.sqrt(ab_t) * x0) / math.sqrt(1 - ab_t)
-        return math.sqrt(ab_s) * x0 + math.sqrt(max(0.0, 1 - ab_s - sigma**2)) * eps
+        return self._planner.schedule.ddim_mean(x, x0, *self._step(i), sigma)
 
     def _conditioning(self, net: nn.Module, inp: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
         """(cond, member attention mask, step conditioning of every DDIM step) of one network."""
@@ -350,7 +357,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         out = {k: inp[k].to(torch.bool if k.endswith("mask") else torch.float32) for k in features.PLAN_KEYS}
         mm = out["member_mask"]
         out["ego_state"] = torch.where(mm[..., None], out["ego_state"], 0.0)
-        out["length"] = torch.where(mm, out["length"], 5.0)
+        out["length"] = torch.where(mm, out["length"], VEHICLE_LENGTH)
         return out
 
     @torch.no_grad()
@@ -367,7 +374,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
             base = self._conditioning(self.base, inp) if self.base is not None and self.first_ft > 0 else None
         scale = self._planner.config.noise_scale
         x = scale * torch.randn((b, n, self.horizon, 2), generator=generator)
-        n_guided = self.guidance.guided_steps(len(self.timesteps)) if self.guidance is not None else 0
+        n_guided = self._guide.guided_steps(len(self.timesteps)) if self._guide is not None else 0
         chain, shifts, logps = [], [], []
         for i in range(len(self.timesteps)):
             net, conditioning = (self.base, base) if i < self.first_ft else (self.denoiser, ft)
@@ -377,7 +384,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
             mean = self._mean(x, x0, i, sigma)
             shift = torch.zeros_like(mean)
             if i >= len(self.timesteps) - n_guided:
-                guided = self._planner._guide(x0.clone(), inp["ego_state"], inp["length"], mm, self.guidance, context)
+                guided = self._guide(x0.clone(), inp["ego_state"], inp["length"], mm, context)
                 shift = self._mean(x, guided, i, sigma) - mean
             mean = mean + shift
             if explore:
@@ -415,73 +422,39 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         return torch.stack(out, 1)
 
     # -- acting ------------------------------------------------------------------------------------------
-    def plan_actions(self, scenes: list[features.PlatoonInputs], observations: list[Observation], *,
-                     explore: bool, generator: torch.Generator | None = None
+    def plan_actions(self, scenes: list[ControlScene], *, explore: bool, generator: torch.Generator | None = None
                      ) -> tuple[np.ndarray, np.ndarray, ChainOut, dict[str, torch.Tensor]]:
-        """Physical actions of the executed chunk (B, act_steps, N, 2), shield flags (B,), the chain and the
-        stacked inputs."""
+        """Physical actions of the executed chunk (B, act_steps, n_max, 2), shield flags (B,), the chain and the
+        stacked inputs, through the controller with this module's chain as the sampler."""
         pc, t_count = self._planner.config, self.cfg.act_steps
-        inp = features.stack(scenes)
-        # each member's lane corridor in its platoon's frame: guidance's road bounds (and the shield's road check)
-        road = self.guidance is not None or (self.shield is not None and self.cfg.shield_corridor)
-        corridors = ([member_corridors(o, np.arange(len(o.ego)), s.frame.astype(np.float64))
-                      for o, s in zip(observations, scenes)] if road else [None] * len(scenes))
-        context = self.guidance_context(scenes, observations, corridors) if self.guidance is not None else None
         if generator is None and not explore:
             generator = torch.Generator().manual_seed(self.cfg.inference_seed)
-        out = self.sample_chain(inp, explore=explore, context=context, generator=generator)
-        mm = inp["member_mask"]
-        plan = torch.where(mm[..., None, None], self._planner.decode_actions(out.x), 0.0)  # (B, N, H, 2)
-        actions = plan[:, :, :t_count].transpose(1, 2).double().numpy().copy()  # (B, T, N, 2)
-        shielded = np.zeros(len(scenes), np.float32)
+
+        def sample(inp: dict[str, torch.Tensor], context: Any) -> tuple[Samples, ChainOut]:
+            out = self.sample_chain(inp, explore=explore, context=context, generator=generator)
+            plan = torch.where(inp["member_mask"][..., None, None], self._planner.decode_actions(out.x), 0.0)
+            if self.shield is not None:
+                states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
+            else:  # unused without the shield
+                states = np.zeros(plan.shape[:-1] + (4,))
+            return Samples(plan.double().numpy()[:, None], states[:, None]), out
+
+        choices, inp, out = self.controller.plan(scenes, sample, steps=self.cfg.shield_steps)
         self.plans += len(scenes)
-        if self.shield is not None:
-            states = self._planner.rollout(inp["ego_state"], plan, inp["length"]).double().numpy()
-            plan_np = plan.double().numpy()
-            # every platoon's plan in one batched check (and the fallbacks of those that fail it in one more)
-            road_checks = corridors if self.cfg.shield_corridor else [None] * len(scenes)
-            shield_scenes = [self._shield_scene(s, c) for s, c in zip(scenes, road_checks)]
-            decisions = self.shield.select_scenes(shield_scenes, plan_np[:, None], states[:, None],
-                                                  steps=self.cfg.shield_steps)
-            for b, (decision, scene, o) in enumerate(zip(decisions, scenes, observations)):
-                if decision.level != LEVELS[0]:  # a fallback, steering by the members' lane-keeping law:
-                    shielded[b] = 1.0  # on the observed state now, along the shield's predicted states after
-                    self.shield_fired += 1
-                    actions[b] = decision.actions[:, :t_count].transpose(1, 0, 2)
-                    m = len(o.ego)
-                    steer = member_lane_keeping(o.ego, scene.length[:m])
-                    actions[b, 0, :m, 1] = np.where(scene.member_mask[:m], steer, 0.0)
-        speed = np.stack([s.ego_state[:, 3] for s in scenes]).astype(np.float64)  # (B, N)
-        max_acc, max_dec, max_steer = self.cfg.vehicle_limits
-        for k in range(t_count):  # never brake into reverse (speed does not depend on steering)
-            speed = np.maximum(speed, 0.0)
-            actions[:, k, :, 0] = np.maximum(np.clip(actions[:, k, :, 0], -max_dec, max_acc), -speed / pc.dt)
-            speed = speed + actions[:, k, :, 0] * pc.dt
-        actions[..., 1] = np.clip(actions[..., 1], -max_steer, max_steer)
-        actions = np.where(mm.numpy()[:, None, :, None], actions, 0.0)
+        actions = np.zeros((len(scenes), t_count, self.n_max, 2))
+        shielded = np.zeros(len(scenes), np.float32)
+        for b, (choice, scene) in enumerate(zip(choices, scenes)):
+            actions[b, :, :scene.n] = choice.actions[:, :t_count].transpose(1, 0, 2)
+            if choice.level is not None and choice.level.overrides:
+                shielded[b] = 1.0
+                self.shield_fired += 1
+            if PlannerController.steers_by_lane_keeping(choice):  # the chunk's first step observes the state
+                steer = PlannerController.fallback_steering(scene)
+                actions[b, 0, :scene.n, 1] = np.where(scene.inputs.member_mask[:scene.n], steer, 0.0)
+        speed = np.stack([s.inputs.ego_state[:, 3] for s in scenes]).astype(np.float64)  # (B, n_max)
+        actions = clip_actions(actions, speed, self._limits, pc.dt)
+        actions = np.where(inp["member_mask"].numpy()[:, None, :, None], actions, 0.0)
         return actions, shielded, out, inp
-
-    def guidance_context(self, scenes: list[features.PlatoonInputs], observations: list[Observation],
-                         corridors: list[Corridor] | None = None) -> SceneContext:
-        """Guidance's context of a batch: predicted neighbours and the members' lateral road bounds.
-
-        Neighbour rows after the last valid one of every scene are dropped: they are masked (their cost and
-        gradient are exactly 0), and guidance's neighbour term costs in proportion to the number of rows."""
-        context = features.scene_context(scenes, self.horizon, self._planner.config.dt)
-        m = max((int(np.flatnonzero(s.neighbour_mask)[-1]) + 1 if s.neighbour_mask.any() else 0) for s in scenes)
-        context.neighbours, context.neighbour_mask, context.neighbour_length = (
-            v[:, :m] for v in (context.neighbours, context.neighbour_mask, context.neighbour_length))
-        corridors = corridors or [None] * len(scenes)
-        context.lateral_bounds = torch.as_tensor(np.stack(
-            [lateral_bounds(o, s, self.n_max, c) for o, s, c in zip(observations, scenes, corridors)]),
-            dtype=torch.float32)
-        return context
-
-    def _shield_scene(self, scene: features.PlatoonInputs, corridor: Corridor | None = None) -> ShieldScene:
-        cfg = self.cfg
-        return ShieldScene(start=scene.ego_state, length=scene.length, width=cfg.vehicle_width,
-                           member_mask=scene.member_mask, max_deceleration=cfg.vehicle_limits[1],
-                           neighbours=scene.neighbours, neighbour_mask=scene.neighbour_mask, corridor=corridor)
 
     def to_env(self, actions: np.ndarray) -> np.ndarray:
         """Physical (B, T, N, 2) → the env's normalised Box (B, T·2N) (0 stays 0, as the env scales back)."""
@@ -491,8 +464,7 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         return out.reshape(len(out), -1).astype(np.float32)
 
     def _act(self, batch: dict[str, Any], explore: bool) -> dict[str, Any]:
-        scenes, observations = self.scenes(batch[Columns.OBS])
-        actions, shielded, out, inp = self.plan_actions(scenes, observations, explore=explore)
+        actions, shielded, out, inp = self.plan_actions(self.scenes(batch[Columns.OBS]), explore=explore)
         result: dict[str, Any] = {Columns.ACTIONS: torch.from_numpy(self.to_env(actions))}
         if explore:
             result.update({CHAIN: out.chain, SHIFT: out.shift, CHAIN_LOGP: out.logp,
@@ -564,8 +536,3 @@ def platoon_state(obs: dict[str, torch.Tensor]) -> torch.Tensor:
     flat = obs["obs"].float() * mask[..., None]
     return torch.cat([symlog(flat).flatten(1), mask, symlog(rel).flatten(1)], dim=1)
 
-
-def lateral_bounds(obs: Observation, scene: features.PlatoonInputs, n_max: int,
-                   corridor: Corridor | None = None) -> np.ndarray:
-    """(n_max, 2) drivable [low y, high y] per member in the platoon frame (the `diffusion:` policy's rule)."""
-    return features.lateral_bounds(obs, np.arange(len(obs.ego)), scene, n_max, corridor)

@@ -110,8 +110,7 @@ class PlatoonDiffusionPolicy(_CheckpointPolicy):
             raise ValueError(f"{self.checkpoint} drives platoons of at most {self.module.n_max} members")
         self.length = features.member_lengths(info.spec)
         self.module.shield_fired = self.module.plans = 0
-        if self.module.shield is not None:
-            self.module.shield.reset_counts()
+        self.module.controller.reset()  # the shield's counters and the neighbours seen before
         self._chunk: list[np.ndarray] = []  # the planned chunk's actions still to execute, (agents, 2) each
 
     def stats(self) -> dict[str, Any]:
@@ -123,20 +122,16 @@ class PlatoonDiffusionPolicy(_CheckpointPolicy):
 
     @torch.no_grad()
     def act(self, obs: Observation) -> np.ndarray:
-        from diffplatoon.agents.diffusion import features
-
         m = len(self.info.agent_names)
         alive = obs.alive.astype(bool) if obs.alive is not None else np.ones(m, dtype=bool)
         if not self._chunk:
-            due = [rows for rows in self.rows if alive[rows].any()]
+            due = [(k, rows) for k, rows in enumerate(self.rows) if alive[rows].any()]
             if not due:
                 return np.zeros((m, 2))
-            n_max, cfg = self.module.n_max, self.module.cfg
-            scenes = [features.platoon_inputs(obs, rows, n_max, cfg.max_neighbours, length=self.length[rows])
-                      for rows in due]
-            actions, _, _, _ = self.module.plan_actions(scenes, [obs.select(rows) for rows in due], explore=False)
+            scenes = [self.module.scene(k, obs, rows, self.length[rows]) for k, rows in due]
+            actions, _, _, _ = self.module.plan_actions(scenes, explore=False)
             self._chunk = [np.zeros((m, 2)) for _ in range(actions.shape[1])]
-            for rows, a in zip(due, actions):  # a: (T, N, 2)
+            for (_, rows), a in zip(due, actions):  # a: (T, N, 2)
                 for k, out in enumerate(self._chunk):
                     out[rows] = a[k, :len(rows)]
         return np.where(alive[:, None], self._chunk.pop(0), 0.0)

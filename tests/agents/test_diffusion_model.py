@@ -9,7 +9,7 @@ from highway_env.road.road import Road, RoadNetwork
 from highway_env.vehicle.kinematics import Vehicle
 
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
-from diffplatoon.agents.diffusion.model import sinusoidal_embedding
+from diffplatoon.agents.diffusion.model import DenoiserConfig, sinusoidal_embedding
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.train import Batch, TrainConfig, Trainer
 
@@ -19,7 +19,7 @@ OBS_DIM, MSG_DIM, K = 6, 3, 4
 def _planner(seed: int = 0, **kw) -> JointDiffusionPlanner:
     """Small planner with every weight random (AdaLN-Zero init would hide any coupling)."""
     torch.manual_seed(seed)
-    cfg = PlannerConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=2, n_heads=4, **kw)
+    cfg = PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=2, n_heads=4), **kw)
     planner = JointDiffusionPlanner(cfg)
     with torch.no_grad():
         for p in planner.model.parameters():
@@ -194,7 +194,7 @@ def _batch(b: int, n: int, horizon: int, seed: int) -> Batch:
 
 def test_checkpoint_round_trip_and_exact_resume(tmp_path):
     torch.manual_seed(0)
-    planner = JointDiffusionPlanner(PlannerConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=1, horizon=10))
+    planner = JointDiffusionPlanner(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=1), horizon=10))
     trainer = Trainer(planner, TrainConfig(lr=1e-3, ema_decay=0.9))
     batches = [_batch(8, 3, 10, seed) for seed in range(5)]
     trainer.fit(batches[:3], num_steps=3)

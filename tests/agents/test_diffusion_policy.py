@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
+from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.policy import DiffusionPolicy, file_hash
 from diffplatoon.agents.diffusion.shield import LEVELS
 from diffplatoon.agents.policy import SimInfo, make_policy
@@ -32,8 +33,9 @@ def spec():
 def checkpoint(spec, tmp_path_factory):
     """A tiny untrained planner, its weights jittered (AdaLN-Zero would output constant plans) and its
     actions scaled to gentle steering so that it stays on the road."""
-    cfg = PlannerConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), horizon=10, chunk=5,
-                        d_model=32, n_layers=1, n_heads=2, max_horizon=20, num_train_steps=20)
+    cfg = PlannerConfig(DenoiserConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), chunk=5,
+                                       d_model=32, n_layers=1, n_heads=2, max_horizon=20),
+                        horizon=10, num_train_steps=20)
     torch.manual_seed(0)
     planner = JointDiffusionPlanner(cfg)
     with torch.no_grad():
@@ -107,7 +109,7 @@ def test_receding_horizon_replans_every_r_steps_and_executes_the_plan_in_order(s
     policy.reset(SimInfo.from_spec(spec, 0))
     for _ in range(10):
         actions.append(policy.act(observer.observe()))
-        plans.append(policy.plans[0].copy())
+        plans.append(policy.plans[0].actions.copy())
         sim.step(actions[-1])
     assert policy.replan_steps == [0, 3, 6, 9]
     for k, a in enumerate(actions):

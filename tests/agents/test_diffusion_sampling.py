@@ -18,6 +18,7 @@ from diffplatoon.agents.diffusion.guidance import (
     separation_cost,
     speed_cost,
 )
+from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.diffusion.schedule import CosineSchedule
 from diffplatoon.agents.diffusion.train import Batch, TrainConfig, Trainer
@@ -58,7 +59,8 @@ def _inputs(batch: Batch) -> dict[str, torch.Tensor]:
 def trained():
     torch.manual_seed(0)
     data = _dataset()
-    cfg = PlannerConfig(obs_dim=OBS_DIM, msg_dim=3, horizon=H, d_model=64, n_layers=2, n_heads=4, num_train_steps=50)
+    cfg = PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=3, d_model=64, n_layers=2, n_heads=4), horizon=H,
+                        num_train_steps=50)
     planner = JointDiffusionPlanner(cfg)
     losses = Trainer(planner, TrainConfig(lr=2e-3, ema_decay=0.99, batch_size=B)).fit(data, 200)
     return planner, data, losses

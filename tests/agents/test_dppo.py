@@ -3,6 +3,7 @@ real training iterations that move the planner's weights (and resume), and the `
 
 from __future__ import annotations
 
+import copy
 import io
 import math
 from pathlib import Path
@@ -15,6 +16,7 @@ from rich.console import Console
 from rllib_checks import assert_rllib_policy_acts
 
 from diffplatoon.agents.diffusion import features
+from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.agents.rllib.diffusion_module import (CHAIN, CHAIN_LOGP, INPUT_KEYS, SHIELDED, SHIFT,
@@ -48,8 +50,9 @@ def planner_path(tmp_path_factory) -> Path:
     """A tiny random planner whose denoiser outputs non-zero plans (its output layer is zero-initialised)."""
     spec = validate_data(dict(TINY), "<test>")
     torch.manual_seed(0)
-    cfg = PlannerConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), horizon=10,
-                        dt=1.0 / spec.policy_frequency, d_model=32, n_layers=1, n_heads=4, num_train_steps=20)
+    cfg = PlannerConfig(DenoiserConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), d_model=32,
+                                       n_layers=1, n_heads=4), horizon=10, dt=1.0 / spec.policy_frequency,
+                        num_train_steps=20)
     planner = JointDiffusionPlanner(cfg)
     with torch.no_grad():
         for net in (planner.model, planner.ema):
@@ -112,9 +115,8 @@ def test_module_outputs_and_exact_logp_recomputation(planner_path: Path, act_ste
     first = module.forward_inference(batch)[Columns.ACTIONS]
     assert torch.equal(first, module.forward_inference(batch)[Columns.ACTIONS])  # deterministic
     # the executed chunk is the plan's first act_steps steps: the log-probability covers exactly those
-    scenes, observations = module.scenes(batch[Columns.OBS])
     torch.manual_seed(3)
-    actions, shielded, chain, _ = module.plan_actions(scenes, observations, explore=True)
+    actions, shielded, chain, _ = module.plan_actions(module.scenes(batch[Columns.OBS]), explore=True)
     assert actions.shape == (b, act_steps, n, 2)
     max_acc, max_dec, max_steer = module.cfg.vehicle_limits
     for row in np.flatnonzero(shielded < 0.5):  # executed as planned (clipped to the vehicle's limits; at
@@ -136,8 +138,7 @@ def test_shield_corridor_adds_the_road_check(planner_path: Path) -> None:
         model = module_model_config({**MODEL, "checkpoint": str(planner_path), "shield_corridor": corridor}, env.spec)
         module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
                                         action_space=env.action_spaces["p0"], model_config=model)
-        scenes, observations = module.scenes(batch[Columns.OBS])
-        _, shielded[corridor], _, _ = module.plan_actions(scenes, observations, explore=False)
+        _, shielded[corridor], _, _ = module.plan_actions(module.scenes(batch[Columns.OBS]), explore=False)
     assert np.all(shielded[True] >= shielded[False])
     assert shielded[True].sum() > shielded[False].sum()
 
@@ -183,14 +184,18 @@ def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_p
     module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
                                     action_space=env.action_spaces["p0"], model_config=model)
     batch = _obs_batch(env, 4)
-    scenes, observations = module.scenes(batch[Columns.OBS])
-    trimmed = module.guidance_context(scenes, observations)
-    full = features.scene_context(scenes, module.horizon, module._planner.config.dt)
-    full.lateral_bounds = trimmed.lateral_bounds
-    assert full.neighbour_mask.shape[1] == module.cfg.max_neighbours
-    assert 0 < trimmed.neighbour_mask.shape[1] < full.neighbour_mask.shape[1]
-    assert not full.neighbour_mask[:, trimmed.neighbour_mask.shape[1]:].any()
-    inp = features.stack(scenes)
+    scenes = module.scenes(batch[Columns.OBS])
+    trimmed = module.controller.guidance_context(scenes)
+    m, pad = trimmed.neighbour_mask.shape[1], module.cfg.max_neighbours - trimmed.neighbour_mask.shape[1]
+    assert 0 < m < module.cfg.max_neighbours
+    assert all(not s.inputs.neighbour_mask[m:].any() for s in scenes)
+    # the rows the context drops: masked, wherever they are predicted
+    full = copy.copy(trimmed)
+    full.neighbours = torch.cat([trimmed.neighbours, torch.full((len(scenes), pad) + trimmed.neighbours.shape[2:],
+                                                                3.0)], dim=1)
+    full.neighbour_mask = torch.cat([trimmed.neighbour_mask, torch.zeros(len(scenes), pad, dtype=torch.bool)], dim=1)
+    full.neighbour_length = torch.cat([trimmed.neighbour_length, torch.full((len(scenes), pad), 5.0)], dim=1)
+    inp = module.controller.inputs(scenes)
     a, b = (module.sample_chain(inp, explore=True, context=ctx, generator=torch.Generator().manual_seed(7))
             for ctx in (trimmed, full))
     assert a.shift.abs().sum() > 0  # guidance moved the plan
