@@ -132,13 +132,19 @@ def _walk(loc: tuple[Any, ...], root: type[BaseModel] = ScenarioSpec) -> tuple[A
     field = None
     path: list[str | int] = []
     parents = candidates
+    keyed = False
     for part in loc:
         if isinstance(part, int):
             path.append(part)
             continue
+        if keyed:  # a key of a dict-valued field (e.g. a sweep's dotted path): part of the user's path
+            path.append(part)
+            keyed = False
+            continue
         owner = next((m for m in candidates if part in _yaml_keys(m)), None)
         if owner is not None:
             field = owner.model_fields[_yaml_keys(owner)[part]]
+            keyed = typing.get_origin(field.annotation) is dict
             parents = [owner]
             path.append(part)
             candidates = _models_in(field.annotation)
@@ -232,7 +238,8 @@ def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]])
     if kind == "string_pattern_mismatch":
         return f"expected a name of letters, digits, '_' or '-' starting with a letter, got {got_text}"
     if kind in ("too_short", "too_long"):
-        return f"expected {error['msg'].split('should have ', 1)[-1]}, got {_short(got)}"
+        bound = error["ctx"]["min_length" if kind == "too_short" else "max_length"]
+        return f"expected {'at least' if kind == 'too_short' else 'at most'} {bound} item{'s' * (bound != 1)}, got {_short(got)}"
     if kind == "value_error":
         return error["msg"].removeprefix("Value error, ")
     return f"{error['msg']}, got {got_text}"

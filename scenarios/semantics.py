@@ -17,6 +17,7 @@ runs in seconds:
 from __future__ import annotations
 
 import math
+import re
 from typing import Any, Callable
 
 import numpy as np
@@ -42,10 +43,16 @@ MAX_DENSITY = 150.0  # [vehicles/km/lane] also `TrafficSpec.density`'s bound
 MAX_PLACED = 1.25 * MAX_TRAFFIC  # vehicles `World.populate` may place at the start
 
 Add = Callable[[Path, str], None]
+_EXPONENT = re.compile(r"^[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$")
 
 
 def number_problems(data: Any, lines: dict[Path, int], path: Path = ()) -> list[Problem]:
-    """Non-finite or oversized numbers anywhere in parsed YAML data (bools are not numbers)."""
+    """Non-finite or oversized numbers anywhere in parsed YAML data (bools are not numbers).
+
+    PyYAML reads ``1e308`` (no dot, no exponent sign) as a string, which pydantic then reads as a
+    number: such strings are checked as the numbers they become."""
+    if isinstance(data, str) and _EXPONENT.match(data):
+        data = float(data)
     if isinstance(data, dict):
         return [p for key, value in data.items() for p in number_problems(value, lines, path + (str(key),))]
     if isinstance(data, list):
@@ -91,7 +98,7 @@ def _road_problems(road: Any, add: Add) -> None:
     if found:
         return
     graph = road.lane_graph()
-    lanes = {idx: road.build().get_lane(idx) for idx in graph.nodes}
+    lanes = road.lane_shapes()
     checks = [
         (lambda i, ln: all(math.isfinite(v) for v in (*ln.position(0, 0), *ln.position(ln.length, 0), ln.length)),
          "expected finite lane geometry, got lane {lane} with non-finite positions"),
@@ -117,12 +124,12 @@ def _road_problems(road: Any, add: Add) -> None:
 def _placement_problems(spec: ScenarioSpec, add: Add) -> None:
     """Spawns on their lanes, fully on the road, fitting the lane, not overlapping; routes connect."""
     road = spec.road
-    network = road.build()
+    shapes = road.lane_shapes()
     boxes: list[tuple[float, float, float, float, float]] = []  # x, y, heading, length, width
     owners: list[tuple[Path, str]] = []
 
     def place(lane: tuple[str, str, int], s: float, length: float, width: float, path: Path, name: str) -> None:
-        geometry = network.get_lane(lane)
+        geometry = shapes[lane]
         x, y = geometry.position(s, 0.0)
         boxes.append((float(x), float(y), float(geometry.heading_at(s)), length, width))
         owners.append((path, name))

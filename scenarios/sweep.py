@@ -9,12 +9,15 @@ field by its dotted path; list items are addressed by index (``platoons.0.size``
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any
 
 from diffplatoon.scenarios.errors import Path, Problem, ScenarioError
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.scenarios.semantics import semantic_problems
 from diffplatoon.scenarios.yaml_source import line_of
+
+MAX_VARIANTS = 1000  # each variant is validated on load, with its road built
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:
@@ -68,6 +71,13 @@ def expand_sweep(
         return [spec], []
     lines = lines or {}
     keys = list(spec.sweep)
+    count = math.prod(len(spec.sweep[k]) for k in keys)
+    if count > MAX_VARIANTS:
+        problems = [Problem(("sweep",), f"expected a grid of at most {MAX_VARIANTS} variants, got {count}",
+                            line_of(lines, ("sweep",)))]
+        if not collect_errors:
+            raise ScenarioError(source, problems)
+        return [], [problems]
     base = spec.model_dump(mode="json", by_alias=True, exclude={"sweep"})
     variants: list[ScenarioSpec] = []
     errors: list[list[Problem]] = []
