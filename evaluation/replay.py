@@ -1,7 +1,7 @@
 """Top-down replay GIFs of a recorded episode, drawn from its stored boxes (no simulation).
 
-The road comes from the scenario's lane network and is drawn with highway-env's
-`RoadGraphics`; the vehicles are the boxes of an `episode_data.Replay`, coloured as the live
+The road comes from the scenario's lane network (`diffplatoon.sim.roads`) and is drawn with
+highway-env's `RoadGraphics`; the vehicles are the boxes of an `episode_data.Replay`, coloured as the live
 renderer (`diffplatoon.sim.render`) colours them: one colour per platoon with the leader
 outlined darker, traffic grey, crashed vehicles red. The camera fits the whole road on
 intersections and roundabouts and otherwise follows the platoon members present at each step.
@@ -19,7 +19,7 @@ from highway_env.road.road import Road  # noqa: E402
 
 from diffplatoon.evaluation.episode_data import EpisodeData, Replay  # noqa: E402
 from diffplatoon.scenarios import ScenarioSpec  # noqa: E402
-from diffplatoon.sim import geometry, render  # noqa: E402
+from diffplatoon.sim import geometry, render, roads  # noqa: E402
 
 _FIT_ROAD_TYPES = ("intersection", "roundabout")
 _FIT_SIZE, _FOLLOW_SIZE = (560, 560), (800, 260)  # [px] frame sizes
@@ -27,9 +27,9 @@ _FOLLOW_SCALE = 3.0  # [px/m] zoom of the following camera
 _LOOKAHEAD = 20.0  # [m] the camera centre leads the members along x
 
 
-def _road(spec: ScenarioSpec) -> Road:
-    """highway-env road of the scenario's lane network, without vehicles."""
-    return Road(network=spec.road.build(), vehicles=[])
+def _road(spec: ScenarioSpec) -> tuple[Road, tuple[float, float, float, float]]:
+    """highway-env road of the scenario's lane network (no vehicles) and the drivable area's bounds."""
+    return Road(network=roads.build_network(spec.road), vehicles=[]), roads.drivable_area(spec.road).bounds
 
 
 def frames(spec: ScenarioSpec, replay: Replay, dt: float) -> list[np.ndarray]:
@@ -40,8 +40,7 @@ def frames(spec: ScenarioSpec, replay: Replay, dt: float) -> list[np.ndarray]:
     size = _FIT_SIZE if fit else _FOLLOW_SIZE
     surf = WorldSurface(size, 0, pygame.Surface(size))
     surf.centering_position = [0.5, 0.5]
-    road = _road(spec)
-    minx, miny, maxx, maxy = spec.road.drivable_area().bounds
+    road, (minx, miny, maxx, maxy) = _road(spec)
     road_centre = np.array([(minx + maxx) / 2, (miny + maxy) / 2])
     fit_scale = min(size[0] / (maxx - minx + 10.0), size[1] / (maxy - miny + 10.0))
     corners = geometry.box_corners(replay.x, replay.y, replay.heading, replay.length, replay.width)  # (T, N, 4, 2)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from diffplatoon import io
-from diffplatoon.evaluation import report, runner, stats
+from diffplatoon.evaluation import aggregate, report, runner, stats
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.sim.simulation import Simulation
@@ -112,7 +112,7 @@ def test_report_states_thresholds_provenance_and_how_to_read(run):
 def test_rule_of_three_when_no_collisions():
     """Records with zero collisions: the report table shows Wilson [0, hi] and 3/n."""
     recs = [{"scenario": "s", "policy": "p", "collision": False, "min_ttc": 2.0 + i} for i in range(40)]
-    rows, rates, _ = report.report_rows(recs)
+    rows, rates, _ = aggregate.report_rows(recs)
     (row,) = rows
     assert report.fmt_rate(row, "collision") == f"0/40 = 0.000 [0.000, {stats.wilson_interval(0, 40)[1]:.3f}]"
     assert report.fmt_rule3(row, "collision") == "≤ 3/40 = 0.075"
@@ -126,7 +126,7 @@ def test_worst_episode_order():
         {"job_id": "c", "scenario": "s", "policy": "p", "collision": False, "min_ttc": 0.2},
         {"job_id": "d", "scenario": "s", "policy": "p", "failed": True},
     ]
-    assert [r["job_id"] for r in report.worst_episodes(recs, 3)] == ["b", "c", "a"]
+    assert [r["job_id"] for r in aggregate.worst_episodes(recs, 3)] == ["b", "c", "a"]
 
 
 def test_rebuild_from_records_alone(run):
@@ -190,5 +190,5 @@ def test_string_curves_label_platoons_and_skip_undefined():
     recs = [{"scenario": "s", "policy": "p", "string_error_ratios": [[1.0, None], [0.5]]},
             {"scenario": "s", "policy": "p", "string_error_ratios": [[3.0, 2.0], []]},
             {"scenario": "t", "policy": "p", "string_error_ratios": [[], [0.8, 0.9]]}]
-    assert report.string_curves(recs) == {"s": {"p · platoon 0": [2.0, 2.0], "p · platoon 1": [0.5]},
+    assert aggregate.string_curves(recs) == {"s": {"p · platoon 0": [2.0, 2.0], "p · platoon 1": [0.5]},
                                           "t": {"p": [0.8, 0.9]}}
