@@ -229,8 +229,8 @@ class Observation:
             if value.dtype != f.dtype:
                 raise ValueError(f"Observation.{f.name}: dtype {value.dtype}, expected {np.dtype(f.dtype)}")
             if value.dtype.kind == "f" and not np.isfinite(value).all():
-                bad = np.argwhere(~np.isfinite(value))[0]
-                raise ValueError(f"Observation.{f.name}: non-finite value {value[tuple(bad)]} at {tuple(bad)}")
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(value))[0])
+                raise ValueError(f"Observation.{f.name}: non-finite value {value[bad]} at {bad}")
 
     def select(self, rows: np.ndarray) -> "Observation":
         """The observation of a subset of vehicles (e.g. one platoon)."""

@@ -1,9 +1,13 @@
-"""Observer: hand-checkable leader gaps, side lanes, neighbours, routes, V2V fields and masks."""
+"""Observer: hand-checkable leader gaps, side lanes, neighbours, routes, V2V fields and masks; the
+observation contract: the flat layout and its inverse, validate() and immutability."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
+import torch
 
 from diffplatoon.scenarios import ScenarioSpec, load_scenario
 from diffplatoon.sim.comms import MESSAGE_FIELDS
@@ -13,7 +17,9 @@ from diffplatoon.sim.observation import (
     NEIGHBOUR_FEATURES,
     ROUTE_FEATURES,
     SIDE_FEATURES,
+    Observation,
     Observer,
+    flat_layout,
 )
 from diffplatoon.sim.simulation import Simulation
 
@@ -238,7 +244,8 @@ def test_lane_drop_without_route_asks_to_leave_the_dropped_lane() -> None:
     assert obs.route[p0.size, ROUTE["lane_changes_needed"]] == 0.0
 
 
-def test_flat_layout_and_dtypes_on_every_catalogue_scenario() -> None:
+def _catalogue_observations():
+    """(name, observation) after three zero-action steps of every catalogue scenario."""
     from diffplatoon.scenarios import catalogue_names
 
     for name in catalogue_names():
@@ -247,13 +254,116 @@ def test_flat_layout_and_dtypes_on_every_catalogue_scenario() -> None:
         observer = Observer(sim)
         for _ in range(3):
             sim.step(np.zeros((len(sim.controlled), 2)))
-        obs = observer.observe()
+        yield name, spec, sim, observer.observe()
+
+
+def test_flat_round_trip_on_every_catalogue_scenario() -> None:
+    for name, spec, sim, obs in _catalogue_observations():
         m, k, p = len(sim.controlled), spec.observation.neighbours, spec.observation.lane_points
         kc, d = sim.inbox.data.shape[1:]
         dim = len(EGO_FEATURES) + len(LEADER_FEATURES) + 4 * len(SIDE_FEATURES) + 2 \
             + k * (len(NEIGHBOUR_FEATURES) + 1) + 2 * p + len(ROUTE_FEATURES) + kc * (d + 2)
+        layout = obs.layout
+        assert layout is flat_layout(k, p, kc, d) and layout.size == dim, name
+        obs.validate()
         flat = obs.flat()
         assert flat.shape == (m, dim) and flat.dtype == np.float32, name
-        assert np.isfinite(flat).all(), name
         assert obs.ego.dtype == np.float32 and obs.neighbour_mask.dtype == bool
         assert obs.alive.all(), name
+        # the slices tile the columns in field order
+        assert [sl.start for sl in layout.slices.values()] == [0] + [sl.stop for sl in layout.slices.values()][:-1]
+
+        # numpy: views of the flat array, equal to the fields (masks as 0/1)
+        parts = layout.unflatten(flat)
+        assert list(parts) == [f.name for f in layout.fields]
+        for f in layout.fields:
+            np.testing.assert_array_equal(parts[f.name], getattr(obs, f.name).astype(np.float32), err_msg=name)
+            assert np.shares_memory(parts[f.name], flat), (name, f.name)
+        back = Observation.from_flat(flat, layout, alive=obs.alive, pose=obs.pose, inbox_sender=obs.inbox_sender,
+                                     predecessor_message=obs.predecessor_message,
+                                     predecessor_mask=obs.predecessor_mask, predecessor_age=obs.predecessor_age)
+        back.validate(layout)
+        assert back.flat().tobytes() == flat.tobytes(), name
+        for f in layout.fields + layout.extras:
+            value = getattr(back, f.name)
+            assert value.dtype == getattr(obs, f.name).dtype, (name, f.name)
+            np.testing.assert_array_equal(value, getattr(obs, f.name), err_msg=f"{name} {f.name}")
+
+        # batched numpy and torch: any leading dims, the inverse of flatten
+        batch = np.stack([flat, 2.0 * flat, -flat]).reshape(3, 1, m, dim)
+        for array in (batch, torch.from_numpy(batch)):
+            parts = layout.unflatten(array)
+            for f in layout.fields:
+                assert tuple(parts[f.name].shape) == (3, 1, m) + f.shape, (name, f.name)
+            again = layout.flatten(parts)
+            assert type(again) is type(array) and tuple(again.shape) == batch.shape
+            np.testing.assert_array_equal(np.asarray(again), batch)
+        t = torch.from_numpy(batch)
+        side = layout.unflatten(t)["side"]
+        assert side.untyped_storage().data_ptr() == t.untyped_storage().data_ptr()  # a view, no copy
+
+
+def test_unflatten_refuses_a_vector_of_another_width() -> None:
+    layout = flat_layout(4, 3, 2, 5)
+    with pytest.raises(ValueError, match=f"{layout.size + 1} columns"):
+        layout.unflatten(np.zeros((2, layout.size + 1), np.float32))
+
+
+def _one_observation() -> Observation:
+    return observe(highway_spec([{"id": "a", "lane": 1, "start": 230.0, "speed": 20.0}]))[1]
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("neighbours", lambda o: o.neighbours[:, :-1], r"Observation\.neighbour_mask: shape"),
+    ("side", lambda o: o.side.reshape(len(o), 4, 4), r"Observation\.side: shape \(2, 4, 4\), expected \(2, 2, 2, 4\)"),
+    ("ego", lambda o: o.ego.astype(np.float64), r"Observation\.ego: dtype float64, expected float32"),
+    ("neighbour_mask", lambda o: o.neighbour_mask.astype(np.float32), r"Observation\.neighbour_mask: dtype float32"),
+    ("route", lambda o: np.where(np.arange(3) == 1, np.nan, o.route).astype(np.float32),
+     r"Observation\.route: non-finite value nan at \(0, 1\)"),
+    ("inbox", lambda o: np.full_like(o.inbox, np.inf), r"Observation\.inbox: non-finite value inf"),
+    ("pose", lambda o: o.pose[:1], r"Observation\.pose: shape \(1, 3\), expected \(2, 3\)"),
+    ("inbox_sender", lambda o: o.inbox_sender.astype(np.int32), r"Observation\.inbox_sender: dtype int32"),
+])
+def test_validate_names_the_broken_field(field, value, message) -> None:
+    obs = _one_observation()
+    obs.validate()
+    broken = dataclasses.replace(obs, **{field: value(obs)})
+    with pytest.raises(ValueError, match=message):
+        broken.validate()
+
+
+def test_validate_against_another_layout_names_the_first_field_that_differs() -> None:
+    obs = _one_observation()
+    k, p, kc, d = obs.neighbours.shape[1], obs.lane_ahead.shape[1], *obs.inbox.shape[1:]
+    obs.validate(flat_layout(k, p, kc, d))
+    with pytest.raises(ValueError, match=r"Observation\.lane_ahead: shape"):
+        obs.validate(flat_layout(k, p + 1, kc, d))
+
+
+def test_observation_is_frozen_and_its_arrays_read_only() -> None:
+    obs = _one_observation()
+    ego = obs.ego.copy()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        obs.ego = np.zeros_like(ego)
+    for f in obs.layout.fields + obs.layout.extras:
+        with pytest.raises(ValueError, match="read-only"):
+            getattr(obs, f.name)[...] = 0
+    np.testing.assert_array_equal(obs.ego, ego)
+    # a changed copy is a new observation; the original stays as it was
+    faster = ego.copy()
+    faster[:, EGO["speed"]] += 1.0
+    changed = dataclasses.replace(obs, ego=faster)
+    assert changed.ego[0, EGO["speed"]] == ego[0, EGO["speed"]] + 1.0
+    np.testing.assert_array_equal(obs.ego, ego)
+    assert not changed.ego.flags.writeable and changed.neighbours is obs.neighbours
+    # select and astype32 build new read-only observations too
+    assert not obs.select(np.array([1])).ego.flags.writeable and len(obs.select(np.array([1]))) == 1
+
+
+def test_all_absent_observation_is_valid_zeros_with_empty_senders() -> None:
+    layout = flat_layout(3, 2, 4, 5)
+    obs = Observation.zeros(layout, 2)
+    obs.validate(layout)
+    assert not obs.flat().any() and obs.flat().shape == (2, layout.size)
+    np.testing.assert_array_equal(obs.inbox_sender, -1)
+    assert not obs.alive.any() and obs.alive.dtype == bool
