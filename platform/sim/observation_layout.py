@@ -69,11 +69,11 @@ class Field:
     name: str
     shape: tuple[int, ...]
     dtype: type
+    size: int = dataclasses.field(init=False, repr=False, compare=False)
+    """Number of flat columns of one vehicle's value."""
 
-    @property
-    def size(self) -> int:
-        """Number of flat columns of one vehicle's value."""
-        return math.prod(self.shape)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "size", math.prod(self.shape))
 
 
 @dataclass(frozen=True)
@@ -109,10 +109,12 @@ class ObservationLayout:
     def flatten(self, values: Mapping[str, Array]) -> Array:
         """(..., size) float32: `values[name]` of every field, (..., *shape) each, concatenated in order."""
         first = values[self.fields[0].name]
-        lead = tuple(first.shape[:-len(self.fields[0].shape)])
-        parts = [values[f.name].reshape(lead + (f.size,)) for f in self.fields]
+        lead = tuple(first.shape[:first.ndim - len(self.fields[0].shape)])
+        # fields of one axis are flat already (a reshape per field costs as much as the copy here)
+        parts = [values[f.name] if len(f.shape) == 1 else values[f.name].reshape(lead + (f.size,))
+                 for f in self.fields]
         if isinstance(first, np.ndarray):
-            return np.concatenate([p.astype(np.float32, copy=False) for p in parts], axis=-1)
+            return np.concatenate(parts, axis=-1, dtype=np.float32)
         import torch
 
         return torch.cat([p.to(torch.float32) for p in parts], dim=-1)
