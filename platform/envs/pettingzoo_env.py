@@ -11,7 +11,8 @@
 | info | `crashed`, `departed`, `offroad` (bools, this step), `reward_terms` (weighted terms by name), `time` [s] |
 | reset(seed) | episode index = `episode_offset + seed`; `seed=None` takes the episode after the last one |
 
-Observation layout (`diffplatoon.sim.observation.flat_layout`), K = `observation.neighbours`,
+Observation layout (`env.observation.layout`, a `diffplatoon.sim.observation.ObservationLayout`:
+`layout.unflatten(obs)` gives the fields back), K = `observation.neighbours`,
 P = `observation.lane_points`, Kc = inbox slots, D = message length:
 
 | columns | field | features |
@@ -84,7 +85,8 @@ class PlatoonParallelEnv(ParallelEnv):
         self._start(self.episode_offset)
         self.possible_agents: list[str] = list(self.sim.agent_names)
         self.agents: list[str] = []
-        obs_dim = self._last_obs.flat().shape[1]
+        self._last_obs.validate()  # the observation contract, checked once per env rather than every step
+        obs_dim = self._last_obs.layout.size
         self._obs_space = spaces.Box(-np.inf, np.inf, shape=(obs_dim,), dtype=np.float32)
         self._obs_spaces = {a: self._obs_space for a in self.possible_agents}
         self._low, self._high = action_limits(spec)  # (M, 2) SI limits

@@ -123,7 +123,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         self.platoon_members = [p.member_names() for p in self.spec.platoons]
         self.n_max = max(len(m) for m in self.platoon_members)
         obs = self.engine.observation
-        self.obs_dim = int(obs.flat().shape[1])
+        self.obs_dim = obs.layout.size
         self.kc, self.msg_dim = int(obs.inbox.shape[1]), int(obs.inbox.shape[2])
         self._slot = {}  # member name -> (platoon index, member index)
         for p, names in enumerate(self.platoon_members):
@@ -162,9 +162,9 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
 
     def _check_variants(self) -> None:
         first = self._engines[0]
-        width = first.observation.flat().shape[1]
+        width = first.observation.layout.size
         for engine in self._engines[1:]:
-            if engine.possible_agents != first.possible_agents or engine.observation.flat().shape[1] != width:
+            if engine.possible_agents != first.possible_agents or engine.observation.layout.size != width:
                 raise ValueError(
                     f"sweep variant {engine.spec.name!r} changes the agents or the observation width; "
                     "an RLlib env needs the same agents and spaces in every episode"

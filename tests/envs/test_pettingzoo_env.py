@@ -1,5 +1,5 @@
-"""PlatoonParallelEnv: PettingZoo API on every catalogue scenario, whole-episode determinism,
-seeding, spaces, rewards, termination and truncation."""
+"""PlatoonParallelEnv: PettingZoo API and the observation layout on every catalogue scenario,
+whole-episode determinism, seeding, spaces, rewards, termination and truncation."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pettingzoo.test import parallel_api_test
 from diffplatoon.envs import PlatoonParallelEnv
 from diffplatoon.envs.rewards import REWARD_TERMS
 from diffplatoon.scenarios import ScenarioSpec, catalogue_names, load_scenario
-from diffplatoon.sim.observation import EGO_FEATURES, flat_layout
+from diffplatoon.sim.observation import EGO_FEATURES, Observation, flat_layout
 
 
 def spec_of(**overrides) -> ScenarioSpec:
@@ -33,6 +33,17 @@ def test_parallel_api_on_catalogue_scenario(name: str) -> None:
     obs, _ = env.reset(seed=0)
     for agent, o in obs.items():
         assert env.observation_space(agent).contains(o)
+    # each agent's vector is its row of the structured observation, read back through the layout
+    for _ in range(3):
+        if not env.agents:
+            break
+        structured = env.observation
+        structured.validate()
+        back = Observation.from_flat(np.stack([obs[a] for a in env.agents]), structured.layout)
+        rows = [env.possible_agents.index(a) for a in env.agents]
+        for f in structured.layout.fields:
+            np.testing.assert_array_equal(getattr(back, f.name), getattr(structured, f.name)[rows], err_msg=f.name)
+        obs, *_ = env.step({a: np.zeros(2, np.float32) for a in env.agents})
 
 
 def rollout(env: PlatoonParallelEnv, seed: int, steps: int | None = None) -> list:
