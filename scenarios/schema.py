@@ -34,6 +34,8 @@ MAX_SPEED = 60.0  # [m/s] any speed, speed range or speed limit
 MAX_DURATION = 3600.0  # [s] an episode, and anything timed inside one
 MAX_TRAFFIC = 1000  # background vehicles at the start, however they are asked for
 MAX_WEIGHT = 1000.0  # largest magnitude of a reward weight
+MAX_FRAMES_PER_STEP = 20  # simulation_frequency / policy_frequency
+MAX_CONTROLLED = 64  # platoon members in all: each is an agent with its own observation every step
 
 
 class Strict(BaseModel):
@@ -282,14 +284,14 @@ class ScenarioSpec(Strict):
     policy_frequency: StrictInt = Field(5, ge=1, le=200, description="Decisions per second [Hz]; divides the former.")
     road: RoadSpec = Field(default_factory=HighwayRoad, description="The road network.")
     traffic: TrafficSpec = Field(default_factory=TrafficSpec, description="Background traffic.")
-    platoons: list[PlatoonSpec] = Field(..., min_length=1, description="Platoons of controlled vehicles.")
-    vehicles: list[NamedVehicleSpec] = Field(default_factory=list, description="Hand-placed traffic vehicles.")
+    platoons: list[PlatoonSpec] = Field(..., min_length=1, max_length=MAX_CONTROLLED, description="Platoons of controlled vehicles.")
+    vehicles: list[NamedVehicleSpec] = Field(default_factory=list, max_length=MAX_TRAFFIC, description="Hand-placed traffic vehicles.")
     comms: CommsSpec = Field(default_factory=CommsSpec, description="V2V channel.")
     observation: ObservationSpec = Field(default_factory=ObservationSpec, description="Observation settings.")
     action: ActionSpec = Field(default_factory=ActionSpec, description="Action settings.")
     reward: RewardSpec = Field(default_factory=RewardSpec, description="Reward weights.")
     safety: SafetySpec = Field(default_factory=SafetySpec, description="Safety thresholds.")
-    events: list[EventSpec] = Field(default_factory=list, description="Timed scripted events.")
+    events: list[EventSpec] = Field(default_factory=list, max_length=1000, description="Timed scripted events.")
     sweep: dict[str, Annotated[list[Any], Field(min_length=1)]] = Field(
         default_factory=dict,
         description="Parameter grid: dotted field path -> values, e.g. {'traffic.density': [10, 20]}.",
@@ -297,6 +299,13 @@ class ScenarioSpec(Strict):
 
     @model_validator(mode="after")
     def _frequencies(self) -> "ScenarioSpec":
+        if self.num_controlled > MAX_CONTROLLED:
+            raise ValueError(f"expected at most {MAX_CONTROLLED} platoon members in all, got {self.num_controlled}")
+        if self.simulation_frequency > MAX_FRAMES_PER_STEP * self.policy_frequency:
+            raise ValueError(
+                f"expected at most {MAX_FRAMES_PER_STEP} simulation frames per policy step, got "
+                f"simulation_frequency {self.simulation_frequency} / policy_frequency {self.policy_frequency}"
+            )
         if self.simulation_frequency % self.policy_frequency:
             raise ValueError(
                 f"simulation_frequency ({self.simulation_frequency}) must be a multiple of "

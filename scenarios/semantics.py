@@ -9,7 +9,8 @@ runs in seconds:
   have a speed limit a vehicle can drive;
 - placement: every platoon member and named vehicle lies fully on its lane, fits its lane's
   width and overlaps no other vehicle (on any lane); routes connect and destinations exist;
-- traffic: the vehicles it would place at the start stay within a budget;
+- traffic and time: the vehicles it would place at the start, and the frames per policy step
+  times the vehicles each frame moves, stay within budgets;
 - references: each event names a vehicle of the kind it acts on; explicit V2V topology edges
   name members of the platoon.
 """
@@ -41,6 +42,10 @@ MAX_LANE_LENGTH = 20_000.0  # [m] one lane
 MAX_ROAD_LENGTH = 200_000.0  # [m] all lanes together
 MAX_DENSITY = 150.0  # [vehicles/km/lane] also `TrafficSpec.density`'s bound
 MAX_PLACED = 1.25 * MAX_TRAFFIC  # vehicles `World.populate` may place at the start
+# One frame costs about a fixed 1 ms plus 3 us per vehicle (2 cores, measured with the fuzz
+# harness); this budget keeps 200 policy steps near 5 s, half the fuzz contract's 10 s.
+FRAME_OVERHEAD = 300  # [vehicles] the fixed cost of a frame, in vehicles
+MAX_STEP_WORK = 7500  # [vehicle-frames] frames per step x (vehicles + FRAME_OVERHEAD)
 
 Add = Callable[[Path, str], None]
 _EXPONENT = re.compile(r"^[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$")
@@ -182,14 +187,13 @@ def _placement_problems(spec: ScenarioSpec, add: Add) -> None:
 
 
 def _traffic_problems(spec: ScenarioSpec, add: Add) -> None:
-    """Bound what `Simulation._spawn_traffic` places: it turns a count into a density the same way."""
+    """Bound what `Simulation._spawn_traffic` places (it turns a count into a density the same way),
+    and the work of one policy step: frames per step times the vehicles each frame moves."""
     traffic, graph = spec.traffic, spec.road.lane_graph()
     lengths = [graph.nodes[i]["length"] for i in graph.nodes]
     lane_km = sum(lengths) / 1000.0
-    density = traffic.density
-    if density is None:
-        if not traffic.count:
-            return
+    density = traffic.density or 0.0
+    if traffic.density is None and traffic.count:
         share = 1.0
         if traffic.spawn_region is not None:
             share = min(1.0, (traffic.spawn_region[1] - traffic.spawn_region[0]) / max(max(lengths), 1.0))
@@ -202,6 +206,13 @@ def _traffic_problems(spec: ScenarioSpec, add: Add) -> None:
     if placed > MAX_PLACED:
         add(("traffic", "density"), f"expected at most {MAX_PLACED:g} traffic vehicles at the start, got about "
             f"{placed:.0f} ({density:g} vehicles/km/lane on {lane_km:.1f} km of lanes)")
+        return
+    vehicles = round(placed) + len(spec.vehicles) + spec.num_controlled
+    work = spec.frames_per_step * (vehicles + FRAME_OVERHEAD)
+    if work > MAX_STEP_WORK:
+        add(("simulation_frequency",), f"expected at most {MAX_STEP_WORK} vehicle-frames per policy step, got "
+            f"{spec.frames_per_step} frames x ({vehicles} vehicles + {FRAME_OVERHEAD} for a frame's fixed cost) = "
+            f"{work}: lower simulation_frequency / policy_frequency or the traffic")
 
 
 def _reference_problems(spec: ScenarioSpec, add: Add) -> None:

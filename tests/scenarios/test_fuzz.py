@@ -66,11 +66,12 @@ def check(seed: int, count: int, simulate_every: int) -> tuple[int, int]:
 
 
 def test_fuzz_loader_and_accepted_documents() -> None:
-    accepted, simulated = check(seed=0, count=300, simulate_every=8)
-    assert accepted >= 30 and simulated >= 4  # the generator keeps a share of documents valid
+    accepted, simulated = check(seed=0, count=300, simulate_every=3)
+    assert accepted >= 30 and simulated >= 10  # the generator keeps a share of documents valid
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)
 def test_fuzz_loader_slow() -> None:
     accepted, simulated = check(seed=1, count=2000, simulate_every=1)
     assert simulated == accepted >= 200
