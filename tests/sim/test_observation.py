@@ -11,6 +11,7 @@ import torch
 
 from diffplatoon.scenarios import ScenarioSpec, load_scenario
 from diffplatoon.sim.comms import MESSAGE_FIELDS
+from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim.observation import (
     EGO_FEATURES,
     LEADER_FEATURES,
@@ -118,7 +119,7 @@ def test_neighbours_in_ego_frame_with_same_platoon_flag() -> None:
     assert nb[1, NB["same_platoon"]] == 1.0
     assert nb[1, NB["dvx"]] == pytest.approx(0.0, abs=1e-5)
     assert nb[1, NB["cos_dheading"]] == pytest.approx(1.0)
-    assert nb[1, NB["length"]] == pytest.approx(5.0) and nb[1, NB["width"]] == pytest.approx(2.0)
+    assert nb[1, NB["length"]] == pytest.approx(VEHICLE_LENGTH) and nb[1, NB["width"]] == pytest.approx(VEHICLE_WIDTH)
     assert np.all(obs.neighbours[0, 2:] == 0.0)
     assert obs.neighbours.shape == (2, k, len(NEIGHBOUR_FEATURES))
 
@@ -230,7 +231,7 @@ def test_leader_is_found_across_a_lane_boundary() -> None:
     _, obs = observe(spec)
     boundary = spec.road.ramp_length + spec.road.converge_length  # where main_0 hands over
     assert obs.leader[0, LEAD["present"]] == 1.0
-    assert obs.leader[0, LEAD["gap"]] == pytest.approx(boundary + 10.0 - 220.0 - 5.0, abs=1e-3)
+    assert obs.leader[0, LEAD["gap"]] == pytest.approx(boundary + 10.0 - 220.0 - VEHICLE_LENGTH, abs=1e-3)
 
 
 def test_lane_drop_without_route_asks_to_leave_the_dropped_lane() -> None:
