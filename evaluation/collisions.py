@@ -42,6 +42,7 @@ import numpy as np
 import shapely
 
 from diffplatoon.sim import geometry
+from diffplatoon.sim.roads import drivable_area
 
 _STILL = 0.1  # [m/s] below this a vehicle is standing
 _EXIT_EXTENSION = 30.0  # [m] drivable area added past exit lane ends (vehicles depart there)
@@ -118,7 +119,7 @@ class CollisionEvaluator:
 
     def _drivable_area(self, sim) -> shapely.Geometry:
         road, tab = sim.road, sim.world.table
-        parts = [road.drivable_area()]
+        parts = [drivable_area(road)]
         for idx in road.exit_lanes():
             lane = tab.lanes[tab.lane_id(idx)]
             end = lane.position(lane.length, 0.0)

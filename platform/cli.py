@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Optional
+from typing import Iterator, Optional
 
 import typer
 import yaml
@@ -53,13 +54,25 @@ def _root(
         raise typer.Exit()
 
 
-def _load(name_or_path: str) -> ScenarioSpec:
+def _print_problems(exc: ScenarioError) -> None:
+    """A scenario or config error as its `file:line: field: message` lines on stderr."""
+    for line in exc.lines:
+        err_console.print(line, markup=False, highlight=False)
+
+
+@contextmanager
+def _exit_on_scenario_error() -> Iterator[None]:
+    """Turn a ScenarioError raised inside into its printed lines and exit status 1 (no traceback)."""
     try:
-        return load_scenario(name_or_path)
+        yield
     except ScenarioError as exc:
-        for line in exc.lines:
-            err_console.print(line, markup=False, highlight=False)
+        _print_problems(exc)
         raise typer.Exit(1) from None
+
+
+def _load(name_or_path: str) -> ScenarioSpec:
+    with _exit_on_scenario_error():
+        return load_scenario(name_or_path)
 
 
 def traffic_summary(spec: ScenarioSpec) -> str:
@@ -114,8 +127,7 @@ def scenario_validate(
             spec = load_scenario(name)
         except ScenarioError as exc:
             failed = True
-            for line in exc.lines:
-                err_console.print(line, markup=False, highlight=False)
+            _print_problems(exc)
             continue
         console.print(f"[green]OK[/green] {name}: {one_line_summary(spec).split(': ', 1)[1]}", highlight=False)
     if failed:
@@ -176,7 +188,7 @@ def scenario_render(
     episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
 ) -> None:
     """Render a scenario top-down to a GIF: platoons coloured, V2V links drawn, time stamped."""
-    from diffplatoon.sim.render import render_scenario
+    from diffplatoon.run import render_scenario
 
     spec = _load(scenario)
     path = render_scenario(spec, seconds=seconds, out_path=out, controller=controller, episode=episode)
@@ -191,11 +203,10 @@ def scenario_run(
     episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
 ) -> None:
     """Run a scenario headless with a built-in controller and print a step summary."""
-    from diffplatoon.sim.run import run_scenario
+    from diffplatoon.run import run_scenario
 
-    spec = _load(scenario)
-    summary = run_scenario(spec, controller, seconds=seconds if seconds is not None else spec.duration, episode=episode)
-    console.print(summary.table() if hasattr(summary, "table") else summary)
+    summary = run_scenario(_load(scenario), controller, seconds=seconds, episode=episode)
+    console.print(summary.table())
 
 
 @app.command("evaluate")
@@ -267,12 +278,8 @@ def pretrain_command(
     """Pre-train the joint diffusion planner on demonstrations (DDPM, EMA, checkpoints, loss curve)."""
     from diffplatoon.agents.diffusion.pretrain import pretrain
 
-    try:
+    with _exit_on_scenario_error():
         out = pretrain(config, resume=resume)
-    except ScenarioError as exc:
-        for line in exc.lines:
-            err_console.print(line, markup=False, highlight=False)
-        raise typer.Exit(1) from None
     console.print(f"run folder: {out}")
 
 
@@ -284,14 +291,10 @@ def train_command(
 ) -> None:
     """Train cooperative driving policies with RLlib (MLP PPO baseline or DPPO fine-tuning of the planner)."""
     from diffplatoon.agents.rllib.train import train
-    from diffplatoon.scenarios import ScenarioError as ConfigError
 
     try:
-        out = train(config, resume=resume, ray_address=ray_address)
-    except ConfigError as exc:
-        for line in exc.lines:
-            err_console.print(line, markup=False, highlight=False)
-        raise typer.Exit(1) from None
+        with _exit_on_scenario_error():
+            out = train(config, resume=resume, ray_address=ray_address)
     except FileExistsError as exc:  # a fresh run into a folder that already has checkpoints
         err_console.print(f"{exc}; pass --resume to continue it, or choose another 'out' folder")
         raise typer.Exit(1) from None

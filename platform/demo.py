@@ -33,7 +33,7 @@ def run_demo(out: Path, console: Console, *, episodes: int = 20) -> None:
         console.print(f"  [green]OK[/green] {one_line_summary(load_scenario(name))}", highlight=False)
 
     console.print(Rule("2. A rendered scenario"))
-    from diffplatoon.sim.render import render_scenario
+    from diffplatoon.run import render_scenario
 
     gif = render_scenario(load_scenario("onramp_merge"), seconds=20, out_path=out / "onramp_merge.gif", controller="cacc")
     console.print(f"  top-down replay of onramp_merge (CACC platoon): {gif}")

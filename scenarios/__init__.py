@@ -1,8 +1,11 @@
 """Scenarios: the YAML schema, its loader and sweeps, and the catalogue shipped as package data.
 
+Pure specs: nothing here builds simulator objects. A road describes its lanes as plain shapes
+and a lane graph; `diffplatoon.sim.roads` builds the highway-env network from them.
+
     from diffplatoon.scenarios import load_scenario, ScenarioError
     spec = load_scenario("onramp_merge")   # a catalogue name or a path to a YAML file
-    network = spec.road.build()            # a highway-env RoadNetwork
+    shapes = spec.road.lane_shapes()       # {(from, to, id): lane shape}, plain data
 """
 
 from diffplatoon.scenarios.errors import Problem, ScenarioError

@@ -1,9 +1,13 @@
-"""Road builders: pydantic road specs that build highway-env lane networks.
+"""Road specs: the built-in road types and the `RoadSpec` union, described as plain lane shapes.
 
 Each road type is a frozen pydantic model discriminated on `type`; `RoadSpec` is their union.
-A spec builds a highway-env `RoadNetwork` of `StraightLane` / `SineLane` / `CircularLane`, mirrors
-it as a lane-level `networkx.DiGraph` for validation and routing, and answers lane references,
-routes and the drivable area. Everything derived is built once and cached on the spec.
+A spec lists its lanes as plain shapes (`diffplatoon.scenarios.lane_shapes`: straight, sine or
+arc, with width, side lines, speed limit, priority); from them `RoadBase`
+(`diffplatoon.scenarios.road_base`) numbers the lanes, mirrors them as a lane-level
+`networkx.DiGraph` for validation and routing, and answers lane references and routes.
+Nothing here builds highway-env objects: `diffplatoon.sim.roads.build_network(road)` maps the
+same shapes one to one onto a highway-env `RoadNetwork` of `StraightLane` / `SineLane` /
+`CircularLane`, and `diffplatoon.sim.roads.drivable_area(road)` gives the drivable area.
 
 Coordinates follow highway-env: x right, y *down* on screen, so "south" is +y and lateral offsets
 are positive to the right of travel. Parallel lanes of one edge are numbered from the left
@@ -49,322 +53,22 @@ yields (see `diffplatoon.sim.world`); lanes of equal priority never yield to eac
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Literal, Union
 
-import networkx as nx
 import numpy as np
-import shapely
-from highway_env.road.lane import AbstractLane, CircularLane, LineType, SineLane, StraightLane
-from highway_env.road.road import RoadNetwork
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import Field, model_validator
 
-LaneIndex = tuple[str, str, int]
+from diffplatoon.scenarios.lane_graph_road import LaneGraphRoad, LaneSegment
+from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
+from diffplatoon.scenarios.road_base import LaneIndex, RoadBase, edge_lines
 
-_JOIN_TOL = 0.5  # [m] end of one lane to start of the next, and arc end to its node
-_HEADING_TOL = 0.15  # [rad] heading jump allowed where two lanes join
-_LATERAL_COST = 25.0  # [m] routing cost of one lane change, on top of the distance driven
-_SAMPLE_STEP = 1.0  # [m] centre-line sampling for the drivable area
-_SEAM = 0.05  # [m] each lane surface is extended this much at both ends to close seams
-
-_N, _S, _C = LineType.NONE, LineType.STRIPED, LineType.CONTINUOUS_LINE
+_N, _S, _C = "none", "striped", "continuous_line"  # side lines
 _ARMS = ("south", "west", "north", "east")  # arm k is the south arm rotated by k * 90 degrees
-
-
-class _Cache:
-    """Holder for derived objects; compares equal to any other cache and pickles empty.
-
-    `owner` lets a spec notice a cache inherited through `model_copy(update=...)`, which copies
-    private attributes as they are and would otherwise serve the original's network.
-    """
-
-    def __init__(self) -> None:
-        self.items: dict[str, Any] = {}
-        self.owner: weakref.ref | None = None
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, _Cache)
-
-    def __hash__(self) -> int:
-        return 0
-
-    def __reduce__(self) -> tuple:
-        return (_Cache, ())
 
 
 def _rotation(angle: float) -> np.ndarray:
     c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s], [s, c]])
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
-
-
-def _edge_lines(i: int, n: int) -> list[int]:
-    """Line types of lane i of n parallel lanes: outer borders continuous, separators striped once."""
-    return [_C if i == 0 else _S, _C if i == n - 1 else _N]
-
-
-def _lane_kind(lane: AbstractLane) -> str:
-    if isinstance(lane, SineLane):
-        return "sine"
-    if isinstance(lane, CircularLane):
-        return "arc"
-    return "straight"
-
-
-def _fmt(idx: LaneIndex) -> str:
-    return f"[{idx[0]}, {idx[1]}, {idx[2]}]"
-
-
-class RoadBase(BaseModel):
-    """Shared behaviour of every road type; subclasses provide the lanes and the names."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    _cache: _Cache = PrivateAttr(default_factory=_Cache)
-
-    # --- hooks for subclasses -----------------------------------------------------------------
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
-        raise NotImplementedError
-
-    def _spawn_edge(self) -> tuple[str, str]:
-        raise NotImplementedError
-
-    def _names(self) -> dict[str, LaneIndex]:
-        return {}
-
-    def _destination_nodes(self) -> list[str]:
-        graph = self.build().graph
-        return sorted({t for tos in graph.values() for t in tos if t not in graph})
-
-    def _lane_path(self, idx: LaneIndex) -> str:
-        return ""
-
-    def _spec_problems(self) -> list[tuple[str, str]]:
-        return []
-
-    # --- cached products ----------------------------------------------------------------------
-    def _cached(self, key: str, make: Any) -> Any:
-        if self._cache.owner is None or self._cache.owner() is not self:
-            self._cache = _Cache()
-            self._cache.owner = weakref.ref(self)
-        items = self._cache.items
-        if key not in items:
-            items[key] = make()
-        return items[key]
-
-    def build(self) -> RoadNetwork:
-        """The highway-env lane network of this road (built once; treat it as read-only)."""
-        return self._cached("network", self._build)
-
-    def _build(self) -> RoadNetwork:
-        net = RoadNetwork()
-        for frm, to, lane in self._make_lanes():
-            net.add_lane(frm, to, lane)
-        return net
-
-    def _lanes(self) -> dict[LaneIndex, AbstractLane]:
-        return self._cached("lanes", lambda: dict(self.build().lanes_dict()))
-
-    def lane_graph(self) -> nx.DiGraph:
-        """Lane-level graph: nodes are LaneIndex, edges kind="next" | "left" | "right"."""
-        return self._cached("lane_graph", self._make_lane_graph)
-
-    def _make_lane_graph(self) -> nx.DiGraph:
-        net, lanes = self.build(), self._lanes()
-        graph = nx.DiGraph()
-        for idx, lane in lanes.items():
-            graph.add_node(
-                idx,
-                length=float(lane.length),
-                kind=_lane_kind(lane),
-                speed_limit=float(lane.speed_limit),
-                width=float(lane.width_at(0.0)),
-                forbidden=bool(lane.forbidden),
-            )
-        for u, v, gap, turn in self._joins():
-            if gap <= _JOIN_TOL and turn <= _HEADING_TOL:
-                graph.add_edge(u, v, kind="next", weight=float(lanes[u].length))
-        for idx, lane in lanes.items():
-            frm, to, k = idx
-            for j in (k - 1, k + 1):
-                if not 0 <= j < len(net.graph[frm][to]):
-                    continue
-                other = net.graph[frm][to][j]
-                if other.forbidden:
-                    continue
-                s, r = lane.local_coordinates(other.position(0.0, 0.0))
-                expected = (lane.width_at(0.0) + other.width_at(0.0)) / 2
-                if abs(s) <= _JOIN_TOL and abs(abs(r) - expected) <= _JOIN_TOL:
-                    side = "right" if r > 0 else "left"
-                    graph.add_edge(idx, (frm, to, j), kind=side, weight=_LATERAL_COST)
-        return graph
-
-    def _joins(self) -> list[tuple[LaneIndex, LaneIndex, float, float]]:
-        """(u, v, gap [m], heading change [rad]) for every lane v starting at the node where u ends."""
-        net, out = self.build(), []
-        for u, lane in self._lanes().items():
-            end, heading = lane.position(lane.length, 0.0), lane.heading_at(lane.length)
-            for nxt_to, nxt_lanes in net.graph.get(u[1], {}).items():
-                for j, nxt in enumerate(nxt_lanes):
-                    gap = float(np.linalg.norm(nxt.position(0.0, 0.0) - end))
-                    out.append((u, (u[1], nxt_to, j), gap, abs(_wrap(nxt.heading_at(0.0) - heading))))
-        return out
-
-    def _has_next(self, idx: LaneIndex, outgoing: bool) -> bool:
-        graph = self.lane_graph()
-        edges = graph.out_edges(idx, data="kind") if outgoing else graph.in_edges(idx, data="kind")
-        return any(kind == "next" for _, _, kind in edges)
-
-    # --- lanes --------------------------------------------------------------------------------
-    def entry_lanes(self) -> list[LaneIndex]:
-        """Lanes no other lane leads into (where traffic enters the road)."""
-        return [idx for idx in self._lanes() if not self._has_next(idx, outgoing=False)]
-
-    def exit_lanes(self) -> list[LaneIndex]:
-        """Lanes without a successor that end at a destination node (where traffic leaves)."""
-        dest = set(self.destinations())
-        return [idx for idx in self._lanes() if not self._has_next(idx, True) and idx[1] in dest]
-
-    def dead_end_lanes(self) -> list[LaneIndex]:
-        """Lanes without a successor that do not end at a destination (left by changing lanes)."""
-        dest = set(self.destinations())
-        return [idx for idx in self._lanes() if not self._has_next(idx, True) and idx[1] not in dest]
-
-    def lane_length(self, idx: LaneIndex) -> float:
-        """Length of a lane along its centre line [m]."""
-        return float(self._lane(idx).length)
-
-    def _lane(self, idx: LaneIndex) -> AbstractLane:
-        lanes = self._lanes()
-        if tuple(idx) not in lanes:
-            raise ValueError(f"expected an existing lane ({self._short_lanes()}), got {list(idx)}")
-        return lanes[tuple(idx)]
-
-    def named_lanes(self) -> dict[str, LaneIndex]:
-        """Readable lane names usable in YAML instead of [from, to, id]."""
-        return dict(self._names())
-
-    def _short_lanes(self, limit: int = 10) -> str:
-        lanes = [_fmt(idx) for idx in self._lanes()]
-        return ", ".join(lanes[:limit]) + (f", … ({len(lanes)} lanes)" if len(lanes) > limit else "")
-
-    def resolve_lane(self, ref: int | str | Sequence[Any]) -> LaneIndex:
-        """Turn a lane reference (int id on the spawn edge, lane name, or [from, to, id]) into a LaneIndex."""
-        frm, to = self._spawn_edge()
-        lanes, names = self._lanes(), self._names()
-        n_spawn = sum(1 for f, t, _ in lanes if (f, t) == (frm, to))
-        expected = (
-            f"an int lane id on [{frm}, {to}] (0..{n_spawn - 1}), a lane name "
-            f"({', '.join(list(names)[:8])}{', …' if len(names) > 8 else ''}) or [from, to, id]"
-        )
-        if isinstance(ref, bool):
-            raise ValueError(f"expected {expected}, got {ref!r}")
-        if isinstance(ref, (int, np.integer)):
-            idx: LaneIndex = (frm, to, int(ref))
-        elif isinstance(ref, str):
-            if ref not in names:
-                raise ValueError(f"expected {expected}, got unknown lane name {ref!r}")
-            return names[ref]
-        elif isinstance(ref, Sequence) and len(ref) == 3 and not isinstance(ref[2], bool) and isinstance(ref[2], (int, np.integer)):
-            idx = (str(ref[0]), str(ref[1]), int(ref[2]))
-        else:
-            raise ValueError(f"expected {expected}, got {ref!r}")
-        if idx not in lanes:
-            raise ValueError(f"expected an existing lane, got {list(idx)}; valid lanes: {self._short_lanes()}")
-        return idx
-
-    # --- routing ------------------------------------------------------------------------------
-    def destinations(self) -> list[str]:
-        """Node names a route may end at."""
-        return list(self._destination_nodes())
-
-    def route(self, start: LaneIndex, destination: str) -> list[LaneIndex]:
-        """Cheapest lane chain from `start` to a lane ending at `destination` (lane changes cost extra)."""
-        start = tuple(start)
-        self._lane(start)
-        dests = self.destinations()
-        if destination not in dests:
-            raise ValueError(f"expected a destination node ({', '.join(dests) or 'none on this road'}), got {destination!r}")
-        graph = self.lane_graph()
-        dist, paths = nx.single_source_dijkstra(graph, start, weight="weight")
-        ends = [idx for idx in dist if idx[1] == destination]
-        if not ends:
-            raise ValueError(f"expected a destination reachable from lane {_fmt(start)}, but {destination!r} is not")
-        best = min(ends, key=lambda idx: dist[idx] + graph.nodes[idx]["length"])
-        return [tuple(idx) for idx in paths[best]]
-
-    # --- geometry -----------------------------------------------------------------------------
-    def drivable_area(self) -> shapely.Geometry:
-        """Union of all lane surfaces (shapely), for off-road checks."""
-        return self._cached("drivable_area", self._make_drivable_area)
-
-    def _make_drivable_area(self) -> shapely.Geometry:
-        surfaces = []
-        for lane in self._lanes().values():
-            curved = isinstance(lane, (SineLane, CircularLane))
-            n = max(2, int(math.ceil(lane.length / _SAMPLE_STEP)) + 1) if curved else 2
-            s = np.linspace(-_SEAM, lane.length + _SEAM, n)
-            points = np.array([lane.position(float(si), 0.0) for si in s])
-            line = shapely.LineString(points)
-            surfaces.append(shapely.buffer(line, lane.width_at(0.0) / 2, cap_style="flat", join_style="round"))
-        return shapely.union_all(surfaces)
-
-    # --- validation ---------------------------------------------------------------------------
-    def problems(self) -> list[tuple[str, str]]:
-        """Structural problems as (field path relative to the road, message); empty when sound."""
-        found = list(self._spec_problems())
-        if found:
-            return found
-        graph = self.lane_graph()
-        lanes = self._lanes()
-        exits, entries = self.exit_lanes(), self.entry_lanes()
-
-        # Lanes that meet at a node but turn abruptly: nobody can drive that join.
-        for u, v, gap, turn in self._joins():
-            if gap <= _JOIN_TOL and turn > _HEADING_TOL:
-                found.append((
-                    self._lane_path(u),
-                    f"expected lane {_fmt(v)} to continue lane {_fmt(u)} smoothly, "
-                    f"but the heading jumps by {math.degrees(turn):.0f} deg at node {u[1]!r}",
-                ))
-
-        # Every lane must lead somewhere: to an exit, or on a closed circuit to a loop.
-        targets = set(exits) or {n for comp in nx.strongly_connected_components(graph) if len(comp) > 1 for n in comp}
-        reverse = graph.reverse(copy=False)
-        can_leave = set(targets)
-        for t in targets:
-            can_leave |= nx.descendants(reverse, t)
-        for idx in lanes:
-            if idx in can_leave:
-                continue
-            if not self._has_next(idx, True) and graph.out_degree(idx) == 0:
-                end = lanes[idx].position(lanes[idx].length, 0.0)
-                found.append((
-                    self._lane_path(idx),
-                    f"expected lane {_fmt(idx)} to continue: it ends at node {idx[1]!r} "
-                    f"({end[0]:.1f}, {end[1]:.1f}), no lane continues smoothly from there and it has no lane to change into",
-                ))
-            else:
-                what = "an exit lane" if exits else "a closed loop"
-                found.append((self._lane_path(idx), f"expected {what} to be reachable from lane {_fmt(idx)}, but vehicles there get stuck"))
-
-        # Every lane must be reachable from an entry (unless the road is a closed circuit).
-        if entries:
-            reached = set(entries)
-            for e in entries:
-                reached |= nx.descendants(graph, e)
-            for idx in lanes:
-                if idx not in reached:
-                    found.append((self._lane_path(idx), f"expected lane {_fmt(idx)} to be reachable from an entry lane, but none leads to it"))
-
-        parts = list(nx.weakly_connected_components(graph))
-        if len(parts) > 1:
-            firsts = ", ".join(_fmt(min(p)) for p in parts[:6])
-            found.append(("", f"expected one connected road, got {len(parts)} separate parts (containing {firsts})"))
-        return found
 
 
 # ---------------------------------------------------------------------------------------------
@@ -380,11 +84,11 @@ class HighwayRoad(RoadBase):
     speed_limit: float = Field(30.0, gt=0, description="Speed limit [m/s].")
     lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
 
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
+    def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         w = self.lane_width
         return [
-            ("start", "end", StraightLane([0.0, i * w], [self.length, i * w], width=w,
-                                          line_types=_edge_lines(i, self.lanes), speed_limit=self.speed_limit))
+            ("start", "end", straight([0.0, i * w], [self.length, i * w], width=w,
+                                      line_types=edge_lines(i, self.lanes), speed_limit=self.speed_limit))
             for i in range(self.lanes)
         ]
 
@@ -421,28 +125,28 @@ class OnrampMergeRoad(RoadBase):
             raise ValueError(f"expected ramp_offset >= lane_width ({self.lane_width:g} m), got {self.ramp_offset:g}")
         return self
 
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
+    def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         n, w = self.main_lanes, self.lane_width
         x_begin = self.ramp_length + self.converge_length
         x_end = x_begin + self.accel_length
         main = dict(width=w, speed_limit=self.main_speed_limit, priority=1)
         ramp = dict(width=w, speed_limit=self.ramp_speed_limit, priority=0)
-        out: list[tuple[str, str, AbstractLane]] = []
+        out: list[tuple[str, str, LaneShape]] = []
         for i in range(n):
             y = i * w
-            merge_lines = [_edge_lines(i, n)[0], _S if i == n - 1 else _N]
-            out.append(("main_in", "merge_begin", StraightLane([0, y], [x_begin, y], line_types=_edge_lines(i, n), **main)))
-            out.append(("merge_begin", "merge_end", StraightLane([x_begin, y], [x_end, y], line_types=merge_lines, **main)))
-            out.append(("merge_end", "main_out", StraightLane([x_end, y], [self.main_length, y], line_types=_edge_lines(i, n), **main)))
+            merge_lines = [edge_lines(i, n)[0], _S if i == n - 1 else _N]
+            out.append(("main_in", "merge_begin", straight([0, y], [x_begin, y], line_types=edge_lines(i, n), **main)))
+            out.append(("merge_begin", "merge_end", straight([x_begin, y], [x_end, y], line_types=merge_lines, **main)))
+            out.append(("merge_end", "main_out", straight([x_end, y], [self.main_length, y], line_types=edge_lines(i, n), **main)))
         # Main traffic may not move onto the acceleration lane (it ends); ramp traffic may leave it.
         y_accel = n * w
-        out.append(("merge_begin", "merge_end", StraightLane([x_begin, y_accel], [x_end, y_accel], line_types=[_N, _C],
-                                                             forbidden=True, **{**main, "priority": 0})))
+        out.append(("merge_begin", "merge_end", straight([x_begin, y_accel], [x_end, y_accel], line_types=[_N, _C],
+                                                         forbidden=True, **{**main, "priority": 0})))
         amp = self.ramp_offset / 2
         y_ramp = y_accel + self.ramp_offset
-        out.append(("ramp_in", "ramp_bend", StraightLane([0, y_ramp], [self.ramp_length, y_ramp], line_types=[_C, _C],
-                                                         forbidden=True, **ramp)))
-        out.append(("ramp_bend", "merge_begin", SineLane(
+        out.append(("ramp_in", "ramp_bend", straight([0, y_ramp], [self.ramp_length, y_ramp], line_types=[_C, _C],
+                                                     forbidden=True, **ramp)))
+        out.append(("ramp_bend", "merge_begin", sine(
             [self.ramp_length, y_ramp - amp], [x_begin, y_ramp - amp], amp, math.pi / self.converge_length, math.pi / 2,
             line_types=[_C, _C], forbidden=True, **ramp)))
         return out
@@ -479,17 +183,17 @@ class LaneDropRoad(RoadBase):
     def _dropped_id(self) -> int:
         return self.lanes - 1 if self.drop_side == "right" else 0
 
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
+    def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         n, w, x = self.lanes, self.lane_width, self.drop_position
         kw = dict(width=w, speed_limit=self.speed_limit)
-        out: list[tuple[str, str, AbstractLane]] = []
+        out: list[tuple[str, str, LaneShape]] = []
         for i in range(n):
             prio = 0 if i == self._dropped_id else 1
-            out.append(("start", "drop", StraightLane([0, i * w], [x, i * w], line_types=_edge_lines(i, n), priority=prio, **kw)))
+            out.append(("start", "drop", straight([0, i * w], [x, i * w], line_types=edge_lines(i, n), priority=prio, **kw)))
         shift = 1 if self.drop_side == "left" else 0
         for j in range(n - 1):
             y = (j + shift) * w
-            out.append(("drop", "end", StraightLane([x, y], [self.length, y], line_types=_edge_lines(j, n - 1), priority=1, **kw)))
+            out.append(("drop", "end", straight([x, y], [self.length, y], line_types=edge_lines(j, n - 1), priority=1, **kw)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -518,32 +222,32 @@ class IntersectionRoad(RoadBase):
     speed_limit: float = Field(14.0, gt=0, description="Speed limit on the arms [m/s].")
     turn_speed_limit: float = Field(10.0, gt=0, description="Speed limit inside the intersection [m/s].")
 
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
+    def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         n, w = self.lanes, self.lane_width
         d = self.right_turn_radius + w / 2 + (n - 1) * w  # centre to stop line
         arm = dict(width=w, speed_limit=self.speed_limit)
         box = dict(width=w, speed_limit=self.turn_speed_limit, line_types=[_N, _N], forbidden=True)
-        out: list[tuple[str, str, AbstractLane]] = []
+        out: list[tuple[str, str, LaneShape]] = []
         # Lanes of the south arm (heading north = -y); the other arms are rotations of it.
         for k, name in enumerate(_ARMS):
             rot, ang = _rotation(k * math.pi / 2), k * math.pi / 2
-            right, straight, left = _ARMS[(k - 1) % 4], _ARMS[(k + 2) % 4], _ARMS[(k + 1) % 4]
+            right, ahead, left = _ARMS[(k - 1) % 4], _ARMS[(k + 2) % 4], _ARMS[(k + 1) % 4]
             prio = 3 if k % 2 else 1  # west (k=1) and east (k=3) form the major road
             for i in range(n):
                 e = w / 2 + i * w
                 lines_in = [_S, _C if i == n - 1 else _N]
                 lines_out = [_N if i == 0 else _S, _C if i == n - 1 else _N]
-                out.append((name, f"{name}_in", StraightLane(rot @ [e, d + self.arm_length], rot @ [e, d], line_types=lines_in,
-                                                             priority=prio, **arm)))
-                out.append((f"{name}_out", name, StraightLane(rot @ [-e, d], rot @ [-e, d + self.arm_length], line_types=lines_out,
-                                                              priority=prio, **arm)))
+                out.append((name, f"{name}_in", straight(rot @ [e, d + self.arm_length], rot @ [e, d], line_types=lines_in,
+                                                         priority=prio, **arm)))
+                out.append((f"{name}_out", name, straight(rot @ [-e, d], rot @ [-e, d + self.arm_length], line_types=lines_out,
+                                                          priority=prio, **arm)))
             for i in range(n):
                 e = w / 2 + i * w
-                out.append((f"{name}_in", f"{right}_out", CircularLane(rot @ [d, d], d - e, ang + math.pi, ang + 1.5 * math.pi,
-                                                                         clockwise=True, priority=prio, **box)))
-                out.append((f"{name}_in", f"{straight}_out", StraightLane(rot @ [e, d], rot @ [e, -d], priority=prio, **box)))
-                out.append((f"{name}_in", f"{left}_out", CircularLane(rot @ [-d, d], d + e, ang, ang - 0.5 * math.pi,
-                                                                        clockwise=False, priority=prio - 1, **box)))
+                out.append((f"{name}_in", f"{right}_out", arc(rot @ [d, d], d - e, ang + math.pi, ang + 1.5 * math.pi,
+                                                              clockwise=True, priority=prio, **box)))
+                out.append((f"{name}_in", f"{ahead}_out", straight(rot @ [e, d], rot @ [e, -d], priority=prio, **box)))
+                out.append((f"{name}_in", f"{left}_out", arc(rot @ [-d, d], d + e, ang, ang - 0.5 * math.pi,
+                                                             clockwise=False, priority=prio - 1, **box)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -599,28 +303,28 @@ class RoundaboutRoad(RoadBase):
         e, r = self.lane_width / 2, self.entry_radius
         return math.sqrt((r + outer) ** 2 - (e + r) ** 2)
 
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
+    def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         w, m, r = self.lane_width, self.lanes, self.entry_radius
         e, y = w / 2, self._tangent_offset()
         theta = math.atan2(y, e + r)  # ring phase where the south entry joins, in (pi/4, pi/2)
         arm = dict(width=w, speed_limit=self.arm_speed_limit)
         ring = dict(width=w, speed_limit=self.speed_limit)
         enter, leave = dict(priority=0), dict(priority=1)
-        out: list[tuple[str, str, AbstractLane]] = []
+        out: list[tuple[str, str, LaneShape]] = []
         phases: dict[str, float] = {}
         for k, name in enumerate(_ARMS):
             rot, ang = _rotation(k * math.pi / 2), k * math.pi / 2
-            out.append((name, f"{name}_yield", StraightLane(rot @ [e, y + self.arm_length], rot @ [e, y], line_types=[_S, _C],
-                                                            **enter, **arm)))
+            out.append((name, f"{name}_yield", straight(rot @ [e, y + self.arm_length], rot @ [e, y], line_types=[_S, _C],
+                                                        **enter, **arm)))
             enter_end = math.atan2(-y, -(e + r)) + 2 * math.pi
-            out.append((f"{name}_yield", f"ring_{name}_in", CircularLane(rot @ [e + r, y], r, ang + math.pi, ang + enter_end,
-                                                                          clockwise=True, line_types=[_C, _C], forbidden=True,
-                                                                          **enter, **ring)))
-            out.append((f"ring_{name}_out", f"{name}_leave", CircularLane(rot @ [-(e + r), y], r, ang + math.atan2(-y, e + r), ang,
-                                                                           clockwise=True, line_types=[_C, _C], forbidden=True,
-                                                                           **leave, **ring)))
-            out.append((f"{name}_leave", name, StraightLane(rot @ [-e, y], rot @ [-e, y + self.arm_length], line_types=[_N, _C],
-                                                            **leave, **arm)))
+            out.append((f"{name}_yield", f"ring_{name}_in", arc(rot @ [e + r, y], r, ang + math.pi, ang + enter_end,
+                                                                clockwise=True, line_types=[_C, _C], forbidden=True,
+                                                                **enter, **ring)))
+            out.append((f"ring_{name}_out", f"{name}_leave", arc(rot @ [-(e + r), y], r, ang + math.atan2(-y, e + r), ang,
+                                                                 clockwise=True, line_types=[_C, _C], forbidden=True,
+                                                                 **leave, **ring)))
+            out.append((f"{name}_leave", name, straight(rot @ [-e, y], rot @ [-e, y + self.arm_length], line_types=[_N, _C],
+                                                        **leave, **arm)))
             phases[f"ring_{name}_in"] = theta + ang
             phases[f"ring_{name}_out"] = math.pi - theta + ang
         # Ring in travel order (decreasing phase): south, east, north, west.
@@ -631,8 +335,8 @@ class RoundaboutRoad(RoadBase):
             start = phases[a]
             end = start - (start - phases[b]) % (2 * math.pi)
             for i in range(m):
-                out.append((a, b, CircularLane([0.0, 0.0], self.radius + i * w, start, end, clockwise=False,
-                                               line_types=_edge_lines(i, m), **leave, **ring)))
+                out.append((a, b, arc([0.0, 0.0], self.radius + i * w, start, end, clockwise=False,
+                                      line_types=edge_lines(i, m), **leave, **ring)))
         return out
 
     def _spawn_edge(self) -> tuple[str, str]:
@@ -650,208 +354,6 @@ class RoundaboutRoad(RoadBase):
         return list(_ARMS)
 
 
-# ---------------------------------------------------------------------------------------------
-# User-defined lane graph.
-
-
-class LaneSegment(BaseModel):
-    """One edge of a user lane graph: `count` parallel lanes from node `from` to node `to`.
-
-    The node positions are the centre line of lane 0; further lanes are laid out to its right.
-    """
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
-
-    from_: str = Field(alias="from", description="Node the lanes start at.")
-    to: str = Field(description="Node the lanes end at.")
-    kind: Literal["straight", "arc", "sine"] = Field("straight", description="Centre-line shape.")
-    name: str | None = Field(None, description="Lane name for references (name_k for each lane when count > 1).")
-    width: float = Field(4.0, gt=0, description="Lane width [m].")
-    speed_limit: float = Field(20.0, gt=0, description="Speed limit [m/s].")
-    forbidden: bool = Field(False, description="Whether changing into these lanes is forbidden.")
-    priority: int = Field(0, description="Right of way (higher goes first): where lanes of different priority merge or cross, "
-                                         "traffic on the lower-priority lane yields.")
-    count: int = Field(1, ge=1, le=8, description="Parallel lanes, laid out to the right of lane 0.")
-    center: tuple[float, float] | None = Field(None, description="arc: circle centre [m].")
-    radius: float | None = Field(None, gt=0, description="arc: radius of lane 0 [m].")
-    start_phase: float | None = Field(None, description="arc: angle of the start point seen from the centre [rad].")
-    end_phase: float | None = Field(None, description="arc: angle of the end point seen from the centre [rad].")
-    clockwise: bool = Field(True, description="arc: phase increases along the lane (clockwise on screen, y down).")
-    amplitude: float | None = Field(None, description="sine: lateral amplitude [m]; with the default phase the lane starts `amplitude` "
-                                     "right of its base line and ends `amplitude` left of it (a shift of 2 * amplitude).")
-    pulsation: float | None = Field(None, gt=0, description="sine: spatial pulsation [rad/m]; default half a wave between the nodes.")
-    phase: float | None = Field(None, description="sine: phase at the start [rad]; default pi/2.")
-
-    @model_validator(mode="after")
-    def _kind_fields(self) -> LaneSegment:
-        arc = {"center": self.center, "radius": self.radius, "start_phase": self.start_phase, "end_phase": self.end_phase}
-        sine = {"amplitude": self.amplitude, "pulsation": self.pulsation, "phase": self.phase}
-        if self.kind == "arc":
-            missing = [k for k, v in arc.items() if v is None]
-            if missing:
-                raise ValueError(f"expected {', '.join(missing)} for an arc lane")
-            if (self.end_phase - self.start_phase) * (1 if self.clockwise else -1) <= 0:
-                rel = "greater" if self.clockwise else "smaller"
-                raise ValueError(f"expected end_phase {rel} than start_phase for clockwise={self.clockwise}")
-            if self.clockwise and self.radius <= (self.count - 1) * self.width:
-                raise ValueError(f"expected radius > (count - 1) * width for a clockwise arc, got {self.radius:g}")
-        elif self.kind == "sine" and self.amplitude is None:
-            raise ValueError("expected amplitude for a sine lane")
-        unused = [k for k, v in (arc if self.kind != "arc" else {}).items() if v is not None]
-        unused += [k for k, v in (sine if self.kind != "sine" else {}).items() if v is not None]
-        if unused:
-            raise ValueError(f"expected no {', '.join(unused)} on a {self.kind} lane")
-        return self
-
-
-def _sine_base(p0: np.ndarray, p1: np.ndarray, amp: float, pulsation: float | None, phase: float) -> tuple[np.ndarray, np.ndarray, float]:
-    """Base line (start, end) and pulsation of a SineLane whose centre runs exactly from p0 to p1."""
-    dist = float(np.linalg.norm(p1 - p0))
-    if pulsation is None:  # half a wave over the base length
-        delta = -2 * amp * math.sin(phase)
-        if dist <= abs(delta):
-            raise ValueError(f"expected the nodes further apart than the sine's lateral swing ({abs(delta):.1f} m), got {dist:.1f} m")
-        length = math.sqrt(dist**2 - delta**2)
-        pulsation = math.pi / length
-    else:  # base length L solves L^2 + delta(L)^2 = dist^2 on (0, dist]
-        def f(x: float) -> float:
-            return x * x + (amp * (math.sin(pulsation * x + phase) - math.sin(phase))) ** 2 - dist * dist
-
-        lo, hi = 0.0, dist
-        for _ in range(80):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-        length = hi
-        delta = amp * (math.sin(pulsation * length + phase) - math.sin(phase))
-    v = p1 - p0
-    u = np.array([length * v[0] + delta * v[1], -delta * v[0] + length * v[1]]) / (length**2 + delta**2)
-    u /= np.linalg.norm(u)
-    normal = np.array([-u[1], u[0]])
-    start = p0 - normal * amp * math.sin(phase)
-    return start, start + length * u, pulsation
-
-
-class LaneGraphRoad(RoadBase):
-    """A road drawn by hand: named node positions and lane segments between them."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
-
-    type: Literal["lane_graph"] = Field("lane_graph", description="Road type.")
-    nodes: dict[str, tuple[float, float]] = Field(description="Node name -> (x, y) position of lane 0's centre line [m].")
-    lanes: list[LaneSegment] = Field(min_length=1, description="Lane segments between nodes.")
-    destinations_: list[str] | None = Field(
-        None, alias="destinations",
-        description="Nodes routes may end at; default: nodes where lanes end and none start.",
-    )
-
-    @model_validator(mode="after")
-    def _geometry(self) -> LaneGraphRoad:
-        errors = [f"{path}: {msg}" for path, msg in self._spec_problems()]
-        if errors:
-            raise ValueError("; ".join(errors))
-        return self
-
-    def _spec_problems(self) -> list[tuple[str, str]]:
-        found: list[tuple[str, str]] = []
-        known = ", ".join(list(self.nodes)[:10])
-        for i, seg in enumerate(self.lanes):
-            for field, node in (("from", seg.from_), ("to", seg.to)):
-                if node not in self.nodes:
-                    found.append((f"lanes.{i}.{field}", f"expected a node name ({known}), got {node!r}"))
-            if seg.from_ not in self.nodes or seg.to not in self.nodes:
-                continue
-            p0, p1 = np.array(self.nodes[seg.from_]), np.array(self.nodes[seg.to])
-            if seg.kind == "arc":
-                lane = self._segment_lanes(seg)[0]
-                for field, node, s in (("start_phase", seg.from_, 0.0), ("end_phase", seg.to, lane.length)):
-                    gap = float(np.linalg.norm(lane.position(s, 0.0) - self.nodes[node]))
-                    if gap > _JOIN_TOL:
-                        pos = lane.position(s, 0.0)
-                        found.append((f"lanes.{i}.{field}", f"expected the arc to {'start' if s == 0 else 'end'} on node {node!r} "
-                                      f"{tuple(round(c, 1) for c in self.nodes[node])}, got ({pos[0]:.1f}, {pos[1]:.1f}), {gap:.1f} m away"))
-            elif float(np.linalg.norm(p1 - p0)) < 1e-6:
-                found.append((f"lanes.{i}.to", f"expected distinct positions for nodes {seg.from_!r} and {seg.to!r}"))
-            elif seg.kind == "sine":
-                try:
-                    self._segment_lanes(seg)
-                except ValueError as exc:
-                    found.append((f"lanes.{i}.amplitude", str(exc)))
-        names = [n for seg in self.lanes for n in self._segment_names(seg)]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            found.append(("lanes", f"expected unique lane names, got {dup!r} more than once"))
-        ends = {seg.to for seg in self.lanes}
-        for j, d in enumerate(self.destinations_ or []):
-            if d not in ends:
-                found.append((f"destinations.{j}", f"expected a node where lanes end ({', '.join(sorted(ends))}), got {d!r}"))
-        return found
-
-    def _segment_lanes(self, seg: LaneSegment) -> list[AbstractLane]:
-        common = dict(width=seg.width, speed_limit=seg.speed_limit, forbidden=seg.forbidden, priority=seg.priority)
-        p0, p1 = np.array(self.nodes[seg.from_], float), np.array(self.nodes[seg.to], float)
-        out: list[AbstractLane] = []
-        for k in range(seg.count):
-            lines = _edge_lines(k, seg.count)
-            if seg.kind == "arc":
-                sign = -1.0 if seg.clockwise else 1.0  # to the right is inward when clockwise
-                out.append(CircularLane(seg.center, seg.radius + sign * k * seg.width, seg.start_phase, seg.end_phase,
-                                        clockwise=seg.clockwise, line_types=lines, **common))
-                continue
-            direction = (p1 - p0) / np.linalg.norm(p1 - p0)
-            if seg.kind == "straight":
-                shift = k * seg.width * np.array([-direction[1], direction[0]])
-                out.append(StraightLane(p0 + shift, p1 + shift, line_types=lines, **common))
-            else:
-                phase = math.pi / 2 if seg.phase is None else seg.phase
-                start, end, pulsation = _sine_base(p0, p1, seg.amplitude, seg.pulsation, phase)
-                base_dir = (end - start) / np.linalg.norm(end - start)
-                shift = k * seg.width * np.array([-base_dir[1], base_dir[0]])
-                out.append(SineLane(start + shift, end + shift, seg.amplitude, pulsation, phase, line_types=lines, **common))
-        return out
-
-    @staticmethod
-    def _segment_names(seg: LaneSegment) -> list[str]:
-        if seg.name is None:
-            return []
-        return [seg.name] if seg.count == 1 else [f"{seg.name}_{k}" for k in range(seg.count)]
-
-    def _make_lanes(self) -> list[tuple[str, str, AbstractLane]]:
-        return [(seg.from_, seg.to, lane) for seg in self.lanes for lane in self._segment_lanes(seg)]
-
-    def _indexed_segments(self) -> list[tuple[int, LaneSegment, LaneIndex]]:
-        """(segment number, segment, lane index) for every lane, in build order."""
-        counts: dict[tuple[str, str], int] = {}
-        out = []
-        for i, seg in enumerate(self.lanes):
-            for _ in range(seg.count):
-                key = (seg.from_, seg.to)
-                out.append((i, seg, (seg.from_, seg.to, counts.get(key, 0))))
-                counts[key] = counts.get(key, 0) + 1
-        return out
-
-    def _lane_path(self, idx: LaneIndex) -> str:
-        for i, _, lane in self._indexed_segments():
-            if lane == tuple(idx):
-                return f"lanes.{i}"
-        return "lanes"
-
-    def _spawn_edge(self) -> tuple[str, str]:
-        return (self.lanes[0].from_, self.lanes[0].to)
-
-    def _names(self) -> dict[str, LaneIndex]:
-        names: dict[str, LaneIndex] = {}
-        per_segment: dict[int, list[LaneIndex]] = {}
-        for i, _, idx in self._indexed_segments():
-            per_segment.setdefault(i, []).append(idx)
-        for i, seg in enumerate(self.lanes):
-            names |= dict(zip(self._segment_names(seg), per_segment[i]))
-        return names
-
-    def _destination_nodes(self) -> list[str]:
-        if self.destinations_ is not None:
-            return list(self.destinations_)
-        return super()._destination_nodes()
-
-
 RoadSpec = Annotated[
     Union[HighwayRoad, OnrampMergeRoad, LaneDropRoad, IntersectionRoad, RoundaboutRoad, LaneGraphRoad],
     Field(discriminator="type"),
@@ -859,6 +361,7 @@ RoadSpec = Annotated[
 
 __all__ = [
     "LaneIndex",
+    "LaneShape",
     "RoadBase",
     "RoadSpec",
     "LaneSegment",

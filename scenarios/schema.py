@@ -1,6 +1,6 @@
 """The scenario schema: pydantic v2 models for everything a scenario YAML may say.
 
-One `ScenarioSpec` describes a road (built by `diffplatoon.scenarios.roads`), background
+One `ScenarioSpec` describes a road (`diffplatoon.scenarios.roads`), background
 traffic, the platoons to spawn, individually placed traffic vehicles that scripted events
 can name, the V2V channel, observation/action/reward settings, safety thresholds, timed
 events and an optional parameter sweep. Every model forbids unknown keys, so a typo is an

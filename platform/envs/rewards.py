@@ -12,7 +12,7 @@ except `progress`.
 | gap_keeping | min(abs(time gap − desired time gap), 2) [s]; time gap = bumper-to-bumper distance to member k−1 along the route / max(speed, 1 m/s) | every step, members k > 0 whose predecessor is on the road |
 | comfort | (jerk / 10)² + steering rate² with jerk = Δacceleration / dt [m/s³] and steering rate = Δsteering / dt [rad/s] | every step, members not crashed |
 | lane_keeping | min(abs(lateral offset) / (lane width / 2), 2) | every step, members not crashed |
-| offroad | 1 | the step the member's centre leaves `spec.road.drivable_area()` |
+| offroad | 1 | the step the member's centre leaves `diffplatoon.sim.roads.drivable_area(spec.road)` |
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import shapely
 
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.roads import drivable_area
 from diffplatoon.sim.simulation import Simulation
 
 REWARD_TERMS = ("progress", "collision", "gap_keeping", "comfort", "lane_keeping", "offroad")
@@ -32,7 +33,7 @@ _MIN_SPEED = 1.0  # [m/s] floor of the speed a time gap is divided by
 
 
 def _drivable_area(spec: ScenarioSpec) -> shapely.Geometry:
-    area = spec.road.drivable_area()
+    area = drivable_area(spec.road)
     shapely.prepare(area)  # idempotent; makes contains_xy fast
     return area
 

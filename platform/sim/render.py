@@ -1,4 +1,4 @@
-"""Top-down RGB frames of a running `Simulation`, drawn off-screen with highway-env's graphics.
+"""Top-down RGB frames of a running `Simulation`, drawn off-screen with highway-env's graphics, and GIFs of them.
 
 Lanes and their markings come from highway-env's own `RoadGraphics` on a `WorldSurface` (a
 plain pygame Surface: no window and no display driver is needed; setting
@@ -20,18 +20,19 @@ import io
 import os
 import weakref
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 if TYPE_CHECKING:
-    from diffplatoon.scenarios.schema import ScenarioSpec
     from diffplatoon.sim.simulation import Simulation
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402
 from highway_env.road.graphics import RoadGraphics, WorldSurface  # noqa: E402
 from highway_env.road.road import Road  # noqa: E402
+
+from diffplatoon.sim.roads import drivable_area  # noqa: E402
 
 PLATOON_COLOURS = [(50, 200, 0), (100, 200, 255), (200, 0, 150), (255, 160, 0), (0, 170, 170), (160, 110, 255)]
 TRAFFIC_COLOUR = (185, 185, 185)
@@ -66,7 +67,7 @@ class Renderer:
         if getattr(self, "size", None) != size:
             self.size = size
             self.surface = WorldSurface(size, 0, pygame.Surface(size))
-        minx, miny, maxx, maxy = sim.spec.road.drivable_area().bounds
+        minx, miny, maxx, maxy = drivable_area(sim.spec.road).bounds
         self._bounds = (minx, miny, maxx, maxy)
 
     def close(self) -> None:
@@ -179,25 +180,3 @@ def render_frame(sim: Simulation) -> np.ndarray:
     if renderer is None:
         renderer = _RENDERERS[sim] = Renderer(sim)
     return renderer.frame()
-
-
-def render_scenario(spec: ScenarioSpec, seconds: float | None, out_path: str | os.PathLike[str],
-                    controller: str | Any = "idm", episode: int = 0, fps: float | None = None,
-                    size: tuple[int, int] | None = None) -> Path:
-    """Run `spec` with `controller` (see `diffplatoon.sim.run`) and write a top-down GIF atomically.
-
-    One frame at the start and one per policy step; `fps` is the playback rate (default the
-    policy frequency: real time). `seconds` defaults to the scenario's duration.
-    """
-    from diffplatoon.sim.run import drive
-
-    frames: list[np.ndarray] = []
-    renderer: list[Renderer] = []
-
-    def grab(sim: Simulation) -> None:
-        if not renderer:
-            renderer.append(Renderer(sim, size))
-        frames.append(renderer[0].frame())
-
-    drive(spec, controller, seconds, episode, on_step=grab)
-    return write_gif(frames, out_path, fps or spec.policy_frequency)

@@ -31,6 +31,7 @@ from diffplatoon.scenarios.schema import (
     SpeedChangeEvent,
 )
 from diffplatoon.sim.comms import Channel, CommGraph, Inbox, PlatoonLinks, pack_messages
+from diffplatoon.sim.roads import build_network
 from diffplatoon.sim.world import World, WorldParams
 
 
@@ -79,7 +80,7 @@ class Simulation:
         self.episode = episode
         world_seq, channel_seq = episode_seed_sequence(spec.seed, episode).spawn(2)
         self.road = spec.road
-        self.network = spec.road.build()
+        self.network = build_network(spec.road)
         self.world = World(self.network, world_params(spec), np.random.default_rng(world_seq))
         self.names: dict[str, int] = {}
         self._spawn_platoons()

@@ -1,4 +1,5 @@
-"""Tests for diffplatoon.scenarios.roads: real highway-env lanes, lane graph, routing, validation, area."""
+"""Road specs and their builder: lane shapes built into real highway-env lanes, lane graph, routing,
+validation, drivable area (`diffplatoon.scenarios.roads` and `diffplatoon.sim.roads`)."""
 
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ from diffplatoon.scenarios.roads import (
     RoadSpec,
     RoundaboutRoad,
 )
+from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.sim.roads import build_network, drivable_area
 
 ARMS = ("south", "west", "north", "east")
 
@@ -41,11 +44,7 @@ BUILT_INS = [
 
 
 def _id(road) -> str:
-    return f"{road.type}-{len(road.build().lanes_list())}"
-
-
-def _wrap(angle: float) -> float:
-    return (angle + math.pi) % (2 * math.pi) - math.pi
+    return f"{road.type}-{len(build_network(road).lanes_list())}"
 
 
 def _custom_road(**extra) -> LaneGraphRoad:
@@ -69,18 +68,18 @@ def _custom_road(**extra) -> LaneGraphRoad:
 
 @pytest.mark.parametrize("road", BUILT_INS, ids=_id)
 def test_builds_highway_env_network(road):
-    net = road.build()
+    net = build_network(road)
     assert isinstance(net, RoadNetwork)
     lanes = net.lanes_list()
     assert lanes and all(isinstance(lane, (StraightLane, SineLane, CircularLane)) for lane in lanes)
     assert all(lane.length > 0 for lane in lanes)
-    assert road.build() is net  # cached
+    assert build_network(road) is net  # cached
     assert road.lane_graph() is road.lane_graph()
     assert set(road.lane_graph().nodes) == set(net.lanes_dict())
 
 
 def test_road_types_use_their_lane_shapes():
-    kinds = lambda road: {type(lane) for lane in road.build().lanes_list()}  # noqa: E731
+    kinds = lambda road: {type(lane) for lane in build_network(road).lanes_list()}  # noqa: E731
     assert SineLane in kinds(OnrampMergeRoad())
     assert CircularLane in kinds(IntersectionRoad()) and StraightLane in kinds(IntersectionRoad())
     assert CircularLane in kinds(RoundaboutRoad())
@@ -89,7 +88,7 @@ def test_road_types_use_their_lane_shapes():
 
 @pytest.mark.parametrize("road", BUILT_INS, ids=_id)
 def test_next_edges_join_exactly_and_lateral_edges_are_parallel(road):
-    graph, lanes = road.lane_graph(), road.build().lanes_dict()
+    graph, lanes = road.lane_graph(), build_network(road).lanes_dict()
     n_next = 0
     for u, v, kind in graph.edges(data="kind"):
         a, b = lanes[u], lanes[v]
@@ -97,7 +96,7 @@ def test_next_edges_join_exactly_and_lateral_edges_are_parallel(road):
             n_next += 1
             assert u[1] == v[0]
             assert np.linalg.norm(a.position(a.length, 0) - b.position(0, 0)) < 1e-6
-            assert abs(_wrap(a.heading_at(a.length) - b.heading_at(0))) < 1e-6
+            assert abs(wrap_angle(a.heading_at(a.length) - b.heading_at(0))) < 1e-6
         else:
             assert kind in ("left", "right") and u[:2] == v[:2] and abs(u[2] - v[2]) == 1
             _, lateral = a.local_coordinates(b.position(0, 0))
@@ -118,20 +117,48 @@ def test_built_in_roads_have_no_problems(road):
     assert all(idx[1] in road.destinations() for idx in road.exit_lanes())
 
 
-def test_specs_compare_and_pickle_independently_of_the_cache():
+def test_specs_are_plain_data_and_products_are_shared_by_equal_specs():
     road = RoundaboutRoad()
-    road.build(), road.lane_graph(), road.drivable_area()
-    assert road == RoundaboutRoad()
+    network, area = build_network(road), drivable_area(road)
+    assert road == RoundaboutRoad() and hash(road) == hash(RoundaboutRoad())
+    assert not road.__pydantic_private__  # nothing derived is stored on the spec
     copy = pickle.loads(pickle.dumps(road))
     assert copy == road and copy.problems() == []
+    assert build_network(copy) is network and drivable_area(copy) is area and copy.lane_graph() is road.lane_graph()
+    assert build_network(RoundaboutRoad(lanes=1)) is not network
 
 
 def test_model_copy_with_update_does_not_reuse_the_original_network():
     road = HighwayRoad(lanes=3)
-    assert len(road.build().lanes_list()) == 3
+    assert len(build_network(road).lanes_list()) == 3
     narrower = road.model_copy(update={"lanes": 2})
-    assert len(narrower.build().lanes_list()) == 2
-    assert len(road.build().lanes_list()) == 3
+    assert len(build_network(narrower).lanes_list()) == 2 and len(narrower.lane_shapes()) == 2
+    assert len(build_network(road).lanes_list()) == 3
+
+
+@pytest.mark.parametrize("road", BUILT_INS + [_custom_road()], ids=_id)
+def test_lane_shapes_match_the_highway_env_lanes_built_from_them(road):
+    shapes, lanes = road.lane_shapes(), build_network(road).lanes_dict()
+    assert list(shapes) == list(lanes)  # same indices, same order
+    kinds = {StraightLane: "straight", SineLane: "sine", CircularLane: "arc"}
+    for idx, shape in shapes.items():
+        lane = lanes[idx]
+        assert shape.kind == kinds[type(lane)]
+        assert shape.length == lane.length  # closed form, bit for bit
+        assert road.lane_length(idx) == lane.length == road.lane_graph().nodes[idx]["length"]
+        assert (shape.width, shape.speed_limit, shape.priority, shape.forbidden) == \
+            (lane.width, lane.speed_limit, lane.priority, lane.forbidden)
+        for s in (0.0, lane.length / 3, lane.length):
+            for r in (0.0, 1.5):
+                np.testing.assert_allclose(shape.position(s, r), lane.position(s, r), atol=1e-9)
+            assert abs(wrap_angle(shape.heading_at(s) - lane.heading_at(s))) < 1e-9
+            point = lane.position(s, -1.0)
+            np.testing.assert_allclose(shape.local_coordinates(point), lane.local_coordinates(point), atol=1e-9)
+
+
+def test_lane_shape_of_an_unknown_lane_names_the_valid_ones():
+    with pytest.raises(ValueError, match=r"expected an existing lane \(\[start, end, 0\]"):
+        HighwayRoad().lane_shape(("start", "end", 7))
 
 
 # --- lane drop and merge ----------------------------------------------------------------------
@@ -148,7 +175,7 @@ def test_dropped_lane_ends_and_is_left_by_changing_lanes(side, escape):
     route = road.route(dropped, "end")
     assert graph.edges[route[0], route[1]]["kind"] == escape
     assert route[-1][:2] == ("drop", "end")
-    assert len(road.build().graph["drop"]["end"]) == 2
+    assert len(build_network(road).graph["drop"]["end"]) == 2
 
 
 def test_onramp_acceleration_lane_ends_and_merges_left():
@@ -163,7 +190,7 @@ def test_onramp_acceleration_lane_ends_and_merges_left():
     route = road.route(names["ramp"], "main_out")
     assert route[:3] == [names["ramp"], names["ramp_bend"], accel]
     assert route[-1] == ("merge_end", "main_out", 1)
-    lanes = road.build().lanes_dict()
+    lanes = build_network(road).lanes_dict()
     ramp_start = lanes[names["ramp"]].position(0, 0)
     assert ramp_start[1] - lanes[accel].position(0, 0)[1] == pytest.approx(road.ramp_offset)
 
@@ -193,7 +220,7 @@ def _assert_chain(road, route, start, destination):
 @pytest.mark.parametrize("lanes", [1, 2])
 def test_intersection_routes_from_every_arm_to_every_other(lanes):
     road = IntersectionRoad(lanes=lanes)
-    names, net = road.named_lanes(), road.build()
+    names, net = road.named_lanes(), build_network(road)
     for a in ARMS:
         for b in ARMS:
             if a == b:
@@ -208,8 +235,8 @@ def test_intersection_routes_from_every_arm_to_every_other(lanes):
     right = net.get_lane(road.route(names["south_in"], "east")[1])
     left = net.get_lane(road.route(names["south_in"], "west")[1])
     assert isinstance(right, CircularLane) and isinstance(left, CircularLane)
-    assert abs(_wrap(right.heading_at(right.length))) < 1e-9
-    assert abs(_wrap(left.heading_at(left.length) - math.pi)) < 1e-9
+    assert abs(wrap_angle(right.heading_at(right.length))) < 1e-9
+    assert abs(wrap_angle(left.heading_at(left.length) - math.pi)) < 1e-9
     assert right.length < left.length
 
 
@@ -252,12 +279,12 @@ def test_route_rejects_unknown_and_unreachable_destinations():
     (OnrampMergeRoad(), "ramp", "main_out"),
 ])
 def test_highway_env_vehicle_follows_the_network_to_its_destination(road, start, destination):
-    net = road.build()
+    net = build_network(road)
     hw_road = Road(network=net, np_random=np.random.RandomState(0))
     vehicle = IDMVehicle.make_on_lane(hw_road, road.resolve_lane(start), 0.0, speed=8.0)
     vehicle.plan_route_to(destination)
     hw_road.vehicles.append(vehicle)
-    area = road.drivable_area()
+    area = drivable_area(road)
     dt, last_lane = 1 / 15, None
     for _ in range(int(60 / dt)):
         hw_road.act()
@@ -306,7 +333,7 @@ def test_resolve_lane_errors_say_what_was_expected(ref, fragment):
 def test_lane_graph_road_builds_parallel_lanes_through_arc_and_sine():
     road = _custom_road()
     assert road.problems() == []
-    lanes = road.build().lanes_dict()
+    lanes = build_network(road).lanes_dict()
     assert isinstance(lanes[("b", "c", 0)], CircularLane) and isinstance(lanes[("c", "d", 1)], SineLane)
     for idx, (frm, to) in {("a", "b", 0): ("a", "b"), ("b", "c", 0): ("b", "c"), ("c", "d", 0): ("c", "d")}.items():
         lane = lanes[idx]
@@ -325,7 +352,7 @@ def test_sine_lane_meets_its_nodes_with_a_lateral_shift():
         lanes=[{"from": "a", "to": "b"}, {"from": "b", "to": "c", "kind": "sine", "amplitude": 3.25},
                {"from": "c", "to": "d"}],
     )
-    sine = road.build().get_lane(("b", "c", 0))
+    sine = build_network(road).get_lane(("b", "c", 0))
     assert np.allclose(sine.position(0, 0), (150, 14.5)) and np.allclose(sine.position(sine.length, 0), (230, 8.0))
     assert sine.heading_at(0) == pytest.approx(0.0, abs=1e-9) and sine.heading_at(sine.length) == pytest.approx(0.0, abs=1e-9)
     assert road.problems() == []
@@ -412,9 +439,9 @@ def test_numeric_node_names_and_road_spec_union():
 
 @pytest.mark.parametrize("road", BUILT_INS + [_custom_road()], ids=_id)
 def test_drivable_area_covers_lanes_and_excludes_far_points(road):
-    area = road.drivable_area()
+    area = drivable_area(road)
     inside, outside = [], []
-    for lane in road.build().lanes_list():
+    for lane in build_network(road).lanes_list():
         for s in np.linspace(0, lane.length, 15):
             inside.append(lane.position(s, 0))
             inside.append(lane.position(s, 0.45 * lane.width))
@@ -425,7 +452,7 @@ def test_drivable_area_covers_lanes_and_excludes_far_points(road):
     probes = np.array([[minx - 20, miny - 20], [maxx + 20, maxy + 20], [(minx + maxx) / 2, maxy + 20],
                        [minx - 20, (miny + maxy) / 2]])
     assert not shapely.contains_xy(area, probes[:, 0], probes[:, 1]).any()
-    for lane in road.build().lanes_list():
+    for lane in build_network(road).lanes_list():
         mid = lane.position(lane.length / 2, lane.width / 2 + 20)
         if shapely.distance(shapely.MultiPoint(inside), shapely.Point(mid)) > 20:
             outside.append(mid)
@@ -435,6 +462,6 @@ def test_drivable_area_covers_lanes_and_excludes_far_points(road):
 
 
 def test_drivable_area_has_the_expected_size():
-    assert HighwayRoad(lanes=3, length=500.0).drivable_area().area == pytest.approx(3 * 4 * 500.0, rel=1e-3)
-    ring = RoundaboutRoad().drivable_area()
+    assert drivable_area(HighwayRoad(lanes=3, length=500.0)).area == pytest.approx(3 * 4 * 500.0, rel=1e-3)
+    ring = drivable_area(RoundaboutRoad())
     assert not shapely.contains_xy(ring, 0.0, 0.0)  # the central island

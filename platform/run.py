@@ -1,10 +1,11 @@
-"""Headless runs of a scenario with a controller: the library side of `diffplatoon scenario run`
-(and the driving loop behind `diffplatoon.sim.render.render_scenario`).
+"""Run or render a scenario with a controller: the library side of `diffplatoon scenario run`
+and `diffplatoon scenario render`.
 
-A command helper: it drives a `Simulation` with a controller resolved by name, either a
-built-in one or a policy of `diffplatoon.agents`. The agents package is imported inside
-`make_controller` only, when a policy is asked for, so `diffplatoon.sim` never imports it at
-module level and the simulator runs (with `lane_keep`) without it.
+Application layer: it drives a `Simulation` with a controller resolved by name, either a
+built-in one or a policy of `diffplatoon.agents`, and is the one place that joins the
+simulator to the agents (the simulator itself never imports them). `run_scenario` returns a
+step summary; `render_scenario` writes a top-down GIF with `diffplatoon.sim.render`. The
+agents package is imported when a policy is asked for, so a `lane_keep` run does not load it.
 
 Controllers:
 - ``lane_keep`` (built in): zero acceleration, highway-env's lane-keeping steering towards the
@@ -15,8 +16,10 @@ Controllers:
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -195,3 +198,25 @@ def run_scenario(spec: ScenarioSpec, controller: str | Any = "lane_keep", second
     Stops early once no platoon member is left on the road.
     """
     return drive(spec, controller, seconds, episode)
+
+
+def render_scenario(spec: ScenarioSpec, seconds: float | None, out_path: str | os.PathLike[str],
+                    controller: str | Any = "idm", episode: int = 0, fps: float | None = None,
+                    size: tuple[int, int] | None = None) -> Path:
+    """Run `spec` with `controller` and write a top-down GIF atomically.
+
+    One frame at the start and one per policy step; `fps` is the playback rate (default the
+    policy frequency: real time). `seconds` defaults to the scenario's duration.
+    """
+    from diffplatoon.sim.render import Renderer, write_gif  # pygame: loaded only when rendering
+
+    frames: list[np.ndarray] = []
+    renderer: list[Renderer] = []
+
+    def grab(sim: Simulation) -> None:
+        if not renderer:
+            renderer.append(Renderer(sim, size))
+        frames.append(renderer[0].frame())
+
+    drive(spec, controller, seconds, episode, on_step=grab)
+    return write_gif(frames, out_path, fps or spec.policy_frequency)
