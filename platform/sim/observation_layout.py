@@ -155,7 +155,8 @@ class Observation:
 
     Immutable: fields cannot be rebound (build a changed copy with `dataclasses.replace`) and every
     array is made read-only when the Observation is built (`ndarray.flags.writeable`), so writing
-    into a field raises. An array passed in as a view stays writable through its base.
+    into a field raises. The arrays handed in are flagged in place (hand in a copy to keep writing
+    yours); an array handed in as a view stays writable through its base.
     `alive`, `predecessor_age`, `pose` and `inbox_sender` may be None for observations rebuilt
     from a flat vector without them.
     """
@@ -182,6 +183,11 @@ class Observation:
         for value in self.__dict__.values():
             if isinstance(value, np.ndarray):
                 value.flags.writeable = False
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Unpickled and deep-copied observations are read-only too."""
+        self.__dict__.update(state)
+        self.__post_init__()
 
     def __len__(self) -> int:
         return self.ego.shape[0]

@@ -3,7 +3,9 @@ observation contract: the flat layout and its inverse, validate() and immutabili
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import pickle
 
 import numpy as np
 import pytest
@@ -357,8 +359,11 @@ def test_observation_is_frozen_and_its_arrays_read_only() -> None:
     assert changed.ego[0, EGO["speed"]] == ego[0, EGO["speed"]] + 1.0
     np.testing.assert_array_equal(obs.ego, ego)
     assert not changed.ego.flags.writeable and changed.neighbours is obs.neighbours
-    # select and astype32 build new read-only observations too
+    # select, astype32, copies and pickles are read-only observations too
     assert not obs.select(np.array([1])).ego.flags.writeable and len(obs.select(np.array([1]))) == 1
+    for other in (obs.astype32(), copy.deepcopy(obs), pickle.loads(pickle.dumps(obs))):
+        assert not other.inbox.flags.writeable
+        assert other.flat().tobytes() == obs.flat().tobytes()
 
 
 def test_all_absent_observation_is_valid_zeros_with_empty_senders() -> None:
