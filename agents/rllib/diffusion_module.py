@@ -207,13 +207,13 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         space = self.observation_space
         self.n_max, self.flat_dim = (int(v) for v in space["obs"].shape)
         self.kc, self.raw_msg_dim = int(space["inbox"].shape[1]), int(space["inbox"].shape[2])
-        layout = flat_layout(cfg.neighbours, cfg.lane_points, self.kc, self.raw_msg_dim).slices
-        if layout["inbox_age"].stop != self.flat_dim:
+        layout = flat_layout(cfg.neighbours, cfg.lane_points, self.kc, self.raw_msg_dim)
+        if layout.size != self.flat_dim:
             raise ValueError(f"neighbours={cfg.neighbours}, lane_points={cfg.lane_points} give a flat observation of "
-                             f"{layout['inbox_age'].stop} columns; the env gives {self.flat_dim}")
+                             f"{layout.size} columns; the env gives {self.flat_dim}")
         self._layout = layout
 
-        planner = self._load_planner(cfg, obs_dim=layout["route"].stop, msg_dim=self.raw_msg_dim + 1)
+        planner = self._load_planner(cfg, obs_dim=layout.slices["route"].stop, msg_dim=self.raw_msg_dim + 1)
         pc = planner.config
         self.horizon = cfg.horizon or pc.horizon
         if self.horizon % pc.chunk or max(cfg.logprob_horizon, cfg.act_steps) > self.horizon:
@@ -275,20 +275,13 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
 
     # -- observation → planner inputs --------------------------------------------------------------------
     def observation(self, row: dict[str, np.ndarray]) -> Observation:
-        """The `Observation` of one platoon (members as rows) rebuilt from its Dict observation."""
-        flat = np.asarray(row["obs"], np.float32)
-        n, k, p = self.n_max, self.cfg.neighbours, self.cfg.lane_points
-        col = {name: flat[:, sl] for name, sl in self._layout.items()}
-        mask = np.asarray(row["member_mask"]) > 0.5
-        return Observation(
-            ego=col["ego"], leader=col["leader"], side=col["side"].reshape(n, 2, 2, 4), side_lane=col["side_lane"],
-            neighbours=col["neighbours"].reshape(n, k, -1), neighbour_mask=col["neighbour_mask"] > 0.5,
-            lane_ahead=col["lane_ahead"].reshape(n, p, 2), route=col["route"],
-            inbox=np.asarray(row["inbox"], np.float32), inbox_mask=np.asarray(row["inbox_mask"]) > 0.5,
-            inbox_age=col["inbox_age"], predecessor_message=np.zeros((n, self.raw_msg_dim), np.float32),
-            predecessor_mask=np.zeros(n, bool), alive=mask, pose=np.asarray(row["pose"], np.float64)[:, :3],
-            inbox_sender=np.asarray(row["inbox_sender"]).round().astype(np.int64),
-        )
+        """The `Observation` of one platoon (members as rows) rebuilt from its Dict observation through the
+        observation layout (`Observation.from_flat`), with the Dict's inbox, masks, poses and senders."""
+        return Observation.from_flat(
+            np.asarray(row["obs"], np.float32), self._layout, inbox=np.asarray(row["inbox"], np.float32),
+            inbox_mask=np.asarray(row["inbox_mask"]) > 0.5, alive=np.asarray(row["member_mask"]) > 0.5,
+            pose=np.asarray(row["pose"], np.float64)[:, :3],
+            inbox_sender=np.asarray(row["inbox_sender"]).round().astype(np.int64))
 
     def scene(self, key: Any, obs: Observation, rows: np.ndarray, length: np.ndarray) -> ControlScene:
         """The controller's scene of the platoon ``rows`` of ``obs`` (members of ``length`` [m]); ``key`` names

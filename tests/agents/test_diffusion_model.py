@@ -194,7 +194,8 @@ def _batch(b: int, n: int, horizon: int, seed: int) -> Batch:
 
 def test_checkpoint_round_trip_and_exact_resume(tmp_path):
     torch.manual_seed(0)
-    planner = JointDiffusionPlanner(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=1), horizon=10))
+    net = DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=1)
+    planner = JointDiffusionPlanner(PlannerConfig(net, horizon=10))
     trainer = Trainer(planner, TrainConfig(lr=1e-3, ema_decay=0.9))
     batches = [_batch(8, 3, 10, seed) for seed in range(5)]
     trainer.fit(batches[:3], num_steps=3)
@@ -221,6 +222,33 @@ def test_checkpoint_round_trip_and_exact_resume(tmp_path):
     assert trainer.fit(batches[3:], 2) == resumed.fit(batches[3:], 2)
     for p, q in zip(planner.ema.parameters(), loaded.ema.parameters()):
         assert torch.equal(p, q)
+
+
+def test_checkpoint_with_the_flat_config_of_earlier_versions_loads(tmp_path):
+    """Checkpoints written before `PlannerConfig` embedded `DenoiserConfig` hold one flat config dict (the
+    denoiser's fields beside the planner's): they load to the same planner, plan the same and resume training."""
+    planner = _planner(3, horizon=10, num_train_steps=20, noise_scale=0.8)
+    trainer = Trainer(planner, TrainConfig(lr=1e-3, ema_decay=0.9))
+    trainer.fit([_batch(8, 3, 10, seed) for seed in range(2)], num_steps=2)
+    cfg = planner.config
+    flat = {"obs_dim": OBS_DIM, "msg_dim": MSG_DIM, "horizon": 10, "dt": cfg.dt, "substeps": cfg.substeps,
+            "acc_range": list(cfg.acc_range), "steer_range": list(cfg.steer_range),
+            "speed_range": list(cfg.speed_range), "max_members": cfg.max_members, "d_model": 32, "n_layers": 2,
+            "n_heads": 4, "mlp_ratio": 4, "chunk": 5, "max_horizon": 80, "num_train_steps": 20, "noise_scale": 0.8}
+    path = tmp_path / "old.pt"
+    trainer.save(path)
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["config"] == cfg.to_dict() and "denoiser" in ckpt["config"]
+    torch.save({**ckpt, "config": flat}, path)  # the layout the earlier versions wrote
+
+    loaded = JointDiffusionPlanner.load(path)
+    assert loaded.config == cfg
+    assert loaded.config.denoiser == DenoiserConfig(OBS_DIM, MSG_DIM, d_model=32, n_layers=2, n_heads=4)
+    assert PlannerConfig.from_dict(flat) == PlannerConfig.from_dict(cfg.to_dict()) == cfg
+    scene = _scene(2, 3)
+    a, b = (p.plan(**scene, num_samples=2, steps=4) for p in (planner, loaded))
+    assert torch.equal(a.sample_actions, b.sample_actions)
+    assert Trainer(loaded, TrainConfig(lr=1e-3, ema_decay=0.9)).step == 2
 
 
 def test_inbox_dropout_hides_messages_from_the_loss():

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
+from diffplatoon.agents.diffusion.controller import MemberLimits, PlannerController, clip_actions
+from diffplatoon.agents.diffusion.guidance import GuidanceConfig
 from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.policy import DiffusionPolicy, file_hash
 from diffplatoon.agents.diffusion.shield import LEVELS
@@ -12,7 +14,7 @@ from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.evaluation.episode import run_episode
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.sim.comms import MESSAGE_FIELDS
-from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.observation import EGO_FEATURES, Observer
 from diffplatoon.sim.simulation import Simulation
 
 
@@ -140,3 +142,51 @@ def test_same_seed_same_actions(spec, checkpoint):
     np.testing.assert_array_equal(a, b)
     c = np.stack(drive(spec, make(), 8, episode=2))
     assert not np.array_equal(a, c)
+
+
+def test_controller_sees_a_braking_neighbour_brake_and_reads_speed_limits(spec):
+    """The controller's neighbour predictions use the acceleration estimated between two calls: the vehicle that
+    brakes ahead of the platoon (6 m/s² in hard_brake) is predicted braking in the guidance context, and every
+    member's lane speed limit reaches the speed cost."""
+    spec = spec.model_copy(update={"duration": 8.0})
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    rows = np.arange(len(sim.agent_names))
+    limits = MemberLimits.of(len(rows), 5.0, 2.0, 4.0, 8.0, 0.6)
+    controller = PlannerController(dt=0.2, substeps=1, speed_range=(-40.0, 40.0), horizon=10, n_max=len(rows),
+                                   m_max=16, guidance=GuidanceConfig(), shield=True, interval=0.2)
+    brake_at = int(round(spec.events[0].at * spec.policy_frequency))
+    for _ in range(brake_at + 2):  # the members hold their speed; the lead has braked for over a step
+        sim.step(np.zeros((len(rows), 2)))
+    first = controller.observe("p", observer.observe(), rows, limits)
+    sim.step(np.zeros((len(rows), 2)))
+    obs = observer.observe()
+    scene = controller.observe("p", obs, rows, limits)
+    assert not first.accel.any()  # nothing seen before the first call
+    nb = scene.inputs.neighbours
+    ahead = np.flatnonzero(scene.inputs.neighbour_mask & (nb[:, 0] > 0) & (np.abs(nb[:, 1]) < 2.0))
+    lead = ahead[np.argmin(nb[ahead, 0])]
+    assert scene.accel[lead] == pytest.approx(-6.0, abs=0.05)
+    context = controller.guidance_context([scene])
+    t = 0.2 * np.arange(1, 11)
+    v = float(nb[lead, 3])
+    braking = np.where(t < v / 6.0, v * t - 3.0 * t**2, v**2 / 12.0)
+    np.testing.assert_allclose(context.neighbours[0, lead, :, 0].numpy() - nb[lead, 0], braking, atol=1e-3)
+    assert context.neighbours.shape[1] == int(np.flatnonzero(scene.inputs.neighbour_mask)[-1]) + 1
+    np.testing.assert_allclose(context.speed_limit[0].numpy(), obs.ego[rows, EGO_FEATURES.index("speed_limit")])
+    assert (context.speed_limit > 0).all()
+    # the inbox's plan fields are zeroed at the sampler's input, the named message fields are kept
+    inputs = controller.inputs([scene])
+    plan = slice(len(MESSAGE_FIELDS), -1)
+    assert not inputs["inbox"][..., plan].any()
+    torch.testing.assert_close(inputs["inbox"][..., :len(MESSAGE_FIELDS)],
+                               torch.as_tensor(scene.inputs.inbox[None, ..., :len(MESSAGE_FIELDS)]))
+
+
+def test_clip_actions_never_brakes_into_reverse_along_the_chunk():
+    limits = MemberLimits.of(2, 5.0, 2.0, 3.0, 8.0, 0.5)
+    actions = np.array([[[-8.0, 0.9], [2.0, -0.1]], [[-8.0, 0.0], [9.0, 0.0]], [[-8.0, 0.0], [np.nan, 0.0]]])
+    out = clip_actions(actions, np.array([2.0, 10.0]), limits, dt=0.2)  # (T=3, n=2, 2)
+    np.testing.assert_allclose(out[:, 0, 0], [-8.0, -2.0, 0.0])  # 2 m/s: one full step of −8 would reverse
+    np.testing.assert_allclose(out[:, 1, 0], [2.0, 3.0, 0.0])
+    np.testing.assert_allclose(out[:, :, 1], [[0.5, -0.1], [0.0, 0.0], [0.0, 0.0]])

@@ -20,7 +20,7 @@ from diffplatoon.agents.diffusion.guidance import (
 )
 from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
-from diffplatoon.agents.diffusion.schedule import CosineSchedule
+from diffplatoon.agents.diffusion.schedule import CosineSchedule, ddim_sample
 from diffplatoon.agents.diffusion.train import Batch, TrainConfig, Trainer
 
 B, N, H, OBS_DIM = 64, 3, 10, 4
@@ -191,6 +191,92 @@ def test_cosine_schedule_endpoints_and_ddim_grid():
     x_s = sched.ddim_step(x_t, x0, 60, 30)
     eps = (x_t - ab[60].sqrt() * x0) / (1 - ab[60]).sqrt()
     torch.testing.assert_close(x_s, ab[30].sqrt() * x0 + (1 - ab[30]).sqrt() * eps)
+
+
+def _gaussian_x0(mu: float, s: float, schedule: CosineSchedule):
+    """The optimal clean-sample predictor for data x0 ~ N(mu, s²): E[x0 | x_t] in closed form."""
+
+    def predict(x_t: torch.Tensor, i: int, t: int) -> torch.Tensor:
+        ab = float(schedule.alphas_cumprod[t])
+        return mu + math.sqrt(ab) * s**2 / (ab * s**2 + 1 - ab) * (x_t - math.sqrt(ab) * mu)
+
+    return predict
+
+
+def test_ddpm_and_ddim_step_means_match_their_formulas():
+    """η = 1 between consecutive steps is DDPM's ancestral step: mean and variance of q(x_{t−1} | x_t, x0); η = 0
+    gives DDIM's deterministic update; σ and the mean are the ones `ddim_step` adds noise to."""
+    sched = CosineSchedule(50)
+    ab = sched.alphas_cumprod.double()
+    g = torch.Generator().manual_seed(0)
+    x0, x_t = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
+    for t in (1, 20, 49):
+        beta = 1 - ab[t] / ab[t - 1]
+        posterior_mean = (ab[t - 1].sqrt() * beta / (1 - ab[t])) * x0 + ((1 - beta).sqrt() * (1 - ab[t - 1]) / (1 - ab[t])) * x_t
+        posterior_var = beta * (1 - ab[t - 1]) / (1 - ab[t])
+        sigma = sched.ddim_sigma(t, t - 1, eta=1.0)
+        assert sigma**2 == pytest.approx(float(posterior_var), rel=1e-5)
+        torch.testing.assert_close(sched.ddim_mean(x_t, x0, t, t - 1, sigma), posterior_mean, rtol=1e-5, atol=1e-6)
+    t, s = 40, 10
+    eps = (x_t - ab[t].sqrt() * x0) / (1 - ab[t]).sqrt()
+    assert sched.ddim_sigma(t, s, eta=0.0) == 0.0
+    torch.testing.assert_close(sched.ddim_mean(x_t, x0, t, s), ab[s].sqrt() * x0 + (1 - ab[s]).sqrt() * eps)
+    assert sched.ddim_sigma(5, -1, eta=1.0) == 0.0 and torch.equal(sched.ddim_mean(x_t, x0, 5, -1), x0)
+    # ddim_step = mean + σ z, with z drawn from the generator
+    sigma = sched.ddim_sigma(t, s, eta=0.7)
+    z = torch.randn(x_t.shape, generator=torch.Generator().manual_seed(3), dtype=x_t.dtype)
+    step = sched.ddim_step(x_t, x0, t, s, eta=0.7, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(step, sched.ddim_mean(x_t, x0, t, s, sigma) + sigma * z)
+
+
+def _exact_output(mu: float, s: float, schedule: CosineSchedule, steps: int, eta: float) -> tuple[float, float]:
+    """Mean and std of the sampler's output for start noise N(0, 1) and the exact Gaussian denoiser.
+
+    Every step is affine in d = x_t − √ᾱ_t·mu: with k = √ᾱ_t s² / v_t (v_t = ᾱ_t s² + 1 − ᾱ_t), x̂0 − mu = k·d and
+    ε̂ = d·(1 − √ᾱ_t k) / √(1 − ᾱ_t), so d_s = A·d_t + σ·z with A = √ᾱ_s k + √(1 − ᾱ_s − σ²)(1 − √ᾱ_t k) / √(1 − ᾱ_t)."""
+    ts = schedule.ddim_timesteps(steps)
+    mean, var = -math.sqrt(float(schedule.alphas_cumprod[ts[0]])) * mu, 1.0  # of d at the start
+    for i, t in enumerate(ts):
+        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+        a_t = float(schedule.alphas_cumprod[t])
+        a_s = 1.0 if t_prev < 0 else float(schedule.alphas_cumprod[t_prev])
+        sigma = schedule.ddim_sigma(t, t_prev, eta)
+        k = math.sqrt(a_t) * s**2 / (a_t * s**2 + 1 - a_t)
+        gain = math.sqrt(a_s) * k + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * (1 - math.sqrt(a_t) * k) / math.sqrt(1 - a_t)
+        mean, var = gain * mean, gain**2 * var + sigma**2
+    return mu + mean, math.sqrt(var)
+
+
+@pytest.mark.parametrize("steps", [5, 20, 100])
+def test_deterministic_ddim_with_the_exact_gaussian_denoiser_maps_noise_to_the_data(steps):
+    """Data x0 ~ N(mu, s²), whose optimal x0 predictor is known in closed form: deterministic DDIM (η = 0) from N(0, 1)
+    is an affine map, so its output is Gaussian with the mean and std `_exact_output` derives from the schedule; the
+    mean is mu, and the std approaches s as the steps refine (the probability-flow ODE's discretisation)."""
+    mu, s = 1.5, 0.4
+    sched = CosineSchedule(100)
+    noise = torch.randn(200_000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = ddim_sample(sched, noise, _gaussian_x0(mu, s, sched), steps)
+    mean, std = _exact_output(mu, s, sched, steps, eta=0.0)
+    assert float(x.mean()) == pytest.approx(mean, abs=3e-3)
+    assert float(x.std()) == pytest.approx(std, rel=5e-3)
+    assert mean == pytest.approx(mu, abs=0.02)
+    assert std <= s * (1 + 1e-9)  # every discrete step shrinks the spread a little (Cauchy–Schwarz)
+    if steps == 100:
+        assert std == pytest.approx(s, rel=0.02)
+
+
+def test_stochastic_ddpm_sampling_with_the_exact_gaussian_denoiser_reaches_the_data_distribution():
+    """η = 1 over every training step is DDPM's ancestral sampler: with the exact denoiser its output has the mean and
+    std `_exact_output` derives, close to N(mu, s²)."""
+    mu, s = -0.7, 0.5
+    sched = CosineSchedule(100)
+    g = torch.Generator().manual_seed(1)
+    x = ddim_sample(sched, torch.randn(100_000, generator=g, dtype=torch.float64), _gaussian_x0(mu, s, sched), 100,
+                    eta=1.0, generator=g)
+    mean, std = _exact_output(mu, s, sched, 100, eta=1.0)
+    assert float(x.mean()) == pytest.approx(mean, abs=0.01)
+    assert float(x.std()) == pytest.approx(std, rel=0.01)
+    assert mean == pytest.approx(mu, abs=0.02) and std == pytest.approx(s, rel=0.05)
 
 
 def _all_pairs_overlap(a_pose, a_len, b_pose, b_len, pair, cfg):

@@ -26,6 +26,7 @@ from diffplatoon.agents.rllib.train import TrainConfig, train, validate_config
 from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
 from diffplatoon.io import read_jsonl
 from diffplatoon.scenarios import ScenarioError, validate_data
+from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
@@ -184,10 +185,15 @@ def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_p
     module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
                                     action_space=env.action_spaces["p0"], model_config=model)
     batch = _obs_batch(env, 4)
+    batch[Columns.OBS]["inbox"][..., len(MESSAGE_FIELDS):] = 1.0  # messages carrying plan summaries
     scenes = module.scenes(batch[Columns.OBS])
+    assert any(s.inputs.inbox[..., len(MESSAGE_FIELDS):-1].any() for s in scenes)
     trimmed = module.controller.guidance_context(scenes)
     m, pad = trimmed.neighbour_mask.shape[1], module.cfg.max_neighbours - trimmed.neighbour_mask.shape[1]
     assert 0 < m < module.cfg.max_neighbours
+    # the `diffusion:` policy's context: lane speed limits for the speed cost, neighbours with estimated accelerations
+    assert (trimmed.speed_limit[:, :2] > 0).all() and trimmed.lateral_bounds is not None
+    assert [s.accel.shape for s in scenes] == [(module.cfg.max_neighbours,)] * len(scenes)
     assert all(not s.inputs.neighbour_mask[m:].any() for s in scenes)
     # the rows the context drops: masked, wherever they are predicted
     full = copy.copy(trimmed)
@@ -196,6 +202,7 @@ def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_p
     full.neighbour_mask = torch.cat([trimmed.neighbour_mask, torch.zeros(len(scenes), pad, dtype=torch.bool)], dim=1)
     full.neighbour_length = torch.cat([trimmed.neighbour_length, torch.full((len(scenes), pad), 5.0)], dim=1)
     inp = module.controller.inputs(scenes)
+    assert not inp["inbox"][..., len(MESSAGE_FIELDS):-1].any()  # the demonstrations' messages carry no plan
     a, b = (module.sample_chain(inp, explore=True, context=ctx, generator=torch.Generator().manual_seed(7))
             for ctx in (trimmed, full))
     assert a.shift.abs().sum() > 0  # guidance moved the plan
@@ -211,6 +218,7 @@ def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_p
     assert all(m.training for m in module.modules())
 
 
+@pytest.mark.slow
 def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner_path: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     # shield off: the shield (with its lane corridors) overrides nearly every plan of this random planner, and
