@@ -23,7 +23,7 @@ from pydantic import BaseModel, ValidationError
 from diffplatoon.scenarios.errors import Path, Problem, ScenarioError, format_path
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.scenarios.semantics import number_problems, semantic_problems
-from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
+from diffplatoon.scenarios.yaml_source import line_of, parse_yaml, read_yaml_text
 
 CATALOGUE_PACKAGE = "diffplatoon.scenarios"
 
@@ -37,10 +37,8 @@ def catalogue_names() -> list[str]:
 def resolve_source(name_or_path: str | FsPath) -> tuple[str, str]:
     """Return (display name, YAML text) for a path or a catalogue name."""
     path = FsPath(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise ScenarioError(str(path), [Problem((), "expected an existing scenario file, found none")])
-        return str(path), path.read_text(encoding="utf-8", errors="replace")
+    if path.suffix in (".yaml", ".yml") or _exists(path):
+        return str(path), read_yaml_text(path)
     names = catalogue_names()
     if str(name_or_path) not in names:
         raise ScenarioError(
@@ -49,6 +47,13 @@ def resolve_source(name_or_path: str | FsPath) -> tuple[str, str]:
         )
     text = (resources.files(CATALOGUE_PACKAGE) / f"{name_or_path}.yaml").read_text(encoding="utf-8")
     return f"{name_or_path}.yaml", text
+
+
+def _exists(path: FsPath) -> bool:
+    try:
+        return path.exists()
+    except (OSError, ValueError):  # a name too long for the file system, or with a NUL byte
+        return False
 
 
 def load_scenario(name_or_path: str | FsPath) -> ScenarioSpec:

@@ -12,6 +12,8 @@ as a `ScenarioError`: callers of `parse_yaml` see no other exception.
 
 from __future__ import annotations
 
+import os
+import stat
 from typing import Any
 
 import yaml
@@ -23,6 +25,28 @@ MAX_DEPTH = 40
 MAX_NODES = 200_000
 MAX_INT_DIGITS = 40  # far beyond any field's bound, far below Python's int-conversion limit
 _INT_TAG = "tag:yaml.org,2002:int"
+
+
+def read_yaml_text(path: str | os.PathLike[str]) -> str:
+    """The text of a YAML file, or a `ScenarioError` saying why it cannot be read (missing, not a
+    regular file, unreadable, over `MAX_BYTES`); undecodable bytes become U+FFFD."""
+    source = str(path)
+    try:
+        info = os.stat(path)
+        if not stat.S_ISREG(info.st_mode):
+            raise ScenarioError(source, [Problem((), "expected an existing scenario file, found none")])
+        if info.st_size > MAX_BYTES:
+            raise ScenarioError(source, [Problem((), f"expected a scenario file of at most {MAX_BYTES} bytes, got {info.st_size}")])
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except ScenarioError:
+        raise
+    except (FileNotFoundError, NotADirectoryError):
+        raise ScenarioError(source, [Problem((), "expected an existing scenario file, found none")]) from None
+    except (OSError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise ScenarioError(source, [Problem((), f"expected a readable file, got: {reason}")]) from None
+    return data.decode("utf-8", errors="replace")
 
 
 def parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:

@@ -330,3 +330,22 @@ def test_platoon_members_bounded() -> None:
     many = "".join(f"  - {{id: q{i}, size: 16, lane: 0, start: {300 + 400 * i}, speed: 20, spacing: 5}}\n" for i in range(5))
     text = edit("  length: 800", "  length: 5000").replace("platoons:\n", "platoons:\n" + many, 1)
     assert errors_of(text) == ["bad.yaml:1: <document>: expected at most 64 platoon members in all, got 83"]
+
+
+# --- files the loader cannot read ----------------------------------------------------------------
+
+
+def test_unreadable_paths_are_scenario_errors(tmp_path: Path) -> None:
+    big = tmp_path / "big.yaml"
+    with open(big, "wb") as handle:
+        handle.truncate(5_000_000)  # sparse: refused from its size, never read
+    cases = {
+        str(tmp_path): "expected an existing scenario file, found none",
+        str(big): "expected a scenario file of at most 1000000 bytes, got 5000000",
+        "a\x00b.yaml": "expected a readable file, got: embedded null byte",
+        "x" * 5000 + ".yaml": "expected a readable file, got: File name too long",
+    }
+    for path, message in cases.items():
+        with pytest.raises(ScenarioError) as info:
+            load_scenario(path)
+        assert info.value.lines == [f"{path}: <document>: {message}"]
