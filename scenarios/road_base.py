@@ -62,8 +62,9 @@ class RoadBase(BaseModel):
         return {}
 
     def _destination_nodes(self) -> list[str]:
-        starts = {frm for frm, _, _ in self.lane_shapes()}
-        return sorted({to for _, to, _ in self.lane_shapes() if to not in starts})
+        lanes = self.lane_shapes()
+        starts = {frm for frm, _, _ in lanes}
+        return sorted({to for _, to, _ in lanes if to not in starts})
 
     def _lane_path(self, idx: LaneIndex) -> str:
         return ""
