@@ -80,7 +80,8 @@ class Field:
 class ObservationLayout:
     """The flat observation's columns: `fields` in order, each `Field.size` columns wide.
 
-    `slices[name]` are a field's columns and `size` the width of the flat vector; `extras` are the
+    `slices[name]` are a field's columns (a plain dict, so a layout pickles; do not modify it: layouts
+    from `flat_layout` are shared) and `size` the width of the flat vector; `extras` are the
     `Observation` fields that stay outside it. `flatten` and `unflatten` are each other's inverse
     (masks travel as 0/1 floats) and take numpy arrays or torch tensors with any leading dimensions.
     Build one with `flat_layout` (or `Observation.layout`).

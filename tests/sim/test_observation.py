@@ -312,6 +312,13 @@ def test_unflatten_refuses_a_vector_of_another_width() -> None:
         layout.unflatten(np.zeros((2, layout.size + 1), np.float32))
 
 
+def test_layout_is_cached_and_pickles() -> None:
+    layout = flat_layout(4, 3, 2, 5)
+    assert flat_layout(4, 3, 2, 5) is layout
+    back = pickle.loads(pickle.dumps(layout))  # RLlib modules holding a layout are pickled to workers
+    assert back == layout and back.size == layout.size and back.slices == layout.slices
+
+
 def _one_observation() -> Observation:
     return observe(highway_spec([{"id": "a", "lane": 1, "start": 230.0, "speed": 20.0}]))[1]
 
