@@ -5,7 +5,9 @@ TTC, 2-D constant-velocity TTC, space gap, time gap, time headway, DRAC, MDRAC, 
 conflict points, TET/TIT, hard-braking events, jerk; platoon gap-keeping error, string
 stability and split events; mean speed, progress, merge success, time to destination; and
 ``episode_summary``, which computes the standard set in one call. Pure numpy functions of
-arrays; nothing here knows about the simulator.
+arrays; nothing here knows about the simulator. The 2-D TTC and PET live in
+`conflict_measures`, the platoon measures in `platoon_measures`, the thresholds in
+`thresholds`; this module re-exports them, so ``measures.<name>`` reaches every measure.
 
 Input convention (an episode trace, T steps ``dt`` seconds apart, N vehicles):
 - ``x, y`` (T, N) box centre [m]; ``heading`` (T, N) [rad]; ``speed`` (T, N) [m/s], along
@@ -31,18 +33,26 @@ for TTC/time gaps/space gaps (no conflict) and 0 for DRAC (no deceleration neede
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, Sequence
+from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from diffplatoon.evaluation.conflict_measures import (Occupancy, conflict_occupancy, post_encroachment_time,
+                                                      ttc_2d, ttc_2d_pairs)
+from diffplatoon.evaluation.platoon_measures import (GapError, StringStability, gap_keeping_error,
+                                                     platoon_split_events, spacing_errors, string_stability)
 from diffplatoon.evaluation.thresholds import Thresholds
 
-# Vehicle-pair entries processed at once by the 2-D TTC (bounds temporary memory).
-_TTC2D_CHUNK = 200_000
-# Relative speed [m/s] along an axis below which the projection is treated as constant.
-_STILL = 1e-12
-# Bisection steps that locate a conflict-area entry/exit inside one step (2^-40 of dt).
-_BISECT_ITERS = 40
+# The one import for every measure: the 2-D conflict and platoon measures live in their own modules.
+__all__ = [
+    "EpisodeTrace", "Thresholds", "leader_values", "closing_speed", "ttc_1d", "drac", "mdrac", "space_gap",
+    "time_gap", "time_headway", "minimum_gap", "ttc_2d_pairs", "ttc_2d", "time_exposed_ttc",
+    "time_integrated_ttc", "Occupancy", "conflict_occupancy", "post_encroachment_time", "hard_braking_events",
+    "jerk", "JerkStats", "jerk_stats", "spacing_errors", "GapError", "gap_keeping_error", "StringStability",
+    "string_stability", "platoon_split_events", "mean_speed", "progress", "merge_success", "merge_step",
+    "time_to_destination", "episode_summary", "platoon_string_stability",
+]
+
 
 
 @dataclass(frozen=True)
@@ -182,92 +192,7 @@ def minimum_gap(gap: np.ndarray, leader: np.ndarray, *, min_gap: float = 0.0) ->
 
 
 # --------------------------------------------------------------------------------------------
-# 2-D constant-velocity TTC
-# --------------------------------------------------------------------------------------------
-
-
-def ttc_2d_pairs(x: np.ndarray, y: np.ndarray, heading: np.ndarray, speed: np.ndarray,
-                 length: np.ndarray, width: np.ndarray, pairs: np.ndarray, *,
-                 horizon: float = 5.0) -> np.ndarray:
-    """2-D TTC [s] of vehicle pairs (P, 2) at every step -> (T, P); inf if no contact in horizon.
-
-    Both boxes are extrapolated at constant speed along a constant heading (nuPlan's TTC
-    assumption); the TTC is the first time they overlap strictly (touching is no contact),
-    0 if they already overlap. With fixed headings the relative motion is a pure translation,
-    so the time of first overlap is solved exactly per separating axis (entry/exit interval of
-    the projections on each box's two axes, intersected) instead of sampling at 0.1 s as
-    nuPlan does; a sampled TTC is this value rounded up to the sample grid.
-    """
-    x, y, heading, speed = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (x, y, heading, speed))
-    length = np.asarray(length, dtype=np.float64)
-    width = np.asarray(width, dtype=np.float64)
-    pairs = np.asarray(pairs, dtype=np.intp).reshape(-1, 2)
-    t_steps, p = x.shape[0], len(pairs)
-    out = np.full((t_steps, p), np.inf)
-    if p == 0 or t_steps == 0:
-        return out
-    i, j = pairs[:, 0], pairs[:, 1]
-    half_diag = 0.5 * np.hypot(length, width)
-
-    # Broad phase per (step, pair): only pairs that can close the distance within the horizon.
-    vx, vy = speed * np.cos(heading), speed * np.sin(heading)  # (T, N)
-    dx, dy = x[:, j] - x[:, i], y[:, j] - y[:, i]  # (T, P)
-    wx, wy = vx[:, j] - vx[:, i], vy[:, j] - vy[:, i]
-    reach = half_diag[i] + half_diag[j] + np.hypot(wx, wy) * horizon
-    cand_t, cand_p = np.nonzero(np.hypot(dx, dy) <= reach)  # NaN positions drop out here
-
-    for start in range(0, len(cand_t), _TTC2D_CHUNK):
-        ct, cp = cand_t[start:start + _TTC2D_CHUNK], cand_p[start:start + _TTC2D_CHUNK]
-        ci, cj = i[cp], j[cp]
-        hi, hj = heading[ct, ci], heading[ct, cj]
-        ui = np.stack([np.cos(hi), np.sin(hi)], axis=-1)  # (k, 2) length axis of box i
-        uj = np.stack([np.cos(hj), np.sin(hj)], axis=-1)
-        ni, nj = ui[:, ::-1] * [-1.0, 1.0], uj[:, ::-1] * [-1.0, 1.0]  # width axes
-        axes = np.stack([ui, ni, uj, nj], axis=1)  # (k, 4, 2)
-        half = np.stack([0.5 * length[ci], 0.5 * width[ci], 0.5 * length[cj], 0.5 * width[cj]],
-                        axis=-1)  # (k, 4) half-extent along each of those axes
-        # Sum of both boxes' projection radii on each candidate axis: (k, 4).
-        radius = np.einsum("kab,kb->ka", np.abs(axes @ axes.transpose(0, 2, 1)), half)
-        s0 = axes[..., 0] * dx[ct, cp, None] + axes[..., 1] * dy[ct, cp, None]  # (k, 4) separation
-        sv = axes[..., 0] * wx[ct, cp, None] + axes[..., 1] * wy[ct, cp, None]  # (k, 4) its rate
-        # On each axis the projections overlap while |s0 + sv * t| < radius: an open interval.
-        moving = np.abs(sv) > _STILL
-        safe_sv = np.where(moving, sv, 1.0)
-        t1, t2 = (-radius - s0) / safe_sv, (radius - s0) / safe_sv
-        inside = np.abs(s0) < radius
-        enter = np.where(moving, np.minimum(t1, t2), np.where(inside, -np.inf, np.inf))
-        leave = np.where(moving, np.maximum(t1, t2), np.where(inside, np.inf, -np.inf))
-        first, last = enter.max(axis=1), leave.min(axis=1)
-        hit = (first < last) & (last > 0) & (first <= horizon)
-        out[ct[hit], cp[hit]] = np.maximum(first[hit], 0.0)
-    return out
-
-
-def ttc_2d(x: np.ndarray, y: np.ndarray, heading: np.ndarray, speed: np.ndarray,
-           length: np.ndarray, width: np.ndarray, *, subjects: Sequence[int] | None = None,
-           horizon: float = 5.0) -> np.ndarray:
-    """Per-vehicle 2-D TTC [s] (T, N): min of ``ttc_2d_pairs`` over all other vehicles.
-
-    Only pairs with at least one vehicle in ``subjects`` (default all) are evaluated; columns of
-    vehicles outside ``subjects`` are inf.
-    """
-    n = np.shape(x)[-1]
-    subj = np.zeros(n, dtype=bool)
-    subj[np.arange(n) if subjects is None else np.asarray(subjects, dtype=np.intp)] = True
-    a, b = np.triu_indices(n, 1)
-    keep = subj[a] | subj[b]
-    pairs = np.stack([a[keep], b[keep]], axis=1)
-    per_pair = ttc_2d_pairs(x, y, heading, speed, length, width, pairs, horizon=horizon)
-    out = np.full((np.shape(x)[0], n), np.inf)
-    for col in (0, 1):
-        owner = pairs[:, col]
-        use = subj[owner]
-        np.minimum.at(out.T, owner[use], per_pair[:, use].T)
-    return out
-
-
-# --------------------------------------------------------------------------------------------
-# Exposure, PET, braking, jerk
+# Exposure, braking, jerk
 # --------------------------------------------------------------------------------------------
 
 
@@ -280,76 +205,6 @@ def time_integrated_ttc(ttc: np.ndarray, dt: float, *, threshold: float = 3.0) -
     """TIT [s^2] per vehicle (N,): sum over steps of (threshold - TTC) * dt where TTC < threshold."""
     ttc = np.asarray(ttc, dtype=np.float64)
     return dt * np.sum(np.where(ttc < threshold, threshold - ttc, 0.0), axis=0)
-
-
-class Occupancy(NamedTuple):
-    """Interval during which a vehicle occupies a conflict area [s]; NaN if it never does."""
-
-    enter: float
-    leave: float
-
-
-def conflict_occupancy(x: np.ndarray, y: np.ndarray, heading: np.ndarray, length: float,
-                       width: float, point: Sequence[float], dt: float, *,
-                       radius: float = 0.0) -> Occupancy:
-    """When one vehicle's box (trace over T steps) is within ``radius`` m of a conflict point.
-
-    Entry and exit are refined inside the step where they happen by bisection on the point's
-    box-frame coordinates interpolated linearly between the two samples, which is exact for a
-    vehicle that does not rotate during that step. A vehicle still inside at the last step has
-    leave = inf; one inside at the first step has enter = 0.
-    """
-    x, y, heading = (np.asarray(a, dtype=np.float64).ravel() for a in (x, y, heading))
-    px, py = float(point[0]), float(point[1])
-    # The conflict point in each step's box frame: (T,) each.
-    lx = np.cos(heading) * (px - x) + np.sin(heading) * (py - y)
-    ly = -np.sin(heading) * (px - x) + np.cos(heading) * (py - y)
-
-    def inside(ax: np.ndarray | float, ay: np.ndarray | float) -> np.ndarray:
-        return np.hypot(np.maximum(np.abs(ax) - 0.5 * length, 0.0),
-                        np.maximum(np.abs(ay) - 0.5 * width, 0.0)) <= radius  # NaN -> False
-
-    def crossing(k: int) -> float:
-        """Fraction in [0, 1] of step k -> k+1 where the inside test changes value."""
-        if not (np.isfinite(lx[k]) and np.isfinite(lx[k + 1])):
-            return 0.0 if inside(lx[k], ly[k]) else 1.0
-        was = bool(inside(lx[k], ly[k]))
-        lo, hi = 0.0, 1.0
-        for _ in range(_BISECT_ITERS):
-            mid = 0.5 * (lo + hi)
-            if bool(inside(lx[k] + mid * (lx[k + 1] - lx[k]), ly[k] + mid * (ly[k + 1] - ly[k]))) == was:
-                lo = mid
-            else:
-                hi = mid
-        return 0.5 * (lo + hi)
-
-    occupied = inside(lx, ly)
-    if not occupied.any():
-        return Occupancy(float("nan"), float("nan"))
-    k_in = int(np.argmax(occupied))
-    enter = 0.0 if k_in == 0 else dt * (k_in - 1 + crossing(k_in - 1))
-    after = ~occupied[k_in:]
-    if not after.any():
-        return Occupancy(enter, float("inf"))
-    k_out = k_in + int(np.argmax(after))
-    return Occupancy(enter, dt * (k_out - 1 + crossing(k_out - 1)))
-
-
-def post_encroachment_time(first: Occupancy | tuple[float, float],
-                           second: Occupancy | tuple[float, float]) -> float:
-    """PET [s] at one conflict area: entry of the later vehicle - exit of the earlier (Allen 1978).
-
-    The earlier vehicle is the one that enters first. NaN if either never occupies the area or
-    both occupy it at once (that is a collision or a near one, not an encroachment). SUMO's PET
-    conflict threshold is PET < 2.0 s.
-    """
-    (ea, la), (eb, lb) = first, second
-    if not all(np.isfinite(v) for v in (ea, eb)) or np.isnan(la) or np.isnan(lb):
-        return float("nan")
-    (e1, l1), (e2, _) = sorted([(ea, la), (eb, lb)])
-    if e2 < l1:
-        return float("nan")
-    return float(e2 - l1)
 
 
 def hard_braking_events(accel: np.ndarray, *, threshold: float = 4.05) -> np.ndarray:
@@ -384,121 +239,6 @@ def jerk_stats(accel: np.ndarray, dt: float) -> JerkStats:
         rms = np.sqrt(np.where(ok, j * j, 0.0).sum(axis=0) / count)
     mx = np.where(ok, np.abs(j), -np.inf).max(axis=0, initial=-np.inf)
     return JerkStats(np.where(count > 0, rms, np.nan), np.where(count > 0, mx, np.nan))
-
-
-# --------------------------------------------------------------------------------------------
-# Platoon measures (member columns, leader first)
-# --------------------------------------------------------------------------------------------
-
-
-def spacing_errors(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.5,
-                   standstill: float = 2.0) -> np.ndarray:
-    """Spacing errors [m] (T, M-1) of followers 1..M-1: e_i = gap_i - (standstill + h * v_i).
-
-    Constant time-gap spacing policy (safety.md section 3); positive means too far behind.
-    """
-    gap = np.asarray(gap, dtype=np.float64)
-    speed = np.asarray(speed, dtype=np.float64)
-    return gap[:, 1:] - (standstill + time_gap * speed[:, 1:])
-
-
-class GapError(NamedTuple):
-    """Gap-keeping error per follower [m], (M-1,) each."""
-
-    rms: np.ndarray
-    max_abs: np.ndarray
-
-
-def gap_keeping_error(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.5,
-                      standstill: float = 2.0) -> GapError:
-    """RMS and max |spacing error| of each follower over the steps where its gap is finite."""
-    e = spacing_errors(gap, speed, time_gap=time_gap, standstill=standstill)
-    ok = np.isfinite(e)
-    count = ok.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rms = np.sqrt(np.where(ok, e * e, 0.0).sum(axis=0) / count)
-    mx = np.where(ok, np.abs(e), -np.inf).max(axis=0, initial=-np.inf)
-    return GapError(np.where(count > 0, rms, np.nan), np.where(count > 0, mx, np.nan))
-
-
-class StringStability(NamedTuple):
-    """String-stability result for one platoon.
-
-    error_norms: (M-1,) spacing-error norm of followers 1..M-1 [m].
-    error_ratios: (M-2,) ||e_{i+1}|| / ||e_i|| for followers i = 1..M-2.
-    speed_norms: (M,) norm of v_i minus its window mean [m/s].
-    speed_ratios: (M-1,) ||v_{i+1} - mean|| / ||v_i - mean|| for members i = 0..M-2.
-    stable: every ratio of the chosen criterion <= 1 + tol.
-    """
-
-    error_norms: np.ndarray
-    error_ratios: np.ndarray
-    speed_norms: np.ndarray
-    speed_ratios: np.ndarray
-    stable: bool
-
-
-def _norm(v: np.ndarray, kind: str) -> np.ndarray:
-    """Column norms ignoring NaN: 'l2' = sqrt(sum v^2), 'linf' = max |v|."""
-    v = np.where(np.isfinite(v), v, 0.0)
-    if kind == "l2":
-        return np.sqrt(np.sum(v * v, axis=0))
-    if kind == "linf":
-        return np.max(np.abs(v), axis=0, initial=0.0)
-    raise ValueError(f"norm must be 'l2' or 'linf', got {kind!r}")
-
-
-def _ratios(norms: np.ndarray, rel: float = 1e-3, eps: float = 1e-9) -> np.ndarray:
-    """Successive ratios norms[k+1] / norms[k].
-
-    A norm below ``rel`` × the largest norm is "no error": a ratio from such a norm to another
-    negligible one is 0 (nothing amplified); from a negligible norm to a real one it is
-    undefined (NaN) — that error did not come from the predecessor (e.g. a cut-in in between),
-    and dividing by numerical noise would report absurd amplifications.
-    """
-    num, den = norms[1:], norms[:-1]
-    floor = max(eps, rel * float(np.nanmax(norms))) if len(norms) else eps
-    with np.errstate(divide="ignore", invalid="ignore"):
-        r = num / den
-    return np.where(den > floor, r, np.where(num > floor, np.nan, 0.0))
-
-
-def string_stability(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.5,
-                     standstill: float = 2.0, start: int = 0, stop: int | None = None,
-                     norm: Literal["l2", "linf"] = "l2", tol: float = 0.01,
-                     criterion: Literal["spacing", "speed", "both"] = "spacing") -> StringStability:
-    """Amplification of spacing errors and speed oscillations from member to member.
-
-    Over steps [start, stop) (start at the leader disturbance), ratios of the L2 norms (or peak
-    norms with ``norm='linf'``, the collision-relevant one per Vegamoor et al.) of successive
-    followers' spacing errors, and of successive members' speed deviations from their own
-    window mean. ``stable`` is True when every defined ratio of ``criterion`` is <= 1 + tol (no
-    ratio to check counts as stable). See `_ratios` for negligible norms (0 or NaN).
-    """
-    sl = slice(start, stop)
-    e = spacing_errors(gap, speed, time_gap=time_gap, standstill=standstill)[sl]
-    v = np.asarray(speed, dtype=np.float64)[sl]
-    with np.errstate(invalid="ignore"):
-        dev = v - np.nanmean(np.where(np.isfinite(v), v, np.nan), axis=0) if len(v) else v
-    error_norms, speed_norms = _norm(e, norm), _norm(dev, norm)
-    error_ratios, speed_ratios = _ratios(error_norms), _ratios(speed_norms)
-    checked = {"spacing": [error_ratios], "speed": [speed_ratios],
-               "both": [error_ratios, speed_ratios]}[criterion]
-    stable = all(bool(np.all(r[np.isfinite(r)] <= 1.0 + tol)) for r in checked)
-    return StringStability(error_norms, error_ratios, speed_norms, speed_ratios, stable)
-
-
-def platoon_split_events(gap: np.ndarray, *, threshold: float = 60.0) -> np.ndarray:
-    """Split events per follower (M-1,) int: transitions of the predecessor gap to > threshold m.
-
-    A NaN gap (predecessor lost, e.g. after a cut-in or lane change) counts as split. A
-    follower already split at the first step counts one event.
-    """
-    g = np.asarray(gap, dtype=np.float64)[:, 1:]
-    split = ~(g <= threshold)
-    starts = split.copy()
-    starts[1:] &= ~split[:-1]
-    return starts.sum(axis=0)
 
 
 # --------------------------------------------------------------------------------------------
