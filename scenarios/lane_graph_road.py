@@ -12,10 +12,12 @@ import math
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
+from diffplatoon.scenarios.limits import MAX_LANE_WIDTH, MAX_PRIORITY, MAX_RADIUS, MAX_SPEED
 from diffplatoon.scenarios.road_base import JOIN_TOL, LaneIndex, RoadBase, edge_lines
+from diffplatoon.sim.geometry import VEHICLE_WIDTH
 
 
 class LaneSegment(BaseModel):
@@ -24,20 +26,21 @@ class LaneSegment(BaseModel):
     The node positions are the centre line of lane 0; further lanes are laid out to its right.
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, coerce_numbers_to_str=True,
+                              allow_inf_nan=False)
 
     from_: str = Field(alias="from", description="Node the lanes start at.")
     to: str = Field(description="Node the lanes end at.")
     kind: Literal["straight", "arc", "sine"] = Field("straight", description="Centre-line shape.")
     name: str | None = Field(None, description="Lane name for references (name_k for each lane when count > 1).")
-    width: float = Field(4.0, gt=0, description="Lane width [m].")
-    speed_limit: float = Field(20.0, gt=0, description="Speed limit [m/s].")
+    width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
+    speed_limit: float = Field(20.0, gt=0, le=MAX_SPEED, description="Speed limit [m/s].")
     forbidden: bool = Field(False, description="Whether changing into these lanes is forbidden.")
-    priority: int = Field(0, description="Right of way (higher goes first): where lanes of different priority merge or cross, "
+    priority: StrictInt = Field(0, ge=-MAX_PRIORITY, le=MAX_PRIORITY, description="Right of way (higher goes first): where lanes of different priority merge or cross, "
                                          "traffic on the lower-priority lane yields.")
-    count: int = Field(1, ge=1, le=8, description="Parallel lanes, laid out to the right of lane 0.")
+    count: StrictInt = Field(1, ge=1, le=8, description="Parallel lanes, laid out to the right of lane 0.")
     center: tuple[float, float] | None = Field(None, description="arc: circle centre [m].")
-    radius: float | None = Field(None, gt=0, description="arc: radius of lane 0 [m].")
+    radius: float | None = Field(None, gt=0, le=MAX_RADIUS, description="arc: radius of lane 0 [m].")
     start_phase: float | None = Field(None, description="arc: angle of the start point seen from the centre [rad].")
     end_phase: float | None = Field(None, description="arc: angle of the end point seen from the centre [rad].")
     clockwise: bool = Field(True, description="arc: phase increases along the lane (clockwise on screen, y down).")
@@ -98,7 +101,8 @@ def _sine_base(p0: np.ndarray, p1: np.ndarray, amp: float, pulsation: float | No
 class LaneGraphRoad(RoadBase):
     """A road drawn by hand: named node positions and lane segments between them."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True, populate_by_name=True,
+                              allow_inf_nan=False)
 
     type: Literal["lane_graph"] = Field("lane_graph", description="Road type.")
     nodes: dict[str, tuple[float, float]] = Field(description="Node name -> (x, y) position of lane 0's centre line [m].")

@@ -56,11 +56,13 @@ import math
 from typing import Annotated, Literal, Union
 
 import numpy as np
-from pydantic import Field, model_validator
+from pydantic import Field, StrictInt, model_validator
 
 from diffplatoon.scenarios.lane_graph_road import LaneGraphRoad, LaneSegment
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
+from diffplatoon.scenarios.limits import MAX_LANE_LENGTH, MAX_LANE_WIDTH, MAX_RADIUS, MAX_SPEED
 from diffplatoon.scenarios.road_base import LaneIndex, RoadBase, edge_lines
+from diffplatoon.sim.geometry import VEHICLE_WIDTH
 
 _N, _S, _C = "none", "striped", "continuous_line"  # side lines
 _ARMS = ("south", "west", "north", "east")  # arm k is the south arm rotated by k * 90 degrees
@@ -79,10 +81,10 @@ class HighwayRoad(RoadBase):
     """Straight multi-lane highway."""
 
     type: Literal["highway"] = Field("highway", description="Road type.")
-    lanes: int = Field(3, ge=1, le=8, description="Number of lanes.")
-    length: float = Field(1000.0, gt=0, description="Length [m].")
-    speed_limit: float = Field(30.0, gt=0, description="Speed limit [m/s].")
-    lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
+    lanes: StrictInt = Field(3, ge=1, le=8, description="Number of lanes.")
+    length: float = Field(1000.0, gt=0, le=MAX_LANE_LENGTH, description="Length [m].")
+    speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit [m/s].")
+    lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
 
     def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         w = self.lane_width
@@ -103,15 +105,15 @@ class OnrampMergeRoad(RoadBase):
     """Main road with an on-ramp that converges into an acceleration lane which then ends."""
 
     type: Literal["onramp_merge"] = Field("onramp_merge", description="Road type.")
-    main_lanes: int = Field(2, ge=1, le=6, description="Lanes of the main road.")
-    main_length: float = Field(600.0, gt=0, description="Length of the main road [m].")
-    ramp_length: float = Field(150.0, gt=0, description="Straight approach of the ramp, parallel to the main road [m].")
-    converge_length: float = Field(80.0, gt=0, description="Sinusoidal section bringing the ramp beside the main road [m].")
-    accel_length: float = Field(100.0, gt=0, description="Acceleration lane beside the main road, ending at its end [m].")
-    ramp_offset: float = Field(6.5, gt=0, description="Lateral distance from the ramp approach to the acceleration lane [m].")
-    main_speed_limit: float = Field(30.0, gt=0, description="Speed limit on the main road and acceleration lane [m/s].")
-    ramp_speed_limit: float = Field(20.0, gt=0, description="Speed limit on the ramp [m/s].")
-    lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
+    main_lanes: StrictInt = Field(2, ge=1, le=6, description="Lanes of the main road.")
+    main_length: float = Field(600.0, gt=0, le=MAX_LANE_LENGTH, description="Length of the main road [m].")
+    ramp_length: float = Field(150.0, gt=0, le=MAX_LANE_LENGTH, description="Straight approach of the ramp, parallel to the main road [m].")
+    converge_length: float = Field(80.0, gt=0, le=MAX_LANE_LENGTH, description="Sinusoidal section bringing the ramp beside the main road [m].")
+    accel_length: float = Field(100.0, gt=0, le=MAX_LANE_LENGTH, description="Acceleration lane beside the main road, ending at its end [m].")
+    ramp_offset: float = Field(6.5, gt=0, le=MAX_LANE_LENGTH, description="Lateral distance from the ramp approach to the acceleration lane [m].")
+    main_speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit on the main road and acceleration lane [m/s].")
+    ramp_speed_limit: float = Field(20.0, gt=0, le=MAX_SPEED, description="Speed limit on the ramp [m/s].")
+    lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
 
     @model_validator(mode="after")
     def _fits(self) -> OnrampMergeRoad:
@@ -166,12 +168,12 @@ class LaneDropRoad(RoadBase):
     """Straight road whose outermost lane ends at `drop_position`; n lanes become n-1."""
 
     type: Literal["lane_drop"] = Field("lane_drop", description="Road type.")
-    lanes: int = Field(3, ge=2, le=8, description="Lanes upstream of the drop (one fewer downstream).")
-    length: float = Field(1000.0, gt=0, description="Total length [m].")
-    drop_position: float = Field(500.0, gt=0, description="Where the dropped lane ends, from the start [m].")
+    lanes: StrictInt = Field(3, ge=2, le=8, description="Lanes upstream of the drop (one fewer downstream).")
+    length: float = Field(1000.0, gt=0, le=MAX_LANE_LENGTH, description="Total length [m].")
+    drop_position: float = Field(500.0, gt=0, le=MAX_LANE_LENGTH, description="Where the dropped lane ends, from the start [m].")
     drop_side: Literal["right", "left"] = Field("right", description="Which outer lane ends.")
-    speed_limit: float = Field(30.0, gt=0, description="Speed limit [m/s].")
-    lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
+    speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit [m/s].")
+    lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
 
     @model_validator(mode="after")
     def _drop_inside(self) -> LaneDropRoad:
@@ -215,12 +217,12 @@ class IntersectionRoad(RoadBase):
     """
 
     type: Literal["intersection"] = Field("intersection", description="Road type.")
-    arm_length: float = Field(100.0, gt=0, description="Length of each arm up to the stop line [m].")
-    lanes: int = Field(1, ge=1, le=3, description="Lanes per direction on each arm.")
-    lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
-    right_turn_radius: float = Field(9.0, gt=0, description="Radius of the right turn from the rightmost lane [m].")
-    speed_limit: float = Field(14.0, gt=0, description="Speed limit on the arms [m/s].")
-    turn_speed_limit: float = Field(10.0, gt=0, description="Speed limit inside the intersection [m/s].")
+    arm_length: float = Field(100.0, gt=0, le=MAX_LANE_LENGTH, description="Length of each arm up to the stop line [m].")
+    lanes: StrictInt = Field(1, ge=1, le=3, description="Lanes per direction on each arm.")
+    lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
+    right_turn_radius: float = Field(9.0, gt=0, le=MAX_RADIUS, description="Radius of the right turn from the rightmost lane [m].")
+    speed_limit: float = Field(14.0, gt=0, le=MAX_SPEED, description="Speed limit on the arms [m/s].")
+    turn_speed_limit: float = Field(10.0, gt=0, le=MAX_SPEED, description="Speed limit inside the intersection [m/s].")
 
     def _make_lanes(self) -> list[tuple[str, str, LaneShape]]:
         n, w = self.lanes, self.lane_width
@@ -277,13 +279,13 @@ class RoundaboutRoad(RoadBase):
     """
 
     type: Literal["roundabout"] = Field("roundabout", description="Road type.")
-    radius: float = Field(20.0, gt=0, description="Radius of the inner ring lane's centre line [m].")
-    lanes: int = Field(2, ge=1, le=3, description="Ring lanes (0 = inner).")
-    lane_width: float = Field(4.0, gt=0, description="Lane width [m].")
-    arm_length: float = Field(80.0, gt=0, description="Length of the straight part of each arm [m].")
-    entry_radius: float = Field(15.0, gt=0, description="Radius of the entry and exit curves [m].")
-    speed_limit: float = Field(10.0, gt=0, description="Speed limit on the ring and its entry/exit curves [m/s].")
-    arm_speed_limit: float = Field(15.0, gt=0, description="Speed limit on the straight arms [m/s].")
+    radius: float = Field(20.0, gt=0, le=MAX_RADIUS, description="Radius of the inner ring lane's centre line [m].")
+    lanes: StrictInt = Field(2, ge=1, le=3, description="Ring lanes (0 = inner).")
+    lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
+    arm_length: float = Field(80.0, gt=0, le=MAX_LANE_LENGTH, description="Length of the straight part of each arm [m].")
+    entry_radius: float = Field(15.0, gt=0, le=MAX_RADIUS, description="Radius of the entry and exit curves [m].")
+    speed_limit: float = Field(10.0, gt=0, le=MAX_SPEED, description="Speed limit on the ring and its entry/exit curves [m/s].")
+    arm_speed_limit: float = Field(15.0, gt=0, le=MAX_SPEED, description="Speed limit on the straight arms [m/s].")
 
     @model_validator(mode="after")
     def _curves_fit(self) -> RoundaboutRoad:

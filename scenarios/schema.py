@@ -19,6 +19,16 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from diffplatoon.scenarios.limits import (
+    MAX_CONTROLLED,
+    MAX_DENSITY,
+    MAX_DURATION,
+    MAX_FRAMES_PER_STEP,
+    MAX_INT,
+    MAX_SPEED,
+    MAX_TRAFFIC,
+    MAX_WEIGHT,
+)
 from diffplatoon.scenarios.roads import HighwayRoad, RoadSpec
 
 LaneRef = Union[StrictInt, str, tuple[str, str, StrictInt]]
@@ -28,14 +38,6 @@ Topology = Union[
     Literal["predecessor_follower", "leader_follower", "predecessor_leader", "bidirectional", "all_to_all"],
     list[tuple[StrictInt, StrictInt]],
 ]
-
-
-MAX_SPEED = 60.0  # [m/s] any speed, speed range or speed limit
-MAX_DURATION = 3600.0  # [s] an episode, and anything timed inside one
-MAX_TRAFFIC = 1000  # background vehicles at the start, however they are asked for
-MAX_WEIGHT = 1000.0  # largest magnitude of a reward weight
-MAX_FRAMES_PER_STEP = 20  # simulation_frequency / policy_frequency
-MAX_CONTROLLED = 64  # platoon members in all: each is an agent with its own observation every step
 
 
 class Strict(BaseModel):
@@ -96,7 +98,7 @@ class TrafficSpec(Strict):
 
     count: StrictInt | None = Field(None, ge=0, le=MAX_TRAFFIC, description="Number of traffic vehicles at the start.")
     density: float | None = Field(
-        None, ge=0, le=150, description="Traffic density [vehicles/km/lane]; used when `count` is not given."
+        None, ge=0, le=MAX_DENSITY, description="Traffic density [vehicles/km/lane]; used when `count` is not given."
     )
     speed_range: tuple[float, float] = Field((20.0, 28.0), description="Initial/desired speeds drawn from [lo, hi] [m/s].")
     spawn_region: tuple[float, float] | None = Field(
@@ -278,7 +280,7 @@ class ScenarioSpec(Strict):
 
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.=,-]+$", description="Scenario name (catalogue key).")
     description: str = Field("", description="What the scenario tests, in a sentence or two.")
-    seed: StrictInt = Field(0, ge=0, le=2**63 - 1, description="Base seed; an episode's draws are seeded by (seed, episode index).")
+    seed: StrictInt = Field(0, ge=0, le=MAX_INT, description="Base seed; an episode's draws are seeded by (seed, episode index).")
     duration: float = Field(40.0, gt=0, le=MAX_DURATION, description="Episode length [s].")
     simulation_frequency: StrictInt = Field(15, ge=1, le=200, description="Physics frames per second [Hz].")
     policy_frequency: StrictInt = Field(5, ge=1, le=200, description="Decisions per second [Hz]; divides the former.")

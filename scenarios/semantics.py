@@ -24,28 +24,20 @@ from typing import Any, Callable
 import numpy as np
 
 from diffplatoon.scenarios.errors import Path, Problem
-from diffplatoon.scenarios.schema import (
+from diffplatoon.scenarios.limits import (
+    FRAME_OVERHEAD,
+    MAX_DENSITY,
+    MAX_INT,
+    MAX_LANE_LENGTH,
+    MAX_NUMBER,
+    MAX_PLACED,
+    MAX_ROAD_LENGTH,
     MAX_SPEED,
-    MAX_TRAFFIC,
-    BrakeEvent,
-    CommOutageEvent,
-    CutInEvent,
-    ScenarioSpec,
-    SpeedChangeEvent,
+    MAX_STEP_WORK,
 )
+from diffplatoon.scenarios.schema import BrakeEvent, CommOutageEvent, CutInEvent, ScenarioSpec, SpeedChangeEvent
 from diffplatoon.scenarios.yaml_source import line_of
 from diffplatoon.sim.geometry import VEHICLE_WIDTH, overlapping_pairs
-
-MAX_NUMBER = 1e9  # largest magnitude of any float in a scenario file
-MAX_INT = 2**63 - 1  # integers must fit an int64
-MAX_LANE_LENGTH = 20_000.0  # [m] one lane
-MAX_ROAD_LENGTH = 200_000.0  # [m] all lanes together
-MAX_DENSITY = 150.0  # [vehicles/km/lane] also `TrafficSpec.density`'s bound
-MAX_PLACED = 1.25 * MAX_TRAFFIC  # vehicles `World.populate` may place at the start
-# One frame costs about a fixed 1 ms plus 3 us per vehicle (2 cores, measured with the fuzz
-# harness); this budget keeps 200 policy steps near 5 s, half the fuzz contract's 10 s.
-FRAME_OVERHEAD = 300  # [vehicles] the fixed cost of a frame, in vehicles
-MAX_STEP_WORK = 7500  # [vehicle-frames] frames per step x (vehicles + FRAME_OVERHEAD)
 
 Add = Callable[[Path, str], None]
 _EXPONENT = re.compile(r"^[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$")

@@ -13,11 +13,10 @@ import math
 from typing import Any
 
 from diffplatoon.scenarios.errors import Path, Problem, ScenarioError
+from diffplatoon.scenarios.limits import MAX_VARIANTS
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.scenarios.semantics import semantic_problems
 from diffplatoon.scenarios.yaml_source import line_of
-
-MAX_VARIANTS = 1000  # each variant is validated on load, with its road built
 
 
 def _short_names(keys: list[str]) -> dict[str, str]:

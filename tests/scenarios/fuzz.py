@@ -70,6 +70,9 @@ def _get(data: Any, path: tuple) -> Any:
 
 def _structured_mutation(data: dict, rng: random.Random) -> str:
     paths = _paths(data)
+    if not paths:
+        data["name"] = "emptied"
+        return "refill an emptied document"
     path = rng.choice(paths)
     parent, key = _get(data, path[:-1]), path[-1]
     value = parent[key]
@@ -100,7 +103,8 @@ def _structured_mutation(data: dict, rng: random.Random) -> str:
         target[rng.choice(["extra", "lanes", "platoons", "speed", "at", "type"])] = rng.choice(SWAPS + EXTREMES)
         return f"extra key near {_fmt(path)}"
     elif kind == "reference":
-        ids = [p["id"] for p in data.get("platoons", []) if isinstance(p, dict) and "id" in p]
+        platoons = data.get("platoons")
+        ids = [str(p["id"]) for p in platoons if isinstance(p, dict) and "id" in p] if isinstance(platoons, list) else []
         refs = ids + [f"{i}.{k}" for i in ids for k in (0, 1, 7)] + ["ghost", "lead", "cutter", ""]
         events = data.setdefault("events", [])
         if not isinstance(events, list):

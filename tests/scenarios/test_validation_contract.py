@@ -189,6 +189,12 @@ def test_idm_delta_range(value: str, message: str) -> None:
     ("amplitude: 0", "amplitude: .nan", "bad.yaml:9: road.lanes[2].amplitude: expected a finite number, got nan"),
     ("{from: a, to: b, name: in}", "{from: a, to: b, name: in, priority: 18446744073709551616}",
      "bad.yaml:7: road.lanes[0].priority: expected an integer within 64 bits"),
+    ("{from: a, to: b, name: in}", "{from: a, to: b, name: in, priority: 5000}",
+     "bad.yaml:7: road.lanes[0].priority: expected an integer between -1000 and 1000, got 5000"),
+    ("{from: a, to: b, name: in}", "{from: a, to: b, name: in, priority: true}",
+     "bad.yaml:7: road.lanes[0].priority: expected an integer, got True"),
+    ("radius: 30", "radius: nan", "bad.yaml:8: road.lanes[1].radius: expected a finite number, got 'nan'"),
+    ("amplitude: 0", "amplitude: '-inf'", "bad.yaml:9: road.lanes[2].amplitude: expected a finite number, got '-inf'"),
 ])
 def test_lane_graph_numbers(old: str, new: str, where: str) -> None:
     lines = errors_of(edit(old, new, LANE_GRAPH))
@@ -209,8 +215,10 @@ def test_explicit_topology_edge_out_of_range() -> None:
 
 def test_very_long_road_with_a_density() -> None:
     text = edit("  length: 800", "  length: 1000000").replace("count: 5", "density: 20")
-    lines = errors_of(text)
-    assert "bad.yaml:4: road: expected lanes at most 20000 m long, got lane ['start', 'end', 0] of 1000000 m" in lines
+    assert errors_of(text) == ["bad.yaml:7: road.length: expected a number > 0 and <= 20000.0, got 1000000"]
+    far = edit("d: [130, 130]", "d: [130, 1000000]", LANE_GRAPH)  # a lane graph's lanes are as long as its nodes say
+    assert errors_of(far) == ["bad.yaml:9: road.lanes[2]: expected lanes at most 20000 m long, got lane ['c', 'd', 0] "
+                              "of 999970 m"]
 
 
 def test_density_over_the_traffic_budget() -> None:
@@ -230,8 +238,9 @@ def test_reward_weights_finite_and_bounded(field: str, value: str) -> None:
 def test_speed_limit_beyond_any_vehicle() -> None:
     lines = errors_of(edit("  length: 800", "  length: 800\n  speed_limit: 1e308"))
     assert "bad.yaml:8: road.speed_limit: expected a number of magnitude at most 1e+09, got 1e+308" in lines
-    (line,) = errors_of(edit("  length: 800", "  length: 800\n  speed_limit: 100"))
-    assert line.startswith("bad.yaml:4: road: expected speed limits of at most 60 m/s, got 100 m/s")
+    assert errors_of(edit("  length: 800", "  length: 800\n  speed_limit: 100")) == [
+        "bad.yaml:8: road.speed_limit: expected a number > 0 and <= 60.0, got 100"
+    ]
 
 
 # --- silently accepted -------------------------------------------------------------------------
@@ -262,8 +271,9 @@ def test_vehicle_half_off_the_road() -> None:
 
 def test_lane_narrower_than_a_vehicle() -> None:
     lines = errors_of(edit("  length: 800", "  length: 800\n  lane_width: 1.0e-6"))
-    assert lines == ["bad.yaml:4: road: expected lanes at least 2 m wide (a vehicle's width), "
-                     "got lane ['start', 'end', 0] 1e-06 m wide"]
+    assert lines == ["bad.yaml:8: road.lane_width: expected a number between 2.0 and 10.0, got 1e-06"]
+    narrow = edit("{from: a, to: b, name: in}", "{from: a, to: b, name: in, width: 1.5}", LANE_GRAPH)
+    assert errors_of(narrow) == ["bad.yaml:7: road.lanes[0].width: expected a number between 2.0 and 10.0, got 1.5"]
 
 
 def test_vehicle_wider_than_its_lane() -> None:
