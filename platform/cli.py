@@ -239,7 +239,7 @@ def evaluate_command(
 def report_command(
     folder: Path = typer.Argument(..., help="An evaluation output folder with records.jsonl."),
     worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes."),
-    no_replays: bool = typer.Option(False, "--no-replays", help="Skip re-simulating the worst episodes to GIF."),
+    no_replays: bool = typer.Option(False, "--no-replays", help="Skip drawing the worst episodes' stored replays to GIF."),
 ) -> None:
     """(Re)build report.md / report.html / metrics.json / plots from an evaluation's records."""
     from diffplatoon.evaluation.report import build_report
