@@ -36,8 +36,7 @@ _EMPTY_INT = np.empty(0, dtype=np.intp)
 def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     """Set accel, steering and target lanes of traffic `rows` (live, not crashed)."""
     p, veh, tab = world.params, world.vehicles, world.table
-    cache = world.frame_cache()
-    cos, sin = cache.cos, cache.sin
+    cos, sin = world.frame_cache().trig()
     yield_on = world.right_of_way is not None
     n = len(rows)
     x, y = veh.x[rows], veh.y[rows]
@@ -85,20 +84,20 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         qf[k0:] = np.where(qf[k0:] < 0, pf, qf[k0:])
         qr[k0:] = np.where(qr[k0:] < 0, pr, qr[k0:])
     # 4. Every IDM acceleration of this frame in one batch.
-    batch = idm_mobil.IdmBatch()
-    batch.add("own_lane", rows, front, rows)
+    roles = {"own_lane": (rows, front, rows)}
     if len(c0):
-        batch.add("target_lane", rows[c0], qf[: len(c0)], rows[c0])
+        roles["target_lane"] = (rows[c0], qf[: len(c0)], rows[c0])
     if m:
         me = rows[who]
         new_leader, new_follower = qf[len(c0):], qr[len(c0):]
         old_leader, old_follower = front[who], rear[who]
-        batch.add("new_follower_before", new_follower, new_leader, me)
-        batch.add("new_follower_after", new_follower, me, me)
-        batch.add("me_after", me, new_leader, me)
-        batch.add("old_follower_before", old_follower, me, me)
-        batch.add("old_follower_after", old_follower, old_leader, me)
-    a = batch.evaluate(veh, world.idm, cos, sin)
+        # (ego, front, whose δ): MOBIL evaluates every role with the decider's own δ.
+        roles.update(new_follower_before=(new_follower, new_leader, me),
+                     new_follower_after=(new_follower, me, me),
+                     me_after=(me, new_leader, me),
+                     old_follower_before=(old_follower, me, me),
+                     old_follower_after=(old_follower, old_leader, me))
+    a = idm_mobil.idm_roles(veh, world.idm, cos, sin, **roles)
     acc = a["own_lane"].copy()
     if yield_on:
         # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.

@@ -7,7 +7,7 @@ Owns the per-role evaluations the traffic decision (behaviour.py) asks for:
   ``a·(1 − (v / v0)^δ)`` minus, with a front vehicle, ``a·(d*(v, Δv) / d)²``, where v0 is the
   desired speed clipped to the ego lane's speed limit, d the front's s minus the ego's on the
   ego lane and Δv the closing speed projected on the ego heading (`traffic.py` kernels).
-- `IdmBatch`: several named (ego, front) roles evaluated in one vectorized call and handed back
+- `idm_roles`: several named (ego, front) roles evaluated in one vectorized call and handed back
   by name, so that one frame costs one IDM evaluation however many roles ask.
 - `MobilAccelerations` and `mobil`: highway-env's `IDMVehicle.mobil`: a candidate lane is safe
   when the new follower would not brake harder than `max_braking_imposed`, and worth it when
@@ -19,7 +19,7 @@ Owns the per-role evaluations the traffic decision (behaviour.py) asks for:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 
@@ -52,39 +52,24 @@ def idm_behind(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.
     return acc if all_ego else np.where(ego >= 0, acc, 0.0)
 
 
-class IdmBatch:
-    """Named IDM roles (ego rows, front rows, rows whose exponent δ applies) evaluated at once."""
-
-    def __init__(self) -> None:
-        self._names: list[str] = []
-        self._ego: list[np.ndarray] = []
-        self._front: list[np.ndarray] = []
-        self._delta_of: list[np.ndarray] = []
-
-    def add(self, name: str, ego: np.ndarray, front: np.ndarray, delta_of: np.ndarray) -> None:
-        self._names.append(name)
-        self._ego.append(ego)
-        self._front.append(front)
-        self._delta_of.append(delta_of)
-
-    def evaluate(self, veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.ndarray
-                 ) -> dict[str, np.ndarray]:
-        """Acceleration of every role, by name (views into one result array)."""
-        if len(self._names) == 1:
-            ego, front, delta_of = self._ego[0], self._front[0], self._delta_of[0]
-        else:
-            ego, front = np.concatenate(self._ego), np.concatenate(self._front)
-            delta_of = np.concatenate(self._delta_of)
-        acc = idm_behind(veh, c, cos, sin, ego, front, veh.delta[delta_of])
-        out, k = {}, 0
-        for name, e in zip(self._names, self._ego):
-            out[name] = acc[k: k + len(e)]
-            k += len(e)
-        return out
+def idm_roles(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.ndarray,
+              **roles: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+    """IDM acceleration of named roles, each (ego rows, front rows, rows whose exponent δ applies),
+    evaluated in one vectorized call; returned by name (views into one result array)."""
+    if len(roles) == 1:
+        (ego, front, delta_of), = roles.values()
+    else:
+        egos, fronts, delta_ofs = zip(*roles.values())
+        ego, front, delta_of = np.concatenate(egos), np.concatenate(fronts), np.concatenate(delta_ofs)
+    acc = idm_behind(veh, c, cos, sin, ego, front, veh.delta[delta_of])
+    out, k = {}, 0
+    for name, (e, _, _) in roles.items():
+        out[name] = acc[k: k + len(e)]
+        k += len(e)
+    return out
 
 
-@dataclass(frozen=True)
-class MobilAccelerations:
+class MobilAccelerations(NamedTuple):
     """IDM accelerations [m/s2] of the vehicles a lane change affects, before and after it.
 
     One entry per (deciding vehicle, candidate lane) pair; a missing follower has 0.

@@ -82,6 +82,7 @@ intersection or roundabout arm leaves instead of turning into the incoming lane.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple, Sequence
 
@@ -181,7 +182,7 @@ class World:
                              if params.yielding and self.table.conflicts.n else None)
         self.contacts = Contacts(self.vehicles, self.table)
         self.entry = TrafficEntry(self)
-        self._cache: FrameCache | None = None  # None: rows or poses changed since it was built
+        self._new_cache()
 
     @property
     def capacity(self) -> int:
@@ -217,13 +218,13 @@ class World:
         # Closest lane among the candidates of the spawn lane, as highway-env's constructor does.
         kinematics.relocate(veh, np.array([row]))
         veh.target_lane[row] = veh.lane[row]
-        self._cache = None
+        self._new_cache()
         return row
 
     def despawn(self, row: int) -> None:
         """Remove the vehicle in `row`; the row becomes free."""
         if self.vehicles.remove(row):
-            self._cache = None
+            self._new_cache()
 
     # ---------------------------------------------------------- event hooks
     def set_accel_override(self, row: int, value: float) -> None:
@@ -245,18 +246,19 @@ class World:
         if speed is not None:
             veh.speed[row] = speed
         kinematics.relocate_everywhere(veh, np.array([row]))
-        self._cache = None
+        self._new_cache()
 
     # ---------------------------------------------------------- frame cache
     def frame_cache(self) -> FrameCache:
-        """The per-frame caches of the current poses, rebuilt if rows or poses changed."""
-        if self._cache is None:
-            every = np.arange(self.vehicles.hi)
-            self._new_cache(kinematics.relocate(self.vehicles, every, update_lane=False))
+        """The per-frame caches of the current poses (frame_cache.py)."""
         return self._cache
 
-    def _new_cache(self, candidates: Candidates) -> None:
-        self._cache = FrameCache(self.vehicles.hi, self.vehicles.heading, candidates, self._index_of)
+    def _new_cache(self, candidates: Candidates | None = None) -> None:
+        """Replace the frame cache: rows or poses changed (`candidates`: already computed)."""
+        self._cache = FrameCache(self.vehicles, self._project, self._index_of, candidates)
+
+    def _project(self) -> Candidates:
+        return kinematics.relocate(self.vehicles, np.arange(self.vehicles.hi), update_lane=False)
 
     def _index_of(self, candidates: Candidates) -> traffic.NeighbourIndex:
         veh = self.vehicles
@@ -295,7 +297,7 @@ class World:
         p, veh = self.params, self.vehicles
         dt = 1.0 / p.simulation_frequency
         hi = veh.hi
-        cache = self.frame_cache()
+        cache = self._cache
         traffic_mask = veh.active[:hi] & ~veh.is_controlled[:hi]
         rows = (traffic_mask & ~veh.crashed[:hi]).nonzero()[0]
         # 1. traffic decides
@@ -353,8 +355,8 @@ class World:
             self.despawn(int(row))
 
     def _collide(self) -> None:
-        cache = self.frame_cache()
-        pairs, onset = self.contacts.detect(cache.cos, cache.sin)
+        cache = self._cache
+        pairs, onset = self.contacts.detect(*cache.trig())
         for i, j in onset:
             self.collisions.append(Collision(int(i), int(j), self.time))
         if len(pairs) and not self.params.crashed_stay:
@@ -368,7 +370,7 @@ class World:
         """(front, rear) rows (−1 = none) of `rows` on `lanes` (default: their own lanes)."""
         veh = self.vehicles
         rows = np.asarray(rows, dtype=np.intp)
-        index = self.frame_cache().index
+        index = self._cache.index
         if lanes is None:
             lanes, s = veh.lane[rows], veh.s[rows]
         else:
@@ -404,7 +406,8 @@ class World:
 
 
 def _delegate(name: str) -> property:
-    return property(lambda self: getattr(self.vehicles, name), doc=f"`vehicles.{name}` (per-row array)")
+    # attrgetter runs in C: as cheap as a plain attribute read on the hot observation path.
+    return property(operator.attrgetter(f"vehicles.{name}"), doc=f"`vehicles.{name}` (per-row array)")
 
 
 for _name in STATE_FIELDS:
