@@ -32,6 +32,7 @@ class CosineSchedule:
         f = torch.cos((steps + s) / (1 + s) * math.pi / 2) ** 2
         betas = (1 - f[1:] / f[:-1]).clamp(max=max_beta)
         self.alphas_cumprod = torch.cumprod(1 - betas, dim=0).float()  # (T,)
+        self._ab_values = self.alphas_cumprod.tolist()  # the same values as Python floats, for the sampler's steps
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:
         """ᾱ_t for integer steps t (any shape); t = −1 means the clean sample (ᾱ = 1)."""
@@ -55,7 +56,7 @@ class CosineSchedule:
         return [int(t) for t in grid]
 
     def _ab(self, t: int) -> float:
-        return 1.0 if t < 0 else float(self.alphas_cumprod[t])
+        return 1.0 if t < 0 else self._ab_values[t]
 
     def ddim_sigma(self, t: int, t_prev: int, eta: float = 0.0) -> float:
         """σ of the DDIM step t → t_prev (0 for the last step, t_prev = −1, and for η = 0)."""
