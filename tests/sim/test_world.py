@@ -266,3 +266,52 @@ def test_event_hooks_override_acceleration_and_force_lane_changes():
     assert world.table.lane_index(world.lane[mover]) == ("0", "1", 1)
     assert abs(world.r[mover]) < 0.3
     assert world.speed[braking] > 24.2 - 1e-9  # IDM took over again
+
+
+def test_frame_cache_is_replaced_whenever_rows_or_poses_change():
+    net = RoadNetwork.straight_road_network(2, length=1000)
+    world = World(net, WorldParams(lane_changes_enabled=False), np.random.default_rng(0))
+    a = world.spawn(0, 100.0, 20.0)
+    b = world.spawn(0, 150.0, 20.0)
+    cache = world.frame_cache()
+    assert world.neighbours(np.array([a]))[0].tolist() == [b]
+    assert world.frame_cache() is cache  # queries reuse it
+    c = world.spawn(0, 120.0, 20.0)
+    assert world.frame_cache() is not cache
+    assert world.neighbours(np.array([a]))[0].tolist() == [c]
+    cache = world.frame_cache()
+    world.set_pose(c, *net.get_lane(("0", "1", 1)).position(120.0, 0.0), 0.0)
+    assert world.frame_cache() is not cache and world.lane[c] == 1
+    assert world.neighbours(np.array([a]))[0].tolist() == [b]  # c moved to the other lane
+    assert world.neighbours(np.array([a]), np.array([1]))[0].tolist() == [c]
+    cache = world.frame_cache()
+    world.despawn(b)
+    assert world.frame_cache() is not cache
+    assert world.neighbours(np.array([a]))[0].tolist() == [-1]
+    cache = world.frame_cache()
+    world.step()
+    fresh = world.frame_cache()
+    assert fresh is not cache
+    cos, sin = fresh.trig()
+    rows = world.active_rows()
+    assert np.array_equal(cos[rows], np.cos(world.heading[rows]))
+    assert np.array_equal(sin[rows], np.sin(world.heading[rows]))
+
+
+def test_vehicle_rows_are_reused_ids_are_not_and_growth_keeps_state():
+    net = RoadNetwork.straight_road_network(1, length=2000)
+    world = World(net, WorldParams(randomize_delta=False), capacity=2)
+    rows = [world.spawn(0, 100.0 + 20.0 * k, 10.0 + k) for k in range(5)]  # grows 2 → 4 → 8
+    assert rows == [0, 1, 2, 3, 4] and world.capacity == 8
+    assert world.speed[:5].tolist() == [10.0, 11.0, 12.0, 13.0, 14.0]
+    assert world.s[:5].tolist() == pytest.approx([100.0, 120.0, 140.0, 160.0, 180.0])
+    world.despawn(1)
+    assert world.n_active == 4 and world.active_rows().tolist() == [0, 2, 3, 4]
+    again = world.spawn(0, 500.0, 7.0)
+    assert again == 1 and world.vid[again] == 5 and len(set(world.vid[:5])) == 5
+    world.despawn(4)
+    world.despawn(4)  # a free row: nothing happens
+    assert world.n_active == 4
+    ctrl = [world.spawn(0, 800.0 - 20.0 * m, 20.0, controlled=True, platoon=p, member=m)
+            for p, m in ((1, 1), (0, 0), (1, 0))]
+    assert world.controlled_rows().tolist() == [ctrl[1], ctrl[2], ctrl[0]]
