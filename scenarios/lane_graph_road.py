@@ -15,7 +15,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
-from diffplatoon.scenarios.limits import MAX_LANE_WIDTH, MAX_PRIORITY, MAX_RADIUS, MAX_SPEED
+from diffplatoon.scenarios.limits import MAX_LANE_WIDTH, MAX_PRIORITY, MAX_RADIUS, MAX_SPEED, MIN_LENGTH
 from diffplatoon.scenarios.road_base import JOIN_TOL, LaneIndex, RoadBase, edge_lines
 from diffplatoon.sim.geometry import VEHICLE_WIDTH
 
@@ -40,7 +40,7 @@ class LaneSegment(BaseModel):
                                          "traffic on the lower-priority lane yields.")
     count: StrictInt = Field(1, ge=1, le=8, description="Parallel lanes, laid out to the right of lane 0.")
     center: tuple[float, float] | None = Field(None, description="arc: circle centre [m].")
-    radius: float | None = Field(None, gt=0, le=MAX_RADIUS, description="arc: radius of lane 0 [m].")
+    radius: float | None = Field(None, ge=MIN_LENGTH, le=MAX_RADIUS, description="arc: radius of lane 0 [m].")
     start_phase: float | None = Field(None, description="arc: angle of the start point seen from the centre [rad].")
     end_phase: float | None = Field(None, description="arc: angle of the end point seen from the centre [rad].")
     clockwise: bool = Field(True, description="arc: phase increases along the lane (clockwise on screen, y down).")

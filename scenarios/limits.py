@@ -16,6 +16,7 @@ MAX_SPEED = 60.0  # [m/s] any speed, speed range or speed limit
 MAX_DURATION = 3600.0  # [s] an episode, and anything timed inside one
 MAX_WEIGHT = 1000.0  # largest magnitude of a reward weight
 
+MIN_LENGTH = 1.0  # [m] any length or radius parameter of a road (shorter ones vanish in rounding)
 MAX_LANE_LENGTH = 20_000.0  # [m] one lane, and any length parameter of a road
 MAX_ROAD_LENGTH = 200_000.0  # [m] all lanes together
 MAX_RADIUS = 1_000.0  # [m] any curve radius

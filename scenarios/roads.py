@@ -60,7 +60,7 @@ from pydantic import Field, StrictInt, model_validator
 
 from diffplatoon.scenarios.lane_graph_road import LaneGraphRoad, LaneSegment
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
-from diffplatoon.scenarios.limits import MAX_LANE_LENGTH, MAX_LANE_WIDTH, MAX_RADIUS, MAX_SPEED
+from diffplatoon.scenarios.limits import MAX_LANE_LENGTH, MAX_LANE_WIDTH, MAX_RADIUS, MAX_SPEED, MIN_LENGTH
 from diffplatoon.scenarios.road_base import LaneIndex, RoadBase, edge_lines
 from diffplatoon.sim.geometry import VEHICLE_WIDTH
 
@@ -82,7 +82,7 @@ class HighwayRoad(RoadBase):
 
     type: Literal["highway"] = Field("highway", description="Road type.")
     lanes: StrictInt = Field(3, ge=1, le=8, description="Number of lanes.")
-    length: float = Field(1000.0, gt=0, le=MAX_LANE_LENGTH, description="Length [m].")
+    length: float = Field(1000.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Length [m].")
     speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit [m/s].")
     lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
 
@@ -106,11 +106,11 @@ class OnrampMergeRoad(RoadBase):
 
     type: Literal["onramp_merge"] = Field("onramp_merge", description="Road type.")
     main_lanes: StrictInt = Field(2, ge=1, le=6, description="Lanes of the main road.")
-    main_length: float = Field(600.0, gt=0, le=MAX_LANE_LENGTH, description="Length of the main road [m].")
-    ramp_length: float = Field(150.0, gt=0, le=MAX_LANE_LENGTH, description="Straight approach of the ramp, parallel to the main road [m].")
-    converge_length: float = Field(80.0, gt=0, le=MAX_LANE_LENGTH, description="Sinusoidal section bringing the ramp beside the main road [m].")
-    accel_length: float = Field(100.0, gt=0, le=MAX_LANE_LENGTH, description="Acceleration lane beside the main road, ending at its end [m].")
-    ramp_offset: float = Field(6.5, gt=0, le=MAX_LANE_LENGTH, description="Lateral distance from the ramp approach to the acceleration lane [m].")
+    main_length: float = Field(600.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Length of the main road [m].")
+    ramp_length: float = Field(150.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Straight approach of the ramp, parallel to the main road [m].")
+    converge_length: float = Field(80.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Sinusoidal section bringing the ramp beside the main road [m].")
+    accel_length: float = Field(100.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Acceleration lane beside the main road, ending at its end [m].")
+    ramp_offset: float = Field(6.5, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Lateral distance from the ramp approach to the acceleration lane [m].")
     main_speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit on the main road and acceleration lane [m/s].")
     ramp_speed_limit: float = Field(20.0, gt=0, le=MAX_SPEED, description="Speed limit on the ramp [m/s].")
     lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
@@ -169,8 +169,8 @@ class LaneDropRoad(RoadBase):
 
     type: Literal["lane_drop"] = Field("lane_drop", description="Road type.")
     lanes: StrictInt = Field(3, ge=2, le=8, description="Lanes upstream of the drop (one fewer downstream).")
-    length: float = Field(1000.0, gt=0, le=MAX_LANE_LENGTH, description="Total length [m].")
-    drop_position: float = Field(500.0, gt=0, le=MAX_LANE_LENGTH, description="Where the dropped lane ends, from the start [m].")
+    length: float = Field(1000.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Total length [m].")
+    drop_position: float = Field(500.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Where the dropped lane ends, from the start [m].")
     drop_side: Literal["right", "left"] = Field("right", description="Which outer lane ends.")
     speed_limit: float = Field(30.0, gt=0, le=MAX_SPEED, description="Speed limit [m/s].")
     lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
@@ -217,10 +217,10 @@ class IntersectionRoad(RoadBase):
     """
 
     type: Literal["intersection"] = Field("intersection", description="Road type.")
-    arm_length: float = Field(100.0, gt=0, le=MAX_LANE_LENGTH, description="Length of each arm up to the stop line [m].")
+    arm_length: float = Field(100.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Length of each arm up to the stop line [m].")
     lanes: StrictInt = Field(1, ge=1, le=3, description="Lanes per direction on each arm.")
     lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
-    right_turn_radius: float = Field(9.0, gt=0, le=MAX_RADIUS, description="Radius of the right turn from the rightmost lane [m].")
+    right_turn_radius: float = Field(9.0, ge=MIN_LENGTH, le=MAX_RADIUS, description="Radius of the right turn from the rightmost lane [m].")
     speed_limit: float = Field(14.0, gt=0, le=MAX_SPEED, description="Speed limit on the arms [m/s].")
     turn_speed_limit: float = Field(10.0, gt=0, le=MAX_SPEED, description="Speed limit inside the intersection [m/s].")
 
@@ -279,11 +279,11 @@ class RoundaboutRoad(RoadBase):
     """
 
     type: Literal["roundabout"] = Field("roundabout", description="Road type.")
-    radius: float = Field(20.0, gt=0, le=MAX_RADIUS, description="Radius of the inner ring lane's centre line [m].")
+    radius: float = Field(20.0, ge=MIN_LENGTH, le=MAX_RADIUS, description="Radius of the inner ring lane's centre line [m].")
     lanes: StrictInt = Field(2, ge=1, le=3, description="Ring lanes (0 = inner).")
     lane_width: float = Field(4.0, ge=VEHICLE_WIDTH, le=MAX_LANE_WIDTH, description="Lane width [m].")
-    arm_length: float = Field(80.0, gt=0, le=MAX_LANE_LENGTH, description="Length of the straight part of each arm [m].")
-    entry_radius: float = Field(15.0, gt=0, le=MAX_RADIUS, description="Radius of the entry and exit curves [m].")
+    arm_length: float = Field(80.0, ge=MIN_LENGTH, le=MAX_LANE_LENGTH, description="Length of the straight part of each arm [m].")
+    entry_radius: float = Field(15.0, ge=MIN_LENGTH, le=MAX_RADIUS, description="Radius of the entry and exit curves [m].")
     speed_limit: float = Field(10.0, gt=0, le=MAX_SPEED, description="Speed limit on the ring and its entry/exit curves [m/s].")
     arm_speed_limit: float = Field(15.0, gt=0, le=MAX_SPEED, description="Speed limit on the straight arms [m/s].")
 

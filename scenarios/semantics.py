@@ -85,9 +85,14 @@ def semantic_problems(spec: ScenarioSpec, lines: dict[Path, int] | None = None) 
 
 
 def _road_problems(road: Any, add: Add) -> None:
+    with np.errstate(all="ignore"):  # degenerate geometry is reported below, not warned about
+        _lane_problems(road, add)
+
+
+def _lane_problems(road: Any, add: Add) -> None:
     try:
         found = road.problems()
-    except (ArithmeticError, ValueError) as exc:  # highway-env lane maths on extreme geometry
+    except (ArithmeticError, ValueError) as exc:  # lane maths on extreme but finite geometry
         add(("road",), f"expected a road that can be built, but building it failed: {exc}")
         return
     for field_path, message in found:
@@ -96,9 +101,13 @@ def _road_problems(road: Any, add: Add) -> None:
         return
     graph = road.lane_graph()
     lanes = road.lane_shapes()
+    for idx, lane in lanes.items():
+        ends = (*lane.position(0.0, 0.0), *lane.position(lane.length, 0.0), lane.length)
+        if not all(math.isfinite(v) for v in ends):
+            add(("road",) + _parse_path(road._lane_path(idx)), f"expected finite lane geometry, got lane {list(idx)} "
+                f"with non-finite positions or length")
+            return
     checks = [
-        (lambda i, ln: all(math.isfinite(v) for v in (*ln.position(0, 0), *ln.position(ln.length, 0), ln.length)),
-         "expected finite lane geometry, got lane {lane} with non-finite positions"),
         (lambda i, ln: graph.nodes[i]["length"] <= MAX_LANE_LENGTH,
          f"expected lanes at most {MAX_LANE_LENGTH:g} m long, got lane {{lane}} of {{length:.0f}} m"),
         (lambda i, ln: graph.nodes[i]["width"] >= VEHICLE_WIDTH,

@@ -194,6 +194,8 @@ def test_idm_delta_range(value: str, message: str) -> None:
     ("{from: a, to: b, name: in}", "{from: a, to: b, name: in, priority: true}",
      "bad.yaml:7: road.lanes[0].priority: expected an integer, got True"),
     ("radius: 30", "radius: nan", "bad.yaml:8: road.lanes[1].radius: expected a finite number, got 'nan'"),
+    ("radius: 30", "radius: 1.0e-300", "bad.yaml:8: road.lanes[1].radius: expected a number between 1.0 and 1000.0"),
+    ("b: [100, 0]", "b: [0, 0]", "bad.yaml:3: road: lanes.0.to: expected distinct positions for nodes 'a' and 'b'"),
     ("amplitude: 0", "amplitude: '-inf'", "bad.yaml:9: road.lanes[2].amplitude: expected a finite number, got '-inf'"),
 ])
 def test_lane_graph_numbers(old: str, new: str, where: str) -> None:
@@ -215,7 +217,7 @@ def test_explicit_topology_edge_out_of_range() -> None:
 
 def test_very_long_road_with_a_density() -> None:
     text = edit("  length: 800", "  length: 1000000").replace("count: 5", "density: 20")
-    assert errors_of(text) == ["bad.yaml:7: road.length: expected a number > 0 and <= 20000.0, got 1000000"]
+    assert errors_of(text) == ["bad.yaml:7: road.length: expected a number between 1.0 and 20000.0, got 1000000"]
     far = edit("d: [130, 130]", "d: [130, 1000000]", LANE_GRAPH)  # a lane graph's lanes are as long as its nodes say
     assert errors_of(far) == ["bad.yaml:9: road.lanes[2]: expected lanes at most 20000 m long, got lane ['c', 'd', 0] "
                               "of 999970 m"]
