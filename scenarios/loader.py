@@ -82,9 +82,10 @@ def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | No
     problems = number_problems(data, lines)
     try:
         spec = ScenarioSpec.model_validate(data)
-    except ValidationError as exc:
-        flagged = {p.path for p in problems}
-        problems += [p for p in schema_problems(exc, lines) if p.path not in flagged]
+    except ValidationError as exc:  # where both flag a field, the schema's message names its range
+        schema = schema_problems(exc, lines)
+        flagged = {p.path for p in schema}
+        problems = schema + [p for p in problems if p.path not in flagged]
     except (ArithmeticError, ValueError) as exc:  # a validator's maths on numbers `number_problems` let through
         problems = problems or [Problem((), f"expected numbers a scenario can be built from: {exc}", None)]
     if problems:
