@@ -17,6 +17,7 @@ from importlib import resources
 from pathlib import Path as FsPath
 from typing import Any
 
+import numpy as np
 from annotated_types import Ge, Gt, Le, Lt
 from pydantic import BaseModel, ValidationError
 
@@ -81,7 +82,8 @@ def validate_data(data: dict[str, Any], source: str, lines: dict[Path, int] | No
     lines = lines or {}
     problems = number_problems(data, lines)
     try:
-        spec = ScenarioSpec.model_validate(data)
+        with np.errstate(all="ignore"):  # validators may compute with the numbers flagged above
+            spec = ScenarioSpec.model_validate(data)
     except ValidationError as exc:  # where both flag a field, the schema's message names its range
         schema = schema_problems(exc, lines)
         flagged = {p.path for p in schema}
