@@ -97,7 +97,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
                      me_after=(me, new_leader, me),
                      old_follower_before=(old_follower, me, me),
                      old_follower_after=(old_follower, old_leader, me))
-    a = idm_mobil.idm_roles(veh, world.idm, cos, sin, **roles)
+    a = idm_mobil.idm_roles(veh, world.idm, cos, sin, roles)
     acc = a["own_lane"].copy()
     if yield_on:
         # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.

@@ -19,14 +19,13 @@ if TYPE_CHECKING:
 
 
 class TrafficEntry:
-    """Traffic placement for one World (see `populate` and `fill_to_density`)."""
+    """Traffic placement state of one World (see `populate` and `fill_to_density`)."""
 
-    def __init__(self, world: World):
-        self.world = world
+    def __init__(self) -> None:
         self._state: dict[int, tuple[float, float]] = {}  # entry lane -> (spacing needed, speed)
         self._succ: np.ndarray | None = None  # (entry lanes, lanes): successors of each entry
 
-    def populate(self, density: float, speed_range: tuple[float, float],
+    def populate(self, world: World, density: float, speed_range: tuple[float, float],
                  rng: np.random.Generator) -> list[int]:
         """Place traffic along every lane at about `density` vehicles/km/lane; returns the rows.
 
@@ -40,7 +39,6 @@ class TrafficEntry:
         """
         if density <= 0:
             return []
-        world = self.world
         veh, p, tab = world.vehicles, world.params, world.table
         cf = tab.conflicts
         spacing = 1000.0 / density
@@ -74,7 +72,7 @@ class TrafficEntry:
                 s -= spacing * rng.uniform(0.75, 1.25)
         return placed
 
-    def fill_to_density(self, density: float, speed_range: tuple[float, float],
+    def fill_to_density(self, world: World, density: float, speed_range: tuple[float, float],
                         rng: np.random.Generator) -> list[int]:
         """Spawn traffic at the start of entry lanes to hold `density` vehicles/km/lane.
 
@@ -86,11 +84,10 @@ class TrafficEntry:
         """
         if density <= 0:
             return []
-        world = self.world
         tab = world.table
         spacing = 1000.0 / density
         new: list[int] = []
-        gaps, leader_speeds = self._gaps()
+        gaps, leader_speeds = self._gaps(world)
         for k, e in enumerate(tab.entry_lanes.tolist()):
             if e not in self._state:
                 self._state[e] = (spacing * float(rng.uniform(0.75, 1.25)), float(rng.uniform(*speed_range)))
@@ -108,15 +105,15 @@ class TrafficEntry:
             new.append(world.spawn(e, s_new, speed))
             if tab.has_junctions:
                 routes.random_exit_route(world.vehicles, new[-1], rng)
-            gaps, leader_speeds = self._gaps()  # the new vehicle leads now
+            gaps, leader_speeds = self._gaps(world)  # the new vehicle leads now
             self._state[e] = (spacing * float(rng.uniform(0.75, 1.25)), float(rng.uniform(*speed_range)))
         return new
 
-    def _gaps(self) -> tuple[list[float], list[float]]:
+    def _gaps(self, world: World) -> tuple[list[float], list[float]]:
         """Per entry lane: distance from its start to the nearest vehicle on it or on one of its
         successors (inf if none) and that vehicle's speed; ties go to the lowest row on the
         entry lane, then the lowest row on a successor."""
-        veh, tab = self.world.vehicles, self.world.table
+        veh, tab = world.vehicles, world.table
         hi = veh.hi
         entries = tab.entry_lanes
         if self._succ is None:

@@ -10,33 +10,30 @@ computed from.
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
+from diffplatoon.sim import kinematics
+from diffplatoon.sim.kinematics import Candidates
+from diffplatoon.sim.neighbours import ConnectedLanes, membership_index
 from diffplatoon.sim.traffic import NeighbourIndex
 from diffplatoon.sim.vehicles import Vehicles
-
-# (candidate lanes (−1 = padding), s, r), each (hi, K): every row projected on its `near` lanes.
-Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 class FrameCache:
     """cos/sin of headings, candidate-lane projections and neighbour index of rows [:hi]."""
 
-    __slots__ = ("hi", "_vehicles", "_cos", "_sin", "_candidates", "_index", "_project", "_build_index")
+    __slots__ = ("hi", "_vehicles", "_base", "_connected", "_cos", "_sin", "_candidates", "_index")
 
-    def __init__(self, vehicles: Vehicles, project: Callable[[], Candidates],
-                 build_index: Callable[[Candidates], NeighbourIndex],
+    def __init__(self, vehicles: Vehicles, lane_key_base: np.ndarray, connected: ConnectedLanes | None,
                  candidates: Candidates | None = None):
         self.hi = vehicles.hi
         self._vehicles = vehicles
+        self._base = lane_key_base
+        self._connected = connected
         self._cos: np.ndarray | None = None
         self._sin: np.ndarray | None = None
         self._candidates = candidates
         self._index: NeighbourIndex | None = None
-        self._project = project
-        self._build_index = build_index
 
     def trig(self) -> tuple[np.ndarray, np.ndarray]:
         """(cos, sin) of the headings of rows [:hi]."""
@@ -50,12 +47,14 @@ class FrameCache:
     def candidates(self) -> Candidates:
         """Every row [:hi] projected on the `near` lanes of its lane."""
         if self._candidates is None:
-            self._candidates = self._project()
+            self._candidates = kinematics.relocate(self._vehicles, np.arange(self.hi), update_lane=False)
         return self._candidates
 
     @property
     def index(self) -> NeighbourIndex:
         """Lane memberships of all live vehicles."""
         if self._index is None:
-            self._index = self._build_index(self.candidates)
+            veh = self._vehicles
+            self._index = membership_index(veh.table, self.candidates, veh.active[: self.hi],
+                                           self._base, self._connected)
         return self._index

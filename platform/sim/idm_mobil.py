@@ -52,8 +52,8 @@ def idm_behind(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.
     return acc if all_ego else np.where(ego >= 0, acc, 0.0)
 
 
-def idm_roles(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.ndarray, /,
-              **roles: tuple[np.ndarray, np.ndarray, np.ndarray]) -> dict[str, np.ndarray]:
+def idm_roles(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.ndarray,
+              roles: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]) -> dict[str, np.ndarray]:
     """IDM acceleration of named roles, each (ego rows, front rows, rows whose exponent δ applies),
     evaluated in one vectorized call; returned by name (views into one result array)."""
     if len(roles) == 1:

@@ -13,10 +13,12 @@ from __future__ import annotations
 import numpy as np
 
 from diffplatoon.sim import traffic
-from diffplatoon.sim.frame_cache import Candidates
 from diffplatoon.sim.vehicles import Vehicles
 
 _EMPTY_INT = np.empty(0, dtype=np.intp)
+
+# (candidate lanes (−1 = padding), s, r), each (rows, K): rows projected on their lane's `near` lanes.
+Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def integrate(veh: Vehicles, hi: int, dt: float, max_speed: float, min_speed: float) -> None:

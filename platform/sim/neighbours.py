@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from highway_env.road.road import RoadNetwork
 
-from diffplatoon.sim.frame_cache import Candidates
+from diffplatoon.sim.kinematics import Candidates
 from diffplatoon.sim.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.lanes import LaneTable
 from diffplatoon.sim.traffic import NeighbourIndex

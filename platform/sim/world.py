@@ -92,10 +92,11 @@ from highway_env.road.road import LaneIndex, RoadNetwork
 from diffplatoon.sim import behaviour, kinematics, traffic
 from diffplatoon.sim.contacts import Contacts
 from diffplatoon.sim.entry import TrafficEntry
-from diffplatoon.sim.frame_cache import Candidates, FrameCache
+from diffplatoon.sim.frame_cache import FrameCache
+from diffplatoon.sim.kinematics import Candidates
 from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim.lanes import LaneTable
-from diffplatoon.sim.neighbours import ConnectedLanes, lane_key_base, membership_index
+from diffplatoon.sim.neighbours import ConnectedLanes, lane_key_base
 from diffplatoon.sim.right_of_way import RightOfWay
 from diffplatoon.sim.vehicles import ROUTE_LEN, STATE_FIELDS, Vehicles
 
@@ -181,7 +182,7 @@ class World:
         self.right_of_way = (RightOfWay(self.vehicles, params, self.idm)
                              if params.yielding and self.table.conflicts.n else None)
         self.contacts = Contacts(self.vehicles, self.table)
-        self.entry = TrafficEntry(self)
+        self.entry = TrafficEntry()
         self._new_cache()
 
     @property
@@ -255,15 +256,7 @@ class World:
 
     def _new_cache(self, candidates: Candidates | None = None) -> None:
         """Replace the frame cache: rows or poses changed (`candidates`: already computed)."""
-        self._cache = FrameCache(self.vehicles, self._project, self._index_of, candidates)
-
-    def _project(self) -> Candidates:
-        return kinematics.relocate(self.vehicles, np.arange(self.vehicles.hi), update_lane=False)
-
-    def _index_of(self, candidates: Candidates) -> traffic.NeighbourIndex:
-        veh = self.vehicles
-        return membership_index(self.table, candidates, veh.active[: veh.hi], self.lane_key_base,
-                                self.connected)
+        self._cache = FrameCache(self.vehicles, self.lane_key_base, self.connected, candidates)
 
     # ------------------------------------------------------------- stepping
     def step(self, actions: np.ndarray | None = None) -> None:
@@ -357,9 +350,11 @@ class World:
     def _collide(self) -> None:
         cache = self._cache
         pairs, onset = self.contacts.detect(*cache.trig())
+        if not len(pairs):
+            return
         for i, j in onset:
             self.collisions.append(Collision(int(i), int(j), self.time))
-        if len(pairs) and not self.params.crashed_stay:
+        if not self.params.crashed_stay:
             for row in np.unique(pairs.ravel()):
                 self.departed.append(Departure(int(row), int(self.vehicles.vid[row]), self.time, "crashed"))
                 self.despawn(int(row))
@@ -394,7 +389,7 @@ class World:
     def populate(self, density: float, speed_range: tuple[float, float],
                  rng: np.random.Generator | None = None) -> list[int]:
         """Place traffic along every lane at about `density` vehicles/km/lane (entry.py); returns the rows."""
-        return self.entry.populate(density, speed_range, self.rng if rng is None else rng)
+        return self.entry.populate(self, density, speed_range, self.rng if rng is None else rng)
 
     def fill_to_density(self, density: float, speed_range: tuple[float, float],
                         rng: np.random.Generator | None = None) -> list[int]:
@@ -402,7 +397,7 @@ class World:
 
         Call once per policy step or frame; returns the new rows.
         """
-        return self.entry.fill_to_density(density, speed_range, self.rng if rng is None else rng)
+        return self.entry.fill_to_density(self, density, speed_range, self.rng if rng is None else rng)
 
 
 def _delegate(name: str) -> property:

@@ -57,7 +57,7 @@ def test_named_roles_equal_each_role_evaluated_alone():
     roles = {"a": (rows[:4], rows[4:], rows[:4]),
              "b": (np.array([rows[5], -1]), np.array([-1, rows[2]]), rows[:2]),
              "c": (rows[6:], rows[:2], rows[6:])}
-    together = idm_mobil.idm_roles(world.vehicles, world.idm, cos, sin, **roles)
+    together = idm_mobil.idm_roles(world.vehicles, world.idm, cos, sin, roles)
     for name, (ego, front, delta_of) in roles.items():
         alone = idm_mobil.idm_behind(world.vehicles, world.idm, cos, sin, ego, front,
                                      world.delta[delta_of])
