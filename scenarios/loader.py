@@ -247,7 +247,8 @@ def _describe(error: dict[str, Any], field: Any, parents: list[type[BaseModel]])
         return f"expected a name of letters, digits, '_' or '-' starting with a letter, got {got_text}"
     if kind in ("too_short", "too_long"):
         bound = error["ctx"]["min_length" if kind == "too_short" else "max_length"]
-        return f"expected {'at least' if kind == 'too_short' else 'at most'} {bound} item{'s' * (bound != 1)}, got {_short(got)}"
+        which = "at least" if kind == "too_short" else "at most"
+        return f"expected {which} {bound} item{'s' * (bound != 1)}, got {_short(got)}"
     if kind == "value_error":
         return error["msg"].removeprefix("Value error, ")
     return f"{error['msg']}, got {got_text}"

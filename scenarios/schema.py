@@ -23,7 +23,6 @@ from diffplatoon.scenarios.limits import (
     MAX_CONTROLLED,
     MAX_DENSITY,
     MAX_DURATION,
-    MAX_FRAMES_PER_STEP,
     MAX_INT,
     MAX_SPEED,
     MAX_TRAFFIC,
@@ -301,13 +300,6 @@ class ScenarioSpec(Strict):
 
     @model_validator(mode="after")
     def _frequencies(self) -> "ScenarioSpec":
-        if self.num_controlled > MAX_CONTROLLED:
-            raise ValueError(f"expected at most {MAX_CONTROLLED} platoon members in all, got {self.num_controlled}")
-        if self.simulation_frequency > MAX_FRAMES_PER_STEP * self.policy_frequency:
-            raise ValueError(
-                f"expected at most {MAX_FRAMES_PER_STEP} simulation frames per policy step, got "
-                f"simulation_frequency {self.simulation_frequency} / policy_frequency {self.policy_frequency}"
-            )
         if self.simulation_frequency % self.policy_frequency:
             raise ValueError(
                 f"simulation_frequency ({self.simulation_frequency}) must be a multiple of "

@@ -26,7 +26,9 @@ import numpy as np
 from diffplatoon.scenarios.errors import Path, Problem
 from diffplatoon.scenarios.limits import (
     FRAME_OVERHEAD,
+    MAX_CONTROLLED,
     MAX_DENSITY,
+    MAX_FRAMES_PER_STEP,
     MAX_INT,
     MAX_LANE_LENGTH,
     MAX_NUMBER,
@@ -78,7 +80,7 @@ def semantic_problems(spec: ScenarioSpec, lines: dict[Path, int] | None = None) 
     if problems:
         return problems  # lanes cannot be resolved on a broken road
     _placement_problems(spec, add)
-    _traffic_problems(spec, add)
+    _budget_problems(spec, add)
     _reference_problems(spec, add)
     _topology_problems(spec, add)
     return problems
@@ -187,9 +189,17 @@ def _placement_problems(spec: ScenarioSpec, add: Add) -> None:
             add(owners[b][0], f"expected vehicles not to overlap at spawn, but {owners[b][1]} overlaps {owners[a][1]}")
 
 
-def _traffic_problems(spec: ScenarioSpec, add: Add) -> None:
-    """Bound what `Simulation._spawn_traffic` places (it turns a count into a density the same way),
-    and the work of one policy step: frames per step times the vehicles each frame moves."""
+def _budget_problems(spec: ScenarioSpec, add: Add) -> None:
+    """Bound the agents, the frames per policy step, what `Simulation._spawn_traffic` places (it
+    turns a count into a density the same way) and the work of one policy step: frames per step
+    times the vehicles each frame moves."""
+    if spec.num_controlled > MAX_CONTROLLED:
+        add(("platoons",), f"expected at most {MAX_CONTROLLED} platoon members in all, got {spec.num_controlled}")
+        return
+    if spec.frames_per_step > MAX_FRAMES_PER_STEP:
+        add(("simulation_frequency",), f"expected at most {MAX_FRAMES_PER_STEP} simulation frames per policy step, "
+            f"got simulation_frequency {spec.simulation_frequency} / policy_frequency {spec.policy_frequency}")
+        return
     traffic, graph = spec.traffic, spec.road.lane_graph()
     lengths = [graph.nodes[i]["length"] for i in graph.nodes]
     lane_km = sum(lengths) / 1000.0

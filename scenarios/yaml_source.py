@@ -36,7 +36,8 @@ def read_yaml_text(path: str | os.PathLike[str]) -> str:
         if not stat.S_ISREG(info.st_mode):
             raise ScenarioError(source, [Problem((), "expected an existing scenario file, found none")])
         if info.st_size > MAX_BYTES:
-            raise ScenarioError(source, [Problem((), f"expected a scenario file of at most {MAX_BYTES} bytes, got {info.st_size}")])
+            message = f"expected a scenario file of at most {MAX_BYTES} bytes, got {info.st_size}"
+            raise ScenarioError(source, [Problem((), message)])
         with open(path, "rb") as handle:
             data = handle.read(MAX_BYTES + 1)
     except ScenarioError:
@@ -78,7 +79,8 @@ def parse_yaml(text: str, source: str) -> tuple[Any, dict[Path, int]]:
     except RecursionError:
         raise ScenarioError(source, [Problem((), f"expected at most {MAX_DEPTH} levels of nesting")]) from None
     except (ValueError, OverflowError) as exc:  # a scalar PyYAML's constructors cannot convert
-        raise ScenarioError(source, [Problem((), f"expected plain YAML values, got one that cannot be read: {exc}")]) from None
+        message = f"expected plain YAML values, got one that cannot be read: {exc}"
+        raise ScenarioError(source, [Problem((), message)]) from None
     finally:
         loader.dispose()
     if not isinstance(data, dict):

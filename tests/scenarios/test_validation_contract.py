@@ -326,8 +326,8 @@ def test_every_problem_of_the_contract_in_one_pass() -> None:
 def test_frames_per_step_bounded() -> None:
     text = edit("duration: 20", "duration: 20\nsimulation_frequency: 200\npolicy_frequency: 1")
     assert errors_of(text) == [
-        "bad.yaml:1: <document>: expected at most 20 simulation frames per policy step, got simulation_frequency 200 "
-        "/ policy_frequency 1"
+        "bad.yaml:4: simulation_frequency: expected at most 20 simulation frames per policy step, "
+        "got simulation_frequency 200 / policy_frequency 1"
     ]
 
 
@@ -342,7 +342,7 @@ def test_step_work_bounded() -> None:
 def test_platoon_members_bounded() -> None:
     many = "".join(f"  - {{id: q{i}, size: 16, lane: 0, start: {300 + 400 * i}, speed: 20, spacing: 5}}\n" for i in range(5))
     text = edit("  length: 800", "  length: 5000").replace("platoons:\n", "platoons:\n" + many, 1)
-    assert errors_of(text) == ["bad.yaml:1: <document>: expected at most 64 platoon members in all, got 83"]
+    assert errors_of(text) == ["bad.yaml:10: platoons: expected at most 64 platoon members in all, got 83"]
 
 
 # --- files the loader cannot read ----------------------------------------------------------------
