@@ -1,9 +1,13 @@
 """Centralized joint diffusion planner for platoons: denoiser, noise schedule and DDIM sampler, bicycle rollout,
 safety/comfort guidance costs, normaliser, checkpoints and the training step.
 
-Modules: ``kinematics`` (differentiable bicycle rollout), ``schedule`` (cosine schedule, DDPM noising, DDIM),
-``model`` (encoder + comm-masked transformer denoiser), ``normalizer``, ``guidance`` (costs, GuidanceConfig),
-``planner`` (JointDiffusionPlanner, PlannerConfig, Plan), ``train`` (Batch, TrainConfig, Trainer).
+Modules: ``kinematics`` (differentiable bicycle rollout), ``schedule`` (cosine schedule, DDPM noising, DDIM step
+mean/sigma and sampling loop), ``model`` (encoder + comm-masked transformer denoiser, DenoiserConfig),
+``normalizer``, ``guidance`` (costs, GuidanceConfig, CostGuidance), ``planner`` (JointDiffusionPlanner,
+PlannerConfig, Plan), ``train`` (Batch, TrainConfig, Trainer), ``features`` and ``corridor`` (platoon-frame
+inputs, lane corridors), ``shield`` and ``shield_scene`` (SafetyShield, ShieldLevel), ``controller``
+(PlannerController: the one pipeline from observations to executed actions, used by the ``diffusion:`` policy
+in ``policy`` and by the DPPO RLModule), ``demos``, ``dataset`` and ``pretrain`` (offline pre-training).
 """
 
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext, plan_costs

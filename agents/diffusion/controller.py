@@ -126,7 +126,9 @@ class PlannerController:
         dt, substeps, speed_range: the planner's plan step and rollout (the shield predicts with them).
         horizon: plan steps of the guidance context.
         n_max: members per featurised scene; m_max: neighbours per scene.
-        guidance: guided sampling's config (None: unguided, no context is built).
+        guidance: guided sampling's config (None: unguided).
+        rank_context: build the guidance context without guidance too (a sampler that ranks its samples by cost
+            scores them in it); without either, no context is built.
         shield: check plans with `SafetyShield` (else the lowest-cost sample is executed).
         shield_corridor: give the shield each member's lane corridor (road check, lane-kept fallback).
         interval: time between two `observe` calls for one key [s] (the neighbour acceleration estimate).
@@ -134,9 +136,10 @@ class PlannerController:
 
     def __init__(self, *, dt: float, substeps: int, speed_range: tuple[float, float], horizon: int, n_max: int,
                  m_max: int, guidance: GuidanceConfig | None, shield: bool, shield_corridor: bool = True,
-                 interval: float | None = None) -> None:
+                 rank_context: bool = False, interval: float | None = None) -> None:
         self.horizon, self.n_max, self.m_max = horizon, n_max, m_max
         self.guidance = guidance
+        self.needs_context = guidance is not None or rank_context
         self.shield = SafetyShield(ShieldConfig(), dt=dt, substeps=substeps, speed_range=speed_range)
         self.use_shield, self.shield_corridor = shield, shield_corridor
         self.interval = dt if interval is None else interval
@@ -152,7 +155,7 @@ class PlannerController:
         """The `ControlScene` of the platoon whose members are ``rows`` of ``obs`` (``key`` names it across calls)."""
         rows = np.asarray(rows, dtype=np.intp)
         inputs = features.platoon_inputs(obs, rows, self.n_max, self.m_max, length=limits.length)
-        road = self.guidance is not None or (self.use_shield and self.shield_corridor)
+        road = self.needs_context or (self.use_shield and self.shield_corridor)
         corridor = member_corridors(obs, rows, inputs.frame.astype(np.float64)) if road else None
         return ControlScene(obs, rows, inputs, limits, self._neighbour_accel(key, inputs), corridor)
 
@@ -221,7 +224,7 @@ class PlannerController:
 
         Returns the choices, the sampler's inputs and whatever the sampler returned beside its samples."""
         inputs = self.inputs(scenes, device)
-        context = self.guidance_context(scenes, device) if self.guidance is not None else None
+        context = self.guidance_context(scenes, device) if self.needs_context else None
         samples, extra = sample(inputs, context)
         return self.decide(scenes, samples, steps), inputs, extra
 

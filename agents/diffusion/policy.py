@@ -139,7 +139,8 @@ class DiffusionPolicy(Policy):
             "length", "width", "max_acceleration", "max_deceleration", "max_steering")))
         self.controller = PlannerController(dt=cfg.dt, substeps=cfg.substeps, speed_range=cfg.speed_range,
                                             horizon=cfg.horizon, n_max=self.n_max, m_max=self.params.neighbours,
-                                            guidance=self.guidance, shield=self.params.shield, interval=info.dt)
+                                            guidance=self.guidance, shield=self.params.shield, rank_context=True,
+                                            interval=info.dt)
         self.plan_dim = spec.comms.plan_dim
         self._summary = np.zeros((m, self.plan_dim))
         n_platoons = len(self.platoon_rows)

@@ -82,8 +82,9 @@ FT_INDEX = "ft_index"  # train output: which fine-tuned steps `chain_logp` holds
 INPUT_KEYS = {"obs": "p_obs", "inbox": "p_inbox", "inbox_mask": "p_inbox_mask", "comm_mask": "p_comm_mask",
               "member_mask": "p_member_mask", "ego_state": "p_ego", "length": "p_length"}
 LOGP_RANGE = (-5.0, 2.0)
-__all__ = ["CHAIN", "CHAIN_LOGP", "ChainOut", "DiffusionModuleConfig", "DiffusionPlannerModule", "FT_INDEX", "INPUT_KEYS",
-           "SHIELDED", "SHIFT", "module_model_config", "planner_config_of", "platoon_state", "policy_rows"]
+__all__ = ["CHAIN", "CHAIN_LOGP", "ChainOut", "DiffusionModuleConfig", "DiffusionPlannerModule", "FT_INDEX",
+           "INPUT_KEYS", "SHIELDED", "SHIFT", "module_model_config", "planner_config_of", "platoon_state",
+           "policy_rows"]
 
 
 @dataclass

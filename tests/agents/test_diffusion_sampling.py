@@ -212,7 +212,8 @@ def test_ddpm_and_ddim_step_means_match_their_formulas():
     x0, x_t = torch.randn(4, 3, generator=g, dtype=torch.float64), torch.randn(4, 3, generator=g, dtype=torch.float64)
     for t in (1, 20, 49):
         beta = 1 - ab[t] / ab[t - 1]
-        posterior_mean = (ab[t - 1].sqrt() * beta / (1 - ab[t])) * x0 + ((1 - beta).sqrt() * (1 - ab[t - 1]) / (1 - ab[t])) * x_t
+        posterior_mean = ((ab[t - 1].sqrt() * beta / (1 - ab[t])) * x0
+                          + ((1 - beta).sqrt() * (1 - ab[t - 1]) / (1 - ab[t])) * x_t)
         posterior_var = beta * (1 - ab[t - 1]) / (1 - ab[t])
         sigma = sched.ddim_sigma(t, t - 1, eta=1.0)
         assert sigma**2 == pytest.approx(float(posterior_var), rel=1e-5)
@@ -232,8 +233,9 @@ def test_ddpm_and_ddim_step_means_match_their_formulas():
 def _exact_output(mu: float, s: float, schedule: CosineSchedule, steps: int, eta: float) -> tuple[float, float]:
     """Mean and std of the sampler's output for start noise N(0, 1) and the exact Gaussian denoiser.
 
-    Every step is affine in d = x_t − √ᾱ_t·mu: with k = √ᾱ_t s² / v_t (v_t = ᾱ_t s² + 1 − ᾱ_t), x̂0 − mu = k·d and
-    ε̂ = d·(1 − √ᾱ_t k) / √(1 − ᾱ_t), so d_s = A·d_t + σ·z with A = √ᾱ_s k + √(1 − ᾱ_s − σ²)(1 − √ᾱ_t k) / √(1 − ᾱ_t)."""
+    Every step is affine in d = x_t − √ᾱ_t·mu: with k = √ᾱ_t s² / v_t (v_t = ᾱ_t s² + 1 − ᾱ_t), x̂0 − mu = k·d
+    and ε̂ = d·(1 − √ᾱ_t k) / √(1 − ᾱ_t), so d_s = A·d_t + σ·z with
+    A = √ᾱ_s k + √(1 − ᾱ_s − σ²)(1 − √ᾱ_t k) / √(1 − ᾱ_t)."""
     ts = schedule.ddim_timesteps(steps)
     mean, var = -math.sqrt(float(schedule.alphas_cumprod[ts[0]])) * mu, 1.0  # of d at the start
     for i, t in enumerate(ts):
@@ -242,15 +244,16 @@ def _exact_output(mu: float, s: float, schedule: CosineSchedule, steps: int, eta
         a_s = 1.0 if t_prev < 0 else float(schedule.alphas_cumprod[t_prev])
         sigma = schedule.ddim_sigma(t, t_prev, eta)
         k = math.sqrt(a_t) * s**2 / (a_t * s**2 + 1 - a_t)
-        gain = math.sqrt(a_s) * k + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * (1 - math.sqrt(a_t) * k) / math.sqrt(1 - a_t)
+        eps_gain = (1 - math.sqrt(a_t) * k) / math.sqrt(1 - a_t)
+        gain = math.sqrt(a_s) * k + math.sqrt(max(0.0, 1 - a_s - sigma**2)) * eps_gain
         mean, var = gain * mean, gain**2 * var + sigma**2
     return mu + mean, math.sqrt(var)
 
 
 @pytest.mark.parametrize("steps", [5, 20, 100])
 def test_deterministic_ddim_with_the_exact_gaussian_denoiser_maps_noise_to_the_data(steps):
-    """Data x0 ~ N(mu, s²), whose optimal x0 predictor is known in closed form: deterministic DDIM (η = 0) from N(0, 1)
-    is an affine map, so its output is Gaussian with the mean and std `_exact_output` derives from the schedule; the
+    """Data x0 ~ N(mu, s²), whose optimal x0 predictor is known in closed form: deterministic DDIM (η = 0) from
+    N(0, 1) is an affine map, so its output is Gaussian with the mean and std `_exact_output` derives from the schedule; the
     mean is mu, and the std approaches s as the steps refine (the probability-flow ODE's discretisation)."""
     mu, s = 1.5, 0.4
     sched = CosineSchedule(100)
