@@ -149,7 +149,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         acc[kc] = np.minimum(acc[kc], acc_tgt if keep is None else acc_tgt[keep])
     if len(new_idx):
         acc[new_idx] = np.minimum(acc[new_idx], a["me_after"][k])
-    if veh.n_routes and tab.has_junctions:
+    if veh.n_routes and tab.road_graph.has_junctions:
         routes.let_pass_for_exit(veh, world.idm, p.exit_lane_lookahead, cos, sin, rows, lane,
                                  new_tgt, acc, index)
     acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
@@ -174,7 +174,7 @@ def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: n
     r_ = rows[who]
     cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
     ok = tab.is_reachable(cand, cs, cr) & (np.abs(veh.speed[r_]) >= 1)
-    if world.right_of_way is not None and tab.has_junctions:
+    if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts
         ok &= ~((cs >= cf.zone_start[cand] - world.params.zone_change_guard) & (cs <= cf.zone_end[cand]))

@@ -66,7 +66,7 @@ class TrafficEntry:
                     if np.isfinite(s_ahead):
                         speed = min(speed, max(0.0, (s_ahead - s - p.distance_wanted) / p.time_wanted))
                     placed.append(world.spawn(lane_id, float(s), speed))
-                    if tab.has_junctions:
+                    if tab.road_graph.has_junctions:
                         routes.random_exit_route(veh, placed[-1], rng)
                     s_ahead = s
                 s -= spacing * rng.uniform(0.75, 1.25)
@@ -103,7 +103,7 @@ class TrafficEntry:
                 # Enter where the spacing was reached during the step, not further back.
                 s_new = min(gap - want, max(tab.length[e] - VEHICLE_LENGTH, 0.0))
             new.append(world.spawn(e, s_new, speed))
-            if tab.has_junctions:
+            if tab.road_graph.has_junctions:
                 routes.random_exit_route(world.vehicles, new[-1], rng)
             gaps, leader_speeds = self._gaps(world)  # the new vehicle leads now
             self._state[e] = (spacing * float(rng.uniform(0.75, 1.25)), float(rng.uniform(*speed_range)))

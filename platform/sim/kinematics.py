@@ -2,10 +2,11 @@
 
 Owns `integrate` (highway-env's `Vehicle.step`: crashed vehicles brake to a stop, speeds are
 held within [min_speed, max_speed]), `relocate` (each vehicle re-picks its closest lane among
-the `near` candidates of its lane, searching all lanes only when `LaneSearch.far_lanes_may_be_closer`
-says another lane may be as close; leaving a lane end moves it to the next lane with the
-excess s, because s is recomputed on the new lane), `relocate_everywhere` (closest of all
-lanes, highway-env's rule after a teleport) and the lane-keeping steering towards given lanes.
+the `near` candidates of its lane, searching all lanes only when
+`LaneSearch.far_lanes_may_be_closer` says another lane may be as close; leaving a lane end
+moves it to the next lane with the excess s, because s is recomputed on the new lane),
+`relocate_everywhere` (closest of all lanes, highway-env's rule after a teleport) and the
+lane-keeping steering towards given lanes.
 """
 
 from __future__ import annotations

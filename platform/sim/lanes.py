@@ -33,17 +33,12 @@ Attributes, by group:
   before the end, where traffic's `follow_road` switches lanes; the two differ where next
   lanes start at one point, as at the intersection's stop lines), `entry_lanes` (no
   predecessor), `follow_at`/`exit_at` (s where traffic switches lanes / leaves the road);
-- routes (`_fill_road_graph`): `road_next` (roads reachable from each road, U-turns excluded
-  as for `successors`), `road_length`, `exit_roads` (no successor), `has_junctions` (some road
-  leads to more than one road), `exit_paths(road)` (shortest road sequences to every reachable
-  exit road) and `road_exit_lane` (the lane to drive on before a road with another lane count);
+- `road_graph`: road-level topology for traffic routes (road_graph.py `RoadGraph`);
 - `search`: the candidate lanes of the closest-lane search (lane_search.py `LaneSearch`);
 - `conflicts`: right-of-way conflicts between lanes of different priority (conflicts.py).
 """
 
 from __future__ import annotations
-
-import heapq
 
 import numpy as np
 from highway_env.road.lane import AbstractLane, CircularLane, SineLane, StraightLane
@@ -52,6 +47,7 @@ from highway_env.road.road import LaneIndex, RoadNetwork
 from diffplatoon.sim.conflicts import Conflicts
 from diffplatoon.sim.geometry import VEHICLE_LENGTH, wrap_angle
 from diffplatoon.sim.lane_search import ON_LANE_MARGIN, LaneSearch
+from diffplatoon.sim.road_graph import RoadGraph
 
 STRAIGHT, SINE, CIRCULAR, OTHER = 0, 1, 2, 3
 
@@ -85,6 +81,7 @@ class LaneTable:
 
         self._fill_geometry()
         self._fill_topology()
+        self.road_graph = RoadGraph(self)
         self.search = LaneSearch(self)
         self.conflicts = Conflicts(self)
 
@@ -176,61 +173,6 @@ class LaneTable:
         self._reach_r = 2 * self.width
         self._reach_end = self.length + VEHICLE_LENGTH
         self._band_half = self.width / 2 + ON_LANE_MARGIN
-        self._fill_road_graph()
-
-    def _fill_road_graph(self) -> None:
-        """Road-level topology for traffic routes: next roads, exit roads, junctions."""
-        n_roads = len(self.roads)
-        nxt: list[set[int]] = [set() for _ in range(n_roads)]
-        for k in range(self.n):
-            nxt[self.road[k]].update(int(self.road[m]) for m in self.successors[k])
-        self.road_next = [sorted(s) for s in nxt]
-        self.road_length = self.length[self.road_first]
-        self.exit_roads = [r for r in range(n_roads) if not nxt[r]]
-        self.has_junctions = any(len(s) > 1 for s in nxt)
-        self._exit_paths: dict[int, list[list[int]]] = {}
-        self.road_exit_lane = self._exit_lanes_of_roads()
-
-    def exit_paths(self, road: int) -> list[list[int]]:
-        """Shortest road sequences (by length) from `road` to every exit road reachable from it,
-        `road` first, ordered by exit road id."""
-        if road not in self._exit_paths:
-            dist, prev, todo = {road: 0.0}, {road: -1}, [(0.0, road)]
-            while todo:
-                d, r = heapq.heappop(todo)
-                if d > dist[r]:
-                    continue
-                for m in self.road_next[r]:
-                    dm = d + float(self.road_length[m])
-                    if dm < dist.get(m, np.inf):
-                        dist[m], prev[m] = dm, r
-                        heapq.heappush(todo, (dm, m))
-            paths = []
-            for e in self.exit_roads:
-                if e in prev:
-                    path = [e]
-                    while prev[path[-1]] >= 0:
-                        path.append(prev[path[-1]])
-                    paths.append(path[::-1])
-            self._exit_paths[road] = paths
-        return self._exit_paths[road]
-
-    def _exit_lanes_of_roads(self) -> np.ndarray:
-        """(roads, roads) lane position to drive on road r before road m where m follows r with
-        another lane count: the lane ending nearest m's first lane (the outer ring lane before a
-        roundabout exit); −1 elsewhere (highway-env keeps the lane number)."""
-        n_roads = len(self.roads)
-        out = np.full((n_roads, n_roads), -1, dtype=np.intp)
-        for r in range(n_roads):
-            first = self.road_first[r]
-            lanes = np.arange(first, first + self.road_size[first])
-            xe, ye = self.position(lanes, self.length[lanes], np.zeros(len(lanes)))
-            for m in self.road_next[r]:
-                nxt = self.road_first[m]
-                if self.road_size[nxt] != len(lanes):
-                    x0, y0 = self.position(np.array([nxt]), np.zeros(1), np.zeros(1))
-                    out[r, m] = int(np.argmin(np.hypot(xe - x0[0], ye - y0[0])))
-        return out
 
     # ------------------------------------------------------------ look-ups
     def lane_id(self, index: LaneIndex) -> int:

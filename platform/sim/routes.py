@@ -1,7 +1,7 @@
 """Traffic routes: following the road at lane ends, exit lanes, and routes to exits at junctions.
 
 On a road where some lane leads to more than one road (an intersection, a roundabout;
-`LaneTable.has_junctions`), every traffic vehicle that `populate` or `fill_to_density` spawns
+`RoadGraph.has_junctions`), every traffic vehicle that `populate` or `fill_to_density` spawns
 gets a route to an exit road drawn uniformly among those reachable from its road
 (`random_exit_route`, one draw from the generator they use), along the shortest way there,
 with any lane on every road (highway-env's `plan_route_to`). Straight roads, merges and lane
@@ -56,9 +56,9 @@ def exit_lane_wish(veh: Vehicles, exit_lane_lookahead: float, row: int, lane: in
     dist = float(tab.length[lane] - veh.s[row])
     while k + 1 < n and dist <= exit_lane_lookahead:
         r, m = tab.road[veh.route[row, k]], tab.road[veh.route[row, k + 1]]
-        if tab.road_exit_lane[r, m] >= 0:
-            return int(tab.road_exit_lane[r, m])
-        dist += float(tab.road_length[m])
+        if tab.road_graph.exit_lane[r, m] >= 0:
+            return int(tab.road_graph.exit_lane[r, m])
+        dist += float(tab.road_graph.length[m])
         k += 1
     return -1
 
@@ -72,12 +72,12 @@ def go_round_if_exit_missed(veh: Vehicles, row: int) -> None:
     road = int(tab.road[tgt])
     if head + 1 >= n or tab.road[veh.route[row, head]] != road:
         return
-    want = tab.road_exit_lane[road, tab.road[veh.route[row, head + 1]]]
+    want = tab.road_graph.exit_lane[road, tab.road[veh.route[row, head + 1]]]
     cont = int(tab.follow_next[tgt])
     if want < 0 or tab.lane_pos[tgt] == want or cont < 0:
         return
     dest = int(tab.road[veh.route[row, n - 1]])
-    for path in tab.exit_paths(int(tab.road[cont])):
+    for path in tab.road_graph.exit_paths(int(tab.road[cont])):
         if path[-1] == dest and len(path) < ROUTE_LEN:
             veh.set_road_route(row, [road, *path])
             return
@@ -87,7 +87,7 @@ def random_exit_route(veh: Vehicles, row: int, rng: np.random.Generator) -> None
     """Route `row` to an exit drawn uniformly among those reachable from the road of its target
     lane (shortest way there; one draw from `rng` when several)."""
     tab = veh.table
-    paths = [p for p in tab.exit_paths(int(tab.road[veh.target_lane[row]])) if len(p) <= ROUTE_LEN]
+    paths = [p for p in tab.road_graph.exit_paths(int(tab.road[veh.target_lane[row]])) if len(p) <= ROUTE_LEN]
     if not paths:
         return
     path = paths[int(rng.integers(len(paths)))] if len(paths) > 1 else paths[0]

@@ -204,6 +204,7 @@ class Vehicles:
                 fn = nxt[routed]
                 same = ok & (fn >= 0) & (tab.road[np.maximum(fn, 0)] == road)
                 r = np.maximum(road, 0)
-                guess = tab.road_first[r] + np.minimum(tab.lane_pos[lanes[routed]], tab.road_size[tab.road_first[r]] - 1)
+                same_pos = np.minimum(tab.lane_pos[lanes[routed]], tab.road_size[tab.road_first[r]] - 1)
+                guess = tab.road_first[r] + same_pos
                 nxt[routed] = np.where(same, fn, np.where(ok, guess, fn))
         return nxt

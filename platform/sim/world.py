@@ -50,8 +50,8 @@ Frame order (as highway-env: all vehicles decide, then all move, then collisions
 3. every vehicle integrates the kinematic bicycle model (crashed ones brake to a stop);
 4. each vehicle re-picks its closest lane among the `near` candidates of its lane (falls
    back to all lanes when no candidate is close and a lane box bound says another lane may
-   be as close, `LaneTable.far_lanes_may_be_closer`); leaving a lane end moves the vehicle to
-   the next lane with the excess s, because s is recomputed on the new lane;
+   be as close; lane_search.py); leaving a lane end moves the vehicle to the next lane with
+   the excess s, because s is recomputed on the new lane;
 5. departures (end of a road with no successor, end of the route), then collisions.
 
 Modules (each owns one concern; `World` holds one of each and `frame` calls them in order):

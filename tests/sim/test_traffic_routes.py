@@ -18,7 +18,7 @@ SPEEDS = (7.0, 10.0)
 def _loop_lanes(world: World) -> np.ndarray:
     """(lanes,) bool: lanes on a road that lies on a cycle of the road graph (a roundabout ring)."""
     tab = world.table
-    graph = nx.DiGraph([(r, m) for r, nxt in enumerate(tab.road_next) for m in nxt])
+    graph = nx.DiGraph([(r, m) for r, nxt in enumerate(tab.road_graph.next) for m in nxt])
     ring = {r for comp in nx.strongly_connected_components(graph) if len(comp) > 1 for r in comp}
     return np.isin(tab.road, sorted(ring))
 
@@ -98,7 +98,7 @@ def test_routes_come_from_the_world_generator():
 
 def test_straight_highway_traffic_keeps_no_route():
     world = World(build_network(HighwayRoad(lanes=3, length=1000.0)), WorldParams(), np.random.default_rng(0))
-    assert not world.table.has_junctions
+    assert not world.table.road_graph.has_junctions
     world.populate(20.0, (20.0, 25.0))
     for _ in range(25):
         world.step()
