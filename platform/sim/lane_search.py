@@ -103,7 +103,7 @@ def _lane_boxes(t: LaneTable) -> np.ndarray:
     such that distance(point, box) − slack ≤ `distance_with_heading` of the point on that lane
     (the point at the clamped s lies on the centre line, or for a SineLane within the amplitude
     of its chord); lanes of unknown shape get an infinite box, row n an empty one (padding)."""
-    from diffplatoon.sim.lanes import CIRCULAR, OTHER, SINE
+    from diffplatoon.sim.lanes import CIRCULAR, OTHER, SINE  # lanes.py imports this module
 
     n = t.n
     box = np.empty((n + 1, 4))
