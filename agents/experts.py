@@ -43,6 +43,8 @@ time gap, r = its standstill gap, ACC h = 1.2 s (safety.md §3: 1.0–1.5 s for 
 from __future__ import annotations
 
 import dataclasses
+import math
+import typing
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -76,11 +78,25 @@ _LANE_CHANGE_TIMEOUT = 6.0
 
 
 def _check_params(cls: type, params: dict[str, Any]) -> Any:
-    """Build the params dataclass `cls` from `params`; unknown keys name the valid ones."""
+    """Build the params dataclass `cls` from `params`; unknown keys name the valid ones, a value
+    of the wrong type (or a non-finite number) names what its field expects."""
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise ValueError(f"unknown parameter(s) {', '.join(unknown)}; valid: {', '.join(valid)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in params.items():
+        hint = hints[key]
+        if typing.get_origin(hint) is Literal:
+            ok, expected = value in typing.get_args(hint), " or ".join(map(repr, typing.get_args(hint)))
+        else:
+            kinds = typing.get_args(hint) or (hint,)
+            number = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            ok = (value is None and type(None) in kinds) or (bool in kinds and isinstance(value, bool)) \
+                or (float in kinds and number) or (int in kinds and number and isinstance(value, int))
+            expected = "true or false" if bool in kinds else "an integer" if int in kinds else "a finite number"
+        if not ok:
+            raise ValueError(f"parameter {key}: expected {expected}, got {value!r}")
     return cls(**params)
 
 

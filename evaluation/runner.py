@@ -8,12 +8,19 @@ the episodes still running. Before a record is appended, what the report draws o
 written atomically to ``<out>/episodes/<job>.npz``; the report only reads these files. Resuming: a rerun reads the records, skips every job_id already
 there and reports each episode exactly once.
 
+Guards: every policy is built once for every scenario in the driver before Ray starts, so a
+policy that cannot be built is one `PolicyBuildError`, not a folder of failure records. Each
+job has a wall-clock limit (``timeout``, default `DEFAULT_JOB_TIMEOUT`): a task past it is
+cancelled and its worker killed (`diffplatoon.cluster.run_bounded`), so a hang even inside one
+simulator step becomes a failure record "timed out after N s" and the run goes on.
+
 Failures: a Python exception inside an episode is deterministic (same seed, same error), so
 it is not retried; it becomes one failure record (``failed: true`` and the error). A task
 whose worker process dies (segfault, out of memory) is retried by Ray up to ``max_retries``
 times and recorded as a failure if it still dies. Failure records are final on rerun unless
-``retry_failed`` is set; `load_records` keeps one record per job_id (a success over a
-failure), so the report never counts an episode twice.
+``retry_failed`` is set, which runs those jobs again and appends their new records. Older
+lines stay in the file as the audit trail; `load_records` keeps the newest record of each
+job_id, so the report counts every episode exactly once.
 
 Parallelism: at most ``num_workers`` tasks are in flight, one CPU each, torch limited to one
 thread per worker. Episodes are seeded by (scenario seed, episode index) only, so the records
@@ -40,7 +47,8 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.table import Table
 
 from diffplatoon import io
-from diffplatoon.cluster import JobSummary, connect_ray, remote
+from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
+                                 run_bounded)
 from diffplatoon.evaluation import episode_data, stats
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
@@ -144,15 +152,33 @@ def repair_records(path: Path) -> int:
 
 
 def load_records(out: str | os.PathLike[str]) -> list[dict[str, Any]]:
-    """Records of a run folder, one per job_id (a success wins over a failure), in file order."""
+    """Records of a run folder, one per job_id: the newest line of each job (a retry supersedes the
+    failure before it), in the order jobs first appear in the file."""
     chosen: dict[str, dict[str, Any]] = {}
     for rec in io.read_jsonl(Path(out) / RECORDS):
         key = rec.get("job_id")
-        if key is None:
-            continue
-        if key not in chosen or (chosen[key].get("failed") and not rec.get("failed")):
+        if key is not None:
             chosen[key] = rec
     return list(chosen.values())
+
+
+class PolicyBuildError(ValueError):
+    """A policy string that cannot be built for a scenario of the run (checked before Ray starts)."""
+
+
+def check_policies(policies: Sequence[str], entries: Sequence[ScenarioEntry]) -> None:
+    """Build every policy once for every scenario in this process; raise `PolicyBuildError` naming
+    the first that fails (unknown kind, bad parameter, missing or mismatched checkpoint)."""
+    from diffplatoon.agents.policy import make_policy
+
+    for name in policies:
+        for entry in entries:
+            try:
+                make_policy(name, entry.spec)
+            except Exception as exc:  # noqa: BLE001 - any build error is the user's policy string
+                text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                raise PolicyBuildError(f"policy {name!r} cannot be built for scenario {entry.spec.name!r}: "
+                                       f"{text}") from exc
 
 
 def failure_record(job: Job, seed: int, error: str, detail: str = "") -> dict[str, Any]:
@@ -196,12 +222,13 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
              ray_address: str | None = None, num_workers: int | None = None, seed_offset: int = 0,
              worst_k: int = 3, progress: bool = True, max_retries: int = DEFAULT_MAX_RETRIES,
              retry_failed: bool = False, report: bool = True, render_replays: bool = True,
-             console: Console | None = None) -> EvalSummary:
+             timeout: float | None = DEFAULT_JOB_TIMEOUT, console: Console | None = None) -> EvalSummary:
     """Run every (scenario, episode, policy) job on Ray, append records, then build the report.
 
     ``scenarios`` may hold catalogue names, YAML paths or `ScenarioSpec` objects. Jobs whose
     job_id is already in ``out/records.jsonl`` are skipped (failures too, unless
-    ``retry_failed``).
+    ``retry_failed``). ``timeout`` is each job's wall-clock limit [s] (None: none). Raises
+    `PolicyBuildError` before starting Ray when a policy cannot be built for some scenario.
     """
     import ray
 
@@ -209,10 +236,14 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
         raise ValueError(f"episodes must be >= 0, got {episodes}")
     if not policies:
         raise ValueError("at least one policy is needed")
+    if num_workers is not None and num_workers < 1:
+        raise ValueError(f"num_workers must be >= 1, got {num_workers}")
+    check_timeout(timeout)
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     console = console or Console()
     entries = resolve_scenarios(scenarios)
+    check_policies(policies, entries)
+    out.mkdir(parents=True, exist_ok=True)
     specs = {e.spec.name: e.spec for e in entries}
     jobs = make_jobs(entries, policies, episodes, seed_offset)
     records_path = out / RECORDS
@@ -228,7 +259,7 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
     if todo:
         we_started_ray = connect_ray(ray_address, num_workers)
         try:
-            completed = _drive(todo, specs, records_path, num_workers, max_retries, progress, console)
+            completed = _drive(todo, specs, records_path, num_workers, max_retries, timeout, progress, console)
         finally:
             if we_started_ray:
                 ray.shutdown()
@@ -254,44 +285,36 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
 
 
 def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, num_workers: int | None,
-           max_retries: int, show: bool, console: Console) -> int:
-    """Submit jobs keeping at most ``num_workers`` in flight; store each episode's data, then append its record."""
+           max_retries: int, timeout: float | None, show: bool, console: Console) -> int:
+    """Run the jobs through `run_bounded`; store each episode's data, then append its record."""
     import ray
 
     workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
     spec_refs = {name: ray.put(spec) for name, spec in specs.items()}
     task = remote(run_job).options(max_retries=max_retries)
-    queue = list(reversed(todo))
-    pending: dict[Any, Job] = {}
     completed = 0
     bar = Progress(TextColumn("[bold]evaluate"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
                    TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
                    disable=not show)
-
-    def refill() -> None:
-        while queue and len(pending) < workers:
-            job = queue.pop()
-            pending[task.remote(spec_refs[job.scenario], job.policy, job.episode)] = job
-
     with bar:
         task_id = bar.add_task("episodes", total=len(todo))
-        while queue or pending:
-            refill()
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            finished = [(ref, pending.pop(ref)) for ref in ready]
-            refill()  # keep the freed worker busy while the record is fetched and written
-            for ref, job in finished:
+        for job, ref in run_bounded(todo, lambda j: task.remote(spec_refs[j.scenario], j.policy, j.episode),
+                                    workers=workers, timeout=timeout):
+            seed = specs[job.scenario].seed
+            if isinstance(ref, Overdue):
+                record, payload = failure_record(job, seed, ref.reason), None
+                record["timed_out"] = True
+            else:
                 try:
                     record, payload = ray.get(ref)
                 except Exception as exc:  # noqa: BLE001 - worker died after all retries
-                    record, payload = failure_record(
-                        job, specs[job.scenario].seed,
-                        f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}", str(exc)), None
-                if payload is not None:  # first, so that a record's data file is always whole
-                    io.atomic_write_bytes(episode_data.data_path(records_path.parent, job.job_id), payload)
-                io.append_jsonl(records_path, record)
-                completed += 1
-                bar.advance(task_id)
+                    first = str(exc).splitlines()[0] if str(exc) else ""
+                    record, payload = failure_record(job, seed, f"{type(exc).__name__}: {first}", str(exc)), None
+            if payload is not None:  # first, so that a record's data file is always whole
+                io.atomic_write_bytes(episode_data.data_path(records_path.parent, job.job_id), payload)
+            io.append_jsonl(records_path, record)
+            completed += 1
+            bar.advance(task_id)
     return completed
 
 

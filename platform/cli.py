@@ -13,13 +13,14 @@ import sys
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, NoReturn, Optional
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
 
+from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT
 from diffplatoon.scenarios import ScenarioError, ScenarioSpec, catalogue_names, expand_sweep, load_scenario
 
 console = Console()
@@ -218,21 +219,40 @@ def evaluate_command(
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
     num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Parallel episode workers (default: available CPUs)."),
     worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes in the report."),
+    episode_timeout: float = typer.Option(DEFAULT_JOB_TIMEOUT, "--episode-timeout", help="Wall-clock limit per episode [s]; an episode past it is stopped (its worker killed) and recorded as failed."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the episodes recorded as failed in --out again (the newest record of an episode counts)."),
     more_scenarios: Optional[list[str]] = typer.Argument(None, hidden=True),
 ) -> None:
-    """Run a safety evaluation: episodes as Ray tasks, resumable records, then the report."""
-    from diffplatoon.agents.policy import make_policy
-    from diffplatoon.evaluation.runner import evaluate
+    """Run a safety evaluation: episodes as Ray tasks, resumable records, then the report.
 
+    Exits with status 1 when any episode failed (crashed or timed out); rerun the same command
+    with --retry-failed to run those again.
+    """
+    from diffplatoon.cluster import RayConnectError
+    from diffplatoon.evaluation.runner import PolicyBuildError, evaluate
+
+    def fail(message: str) -> NoReturn:
+        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+    if num_workers is not None and num_workers < 1:
+        fail(f"--num-workers: expected a positive integer, got {num_workers}")
+    if not (0 < episode_timeout < float("inf")):
+        fail(f"--episode-timeout: expected a positive number of seconds, got {episode_timeout}")
     scenarios = scenarios + (more_scenarios or [])
-    specs = [_load(name) for name in scenarios]  # fail fast with file:line errors before starting Ray
-    for name in policy:  # and on a policy that cannot be built (unknown name, missing checkpoint)
-        try:
-            make_policy(name, specs[0])
-        except (ValueError, FileNotFoundError, OSError) as exc:
-            err_console.print(f"--policy {name}: {exc}", markup=False, highlight=False)
-            raise typer.Exit(1) from None
-    evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers, worst_k=worst_k)
+    for name in scenarios:  # fail fast with file:line errors before starting Ray
+        _load(name)
+    try:
+        with _exit_on_scenario_error():
+            summary = evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers,
+                               worst_k=worst_k, timeout=episode_timeout, retry_failed=retry_failed)
+    except PolicyBuildError as exc:  # raised before Ray starts
+        fail(f"--policy: {exc}")
+    except (RayConnectError, ValueError) as exc:  # a cluster that cannot be joined; repeated scenario names
+        fail(str(exc))
+    if summary.failed:
+        fail(f"{summary.failed} of {summary.jobs} episodes failed (reasons in {out / 'records.jsonl'}); "
+             f"rerun the same command with --retry-failed to run them again")
 
 
 @app.command("report")

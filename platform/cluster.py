@@ -11,13 +11,27 @@ Clusters with token authentication (the default of Ray's own local clusters sinc
 the token in the environment of every command that joins them: ``RAY_AUTH_MODE=token`` and
 ``RAY_AUTH_TOKEN=<token>`` (or ``RAY_AUTH_TOKEN_PATH=<file>``); without it the connection fails
 with the one-line `RayConnectError` below.
+
+`run_bounded` is the one fan-out loop: jobs as Ray tasks, at most ``workers`` in flight, each
+with a wall-clock limit. A task past its limit is cancelled with ``force=True``, which kills its
+worker process, so a hang inside native code or a single simulator step is stopped too (a
+cooperative check between steps would not see it); the job comes back as `Overdue` and the
+loop goes on with the rest.
 """
 
 from __future__ import annotations
 
+import math
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence, TypeVar
+
+J = TypeVar("J")
+
+# Per-job wall-clock limit [s] of the commands that fan out episodes (evaluate, demos collect).
+DEFAULT_JOB_TIMEOUT = 600.0
 
 
 @dataclass
@@ -72,3 +86,63 @@ def remote(function, num_cpus: float = 1):
 
         _REMOTE[key] = ray.remote(num_cpus=num_cpus)(function)
     return _REMOTE[key]
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A job whose task ran past its limit and was cancelled (its worker killed)."""
+
+    seconds: float
+
+    @property
+    def reason(self) -> str:
+        """The failure text a record stores."""
+        return f"timed out after {self.seconds:g} s"
+
+
+def check_timeout(timeout: float | None) -> float | None:
+    """A job limit must be a positive finite number of seconds (None: no limit)."""
+    if timeout is not None and not (math.isfinite(timeout) and timeout > 0):
+        raise ValueError(f"the per-job timeout must be a positive number of seconds, got {timeout}")
+    return timeout
+
+
+def run_bounded(jobs: Sequence[J], submit: Callable[[J], Any], *, workers: int,
+                timeout: float | None = DEFAULT_JOB_TIMEOUT) -> Iterator[tuple[J, Any]]:
+    """Run ``submit(job)`` (which returns a Ray ObjectRef) for every job, at most ``workers`` in flight.
+
+    Yields ``(job, ref)`` as each task finishes (the caller calls ``ray.get(ref)`` and handles its
+    errors) and ``(job, Overdue)`` for each task cancelled after ``timeout`` seconds. A job's time
+    counts from its submission; since at most ``workers`` tasks are in flight, that is its start
+    as long as ``workers`` does not exceed the cluster's CPUs. Freed slots are refilled before a
+    result is handed back, so the workers stay busy while the caller stores it.
+    """
+    import ray
+
+    check_timeout(timeout)
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    queue = list(reversed(jobs))
+    pending: dict[Any, tuple[J, float]] = {}
+
+    def refill() -> None:
+        while queue and len(pending) < workers:
+            job = queue.pop()
+            pending[submit(job)] = (job, time.monotonic())
+
+    while queue or pending:
+        refill()
+        wait = None
+        if timeout is not None:
+            first_deadline = min(t0 for _, t0 in pending.values()) + timeout
+            wait = max(0.0, first_deadline - time.monotonic())
+        ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait)
+        finished = [(pending.pop(ref)[0], ref) for ref in ready]
+        now = time.monotonic()
+        late = [ref for ref, (_, t0) in pending.items() if timeout is not None and now - t0 >= timeout]
+        for ref in late:
+            ray.cancel(ref, force=True)  # kills the worker: stops a hang inside native code too
+        overdue = [(pending.pop(ref)[0], Overdue(timeout)) for ref in late]
+        refill()
+        yield from finished
+        yield from overdue
