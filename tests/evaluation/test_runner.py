@@ -136,21 +136,29 @@ def test_one_and_two_workers_give_identical_records(two_worker_run, spec, tmp_pa
     assert one == two
 
 
-def test_failing_job_is_recorded_once_and_run_continues(ray_session, spec, tmp_path):
-    policies = ["idm", "no_such_policy"]
+def test_policy_that_cannot_be_built_stops_the_run_before_any_job(spec, tmp_path):
+    out = tmp_path / "never"
+    with pytest.raises(runner.PolicyBuildError, match="no_such_policy"):
+        runner.evaluate(["idm", "no_such_policy"], [spec], 1, out, num_workers=2, progress=False, report=False)
+    assert not out.exists()
+
+
+def test_failure_records_are_final_unless_retried(ray_session, spec, tmp_path):
+    """A failure on file is skipped by a rerun; --retry-failed runs it again and the new record counts."""
+    job = runner.Job(spec.name, "cacc", 0)
+    io.append_jsonl(tmp_path / runner.RECORDS, runner.failure_record(job, spec.seed, "timed out after 1 s"))
+    policies = ["idm", "cacc"]
     summary = runner.evaluate(policies, [spec], 1, tmp_path, num_workers=2, progress=False, report=False)
-    records = list(io.read_jsonl(tmp_path / runner.RECORDS))
-    assert len(records) == 2 and summary.failed == 1 and summary.completed == 2
-    (bad,) = [r for r in records if r.get("failed")]
-    assert bad["job_id"] == runner.job_id(spec.name, "no_such_policy", 0)
-    assert "no_such_policy" in bad["error"]
-    (good,) = [r for r in records if not r.get("failed")]
-    assert good["policy"] == "idm" and "collision" in good
+    assert summary.completed == 1 and summary.skipped == 1 and summary.failed == 1
     assert [r["policy"] for r in summary.rows] == ["idm"]  # failures are not counted in rates
 
-    again = runner.evaluate(policies, [spec], 1, tmp_path, num_workers=2, progress=False, report=False)
-    assert again.completed == 0 and again.failed == 1
-    assert len(list(io.read_jsonl(tmp_path / runner.RECORDS))) == 2
+    again = runner.evaluate(policies, [spec], 1, tmp_path, num_workers=2, progress=False, report=False,
+                            retry_failed=True)
+    assert again.completed == 1 and again.skipped == 1 and again.failed == 0
+    lines = list(io.read_jsonl(tmp_path / runner.RECORDS))
+    assert [(r["policy"], bool(r.get("failed"))) for r in lines] == [("cacc", True), ("idm", False), ("cacc", False)]
+    assert sorted(r["policy"] for r in runner.load_records(tmp_path)) == ["cacc", "idm"]
+    assert sorted((r["policy"], r["n"]) for r in again.rows) == [("cacc", 1), ("idm", 1)]
 
 
 def test_sweep_variants_become_separate_scenarios():
