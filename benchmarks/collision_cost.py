@@ -1,4 +1,4 @@
-"""Cost of one all-vehicle collision check: diffplatoon.sim.geometry vs shapely vs highway-env.
+"""Cost of one all-vehicle collision check: diffplatoon.geometry vs shapely vs highway-env.
 
 How to run:
     .venv/bin/python benchmarks/collision_cost.py [--rounds 5] [--sizes 50 120 240]
@@ -30,7 +30,7 @@ from highway_env.vehicle.kinematics import Vehicle
 from rich.console import Console
 from rich.table import Table
 
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 _LANES = 4
 _LANE_WIDTH = 4.0  # [m]

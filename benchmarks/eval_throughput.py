@@ -48,7 +48,7 @@ from diffplatoon.cluster import remote  # noqa: E402
 from diffplatoon import io  # noqa: E402
 from diffplatoon.evaluation import runner  # noqa: E402
 from diffplatoon.scenarios import load_scenario  # noqa: E402
-from diffplatoon.sim import geometry  # noqa: E402
+from diffplatoon import geometry  # noqa: E402
 
 
 def _records(out: Path) -> dict[str, dict]:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import shapely
 
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 from diffplatoon.sim.roads import drivable_area
 
 _STILL = 0.1  # [m/s] below this a vehicle is standing

@@ -19,7 +19,8 @@ from highway_env.road.road import Road  # noqa: E402
 
 from diffplatoon.evaluation.episode_data import EpisodeData, Replay  # noqa: E402
 from diffplatoon.scenarios import ScenarioSpec  # noqa: E402
-from diffplatoon.sim import geometry, render, roads  # noqa: E402
+from diffplatoon import geometry  # noqa: E402
+from diffplatoon.sim import render, roads  # noqa: E402
 
 _FIT_ROAD_TYPES = ("intersection", "roundabout")
 _FIT_SIZE, _FOLLOW_SIZE = (560, 560), (800, 260)  # [px] frame sizes

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictInt, model_validator
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
 from diffplatoon.scenarios.limits import MAX_LANE_WIDTH, MAX_PRIORITY, MAX_RADIUS, MAX_SPEED, MIN_LENGTH
 from diffplatoon.scenarios.road_base import JOIN_TOL, LaneIndex, RoadBase, edge_lines
-from diffplatoon.sim.geometry import VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_WIDTH
 
 
 class LaneSegment(BaseModel):

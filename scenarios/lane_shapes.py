@@ -23,7 +23,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 
 LineKind = Literal["none", "striped", "continuous", "continuous_line"]
 """A lane side line, named as highway-env's `LineType` constants (lower case)."""

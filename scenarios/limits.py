@@ -20,7 +20,7 @@ MIN_LENGTH = 1.0  # [m] any length or radius parameter of a road (shorter ones v
 MAX_LANE_LENGTH = 20_000.0  # [m] one lane, and any length parameter of a road
 MAX_ROAD_LENGTH = 200_000.0  # [m] all lanes together
 MAX_RADIUS = 1_000.0  # [m] any curve radius
-MAX_LANE_WIDTH = 10.0  # [m] (the lower bound is the vehicle width, `sim.geometry.VEHICLE_WIDTH`)
+MAX_LANE_WIDTH = 10.0  # [m] (the lower bound is the vehicle width, `geometry.VEHICLE_WIDTH`)
 MAX_PRIORITY = 1_000  # |right-of-way level| of a lane
 
 MAX_TRAFFIC = 1000  # background vehicles at the start asked for by count, and named vehicles

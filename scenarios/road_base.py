@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from diffplatoon.scenarios.lane_shapes import LaneShape, LineKind
 from diffplatoon.scenarios.memo import cached_on_spec
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 
 LaneIndex = tuple[str, str, int]
 

@@ -62,7 +62,7 @@ from diffplatoon.scenarios.lane_graph_road import LaneGraphRoad, LaneSegment
 from diffplatoon.scenarios.lane_shapes import LaneShape, arc, sine, straight
 from diffplatoon.scenarios.limits import MAX_LANE_LENGTH, MAX_LANE_WIDTH, MAX_RADIUS, MAX_SPEED, MIN_LENGTH
 from diffplatoon.scenarios.road_base import LaneIndex, RoadBase, edge_lines
-from diffplatoon.sim.geometry import VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_WIDTH
 
 _N, _S, _C = "none", "striped", "continuous_line"  # side lines
 _ARMS = ("south", "west", "north", "east")  # arm k is the south arm rotated by k * 90 degrees

@@ -39,7 +39,7 @@ from diffplatoon.scenarios.limits import (
 )
 from diffplatoon.scenarios.schema import BrakeEvent, CommOutageEvent, CutInEvent, ScenarioSpec, SpeedChangeEvent
 from diffplatoon.scenarios.yaml_source import line_of
-from diffplatoon.sim.geometry import VEHICLE_WIDTH, overlapping_pairs
+from diffplatoon.geometry import VEHICLE_WIDTH, overlapping_pairs
 
 Add = Callable[[Path, str], None]
 _EXPONENT = re.compile(r"^[-+]?(\d[\d_]*\.?[\d_]*|\.\d[\d_]*)[eE][-+]?\d+$")

@@ -1,6 +1,6 @@
 """Imports go only leftward along the layers the folders show.
 
-    foundation (io, cluster, sim.geometry) → scenarios → sim → envs → agents → evaluation → application
+    foundation (io, cluster, geometry) → scenarios → sim → envs → agents → evaluation → application
 
 Every module of the package is parsed (not imported): module-level and function-level
 `import` / `from … import`, `TYPE_CHECKING` blocks included, and `importlib.import_module`
@@ -28,8 +28,8 @@ LAYER_OF = {
     "diffplatoon.cluster": "foundation",
     # The one geometry kernel (wrap_angle, the vehicle size, oriented boxes): pure numpy that every
     # layer uses, scenario validation included, so it sits with the foundation and may import no
-    # other diffplatoon module. Its folder does not show that yet: platform/geometry.py would.
-    "diffplatoon.sim.geometry": "foundation",
+    # other diffplatoon module.
+    "diffplatoon.geometry": "foundation",
     "diffplatoon.scenarios": "scenarios",
     "diffplatoon.sim": "sim",
     "diffplatoon.envs": "envs",
@@ -172,7 +172,7 @@ def test_a_rightward_import_is_reported_with_file_line_and_layers(tmp_path, sour
 
 def test_leftward_and_same_layer_imports_pass(tmp_path) -> None:
     path = tmp_path / "module.py"
-    path.write_text("from diffplatoon.scenarios import load_scenario\nfrom diffplatoon.sim import geometry\n"
+    path.write_text("from diffplatoon.scenarios import load_scenario\nfrom diffplatoon.sim import lanes\n"
                     "from diffplatoon.io import atomic_write_text\nimport numpy\n")
     assert not [line for line in violations({"diffplatoon.sim.module": path}) if line.startswith(str(path))]
 

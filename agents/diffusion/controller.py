@@ -40,7 +40,7 @@ from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldLevel, ShieldScene
 from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.sim.comms import MESSAGE_FIELDS
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _SPEED, _SPEED_LIMIT = EGO_FEATURES.index("speed"), EGO_FEATURES.index("speed_limit")

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}

@@ -23,7 +23,7 @@ import torch
 
 from diffplatoon.agents.diffusion.demos import FUTURE_KEYS, SCENE_KEYS, SHARDS, read_manifest
 from diffplatoon.agents.diffusion.train import Batch, Trainer
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 
 _BATCH_KEYS = tuple(f.name for f in dataclasses.fields(Batch))
 

@@ -37,7 +37,7 @@ from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
 from diffplatoon.agents.diffusion.guidance import SceneContext
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.comms import FIELD_INDEX, message_dim
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, wrap_angle
+from diffplatoon.geometry import VEHICLE_LENGTH, wrap_angle
 from diffplatoon.sim.observation import Observation, flat_layout
 
 _SAME_VEHICLE = 0.5  # [m] two observed centres closer than this are one vehicle

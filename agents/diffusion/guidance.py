@@ -27,7 +27,7 @@ from typing import Callable
 
 import torch
 
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 
 _EPS = 1e-6
 

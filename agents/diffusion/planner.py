@@ -32,7 +32,7 @@ from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bic
 from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
 from diffplatoon.agents.diffusion.normalizer import Normalizer
 from diffplatoon.agents.diffusion.schedule import CosineSchedule, ddim_sample
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 
 CHECKPOINT_FORMAT = 1
 

@@ -41,7 +41,7 @@ from diffplatoon.agents.diffusion.train import TrainConfig, Trainer, ddpm_loss
 from diffplatoon.scenarios.errors import ScenarioError
 from diffplatoon.scenarios.loader import schema_problems
 from diffplatoon.scenarios.yaml_source import parse_yaml
-from diffplatoon.sim.geometry import box_corners, boxes_overlap
+from diffplatoon.geometry import box_corners, boxes_overlap
 
 
 class ConfigError(ScenarioError):

@@ -47,7 +47,7 @@ from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bic
 from diffplatoon.agents.diffusion.shield_scene import (LEVELS, ShieldConfig, ShieldDecision, ShieldLevel, ShieldScene,
                                                        _Stack)
 from diffplatoon.agents.experts import lane_keeping_law
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 __all__ = ["LEVELS", "SafetyShield", "ShieldConfig", "ShieldDecision", "ShieldLevel", "ShieldScene"]
 

@@ -9,7 +9,7 @@ from enum import Enum
 import numpy as np
 
 from diffplatoon.agents.diffusion.corridor import Corridor
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 
 class ShieldLevel(str, Enum):

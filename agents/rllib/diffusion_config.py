@@ -11,7 +11,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 
 
 class DiffusionModuleConfig(BaseModel):

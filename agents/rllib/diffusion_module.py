@@ -74,7 +74,7 @@ from diffplatoon.agents.diffusion.controller import (ControlScene, MemberLimits,
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
 from diffplatoon.agents.rllib.diffusion_config import DiffusionModuleConfig, module_model_config, planner_config_of
 from diffplatoon.agents.rllib.mlp_module import _mlp, symexp, symlog
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.observation import Observation, flat_layout
 
 CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"

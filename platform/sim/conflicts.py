@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import shapely
 
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 
 if TYPE_CHECKING:
     from diffplatoon.sim.lanes import LaneTable

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 from diffplatoon.sim.lanes import LaneTable
 from diffplatoon.sim.vehicles import Vehicles
 

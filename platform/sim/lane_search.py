@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 
 if TYPE_CHECKING:
     from diffplatoon.sim.lanes import LaneTable

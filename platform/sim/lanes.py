@@ -45,7 +45,7 @@ from highway_env.road.lane import AbstractLane, CircularLane, SineLane, Straight
 from highway_env.road.road import LaneIndex, RoadNetwork
 
 from diffplatoon.sim.conflicts import Conflicts
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, wrap_angle
+from diffplatoon.geometry import VEHICLE_LENGTH, wrap_angle
 from diffplatoon.sim.lane_search import ON_LANE_MARGIN, LaneSearch
 from diffplatoon.sim.road_graph import RoadGraph
 

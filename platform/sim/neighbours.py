@@ -14,7 +14,7 @@ import numpy as np
 from highway_env.road.road import RoadNetwork
 
 from diffplatoon.sim.kinematics import Candidates
-from diffplatoon.sim.geometry import VEHICLE_LENGTH
+from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.lanes import LaneTable
 from diffplatoon.sim.traffic import NeighbourIndex
 

@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 from diffplatoon.sim.observation_layout import (
     EGO_FEATURES,
     LEADER_FEATURES,

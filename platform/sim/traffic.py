@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 
 # highway-env ControlledVehicle constants: characteristic times [s] and the steering limit [rad].
 TAU_HEADING = 0.2

@@ -94,7 +94,7 @@ from diffplatoon.sim.contacts import Contacts
 from diffplatoon.sim.entry import TrafficEntry
 from diffplatoon.sim.frame_cache import FrameCache
 from diffplatoon.sim.kinematics import Candidates
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim.lanes import LaneTable
 from diffplatoon.sim.neighbours import ConnectedLanes, lane_key_base
 from diffplatoon.sim.right_of_way import RightOfWay

@@ -6,7 +6,7 @@ import torch
 
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 from diffplatoon.agents.diffusion.shield import LEVELS, SafetyShield, ShieldConfig, ShieldScene
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 DT = 0.2
 STEPS = 5

@@ -10,7 +10,7 @@ from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.evaluation.collisions import CollisionEvaluator
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.scenarios.schema import ScenarioSpec
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from diffplatoon.evaluation import measures as m
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 L, W = 5.0, 2.0  # vehicle length and width [m]
 
@@ -205,7 +205,7 @@ def test_ttc_2d_subjects_and_absent_vehicles():
 
 def test_ttc_2d_agrees_with_sampled_geometry_sat():
     """Random oriented pairs: the analytic time of first overlap matches the first overlapping
-    sample of the simulator's own SAT test (diffplatoon.sim.geometry) on a 2 ms grid, i.e.
+    sample of the simulator's own SAT test (diffplatoon.geometry) on a 2 ms grid, i.e.
     exact <= sampled <= exact + 2 ms. Contacts shorter than one sample (grazes) are the only
     allowed misses, and each must really overlap just after the exact time."""
     rng = np.random.default_rng(7)

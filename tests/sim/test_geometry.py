@@ -1,4 +1,4 @@
-"""Tests for diffplatoon.sim.geometry against highway-env's SAT, shapely and closed-form cases."""
+"""Tests for diffplatoon.geometry against highway-env's SAT, shapely and closed-form cases."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 import shapely
 from highway_env import utils as hw_utils
 
-from diffplatoon.sim import geometry
+from diffplatoon import geometry
 
 ZERO = np.zeros(2)
 

@@ -13,7 +13,7 @@ import torch
 
 from diffplatoon.scenarios import ScenarioSpec, load_scenario
 from diffplatoon.sim.comms import MESSAGE_FIELDS
-from diffplatoon.sim.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
+from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim.observation import (
     EGO_FEATURES,
     LEADER_FEATURES,

@@ -23,7 +23,7 @@ from diffplatoon.scenarios.roads import (
     RoadSpec,
     RoundaboutRoad,
 )
-from diffplatoon.sim.geometry import wrap_angle
+from diffplatoon.geometry import wrap_angle
 from diffplatoon.sim.roads import build_network, drivable_area
 
 ARMS = ("south", "west", "north", "east")
