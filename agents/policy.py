@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -26,6 +27,37 @@ from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import Observation
 
 PolicyFactory = Callable[..., "Policy"]
+
+
+class CheckpointError(ValueError):
+    """A learned policy's checkpoint that is missing, corrupt or not written by diffplatoon (one line, naming
+    the path and what was expected); raised before any of the file's content is executed or used."""
+
+
+def load_tensors(path: str | Path, what: str, map_location: Any = "cpu") -> dict[str, Any]:
+    """The dict a diffplatoon checkpoint file holds (tensors and plain values), read with torch's
+    weights-only loader, which refuses pickled objects instead of running them.
+
+    Any unreadable, truncated or foreign file is a `CheckpointError` "<path>: not a <what> (<why>)"."""
+    import pickle
+    import warnings
+
+    import torch
+
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol of foreign files
+            warnings.simplefilter("ignore")
+            data = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError:  # weights_only refused the stream: random bytes, or objects it would run
+        why = "corrupt, or holding pickled objects, which are never loaded"
+    except Exception as exc:  # noqa: BLE001 - corrupt files fail inside torch with many exception types
+        text = str(exc).strip()
+        why = f"unreadable: {text.splitlines()[0].split('. ')[0] if text else type(exc).__name__}"
+    else:
+        if isinstance(data, dict):
+            return data
+        why = f"expected a dict, found {type(data).__name__}"
+    raise CheckpointError(f"{path}: not a {what} ({why})")
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,9 @@
 The argument is a checkpoint folder (``runs/ppo_mlp/checkpoint_000030``) or a run folder (its newest
 checkpoint). The checkpoint's ``diffplatoon.json`` says which module kind made it; `POLICIES` maps
 the kind to the class that acts with it ("mlp": `VehicleMLPPolicy`, "diffusion": `PlatoonDiffusionPolicy`,
-which plans per platoon with the fine-tuned planner, see `diffusion_module`). The RLModule is loaded with `RLModule.from_checkpoint`
-from the learner's copy (the full module), actions are deterministic (the Gaussian mean) and
+which plans per platoon with the fine-tuned planner, see `diffusion_module`). The RLModule is rebuilt from
+diffplatoon's own files of the checkpoint (`module_file.load_module`: validated JSON config, tensors-only
+weights), never from RLlib's pickles; actions are deterministic (the Gaussian mean) and
 computed for all members in one batch, then scaled from [-1, 1] to SI units the way the training
 env scales them (`diffplatoon.envs.pettingzoo_env.to_si` with the scenario's action limits).
 
@@ -13,47 +14,32 @@ Parameters (``rllib:path`` plus keyword params of `make_policy`): ``torch_thread
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from diffplatoon.agents.policy import Policy, SimInfo
+from diffplatoon.agents.policy import CheckpointError, Policy, SimInfo
+from diffplatoon.agents.rllib.module_file import CHECKPOINT_META, CheckpointMeta, load_module, read_meta
 from diffplatoon.envs.pettingzoo_env import action_limits, to_si
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import Observation
 
-CHECKPOINT_META = "diffplatoon.json"  # same name as `train.CHECKPOINT_META` (train imports Ray at call time)
+__all__ = ["POLICIES", "load_module", "make_rllib_policy", "read_meta", "resolve_checkpoint"]
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder from a checkpoint or run folder path (the run's newest checkpoint)."""
     path = Path(path)
-    if (path / CHECKPOINT_META).exists():
+    if (path / CHECKPOINT_META).is_file():
         return path
-    found = sorted((p for p in path.glob("checkpoint_*") if (p / CHECKPOINT_META).exists()),
+    found = sorted((p for p in path.glob("checkpoint_*") if (p / CHECKPOINT_META).is_file()),
                    key=lambda p: p.name) if path.is_dir() else []
     if not found:
-        raise FileNotFoundError(f"{path}: expected an RLlib checkpoint folder (with {CHECKPOINT_META}) "
-                                "or a run folder holding one, found none")
+        what = "no such folder" if not path.exists() else f"no {CHECKPOINT_META} in it or in a checkpoint_* folder"
+        raise CheckpointError(f"{path}: not a diffplatoon RLlib checkpoint or run folder ({what})")
     return found[-1]
-
-
-def read_meta(checkpoint: str | Path) -> dict[str, Any]:
-    """The checkpoint's metadata: iteration, grouping, module kind, module ids, env_config, config."""
-    return json.loads((Path(checkpoint) / CHECKPOINT_META).read_text())
-
-
-def load_module(checkpoint: str | Path, module_id: str) -> Any:
-    """The full RLModule `module_id` of a checkpoint (learner copy), in eval mode."""
-    from ray.rllib.core.rl_module.rl_module import RLModule
-
-    path = Path(checkpoint) / "learner_group" / "learner" / "rl_module" / module_id
-    module = RLModule.from_checkpoint(str(path.resolve()))
-    module.eval()
-    return module
 
 
 class _CheckpointPolicy(Policy):
@@ -62,18 +48,18 @@ class _CheckpointPolicy(Policy):
     name = "rllib"
     version = "1"
 
-    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
+    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: CheckpointMeta, torch_threads: int = 1):
         torch.set_num_threads(int(torch_threads))
         self.spec = spec
         self.checkpoint = checkpoint
-        self.module = load_module(checkpoint, meta["module_ids"][0])
+        self.module = load_module(checkpoint, meta.module_ids[0], meta)
         self.name = f"rllib:{checkpoint}"
 
 
 class VehicleMLPPolicy(_CheckpointPolicy):
     """Vehicle-grouping checkpoint: one shared actor applied to every member's flat observation."""
 
-    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: dict[str, Any], torch_threads: int = 1):
+    def __init__(self, spec: ScenarioSpec, checkpoint: Path, meta: CheckpointMeta, torch_threads: int = 1):
         super().__init__(spec, checkpoint, meta, torch_threads)
         self.obs_dim = int(self.module.observation_space["obs"].shape[0])
         self._low, self._high = action_limits(spec)
@@ -150,7 +136,4 @@ def make_rllib_policy(spec: ScenarioSpec, argument: str | None, **params: Any) -
         raise ValueError("expected rllib:<checkpoint or run folder>, got no path")
     checkpoint = resolve_checkpoint(argument)
     meta = read_meta(checkpoint)
-    kind = meta.get("module")
-    if kind not in POLICIES:
-        raise ValueError(f"{checkpoint}: module kind {kind!r} has no policy; known: {', '.join(sorted(POLICIES))}")
-    return POLICIES[kind](spec, checkpoint, meta, **params)
+    return POLICIES[meta.module](spec, checkpoint, meta, **params)

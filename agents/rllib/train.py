@@ -10,12 +10,13 @@ Run folder (`out`):
 |---|---|
 | run.json | at start and after every checkpoint: the config, versions, latest checkpoint, iterations done |
 | metrics.jsonl | one row per iteration, appended as one line (`diffplatoon.io.append_jsonl`) |
-| checkpoint_{iter:06d}/ | every `checkpoint_every` iterations and at the last one: `Algorithm.save_to_path` into a temp folder, plus `diffplatoon.json` (grouping, module, env_config, module ids), then renamed |
+| checkpoint_{iter:06d}/ | every `checkpoint_every` iterations and at the last one: `Algorithm.save_to_path` into a temp folder, plus diffplatoon's own copy of each module (`module_file`: tensors-only weights, and in `diffplatoon.json` the spaces and model config, next to grouping, module, env_config, module ids), then renamed |
 | tb/ | TensorBoard event files (tensorboardX; `torch.utils.tensorboard` needs the `tensorboard` package) |
 | learning_curve.png | at the end: return, collisions and throughput per iteration |
 
 Resume restores the newest complete checkpoint with `Algorithm.from_checkpoint` (weights, optimiser,
-iteration and step counters), drops metrics rows after its iteration (they were computed by the lost
+iteration and step counters; RLlib unpickles its own files, so a folder resumed from is trusted code,
+unlike `rllib:` policies, which read only diffplatoon's files), drops metrics rows after its iteration (they were computed by the lost
 tail of the killed run) and continues, so metrics.jsonl ends with every iteration exactly once.
 
 Modules: `TrainConfig.module` selects an entry of `MODULES` (name → function that fills in the
@@ -37,14 +38,17 @@ from typing import Any, Callable, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from diffplatoon.cluster import connect_ray
+from diffplatoon.agents.rllib.module_file import CHECKPOINT_META, write_modules
 from diffplatoon.io import append_jsonl, atomic_write_json, atomic_write_text, read_jsonl
 from diffplatoon.scenarios.errors import Problem, ScenarioError
 from diffplatoon.scenarios.loader import schema_problems
 from diffplatoon.scenarios.yaml_source import line_of, parse_yaml
 
 CHECKPOINT_PREFIX = "checkpoint_"
-CHECKPOINT_META = "diffplatoon.json"
 VEHICLE_MODULE_ID = "vehicle"
+RESUME_HELP = ("Continue the run in this folder from its last checkpoint. RLlib restores it by unpickling its "
+               "own files, which can run code: resume only runs you trust (evaluating a checkpoint as an "
+               "rllib: policy never unpickles).")
 PLATOON_MODULE_ID = "platoon"
 
 
@@ -338,9 +342,11 @@ def _save_checkpoint(algo: Any, cfg: TrainConfig, out: Path, iteration: int) -> 
     tmp = out / f".{final.name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     algo.save_to_path(str(tmp.resolve()))
+    module_ids = list(MODULES[cfg.module].module_ids)
     meta = {"iteration": iteration, "grouping": cfg.grouping, "module": cfg.module,
-            "module_ids": list(MODULES[cfg.module].module_ids), "env_config": cfg.env_config(),
-            "config": cfg.model_dump(mode="json", by_alias=True)}
+            "module_ids": module_ids, "env_config": cfg.env_config(),
+            "config": cfg.model_dump(mode="json", by_alias=True),
+            "modules": write_modules(algo, tmp, module_ids)}
     atomic_write_json(tmp / CHECKPOINT_META, meta)
     if final.exists():  # left by a run killed after its rename but before run.json was updated
         shutil.rmtree(final)
@@ -544,7 +550,7 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=main.__doc__)
     parser.add_argument("config")
-    parser.add_argument("--resume", default=None)
+    parser.add_argument("--resume", default=None, help=RESUME_HELP)
     parser.add_argument("--ray-address", default=None)
     args = parser.parse_args(argv)
     print(f"run folder: {train(args.config, resume=args.resume, ray_address=args.ray_address)}")

@@ -1,12 +1,14 @@
-"""RLlib training driver: real MLP PPO iterations, metrics, checkpoints, `rllib:<checkpoint>` policies,
-resume after SIGKILL, config errors with file:line, and (slow) evidence that PPO learns."""
+"""RLlib training driver: real MLP PPO iterations, metrics, checkpoints, `rllib:<checkpoint>` policies
+(loaded from diffplatoon's own files only: a crafted folder's pickles never run), resume after SIGKILL, config errors with file:line, and (slow) evidence that PPO learns."""
 
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import signal
+import pickle
 import subprocess
 import sys
 import time
@@ -14,13 +16,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from rich.console import Console
 from rllib_checks import assert_rllib_policy_acts
+from typer.testing import CliRunner
 
+from diffplatoon.agents.policy import CheckpointError, SimInfo, make_policy
+from diffplatoon.agents.rllib.policy import load_module, resolve_checkpoint
 from diffplatoon.agents.rllib.train import TrainConfig, checkpoints, load_config, train, validate_config
+from diffplatoon.cli import app
+from diffplatoon.envs.pettingzoo_env import action_limits, to_si
 from diffplatoon.io import read_jsonl
-from diffplatoon.scenarios import ScenarioError
+from diffplatoon.scenarios import ScenarioError, validate_data
+from diffplatoon.sim.observation import Observer
+from diffplatoon.sim.simulation import Simulation
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -39,11 +49,17 @@ def quiet() -> Console:
     return Console(file=io.StringIO(), width=200)
 
 
-def test_two_iterations_metrics_checkpoint_and_policy(ray_session, tmp_path: Path) -> None:
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def trained_run(ray_session, tmp_path_factory) -> Path:
+    """Two real PPO iterations of the tiny config, checkpointed at the second."""
+    out = tmp_path_factory.mktemp("rllib") / "run"
     cfg = TrainConfig(**SMALL_PPO, iterations=2, checkpoint_every=2, out=str(out))
     assert train(cfg, console=quiet()) == out
+    return out
 
+
+def test_two_iterations_metrics_checkpoint_and_policy(trained_run: Path) -> None:
+    out = trained_run
     rows = list(read_jsonl(out / "metrics.jsonl"))
     assert [r["iteration"] for r in rows] == [1, 2]
     for row in rows:
@@ -57,6 +73,93 @@ def test_two_iterations_metrics_checkpoint_and_policy(ray_session, tmp_path: Pat
     assert any((out / "tb").iterdir())
 
     assert_rllib_policy_acts(out, TINY)
+
+
+def test_policy_acts_like_the_module_rllib_trained(trained_run: Path) -> None:
+    """diffplatoon's own weights file rebuilds the learner's module exactly: same tensors, same actions."""
+    from ray.rllib.core.rl_module.rl_module import RLModule
+
+    checkpoint = resolve_checkpoint(trained_run)
+    # RLlib's own (pickled) copy, trusted here because this test wrote it
+    trained = RLModule.from_checkpoint(str(checkpoint / "learner_group" / "learner" / "rl_module" / "vehicle"))
+    ours = load_module(checkpoint, "vehicle")
+    assert type(ours) is type(trained) and not ours.training
+    theirs = trained.state_dict()
+    assert ours.state_dict().keys() == theirs.keys()
+    assert all(torch.equal(value, theirs[name]) for name, value in ours.state_dict().items())
+
+    spec = validate_data(dict(TINY), "<test>")
+    policy = make_policy(f"rllib:{checkpoint}", spec)
+    policy.reset(SimInfo.from_spec(spec, 0))
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    low, high = action_limits(spec)
+    for _ in range(5):
+        obs = observer.observe()
+        with torch.no_grad():
+            mean = trained.action_mean(torch.from_numpy(obs.flat())).numpy().astype(np.float64)
+        expected = to_si(np.clip(mean, -1.0, 1.0), low, high, normalized=True)
+        actions = policy.act(obs)
+        np.testing.assert_array_equal(actions, expected)
+        sim.step(actions)
+
+
+class _Payload:
+    """Unpickling this creates `marker` (what a hostile checkpoint could do with a shell command)."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _crafted(folder: Path, marker: Path, meta: dict) -> Path:
+    payload = pickle.dumps(_Payload(marker))
+    module_dir = folder / "learner_group" / "learner" / "rl_module" / "vehicle"
+    module_dir.mkdir(parents=True)
+    for name in ("class_and_ctor_args.pkl", "module_state.pkl"):
+        (module_dir / name).write_bytes(payload)
+    (folder / "class_and_ctor_args.pkl").write_bytes(payload)
+    (folder / "diffplatoon.json").write_text(json.dumps(meta))
+    return folder
+
+
+def test_crafted_checkpoint_is_refused_without_running_its_pickles(trained_run: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "marker"
+    pickle.loads(pickle.dumps(_Payload(marker)))  # the payload works when unpickled
+    assert marker.exists()
+    marker.unlink()
+    real = json.loads((resolve_checkpoint(trained_run) / "diffplatoon.json").read_text())
+    old_style = {k: v for k, v in real.items() if k != "modules"}  # RLlib's files only, as before this format
+    old = _crafted(tmp_path / "old" / "checkpoint_000001", marker, old_style)
+    spec = validate_data(dict(TINY), "<test>")
+    for folder in (old, old.parent):  # checkpoint folder or run folder
+        with pytest.raises(CheckpointError, match=r"not a diffplatoon RLlib checkpoint \(diffplatoon.json lists no "
+                                                  r"module weights"):
+            make_policy(f"rllib:{folder}", spec)
+    # diffplatoon's metadata, but the weights file is a pickle with code: torch's weights-only loader refuses it
+    with_weights = _crafted(tmp_path / "weights", marker, real)
+    (with_weights / "diffplatoon_vehicle.pt").write_bytes(pickle.dumps({"w": _Payload(marker)}))
+    with pytest.raises(CheckpointError, match=r"diffplatoon_vehicle.pt: not a diffplatoon weights file \(corrupt, or "
+                                              r"holding pickled objects, which are never loaded\)"):
+        make_policy(f"rllib:{with_weights}", spec)
+    bad_config = _crafted(tmp_path / "config", marker, {**real, "module": "os.system"})
+    with pytest.raises(CheckpointError, match="module: Input should be 'mlp' or 'diffusion'"):
+        make_policy(f"rllib:{bad_config}", spec)
+    with pytest.raises(CheckpointError, match="no such folder"):
+        make_policy(f"rllib:{tmp_path / 'nothing'}", spec)
+    assert not marker.exists()
+
+    # the CLI's policy check (before Ray starts): one line, exit 1, nothing unpickled
+    for folder in (old, with_weights):
+        out = tmp_path / "eval"
+        result = CliRunner().invoke(app, ["evaluate", "--policy", f"rllib:{folder}", "--scenarios", "hard_brake",
+                                          "--out", str(out)])
+        assert result.exit_code == 1, result.output
+        assert len(result.output.strip().splitlines()) == 1 and "not a diffplatoon" in result.output
+        assert "Traceback" not in result.output and not out.exists()
+    assert not marker.exists()
 
 
 def test_resume_after_sigkill_continues_without_gaps(ray_session, tmp_path: Path) -> None:
