@@ -100,11 +100,13 @@ def _check_params(cls: type, params: dict[str, Any]) -> Any:
     return cls(**params)
 
 
-def _fmt_params(params: Any, defaults: Any) -> str:
-    """``k=v,...`` of the fields that differ from the defaults ('' when none)."""
-    diff = [f"{f.name}={getattr(params, f.name)}" for f in dataclasses.fields(params)
-            if getattr(params, f.name) != getattr(defaults, f.name)]
-    return ",".join(diff)
+def _named_params(kind: str, cls: type, params: dict[str, Any]) -> tuple[Any, str]:
+    """An expert's checked parameters and its policy name: `kind`, plus ``:k=v,...`` of the fields
+    that differ from the defaults."""
+    checked, defaults = _check_params(cls, params), cls()
+    diff = [f"{f.name}={getattr(checked, f.name)}" for f in dataclasses.fields(checked)
+            if getattr(checked, f.name) != getattr(defaults, f.name)]
+    return checked, kind + (f":{','.join(diff)}" if diff else "")
 
 
 def idm_acceleration(v: np.ndarray, v0: np.ndarray, gap: np.ndarray, closing: np.ndarray,
@@ -282,12 +284,10 @@ class IDMPolicy(_Expert):
     """IDM car following on the observed leader, lane keeping (and optional route changes)."""
 
     def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
-        p = _check_params(IDMParams, params)
+        p, self.name = _named_params("idm", IDMParams, params)
         idm = spec.traffic.idm
         self.params = dataclasses.replace(p, a=p.a if p.a is not None else idm.a,
                                           b=p.b if p.b is not None else idm.b)
-        suffix = _fmt_params(p, IDMParams())
-        self.name = "idm" + (f":{suffix}" if suffix else "")
         super().__init__(spec)
 
     def reset(self, info: SimInfo) -> None:
@@ -333,9 +333,7 @@ class CACCPolicy(_Expert):
     """Ploeg CACC on V2V with ACC fallback, route lane changes and lane keeping."""
 
     def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
-        self.params = _check_params(CACCParams, params)
-        suffix = _fmt_params(self.params, CACCParams())
-        self.name = "cacc" + (f":{suffix}" if suffix else "")
+        self.params, self.name = _named_params("cacc", CACCParams, params)
         super().__init__(spec)
 
     def reset(self, info: SimInfo) -> None:
@@ -437,9 +435,7 @@ class RandomPolicy(_Expert):
     """Uniformly random acceleration within the vehicle limits, small random steering."""
 
     def __init__(self, spec: ScenarioSpec, **params: Any) -> None:
-        self.params = _check_params(RandomParams, params)
-        suffix = _fmt_params(self.params, RandomParams())
-        self.name = "random" + (f":{suffix}" if suffix else "")
+        self.params, self.name = _named_params("random", RandomParams, params)
         super().__init__(spec)
 
     def reset(self, info: SimInfo) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 
 from diffplatoon.evaluation.conflict_measures import (Occupancy, conflict_occupancy, post_encroachment_time,
                                                       ttc_2d, ttc_2d_pairs)
-from diffplatoon.evaluation.platoon_measures import (GapError, StringStability, gap_keeping_error,
+from diffplatoon.evaluation.platoon_measures import (GapError, StringStability, gap_keeping_error, rms_and_max_abs,
                                                      platoon_split_events, spacing_errors, string_stability)
 from diffplatoon.evaluation.thresholds import Thresholds
 
@@ -232,13 +232,8 @@ class JerkStats(NamedTuple):
 
 def jerk_stats(accel: np.ndarray, dt: float) -> JerkStats:
     """RMS and maximum absolute jerk per vehicle (nuPlan's comfort bound is |jerk| <= 4.13)."""
-    j = jerk(accel, dt)
-    ok = np.isfinite(j)
-    count = ok.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rms = np.sqrt(np.where(ok, j * j, 0.0).sum(axis=0) / count)
-    mx = np.where(ok, np.abs(j), -np.inf).max(axis=0, initial=-np.inf)
-    return JerkStats(np.where(count > 0, rms, np.nan), np.where(count > 0, mx, np.nan))
+    return JerkStats(*rms_and_max_abs(jerk(accel, dt)))
+
 
 
 # --------------------------------------------------------------------------------------------

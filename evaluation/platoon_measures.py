@@ -32,16 +32,20 @@ class GapError(NamedTuple):
     max_abs: np.ndarray
 
 
+def rms_and_max_abs(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column of (T, N) `values`: RMS and max |value| over the finite entries (NaN where none)."""
+    ok = np.isfinite(values)
+    count = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rms = np.sqrt(np.where(ok, values * values, 0.0).sum(axis=0) / count)
+    mx = np.where(ok, np.abs(values), -np.inf).max(axis=0, initial=-np.inf)
+    return np.where(count > 0, rms, np.nan), np.where(count > 0, mx, np.nan)
+
+
 def gap_keeping_error(gap: np.ndarray, speed: np.ndarray, *, time_gap: float = 0.5,
                       standstill: float = 2.0) -> GapError:
     """RMS and max |spacing error| of each follower over the steps where its gap is finite."""
-    e = spacing_errors(gap, speed, time_gap=time_gap, standstill=standstill)
-    ok = np.isfinite(e)
-    count = ok.sum(axis=0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        rms = np.sqrt(np.where(ok, e * e, 0.0).sum(axis=0) / count)
-    mx = np.where(ok, np.abs(e), -np.inf).max(axis=0, initial=-np.inf)
-    return GapError(np.where(count > 0, rms, np.nan), np.where(count > 0, mx, np.nan))
+    return GapError(*rms_and_max_abs(spacing_errors(gap, speed, time_gap=time_gap, standstill=standstill)))
 
 
 class StringStability(NamedTuple):
