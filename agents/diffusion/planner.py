@@ -13,6 +13,8 @@ samples and their costs.
 
 Checkpoint (a dict, loadable with ``torch.load(weights_only=True)``): format, config, model, ema, normalizer,
 and the trainer's state (optimiser, step, RNG) when saved by a trainer. Written to a temp file and renamed.
+`JointDiffusionPlanner.load` raises `diffplatoon.agents.policy.CheckpointError` (a ValueError, one line)
+for any file that is not such a checkpoint: unreadable, truncated, holding pickled objects, wrong config.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import dataclasses
 import math
 import os
 import tempfile
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -288,16 +291,48 @@ class JointDiffusionPlanner:
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> JointDiffusionPlanner:
         """Rebuild a planner from a checkpoint; the trainer's state, if any, is left in ``train_state``."""
+        from diffplatoon.agents.policy import CheckpointError, load_tensors
+
         dev = resolve_device(device)
-        ckpt = torch.load(path, map_location=dev, weights_only=True)
-        if ckpt.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"{path}: unsupported checkpoint format {ckpt.get('format')}")
-        planner = cls(PlannerConfig.from_dict(ckpt["config"]), dev)
-        planner.model.load_state_dict(ckpt["model"])
-        planner.ema.load_state_dict(ckpt["ema"])
-        planner.normalizer.load_state_dict(ckpt["normalizer"])
-        planner.train_state = ckpt["train_state"] or None
+        ckpt = load_tensors(path, "diffplatoon planner checkpoint", dev)
+        try:
+            if ckpt.get("format") != CHECKPOINT_FORMAT:
+                raise ValueError(f"format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
+            config = PlannerConfig.from_dict(ckpt["config"])
+            _check_config(config)
+            planner = cls(config, dev)
+            planner.model.load_state_dict(ckpt["model"])
+            planner.ema.load_state_dict(ckpt["ema"])
+            planner.normalizer.load_state_dict(ckpt["normalizer"])
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, AssertionError) as exc:  # missing or mistyped parts
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            what = f"missing {text}" if isinstance(exc, KeyError) else text
+            raise CheckpointError(f"{path}: not a diffplatoon planner checkpoint ({what})") from None
+        planner.train_state = ckpt.get("train_state") or None
         return planner
+
+
+MAX_CONFIG_SIZE = 1 << 16  # bound of every size in a loaded config: a checkpoint cannot ask for a giant model
+
+
+def _check_config(config: PlannerConfig) -> None:
+    """Raise ValueError unless every field of a loaded config has its type: sizes positive ints (at most
+    `MAX_CONFIG_SIZE`), numbers finite and positive, ranges two finite numbers in order."""
+    for obj in (config, config.denoiser):
+        hints = typing.get_type_hints(type(obj))
+        for field in dataclasses.fields(obj):
+            value, hint = getattr(obj, field.name), hints[field.name]
+            if hint is int:
+                ok = type(value) is int and 1 <= value <= MAX_CONFIG_SIZE
+            elif hint is float:
+                ok = type(value) in (int, float) and math.isfinite(value) and value > 0
+            elif typing.get_origin(hint) is tuple:
+                ok = (len(value) == 2 and all(type(v) in (int, float) and math.isfinite(v) for v in value)
+                      and value[0] <= value[1])
+            else:
+                continue
+            if not ok:
+                raise ValueError(f"config {field.name}: unexpected value {value!r}")
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:

@@ -44,7 +44,7 @@ from diffplatoon.agents.diffusion.controller import (Choice, ControlScene, Membe
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
-from diffplatoon.agents.policy import Policy, SimInfo, parse_params
+from diffplatoon.agents.policy import CheckpointError, Policy, SimInfo, parse_params
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
@@ -258,5 +258,5 @@ def make_diffusion_policy(spec: ScenarioSpec, argument: str | None, **params: An
     path, _, rest = argument.partition(",")
     path = path.strip()
     if not Path(path).is_file():
-        raise FileNotFoundError(f"diffusion checkpoint {path!r} not found")
+        raise CheckpointError(f"{path}: not a diffplatoon planner checkpoint (no such file)")
     return DiffusionPolicy(spec, path, **{**parse_params(rest), **params})

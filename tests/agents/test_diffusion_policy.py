@@ -1,8 +1,14 @@
-"""`diffusion:<checkpoint>` policy: registry, episodes with shield counters, receding horizon, plan broadcast, seeds."""
+"""`diffusion:<checkpoint>` policy: registry, episodes with shield counters, receding horizon, plan broadcast, seeds,
+corrupt or hostile checkpoint files refused with one clean error."""
+
+import io
+import os
+import pickle
 
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner
 
 from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
 from diffplatoon.agents.diffusion.controller import MemberLimits, PlannerController, clip_actions
@@ -10,7 +16,8 @@ from diffplatoon.agents.diffusion.guidance import GuidanceConfig
 from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.policy import DiffusionPolicy, file_hash
 from diffplatoon.agents.diffusion.shield import LEVELS
-from diffplatoon.agents.policy import SimInfo, make_policy
+from diffplatoon.agents.policy import CheckpointError, SimInfo, make_policy
+from diffplatoon.cli import app
 from diffplatoon.evaluation.episode import run_episode
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.sim.comms import MESSAGE_FIELDS
@@ -99,8 +106,62 @@ def test_parameters_parse_and_shield_off_reports_no_counts(spec, checkpoint):
     assert record["shield"] == {}
     with pytest.raises(ValueError, match="unknown diffusion policy parameter"):
         make_policy(f"diffusion:{checkpoint},sampels=2", spec)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(CheckpointError, match="ckpt.pt: not a diffplatoon planner checkpoint \\(no such file\\)"):
         make_policy("diffusion:/nonexistent/ckpt.pt", spec)
+
+
+class _Payload:
+    """Unpickling this creates `marker` (what a hostile checkpoint could do with a shell command)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def _with_config(ckpt: dict, **changes) -> dict:
+    return {**ckpt, "config": {**ckpt["config"], **changes}}
+
+
+@pytest.mark.parametrize("corrupt, reason", [
+    (lambda data, ckpt, marker: os.urandom(4096), "corrupt, or holding pickled objects"),
+    (lambda data, ckpt, marker: data[: len(data) // 2], "unreadable: PytorchStreamReader failed"),
+    (lambda data, ckpt, marker: b"", "unreadable: EOFError"),
+    (lambda data, ckpt, marker: pickle.dumps({**ckpt, "x": _Payload(marker)}), "corrupt, or holding pickled objects"),
+    (lambda data, ckpt, marker: _saved({**ckpt, "x": _Payload(marker)}), "corrupt, or holding pickled objects"),
+    (lambda data, ckpt, marker: _saved(_with_config(ckpt, horizon="ten")), "config horizon: unexpected value 'ten'"),
+    (lambda data, ckpt, marker: _saved(_with_config(ckpt, nosuch=1)), "unexpected keyword argument 'nosuch'"),
+    (lambda data, ckpt, marker: _saved({k: v for k, v in ckpt.items() if k != "ema"}), "(missing 'ema')"),
+    (lambda data, ckpt, marker: _saved({**ckpt, "format": 99}), "format 99"),
+    (lambda data, ckpt, marker: _saved([1, 2]), "expected a dict, found list"),
+])
+def test_corrupt_checkpoint_is_one_clean_error(spec, checkpoint, tmp_path, corrupt, reason):
+    """Random bytes, a truncated file, pickled code, a wrong config: one `CheckpointError` (a ValueError)
+    naming the file, nothing executed, and one line from the CLI."""
+    data = checkpoint.read_bytes()
+    ckpt = torch.load(checkpoint, weights_only=True)
+    marker = tmp_path / "marker"
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(corrupt(data, ckpt, marker))
+    with pytest.raises(CheckpointError) as info:
+        make_policy(f"diffusion:{bad}", spec)
+    message = str(info.value)
+    assert message.startswith(f"{bad}: not a diffplatoon planner checkpoint (") and reason in message, message
+    assert "\n" not in message and not marker.exists()
+
+    out = tmp_path / "eval"
+    result = CliRunner().invoke(app, ["evaluate", "--policy", f"diffusion:{bad}", "--scenarios", "hard_brake",
+                                      "--out", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "not a diffplatoon planner checkpoint" in result.output
+    assert not marker.exists() and not out.exists()
+
+
+def _saved(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
 
 
 def test_receding_horizon_replans_every_r_steps_and_executes_the_plan_in_order(spec, checkpoint):
