@@ -1,7 +1,9 @@
 """Expert demonstrations for the joint planner: rollouts over Ray tasks, stored as sharded ``.npz`` with a manifest.
 
-`collect_demos` runs one Ray task per (scenario, episode) job. The task rolls the expert out
-(`collect_episode`) and returns one compressed shard; the driver writes it atomically to
+`collect_demos` checks the scenarios and builds the expert before Ray starts, then runs one Ray task
+per (scenario, episode) job through `diffplatoon.cluster.run_bounded` (at most one task per worker, each
+with a wall-clock limit; an episode past it is cancelled and counted as failed). The task rolls the
+expert out (`collect_episode`) and returns one compressed shard; the driver writes it atomically to
 ``<out>/shards/<scenario>__<episode>.npz`` and rewrites ``<out>/manifest.json`` atomically after every
 shard, so a killed run loses only the jobs in flight. A rerun skips every job whose shard is listed in the
 manifest and present on disk.
@@ -36,7 +38,8 @@ from typing import Any
 import numpy as np
 
 from diffplatoon import io
-from diffplatoon.cluster import JobSummary, connect_ray, remote
+from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
+                                 run_bounded)
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
@@ -172,8 +175,6 @@ def run_demo_job(spec: ScenarioSpec, expert: str, episode: int, horizon: int, m_
     }
 
 
-
-
 # ------------------------------------------------------------------------------------------------
 # Collection
 # ------------------------------------------------------------------------------------------------
@@ -200,20 +201,37 @@ def _resolve(scenarios: list[str | ScenarioSpec]) -> list[ScenarioSpec]:
     return specs
 
 
+def check_expert(expert: str, specs: list[ScenarioSpec]) -> None:
+    """Build the expert once for every scenario; a `ValueError` naming the expert and scenario if one fails."""
+    for spec in specs:
+        try:
+            make_policy(expert, spec)
+        except Exception as exc:  # noqa: BLE001 - any build error is the user's expert string
+            text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ValueError(f"expert {expert!r} cannot be built for scenario {spec.name!r}: {text}") from None
+
+
 def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", episodes: int = 10,
                   out: str | os.PathLike[str] = "runs/demos", *, horizon: int = 20,
                   ray_address: str | None = None, num_workers: int | None = None, seed_offset: int = 0,
-                  seed: int = 0, m_max: int = 16, progress: bool = True) -> DemoSummary:
-    """Collect `episodes` expert episodes per scenario into ``out`` (module docstring); resumable."""
+                  seed: int = 0, m_max: int = 16, progress: bool = True,
+                  timeout: float | None = DEFAULT_JOB_TIMEOUT) -> DemoSummary:
+    """Collect `episodes` expert episodes per scenario into ``out`` (module docstring); resumable.
+
+    The scenarios and the expert are checked before Ray starts (`ScenarioError`; `ValueError` naming the
+    expert). ``timeout`` is each episode's wall-clock limit [s] (None: none); an episode past it, or one
+    that raises, is a failure in the summary (``failed``), and a rerun tries it again."""
     import ray
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     if episodes < 0 or horizon < 1:
         raise ValueError(f"need episodes >= 0 and horizon >= 1, got {episodes}, {horizon}")
+    check_timeout(timeout)
+    specs = _resolve(scenarios)
+    check_expert(expert, specs)
     out = Path(out)
     (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    specs = _resolve(scenarios)
     dims = {"obs_dim": {features.obs_dim(s) for s in specs}, "msg_dim": {features.msg_dim(s) for s in specs},
             "policy_frequency": {s.policy_frequency for s in specs},
             "simulation_frequency": {s.simulation_frequency for s in specs}}
@@ -252,34 +270,30 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
             workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
             refs = {spec.name: ray.put(spec) for spec in specs}
             task = remote(run_demo_job).options(max_retries=2)
-            queue = list(reversed(todo))
-            pending: dict[Any, tuple[ScenarioSpec, int]] = {}
             bar = Progress(TextColumn("[bold]demos"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
                            TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
                            disable=not progress)
             with bar:
                 bar_id = bar.add_task("episodes", total=len(todo))
-                while queue or pending:
-                    while queue and len(pending) < workers:
-                        spec, ep = queue.pop()
-                        pending[task.remote(refs[spec.name], expert, ep, horizon, m_max)] = (spec, ep)
-                    ready, _ = ray.wait(list(pending), num_returns=1)
-                    for ref in ready:
-                        spec, ep = pending.pop(ref)
+                submit = lambda job: task.remote(refs[job[0].name], expert, job[1], horizon, m_max)  # noqa: E731
+                for (spec, ep), ref in run_bounded(todo, submit, workers=workers, timeout=timeout):
+                    if isinstance(ref, Overdue):
+                        res = {"error": ref.reason}
+                    else:
                         try:
                             res = ray.get(ref)
                         except Exception as exc:  # noqa: BLE001 - worker died after its retries
                             res = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
-                        if "error" in res:
-                            failures.append({"scenario": spec.name, "episode": str(ep), "error": res["error"]})
-                        else:
-                            name = shard_name(spec.name, ep)
-                            io.atomic_write_bytes(out / SHARDS / name, res.pop("data"))
-                            manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name]
-                            manifest["shards"].append({"file": name, "scenario": spec.name, "episode": ep, **res})
-                            _write_manifest(out, manifest)
-                            completed += 1
-                        bar.advance(bar_id)
+                    if "error" in res:
+                        failures.append({"scenario": spec.name, "episode": str(ep), "error": res["error"]})
+                    else:
+                        name = shard_name(spec.name, ep)
+                        io.atomic_write_bytes(out / SHARDS / name, res.pop("data"))
+                        manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name]
+                        manifest["shards"].append({"file": name, "scenario": spec.name, "episode": ep, **res})
+                        _write_manifest(out, manifest)
+                        completed += 1
+                    bar.advance(bar_id)
         finally:
             if started:
                 ray.shutdown()

@@ -1,4 +1,5 @@
-"""Planner featurisation (platoon frame, comm mask, padding) and expert demonstration collection over Ray."""
+"""Planner featurisation (platoon frame, comm mask, padding) and expert demonstration collection over Ray
+(bad experts and scenarios refused before Ray starts, per-episode timeouts, exit status on failures)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,14 @@ import pytest
 import torch
 
 from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.demos import SHARDS, collect_demos, collect_episode, demo_episodes, shard_name
+from typer.testing import CliRunner
+
+from diffplatoon.agents.diffusion.demos import (SHARDS, check_expert, collect_demos, collect_episode, demo_episodes,
+                                                shard_name)
 from diffplatoon.agents.diffusion.dataset import load_demos
 from diffplatoon.agents.policy import SimInfo, make_policy
-from diffplatoon.scenarios import load_scenario
+from diffplatoon.cli import app
+from diffplatoon.scenarios import ScenarioError, expand_sweep, load_scenario
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
@@ -231,3 +236,42 @@ def test_platoon_inputs_fields_are_stored(demo_run):
     with np.load(out / SHARDS / shard_name("highway_platoon", demo_episodes(0, 2)[0])) as z:
         keys = set(z.files)
     assert {f.name for f in dataclasses.fields(features.PlatoonInputs)} <= keys
+
+
+# ------------------------------------------------------------------------------------------------ refusals
+
+
+@pytest.mark.parametrize("expert, scenario, expected", [
+    ("nosuch", "hard_brake", "unknown policy 'nosuch'"),
+    ("cacc:time_gap=abc", "hard_brake", "time_gap: expected a finite number, got 'abc'"),
+    ("cacc", "nosuch_scenario", "nosuch_scenario: <document>: expected a scenario file path or a catalogue name"),
+])
+def test_bad_expert_or_scenario_is_refused_before_ray(tmp_path, expert, scenario, expected):
+    import ray
+
+    running = ray.is_initialized()
+    out = tmp_path / "demos"
+    with pytest.raises((ValueError, ScenarioError)):
+        collect_demos([scenario], expert, 1, out, progress=False)
+    result = CliRunner().invoke(app, ["demos", "collect", "--scenarios", scenario, "--expert", expert,
+                                      "--out", str(out)])
+    assert result.exit_code == 1 and expected in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert ray.is_initialized() == running and not out.exists()  # nothing started, nothing written
+
+
+def test_check_expert_covers_every_sweep_variant():
+    specs = expand_sweep(load_scenario("dense_highway_sweep"))[0]
+    check_expert("idm", specs)
+    with pytest.raises(ValueError, match=r"expert 'random:lane_keeping=1' cannot be built for scenario "):
+        check_expert("random:lane_keeping=1", specs)
+
+
+def test_episode_past_its_timeout_is_a_failure_and_the_command_exits_1(ray_session, tmp_path):
+    out = tmp_path / "demos"
+    result = CliRunner().invoke(app, ["demos", "collect", "--scenarios", "hard_brake", "--episodes", "1",
+                                      "--episode-timeout", "0.05", "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "timed out after 0.05 s" in result.output and "1 of 1 demo episodes failed" in result.output
+    assert "Traceback" not in result.output
+    assert json.loads((out / "manifest.json").read_text())["shards"] == []  # a rerun collects it
