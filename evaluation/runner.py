@@ -30,7 +30,6 @@ thread per worker. Episodes are seeded by (scenario seed, episode index) only, s
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import platform as _platform
 import sys
@@ -50,6 +49,7 @@ from diffplatoon import io
 from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
                                  run_bounded)
 from diffplatoon.evaluation import episode_data, stats
+from diffplatoon.evaluation.formatting import fmt_fraction, fmt_num, order_key, print_table
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
@@ -274,7 +274,8 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
                           failed=sum(1 for r in records if r.get("failed")), wall_time=wall,
                           rows=summary_rows(ok))
     if progress:
-        console.print(summary_table(summary.rows, failed=summary.failed))
+        print_table(console, summary_table(summary.rows, failed=summary.failed, scenarios=list(specs),
+                                           policies=policies))
         console.print(f"{summary.completed} episodes run, {summary.skipped} already done, "
                       f"{summary.failed} failed, in {wall:.1f} s -> {out}")
     if report:
@@ -382,20 +383,22 @@ def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return stats.aggregate(recs, by=("scenario", "policy"), metrics=metrics, rates=["collision"])
 
 
-def _f(x: Any, spec: str) -> str:
-    return "-" if x is None or (isinstance(x, float) and not math.isfinite(x)) else format(x, spec)
+def summary_table(rows: Sequence[dict[str, Any]], *, failed: int = 0, scenarios: Sequence[str] = (),
+                  policies: Sequence[str] = ()) -> Table:
+    """Rich table of `summary_rows`: collision rate with its Wilson 95% CI and n, speed, TTC.
 
-
-def summary_table(rows: Sequence[dict[str, Any]], *, failed: int = 0) -> Table:
-    """Rich table of `summary_rows`: collision rate with its Wilson 95% CI and n, speed, TTC."""
+    Rows follow the order of `scenarios` and `policies` (the command line's); print it with
+    `formatting.print_table` so no name is cut at 80 columns.
+    """
     table = Table(title="Safety evaluation" + (f" ({failed} failed episodes not counted)" if failed else ""))
     for col, just in (("scenario", "left"), ("policy", "left"), ("collisions", "right"),
                       ("rate [95% CI]", "right"), ("speed", "right"), ("min TTC", "right")):
-        table.add_column(col, justify=just, no_wrap=col != "scenario")
+        table.add_column(col, justify=just, no_wrap=True)
     table.caption = ("collisions: episodes with a collision / episodes; 95% CI: Wilson; speed: mean [m/s]; "
                      "min TTC: mean of the per-episode minimum [s]")
-    for r in rows:
-        rate = f"{_f(r['collision'], '.3f')} [{_f(r['collision_lo'], '.3f')}, {_f(r['collision_hi'], '.3f')}]"
+    for r in sorted(rows, key=order_key(scenarios, policies)):
+        rate = (f"{fmt_fraction(r['collision'])} "
+                f"[{fmt_fraction(r['collision_lo'])}, {fmt_fraction(r['collision_hi'])}]")
         table.add_row(str(r["scenario"]), str(r["policy"]), f"{r['collision_k']}/{r['collision_n']}", rate,
-                      _f(r.get("mean_speed_mean"), ".2f"), _f(r.get("min_ttc_mean"), ".2f"))
+                      fmt_num(r.get("mean_speed_mean")), fmt_num(r.get("min_ttc_mean")))
     return table

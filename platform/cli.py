@@ -1,14 +1,23 @@
 """The `diffplatoon` command line: one entry point over scenarios, simulation, evaluation and training.
 
 Each command group lives in this module as a thin layer over the library: it parses
-arguments, calls one library function, and prints with rich. Errors a user can fix (a bad
-scenario file, a missing checkpoint) are printed as ``file:line: field: message`` lines and
-exit with status 1, never as a traceback.
+arguments, calls one library function, and prints with rich.
+
+Errors a user can fix take one path (`user_errors` and `main`): a bad scenario or config file
+(``file:line: field: message``), an unknown controller or policy, a corrupt or missing
+checkpoint, an output path that cannot be written, a bad flag value, an unreachable Ray
+cluster. Each is one unwrapped line on stderr naming the thing and what was expected, exit
+status 1 (2 for a malformed command line), never a traceback. Anything else is a bug and keeps
+its traceback. Arguments are checked before Ray starts.
 """
 
 from __future__ import annotations
 
+import errno
 import json
+import math
+import os
+import pickle
 import sys
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
@@ -17,10 +26,17 @@ from typing import Iterator, NoReturn, Optional
 
 import typer
 import yaml
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT
+try:  # typer vendors click from 0.2x on; its usage errors are those classes
+    from typer._click import exceptions as click_exceptions
+except ImportError:  # pragma: no cover - older typer on the public click
+    from click import exceptions as click_exceptions
+
+from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT, RayConnectError
+from diffplatoon.evaluation.formatting import print_table
 from diffplatoon.scenarios import ScenarioError, ScenarioSpec, catalogue_names, expand_sweep, load_scenario
 
 console = Console()
@@ -55,25 +71,116 @@ def _root(
         raise typer.Exit()
 
 
-def _print_problems(exc: ScenarioError) -> None:
-    """A scenario or config error as its `file:line: field: message` lines on stderr."""
-    for line in exc.lines:
-        err_console.print(line, markup=False, highlight=False)
+class UserError(Exception):
+    """A mistake the user can fix, as the lines to print: ``thing: what was expected, what was found``."""
+
+    def __init__(self, *lines: str):
+        self.lines = list(lines)
+        super().__init__("\n".join(lines))
+
+
+# Exceptions that building a named controller, policy or expert raises for a bad name, bad
+# parameters or a missing or corrupt checkpoint (torch's weights-only loader raises
+# UnpicklingError on a file that is not a checkpoint, RuntimeError on a torn archive).
+POLICY_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, pickle.UnpicklingError, RuntimeError,
+                                                  EOFError)
+
+_OS_REASONS = {
+    errno.EACCES: "expected a place this user may write to, got permission denied",
+    errno.EPERM: "expected a place this user may write to, got operation not permitted",
+    errno.EROFS: "expected a writable place, got a read-only file system",
+    errno.ENOTDIR: "expected a folder in the path, found a file",
+    errno.EEXIST: "expected a folder, found a file",
+    errno.EISDIR: "expected a file, found a folder",
+    errno.ENOSPC: "no space left on the device",
+    errno.ENOENT: "expected an existing file or folder, found none",
+}
+
+
+def _say(line: str) -> None:
+    """One line on stderr, never wrapped or marked up (a scenario problem stays one line at 80 columns)."""
+    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def os_error_line(exc: OSError, subject: str | None = None) -> str:
+    """``subject: what was expected (path: reason)`` for an OSError on a path the user named."""
+    reason = _OS_REASONS.get(exc.errno or -1, exc.strerror or str(exc))
+    where = f" ({exc.filename})" if exc.filename and subject else ""
+    return f"{subject or exc.filename or 'file'}: {reason}{where}"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _print_problems(exc: ScenarioError | UserError | RayConnectError | OSError) -> None:
+    """A user error as its lines on stderr: `file:line: field: message` for a scenario, one line otherwise."""
+    if isinstance(exc, (ScenarioError, UserError)):
+        for line in exc.lines:
+            _say(line)
+    elif isinstance(exc, OSError):
+        _say(os_error_line(exc))
+    else:
+        _say(_first_line(exc))
 
 
 @contextmanager
-def _exit_on_scenario_error() -> Iterator[None]:
-    """Turn a ScenarioError raised inside into its printed lines and exit status 1 (no traceback)."""
+def user_errors(subject: str | None = None, kinds: tuple[type[BaseException], ...] = (),
+                expected: str = "") -> Iterator[None]:
+    """Turn a user error raised inside into its printed lines and exit status 1 (no traceback).
+
+    `ScenarioError`, `UserError` and `RayConnectError` always; exceptions of `kinds` too, as
+    ``subject: expected: reason``: pass only types that, around this call, can only mean a
+    bad argument (an unknown controller name, an unwritable --out).
+    """
     try:
         yield
-    except ScenarioError as exc:
+    except (ScenarioError, UserError, RayConnectError) as exc:
         _print_problems(exc)
+        raise typer.Exit(1) from None
+    except kinds as exc:
+        if isinstance(exc, OSError) and exc.errno in _OS_REASONS:
+            _say(os_error_line(exc, subject))
+        elif isinstance(exc, (pickle.UnpicklingError, EOFError)) or type(exc) is RuntimeError:
+            # torch's own text is a paragraph about weights_only; say what the file should be
+            _say(f"{subject}: expected a checkpoint file saved by diffplatoon, got one that cannot be loaded "
+                 f"({type(exc).__name__})")
+        else:
+            _say(f"{subject}: {expected + ': ' if expected else ''}{_first_line(exc)}")
         raise typer.Exit(1) from None
 
 
 def _load(name_or_path: str) -> ScenarioSpec:
-    with _exit_on_scenario_error():
+    with user_errors():
         return load_scenario(name_or_path)
+
+
+def check_output(option: str, path: Path, *, folder: bool) -> None:
+    """Refuse an output path that cannot be written before any work is done (one line, exit 1)."""
+    target = path if folder else path.parent
+    with user_errors(f"{option} {path}", (OSError,), "expected a writable path"):
+        existing = next(p for p in (target, *target.parents) if p.exists())
+        if not existing.is_dir():  # name the file in the way, not the folder that cannot be made
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
+        target.mkdir(parents=True, exist_ok=True)
+        if not folder and path.is_dir():
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+        if not os.access(target, os.W_OK):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
+
+
+def check_controller(option: str, name: str, spec: ScenarioSpec) -> None:
+    """Build the controller `name` once so a bad name, parameter or checkpoint is refused up front."""
+    from diffplatoon.run import make_controller
+
+    with user_errors(f"{option} {name}", POLICY_ERRORS):
+        make_controller(name, spec)
+
+
+def check_seconds(seconds: float | None) -> None:
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise UserError(f"--seconds {seconds:g}: expected a positive, finite simulated time in seconds")
 
 
 def traffic_summary(spec: ScenarioSpec) -> str:
@@ -105,16 +212,17 @@ def one_line_summary(spec: ScenarioSpec) -> str:
 @scenario_app.command("list")
 def scenario_list() -> None:
     """List the scenario catalogue: name, road type, platoons, vehicles, description."""
-    table = Table(title="diffplatoon scenario catalogue")
-    for column in ("name", "road", "platoons", "members", "traffic", "description"):
-        table.add_column(column, overflow="fold")
+    table = Table(title="diffplatoon scenario catalogue", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for column in ("name", "road", "platoons", "members", "traffic"):
+        table.add_column(column, no_wrap=True, justify="right" if column in ("platoons", "members") else "left")
+    table.add_column("description", min_width=20, ratio=1)
     for name in catalogue_names():
         spec = _load(name)
         first = spec.description.strip().split(". ")[0].rstrip(".")
         table.add_row(
             name, spec.road.type, str(len(spec.platoons)), str(spec.num_controlled), traffic_summary(spec), first
         )
-    console.print(table)
+    print_table(console, table)
 
 
 @scenario_app.command("validate")
@@ -149,13 +257,13 @@ def scenario_show(
     variants, _ = expand_sweep(spec)
     keys = list(spec.sweep)
     table = Table(title=f"{spec.name}: {len(variants)} variant{'s' if len(variants) != 1 else ''}")
-    table.add_column("variant")
+    table.add_column("variant", no_wrap=True)
     for key in keys:
-        table.add_column(key)
+        table.add_column(key, no_wrap=True)
     for variant in variants:
         dumped = variant.model_dump(mode="json", by_alias=True)
         table.add_row(variant.name, *(json.dumps(_get(dumped, k)) for k in keys))
-    console.print(table)
+    print_table(console, table)
 
 
 def _get(data: dict, dotted: str) -> object:
@@ -176,7 +284,9 @@ def scenario_schema(
     else:
         from diffplatoon.io import atomic_write_text
 
-        atomic_write_text(out, text + "\n")
+        check_output("--out", out, folder=False)
+        with user_errors(f"--out {out}", (OSError,), "expected a writable path"):
+            atomic_write_text(out, text + "\n")
         console.print(f"wrote {out}")
 
 
@@ -186,12 +296,15 @@ def scenario_render(
     seconds: float = typer.Option(20.0, "--seconds", help="Simulated time to render [s]."),
     out: Path = typer.Option(Path("runs/render.gif"), "--out", help="GIF to write."),
     controller: str = typer.Option("cacc", "--controller", help="Policy driving the platoons (idm, cacc, random, ...)."),
-    episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
+    episode: int = typer.Option(0, "--episode", min=0, help="Episode index (seeds every random draw)."),
 ) -> None:
     """Render a scenario top-down to a GIF: platoons coloured, V2V links drawn, time stamped."""
     from diffplatoon.run import render_scenario
 
+    check_seconds(seconds)
     spec = _load(scenario)
+    check_controller("--controller", controller, spec)
+    check_output("--out", out, folder=False)
     path = render_scenario(spec, seconds=seconds, out_path=out, controller=controller, episode=episode)
     console.print(f"wrote {path}")
 
@@ -201,13 +314,16 @@ def scenario_run(
     scenario: str = typer.Argument(..., help="Scenario file or catalogue name."),
     controller: str = typer.Option("cacc", "--controller", help="Policy driving the platoons (idm, cacc, random, ...)."),
     seconds: Optional[float] = typer.Option(None, "--seconds", help="Simulated time [s]; default the scenario's duration."),
-    episode: int = typer.Option(0, "--episode", help="Episode index (seeds every random draw)."),
+    episode: int = typer.Option(0, "--episode", min=0, help="Episode index (seeds every random draw)."),
 ) -> None:
     """Run a scenario headless with a built-in controller and print a step summary."""
     from diffplatoon.run import run_scenario
 
-    summary = run_scenario(_load(scenario), controller, seconds=seconds, episode=episode)
-    console.print(summary.table())
+    check_seconds(seconds)
+    spec = _load(scenario)
+    check_controller("--controller", controller, spec)
+    summary = run_scenario(spec, controller, seconds=seconds, episode=episode)
+    print_table(console, summary.table())
 
 
 @app.command("evaluate")
@@ -243,7 +359,7 @@ def evaluate_command(
     for name in scenarios:  # fail fast with file:line errors before starting Ray
         _load(name)
     try:
-        with _exit_on_scenario_error():
+        with user_errors():
             summary = evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers,
                                worst_k=worst_k, timeout=episode_timeout, retry_failed=retry_failed)
     except PolicyBuildError as exc:  # raised before Ray starts
@@ -258,15 +374,14 @@ def evaluate_command(
 @app.command("report")
 def report_command(
     folder: Path = typer.Argument(..., help="An evaluation output folder with records.jsonl."),
-    worst_k: int = typer.Option(3, "--worst-k", help="Replays (GIF) of the k worst episodes."),
+    worst_k: int = typer.Option(3, "--worst-k", min=0, help="Replays (GIF) of the k worst episodes."),
     no_replays: bool = typer.Option(False, "--no-replays", help="Skip drawing the worst episodes' stored replays to GIF."),
 ) -> None:
     """(Re)build report.md / report.html / metrics.json / plots from an evaluation's records."""
     from diffplatoon.evaluation.report import build_report
 
-    if not (folder / "records.jsonl").exists():
-        err_console.print(f"{folder}: expected an evaluation folder containing records.jsonl, found none")
-        raise typer.Exit(1)
+    if not (folder / "records.jsonl").is_file():
+        raise UserError(f"{folder}: expected an evaluation folder containing records.jsonl, found none")
     path = build_report(folder, worst_k=worst_k, render_replays=not no_replays)
     console.print(f"wrote {path}")
 
@@ -285,8 +400,9 @@ def demos_collect(
     from diffplatoon.agents.diffusion.demos import collect_demos
 
     scenarios = scenarios + (more_scenarios or [])
-    for name in scenarios:
-        _load(name)
+    specs = [_load(name) for name in scenarios]  # every argument checked before Ray starts
+    check_controller("--expert", expert, specs[0])
+    check_output("--out", out, folder=True)
     collect_demos(scenarios, expert, episodes, out, horizon=horizon, ray_address=ray_address)
 
 
@@ -298,7 +414,7 @@ def pretrain_command(
     """Pre-train the joint diffusion planner on demonstrations (DDPM, EMA, checkpoints, loss curve)."""
     from diffplatoon.agents.diffusion.pretrain import pretrain
 
-    with _exit_on_scenario_error():
+    with user_errors():
         out = pretrain(config, resume=resume)
     console.print(f"run folder: {out}")
 
@@ -313,14 +429,12 @@ def train_command(
     from diffplatoon.agents.rllib.train import train
 
     try:
-        with _exit_on_scenario_error():
+        with user_errors():
             out = train(config, resume=resume, ray_address=ray_address)
     except FileExistsError as exc:  # a fresh run into a folder that already has checkpoints
-        err_console.print(f"{exc}; pass --resume to continue it, or choose another 'out' folder")
-        raise typer.Exit(1) from None
+        raise UserError(f"{exc}; pass --resume to continue it, or choose another 'out' folder") from None
     except FileNotFoundError as exc:  # --resume on a folder without a checkpoint
-        err_console.print(str(exc))
-        raise typer.Exit(1) from None
+        raise UserError(str(exc)) from None
     console.print(f"run folder: {out}")
 
 
@@ -329,16 +443,35 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Folder for t
     """The small end-to-end tour `make demo` runs."""
     from diffplatoon.demo import run_demo
 
+    check_output("--out", out, folder=True)
     run_demo(out, console)
 
 
 def main() -> None:
-    """Console-script entry point: a missing or clashing file is a one-line error, not a traceback."""
+    """Console-script entry point: every user error is one line on stderr, never a traceback.
+
+    Commands refuse their arguments through `user_errors`; what reaches here unconverted is a
+    user error raised deeper (a scenario error, an unwritable or missing file named by the
+    user) or a malformed command line (exit 2). Other exceptions are bugs: their traceback shows.
+    """
     try:
-        app()
-    except (FileNotFoundError, FileExistsError) as exc:
-        err_console.print(f"error: {exc}", markup=False, highlight=False)
-        sys.exit(1)
+        with user_errors():
+            code = app(standalone_mode=False)
+    except click_exceptions.NoArgsIsHelpError as exc:  # `diffplatoon scenario`: the group's help
+        exc.show()
+        code = exc.exit_code
+    except click_exceptions.ClickException as exc:  # a malformed command line: one line instead of rich's panel
+        where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) is not None else ""
+        _say(f"{where}{exc.format_message()} (see --help)")
+        code = exc.exit_code
+    except typer.Abort:
+        code = 1
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
+        _say(os_error_line(exc))
+        code = 1
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -115,4 +115,5 @@ def test_evaluate_takes_several_scenarios_after_one_flag(tmp_path: Path) -> None
 def test_unknown_policy_is_a_one_line_error(tmp_path: Path) -> None:
     out = run_cli("evaluate", "--policy", "nope", "--scenarios", "hard_brake", "--out", str(tmp_path / "e"))
     assert out.returncode == 1
-    assert out.stderr.strip().startswith("--policy nope: unknown policy 'nope'; valid policies:")
+    line = out.stderr.strip()
+    assert line.startswith("--policy") and "unknown policy 'nope'; valid policies:" in line and "\n" not in line

@@ -1,0 +1,105 @@
+"""Numbers and tables as a person reads them, in a terminal of any width or in a file.
+
+One place decides how a measured number is printed (`fmt_num`, `fmt_pm`: significant
+digits, not ``0.11488043402947258`` or ``± 5.33e-17``) and how a `rich` table is printed
+(`print_table`): identifier and number columns are never wrapped or cut, and when they do
+not fit the console's width (80 columns, or a pipe) the table is printed wider rather than
+with names cut to ``collis…``. Prose columns (descriptions) wrap.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Mapping, Sequence
+
+from rich.console import Console
+from rich.segment import Segments
+from rich.table import Table
+
+DIGITS = 3  # significant digits of a measured number
+
+
+def _finite(x: Any) -> float | None:
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        value = float(x)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _decimals(value: float, digits: int) -> int:
+    """Decimals that show `digits` significant digits of `value` (0 for large values)."""
+    if value == 0:
+        return digits - 1
+    return max(0, digits - 1 - math.floor(math.log10(abs(value))))
+
+
+def fmt_num(x: Any, digits: int = DIGITS) -> str:
+    """`x` to `digits` significant digits, fixed-point ('-' when missing, NaN or infinite).
+
+    0.11488043402947258 -> '0.115', 27.345 -> '27.3', 1234.5 -> '1234', 0.0 -> '0.00';
+    magnitudes below 1e-4 keep the exponent form ('5.33e-17').
+    """
+    value = _finite(x)
+    if value is None:
+        return "-"
+    if value != 0 and abs(value) < 1e-4:
+        return f"{value:.{digits}g}"
+    return f"{value:.{_decimals(value, digits)}f}"
+
+
+def fmt_pm(mean: Any, half: Any, digits: int = DIGITS) -> str:
+    """'mean ± half' with the half-width printed at the mean's resolution ('27.3 ± 0.0', not '± 5.33e-17')."""
+    m = _finite(mean)
+    if m is None:
+        return "-"
+    text = fmt_num(m, digits)
+    h = _finite(half)
+    if h is None:
+        return text
+    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 0
+    return f"{text} ± {abs(h):.{decimals}f}"
+
+
+def fmt_fraction(x: Any) -> str:
+    """A rate or probability in [0, 1] to three decimals ('-' when missing)."""
+    value = _finite(x)
+    return "-" if value is None else f"{value:.3f}"
+
+
+def order_key(scenarios: Sequence[str] = (), policies: Sequence[str] = ()) -> Callable[[Mapping[str, Any]], tuple]:
+    """Sort key putting rows in the command line's scenario and policy order (unlisted names after, by name)."""
+    s_index = {name: i for i, name in enumerate(scenarios)}
+    p_index = {name: i for i, name in enumerate(policies)}
+
+    def key(row: Mapping[str, Any]) -> tuple:
+        sc, pol = str(row.get("scenario")), str(row.get("policy"))
+        return (s_index.get(sc, len(s_index)), sc, p_index.get(pol, len(p_index)), pol)
+
+    return key
+
+
+def _needed_width(console: Console, table: Table) -> int:
+    """Columns the table needs with its no-wrap cells whole and its wrapping cells at their longest word."""
+    total = 0
+    for column in table.columns:
+        cells = [column.header, *column.cells]
+        if column.no_wrap:
+            width = max(console.measure(cell).maximum for cell in cells)
+        else:
+            width = max(column.min_width or 0, *(console.measure(cell).minimum for cell in cells))
+        total += width
+    left, right = table.padding[3], table.padding[1]
+    return total + len(table.columns) * (left + right + 1) + 1
+
+
+def print_table(console: Console, table: Table) -> None:
+    """Print `table` with no cell cut: wider than the console when its unwrappable columns need it."""
+    needed = _needed_width(console, table)
+    if needed <= console.width:
+        console.print(table)
+    else:  # lines longer than the console: a pager or an editor shows them whole
+        lines = console.render(table, console.options.update(width=needed, max_width=needed))
+        console.print(Segments(lines), crop=False, soft_wrap=True)
