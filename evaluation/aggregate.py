@@ -32,18 +32,22 @@ class Measure:
 RATES: tuple[Measure, ...] = (
     Measure("collision", "collision", False),
     Measure("at_fault", "at-fault collision", False),
+    Measure("traffic_collision", "traffic-only collision", False),
+    Measure("near_miss", "near miss (gap < min_gap, no collision)", False),
     Measure("offroad", "off-road", False),
     Measure("wrong_way", "wrong way", False),
 )
 # Continuous per-episode measures reported as mean +/- 95% CI.
 METRICS: tuple[Measure, ...] = (
     Measure("at_fault_collisions", "at-fault collisions / episode", False),
+    Measure("traffic_collisions", "traffic-only collisions / episode", False),
     Measure("min_ttc", "min TTC [s]", True),
     Measure("min_ttc_2d", "min 2-D TTC [s]", True),
     Measure("tet", "TET (TTC < threshold) [s]", False),
     Measure("min_gap", "min gap [m]", True),
     Measure("min_time_gap", "min time gap [s]", True),
     Measure("max_drac", "max DRAC [m/s²]", False),
+    Measure("max_drac_ahead", "max DRAC, two vehicles ahead [m/s²]", False),
     Measure("hard_brakes", "hard-brake steps", False),
     Measure("rms_jerk", "RMS jerk [m/s³]", False),
     Measure("mean_speed", "mean speed [m/s]", True),
@@ -57,14 +61,15 @@ METRICS: tuple[Measure, ...] = (
 
 
 def prepare_records(records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Successful records with rate fields as booleans and the at-fault indicator added."""
+    """Successful records with rate fields as booleans and the at-fault and traffic-only indicators added."""
     out = []
     for rec in records:
         if rec.get("failed"):
             continue
         r = dict(rec)
-        if "at_fault_collisions" in r and r["at_fault_collisions"] is not None:
-            r["at_fault"] = float(r["at_fault_collisions"]) > 0
+        for count, indicator in (("at_fault_collisions", "at_fault"), ("traffic_collisions", "traffic_collision")):
+            if r.get(count) is not None:
+                r[indicator] = float(r[count]) > 0
         for m in RATES:
             v = r.get(m.key)
             if v is None or (isinstance(v, float) and math.isnan(v)):

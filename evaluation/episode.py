@@ -16,8 +16,11 @@ Record keys: scenario, policy, policy_version, seed, episode, job_id ("scenario|
 steps (policy steps taken; the summary's sample count T = steps + 1 is not kept), sim_time, wall_time, collision (a member was involved), collisions (member collisions:
 time, a, b, type, at_fault, relative_speed, heading_difference, substep_only),
 at_fault_collisions, traffic_collisions (collisions among traffic only), offroad,
-offroad_members, wrong_way, wrong_way_members, departed ({member: reason}), every key of
-`episode_summary`, string_error_ratios and string_speed_ratios (per platoon, the
+offroad_members, wrong_way, wrong_way_members, departed ({member: reason}), reached_goal (the
+members that left the road at their destination or route end, the World's departure reason
+"destination"; None when no platoon has a destination or route), every key of
+`episode_summary` (near_miss as a bool: a member's gap fell below ``safety.min_gap`` and no
+member collided), string_error_ratios and string_speed_ratios (per platoon, the
 `measures.StringStability` ratios down its members), thresholds, shield (a learned policy's
 shield counters; {} for experts) and policy_stats. Undefined measures (NaN) and infinities are
 stored as None.
@@ -222,12 +225,14 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         offset += p.size
     th = Thresholds.for_spec(spec)
     merge_kw = _merge_args(sim, lanes, platoons)
-    summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th, **merge_kw)
+    member_collisions = ev.member_collisions()
+    summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th,
+                                       collided=bool(member_collisions), **merge_kw)
     strings = measures.platoon_string_stability(trace, platoons, th)
 
     stats = dict(pol.stats())
     shield = stats.pop("shield", {})
-    member_collisions = ev.member_collisions()
+    routed = any(p.destination is not None or p.route is not None for p in spec.platoons)
     record: dict[str, Any] = {
         **summary,  # first, so that `steps` below is the number of policy steps, not of samples
         "scenario": spec.name,
@@ -247,6 +252,8 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         "wrong_way": bool(ev.wrong_way),
         "wrong_way_members": dict(ev.wrong_way),
         "departed": departed,
+        "reached_goal": [n for n in sim.agent_names if departed.get(n) == "destination"] if routed else None,
+        "near_miss": None if math.isnan(summary["near_miss"]) else bool(summary["near_miss"]),
         "string_error_ratios": [ss.error_ratios.tolist() for ss in strings],
         "string_speed_ratios": [ss.speed_ratios.tolist() for ss in strings],
         "thresholds": th.as_dict(),

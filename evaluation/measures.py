@@ -5,9 +5,10 @@ TTC, 2-D constant-velocity TTC, space gap, time gap, time headway, DRAC, MDRAC, 
 conflict points, TET/TIT, hard-braking events, jerk; platoon gap-keeping error, string
 stability and split events; mean speed, progress, merge success, time to destination; and
 ``episode_summary``, which computes the standard set in one call. Pure numpy functions of
-arrays; nothing here knows about the simulator. The 2-D TTC and PET live in
-`conflict_measures`, the platoon measures in `platoon_measures`, the thresholds in
-`thresholds`; this module re-exports them, so ``measures.<name>`` reaches every measure.
+arrays; nothing here knows about the simulator. The car-following measures live in
+`following_measures`, the 2-D TTC and PET in `conflict_measures`, the platoon measures in
+`platoon_measures`, the thresholds in `thresholds`; this module re-exports them, so
+``measures.<name>`` reaches every measure.
 
 Input convention (an episode trace, T steps ``dt`` seconds apart, N vehicles):
 - ``x, y`` (T, N) box centre [m]; ``heading`` (T, N) [rad]; ``speed`` (T, N) [m/s], along
@@ -20,14 +21,11 @@ Input convention (an episode trace, T steps ``dt`` seconds apart, N vehicles):
 - Platoon measures take the members' columns in order, leader first: ``gap[:, i]`` is member
   i's gap to member i-1 (column 0, the platoon leader's own gap, is not used).
 
-Conventions follow SUMO's SSM device (docs ``Simulation/Output/SSM_Device.md``) where it has
-one: TTC = space gap / closing speed for a closing follower, DRAC = 0.5 * closing speed^2 /
-space gap, MDRAC = 0.5 * closing speed / (TTC - PRT), PET = entry time of the second vehicle
-- exit time of the first, SGAP = space gap - minGap, TGAP = SGAP / follower speed. SUMO calls
-TGAP "time headway"; here it is ``time_gap`` (the clearance-based quantity that a CACC's
-constant time gap h is compared with), and ``time_headway`` is the traffic-flow front-to-front
-headway (gap + leader length) / follower speed. A measure that is undefined at a step is inf
-for TTC/time gaps/space gaps (no conflict) and 0 for DRAC (no deceleration needed).
+The car-following measures (TTC, DRAC, MDRAC, space gap, time gap, headway, near misses, the
+vehicles further ahead) live in `following_measures`, whose docstring defines them and says
+how they agree with SUMO's SSM device and where they deliberately differ. A measure that is
+undefined at a step is inf for TTC/time gaps/space gaps (no conflict) and 0 for DRAC (no
+deceleration needed); none of them divides by a vanishing speed.
 """
 
 from __future__ import annotations
@@ -37,16 +35,20 @@ from typing import NamedTuple, Sequence
 
 import numpy as np
 
+from diffplatoon.evaluation.following_measures import (STANDSTILL_SPEED, closing_speed, drac, drac_ahead,
+                                                       leader_values, mdrac, minimum_gap, near_miss, space_gap,
+                                                       time_gap, time_headway, ttc_1d, ttc_ahead, vehicles_ahead)
 from diffplatoon.evaluation.conflict_measures import (Occupancy, conflict_occupancy, post_encroachment_time,
                                                       ttc_2d, ttc_2d_pairs)
 from diffplatoon.evaluation.platoon_measures import (GapError, StringStability, gap_keeping_error, rms_and_max_abs,
                                                      platoon_split_events, spacing_errors, string_stability)
 from diffplatoon.evaluation.thresholds import Thresholds
 
-# The one import for every measure: the 2-D conflict and platoon measures live in their own modules.
+# The one import for every measure: car-following, 2-D conflict and platoon measures live in their own modules.
 __all__ = [
     "EpisodeTrace", "Thresholds", "leader_values", "closing_speed", "ttc_1d", "drac", "mdrac", "space_gap",
-    "time_gap", "time_headway", "minimum_gap", "ttc_2d_pairs", "ttc_2d", "time_exposed_ttc",
+    "time_gap", "time_headway", "minimum_gap", "near_miss", "vehicles_ahead", "ttc_ahead", "drac_ahead",
+    "STANDSTILL_SPEED", "ttc_2d_pairs", "ttc_2d", "time_exposed_ttc",
     "time_integrated_ttc", "Occupancy", "conflict_occupancy", "post_encroachment_time", "hard_braking_events",
     "jerk", "JerkStats", "jerk_stats", "spacing_errors", "GapError", "gap_keeping_error", "StringStability",
     "string_stability", "platoon_split_events", "mean_speed", "progress", "merge_success", "merge_step",
@@ -89,106 +91,6 @@ class EpisodeTrace:
                     raise ValueError(f"{name} has shape {np.shape(getattr(self, name))}, expected {shape}")
         if not self.dt > 0:
             raise ValueError(f"dt must be positive, got {self.dt}")
-
-
-# --------------------------------------------------------------------------------------------
-# Car-following measures (per step, (T, N))
-# --------------------------------------------------------------------------------------------
-
-
-def leader_values(values: np.ndarray, leader: np.ndarray) -> np.ndarray:
-    """Value of each vehicle's leader: values (T, N) or per-vehicle (N,) -> (T, N), NaN if none."""
-    values = np.asarray(values, dtype=np.float64)
-    leader = np.asarray(leader)
-    has = leader >= 0
-    idx = np.where(has, leader, 0)
-    picked = values[idx] if values.ndim == 1 else np.take_along_axis(values, idx, axis=-1)
-    return np.where(has, picked, np.nan)
-
-
-def closing_speed(speed: np.ndarray, leader: np.ndarray) -> np.ndarray:
-    """Follower speed minus leader speed [m/s] (positive when closing), NaN without a leader."""
-    return np.asarray(speed, dtype=np.float64) - leader_values(speed, leader)
-
-
-def ttc_1d(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray) -> np.ndarray:
-    """Car-following time to collision [s] (SUMO): gap / closing speed while closing, else inf.
-
-    Overlapping boxes (gap < 0) give 0; touching boxes (gap = 0) give 0 only while closing,
-    matching the strict overlap convention of the collision check (touching is no contact).
-    """
-    gap = np.asarray(gap, dtype=np.float64)
-    dv = closing_speed(speed, leader)
-    has = np.asarray(leader) >= 0
-    out = np.full(gap.shape, np.inf)
-    closing = has & (dv > 0) & np.isfinite(gap)
-    out[closing] = np.maximum(gap[closing], 0.0) / dv[closing]
-    out[has & (gap < 0)] = 0.0
-    return out
-
-
-def drac(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray) -> np.ndarray:
-    """Deceleration rate to avoid a crash [m/s^2] (SUMO): 0.5 * closing speed^2 / gap.
-
-    0 when not closing or without a leader; inf when closing at gap 0 or when the boxes overlap.
-    """
-    gap = np.asarray(gap, dtype=np.float64)
-    dv = closing_speed(speed, leader)
-    has = np.asarray(leader) >= 0
-    out = np.zeros(gap.shape)
-    closing = has & (dv > 0) & np.isfinite(gap)
-    with np.errstate(divide="ignore"):
-        out[closing] = np.where(gap[closing] > 0, 0.5 * dv[closing] ** 2 / np.maximum(gap[closing], 1e-300), np.inf)
-    out[has & (gap < 0)] = np.inf
-    return out
-
-
-def mdrac(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray, *, prt: float = 1.0) -> np.ndarray:
-    """Modified DRAC [m/s^2] (SUMO): 0.5 * closing speed / (TTC - prt), prt in s (default 1 s).
-
-    0 when not closing; inf when TTC <= prt (the reaction time alone is too long).
-    """
-    ttc = ttc_1d(gap, speed, leader)
-    dv = closing_speed(speed, leader)
-    out = np.zeros(ttc.shape)
-    closing = np.isfinite(ttc)
-    margin = ttc[closing] - prt
-    with np.errstate(divide="ignore"):
-        out[closing] = np.where(margin > 0, 0.5 * dv[closing] / np.maximum(margin, 1e-300), np.inf)
-    return out
-
-
-def space_gap(gap: np.ndarray, leader: np.ndarray, *, min_gap: float = 0.0) -> np.ndarray:
-    """Spacing SGAP [m] (SUMO): bumper-to-bumper gap minus ``min_gap``; inf without a leader."""
-    gap = np.asarray(gap, dtype=np.float64)
-    return np.where(np.asarray(leader) >= 0, gap - min_gap, np.inf)
-
-
-def time_gap(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray, *,
-             min_gap: float = 0.0) -> np.ndarray:
-    """Time gap [s]: (gap - min_gap) / follower speed, SUMO's TGAP; inf if stopped or no leader."""
-    sgap = space_gap(gap, leader, min_gap=min_gap)
-    speed = np.asarray(speed, dtype=np.float64)
-    out = np.full(sgap.shape, np.inf)
-    moving = np.isfinite(sgap) & (speed > 0)
-    out[moving] = sgap[moving] / speed[moving]
-    return out
-
-
-def time_headway(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray,
-                 length: np.ndarray) -> np.ndarray:
-    """Front-to-front time headway [s]: (gap + leader length) / follower speed; inf if stopped."""
-    spacing = np.asarray(gap, dtype=np.float64) + leader_values(length, leader)
-    speed = np.asarray(speed, dtype=np.float64)
-    out = np.full(spacing.shape, np.inf)
-    moving = np.isfinite(spacing) & (speed > 0)
-    out[moving] = spacing[moving] / speed[moving]
-    return out
-
-
-def minimum_gap(gap: np.ndarray, leader: np.ndarray, *, min_gap: float = 0.0) -> np.ndarray:
-    """Smallest space gap [m] of each vehicle over the episode, (N,); inf if it never followed."""
-    return np.min(space_gap(gap, leader, min_gap=min_gap), axis=0, initial=np.inf)
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,14 +209,18 @@ def episode_summary(trace: EpisodeTrace, *, subjects: Sequence[int] | None = Non
                     thresholds: Thresholds = Thresholds(),
                     lane: np.ndarray | None = None, target_lanes: Sequence | None = None,
                     mergers: Sequence[int] | None = None,
-                    goal: np.ndarray | None = None) -> dict[str, float]:
+                    goal: np.ndarray | None = None, collided: bool = False) -> dict[str, float]:
     """The standard per-episode measures in one call, as a flat dict of floats.
 
     ``subjects`` are the evaluated (controlled) vehicles, default all; ``platoons`` lists each
     platoon's member indices, leader first; ``lane``/``target_lanes``/``mergers`` give merge
     success (the fraction of ``mergers``, default subjects, ending in a target lane); ``goal``
     ((2,) or (N, 2)) gives time to destination. TTCs are capped at ``thresholds.ttc_horizon``;
-    a measure that cannot be computed (no leader ever, no platoon, ...) is NaN.
+    a measure that cannot be computed (no leader ever, no platoon, ...) is NaN. ``near_miss``
+    is 1 when a subject's space gap fell below ``thresholds.min_gap`` and the episode had no
+    collision (``collided``, decided by the caller), else 0; ``max_drac_ahead`` is the DRAC
+    with the worst of the first two vehicles ahead (`drac_ahead`; where the trace knows the
+    leader's own leader).
     """
     trace.validate()
     th = thresholds
@@ -330,16 +236,18 @@ def episode_summary(trace: EpisodeTrace, *, subjects: Sequence[int] | None = Non
         out["min_ttc"] = float(min(np.min(ttc, initial=np.inf), th.ttc_horizon))
         out["tet"] = float(time_exposed_ttc(ttc, dt, threshold=th.ttc).sum())
         out["tit"] = float(time_integrated_ttc(ttc, dt, threshold=th.ttc).sum())
-        out["min_gap"] = _min_or_nan(space_gap(gap, leader, min_gap=th.min_gap)[:, subj])
-        out["min_time_gap"] = _min_or_nan(time_gap(gap, speed, leader, min_gap=th.min_gap)[:, subj])
+        out["min_gap"] = _min_or_nan(space_gap(gap, leader)[:, subj])
+        out["near_miss"] = float(bool(near_miss(gap, leader, th.min_gap)[subj].any()) and not collided)
+        out["min_time_gap"] = _min_or_nan(time_gap(gap, speed, leader)[:, subj])
         out["min_time_headway"] = _min_or_nan(time_headway(gap, speed, leader, trace.length)[:, subj])
         d = drac(gap, speed, leader)[:, subj]
         out["max_drac"] = _max_or_nan(d)
+        out["max_drac_ahead"] = _max_or_nan(drac_ahead(gap, speed, leader, trace.length)[:, subj])
         out["drac_exposure"] = float(dt * np.sum(d > th.drac))
         out["max_mdrac"] = _max_or_nan(mdrac(gap, speed, leader, prt=th.mdrac_prt)[:, subj])
     else:
-        for key in ("min_ttc", "tet", "tit", "min_gap", "min_time_gap", "min_time_headway",
-                    "max_drac", "drac_exposure", "max_mdrac"):
+        for key in ("min_ttc", "tet", "tit", "min_gap", "near_miss", "min_time_gap", "min_time_headway",
+                    "max_drac", "max_drac_ahead", "drac_exposure", "max_mdrac"):
             out[key] = float("nan")
 
     ttc2 = ttc_2d(trace.x, trace.y, trace.heading, trace.speed, trace.length, trace.width,

@@ -255,26 +255,38 @@ def aggregate(records: Sequence[Mapping[str, Any]], by: Sequence[str] = ("scenar
 
 def best_marker(rows: Sequence[Mapping[str, Any]], metric: str, higher_is_better: bool, *,
                 within: Sequence[str] = ("scenario",)) -> list[bool]:
-    """Mark the best row(s) for ``metric`` among rows sharing the ``within`` keys (ties all marked).
+    """Mark the row whose ``metric`` is best among rows sharing the ``within`` keys, when the difference is established.
 
     ``metric`` is a row key (a rate such as "collision") or a metric name whose ``_mean`` is
-    compared. NaN values are never best.
+    compared; its 95% interval is ``{metric}_lo`` .. ``{metric}_hi`` (Wilson for rates, Student
+    t for means). A row is marked only when its interval lies strictly on the better side of
+    every other row's interval in the group, i.e. it does not overlap the runner-up's: a tie, a
+    row without an interval (one episode) or overlapping intervals mark nothing. NaN values are
+    never best; a group with a single valued row marks nothing (there is nothing to beat).
     """
-    def value(row: Mapping[str, Any]) -> float:
-        v = row.get(metric, row.get(f"{metric}_mean", float("nan")))
+    def value(row: Mapping[str, Any], key: str) -> float:
+        v = row.get(key)
         return float("nan") if v is None else float(v)
 
-    vals = [value(r) for r in rows]
-    best: dict[tuple, float] = {}
-    for row, v in zip(rows, vals):
-        if math.isnan(v):
+    def centre(row: Mapping[str, Any]) -> float:
+        return value(row, metric) if metric in row else value(row, f"{metric}_mean")
+
+    sign = 1.0 if higher_is_better else -1.0
+    groups: dict[tuple, list[int]] = {}
+    for k, row in enumerate(rows):
+        if not math.isnan(centre(row)):
+            groups.setdefault(tuple(row.get(key) for key in within), []).append(k)
+    marks = [False] * len(rows)
+    for members in groups.values():
+        if len(members) < 2:
             continue
-        g = tuple(row.get(k) for k in within)
-        cur = best.get(g)
-        if cur is None or (v > cur if higher_is_better else v < cur):
-            best[g] = v
-    marks = []
-    for row, v in zip(rows, vals):
-        b = best.get(tuple(row.get(k) for k in within))
-        marks.append(b is not None and not math.isnan(v) and math.isclose(v, b, rel_tol=1e-12, abs_tol=1e-15))
+        best = max(members, key=lambda k: sign * centre(rows[k]))
+        # The best row's worse end and every other row's better end, oriented so that larger is better.
+        lo, hi = value(rows[best], f"{metric}_lo"), value(rows[best], f"{metric}_hi")
+        best_worst_end = sign * (lo if higher_is_better else hi)
+        others_best_end = [sign * value(rows[k], f"{metric}_hi" if higher_is_better else f"{metric}_lo")
+                           for k in members if k != best]
+        if math.isnan(best_worst_end) or any(math.isnan(e) for e in others_best_end):
+            continue
+        marks[best] = all(best_worst_end > e for e in others_best_end)
     return marks

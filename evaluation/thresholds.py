@@ -23,8 +23,9 @@ class Thresholds:
             (WOSAC clips TTC at 5 s; nuPlan's config uses 3 s, its docs 5 s).
         drac: DRAC conflict threshold [m/s^2] (SUMO: DRAC > 3.0); counted as exposure time.
         mdrac_prt: perception-reaction time [s] for MDRAC (SUMO default 1.0 s).
-        min_gap: SUMO minGap [m] subtracted from the bumper-to-bumper gap (SGAP/TGAP); 0 keeps
-            the plain clearance.
+        min_gap: near-miss threshold [m], the scenario's ``safety.min_gap``: an episode in which
+            a member's bumper-to-bumper gap fell below it without a collision is a near miss.
+            (Gaps and time gaps are the plain bumper-to-bumper clearance, as SUMO's SGAP/TGAP.)
         hard_brake: deceleration [m/s^2] beyond which braking is "hard"; nuPlan's comfort bound
             on longitudinal acceleration is -4.05 m/s^2.
         time_gap: desired platoon time gap h [s] (Plexe Ploeg CACC default 0.5 s).
@@ -40,7 +41,7 @@ class Thresholds:
     ttc_horizon: float = 5.0
     drac: float = 3.0
     mdrac_prt: float = 1.0
-    min_gap: float = 0.0
+    min_gap: float = 2.0
     hard_brake: float = 4.05
     time_gap: float = 0.5
     standstill: float = 2.0
@@ -59,6 +60,7 @@ class Thresholds:
         disturbance = [e.at for e in spec.events if isinstance(e, (BrakeEvent, SpeedChangeEvent))]
         return cls(
             ttc=spec.safety.ttc_threshold, drac=spec.safety.drac_threshold, hard_brake=spec.safety.hard_brake,
+            min_gap=spec.safety.min_gap,
             time_gap=platoon.desired_time_gap, standstill=platoon.standstill_gap,
             disturbance_step=int(round(min(disturbance) * spec.policy_frequency)) if disturbance else 0,
         )

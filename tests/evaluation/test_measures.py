@@ -115,20 +115,93 @@ def test_tet_tit_match_hand_count():
 
 
 def test_time_gap_headway_space_gap():
-    """Follower at 20 m/s, 30 m behind a 4.5 m leader: time gap 30/20 = 1.5 s, with SUMO
-    minGap 2.5 m: 27.5/20 = 1.375 s; front-to-front headway (30 + 4.5)/20 = 1.725 s.
-    A stopped follower or no leader gives inf."""
+    """Follower at 20 m/s, 30 m behind a 4.5 m leader: SGAP is the plain bumper-to-bumper 30 m
+    (SUMO's SGAP subtracts no minGap), time gap 30/20 = 1.5 s; front-to-front headway
+    (30 + 4.5)/20 = 1.725 s. A stopped follower or no leader gives inf."""
     gap = np.array([[30.0, np.nan], [30.0, np.nan]])
     speed = np.array([[20.0, 20.0], [0.0, 20.0]])
     leader = np.array([[1, -1], [1, -1]])
     length = np.array([5.0, 4.5])
     tg = m.time_gap(gap, speed, leader)
     assert tg[0, 0] == pytest.approx(1.5)
-    assert m.time_gap(gap, speed, leader, min_gap=2.5)[0, 0] == pytest.approx(1.375)
     assert m.time_headway(gap, speed, leader, length)[0, 0] == pytest.approx(1.725)
     assert np.isinf(tg[1, 0]) and np.all(np.isinf(tg[:, 1]))
-    sg = m.space_gap(gap, leader, min_gap=2.5)
-    assert sg[0, 0] == pytest.approx(27.5) and np.all(np.isinf(sg[:, 1]))
+    sg = m.space_gap(gap, leader)
+    assert sg[0, 0] == 30.0 and np.all(np.isinf(sg[:, 1]))
+
+
+def test_time_gap_and_ttc_at_overlap_and_standstill():
+    """The values that used to blow up: an overlapping pair (gap -0.4 m) with the follower at
+    ~1e-11 m/s had time gap -0.4 / 1e-11 = -4e10 s. Overlap is a collision: time gap 0, headway
+    0, TTC 0, DRAC and MDRAC inf, whatever the speeds. A stopped follower (below 0.1 m/s, SUMO's
+    halting speed) behind a real gap has an infinite time gap, headway and TTC, not 3 / 1e-11
+    = 3e11 s; no value is ever huge or negative."""
+    leader = np.tile([1, -1], (5, 1))
+    gap = np.array([[-0.4], [-0.4], [0.0], [3.0], [3.0]]) * [1.0, np.nan]
+    speed = np.array([[1e-11, 0.0], [25.0, 20.0], [1e-11, 0.0], [1e-11, 0.0], [0.05, 0.5]])
+    length = np.array([5.0, 5.0])
+    tg = m.time_gap(gap, speed, leader)[:, 0]
+    th = m.time_headway(gap, speed, leader, length)[:, 0]
+    ttc = m.ttc_1d(gap, speed, leader)[:, 0]
+    np.testing.assert_array_equal(tg, [0.0, 0.0, np.inf, np.inf, np.inf])
+    np.testing.assert_array_equal(th, [0.0, 0.0, np.inf, np.inf, np.inf])
+    # Standing still, touching or behind a 3 m gap, is no conflict (TTC inf), nor is creeping
+    # at 0.05 m/s behind a faster leader.
+    np.testing.assert_array_equal(ttc, [0.0, 0.0, np.inf, np.inf, np.inf])
+    assert np.all(np.isinf(m.drac(gap, speed, leader)[:2, 0]))
+    assert np.all(np.isinf(m.mdrac(gap, speed, leader)[:2, 0]))
+    assert np.all(tg >= 0) and np.all(th >= 0) and np.all(ttc >= 0)
+    # A follower just above the halting speed gets an ordinary, finite time gap.
+    assert m.time_gap(np.array([[3.0, np.nan]]), np.array([[0.1, 0.0]]), leader[:1])[0, 0] == pytest.approx(30.0)
+
+
+def test_episode_summary_time_gap_never_negative_at_overlap():
+    """The summary's minimum time gap over a trace with an overlap at a crawl is 0, not -4e10."""
+    trace, _, _ = _summary_trace()
+    gap, speed = trace.gap.copy(), trace.speed.copy()
+    gap[10, 1], speed[10, 1] = -0.4, 1e-11
+    s = m.episode_summary(m.EpisodeTrace(**{**trace.__dict__, "gap": gap, "speed": speed}),
+                          subjects=[0, 1, 2, 3])
+    assert s["min_time_gap"] == 0.0 and s["min_gap"] == pytest.approx(-0.4)
+
+
+def test_near_miss_needs_gap_below_threshold_and_no_collision():
+    """Near miss: a subject's gap fell below min_gap (the scenario's safety.min_gap) at some
+    step and the episode had no collision; a collision episode counts as a collision instead."""
+    trace, _, _ = _summary_trace()
+    least = float(np.nanmin(np.where(trace.leader[:, :4] >= 0, trace.gap[:, :4], np.nan)))
+    below = m.Thresholds(min_gap=least + 0.01)
+    above = m.Thresholds(min_gap=least - 0.01)
+    subjects = [0, 1, 2, 3]
+    assert m.episode_summary(trace, subjects=subjects, thresholds=below)["near_miss"] == 1.0
+    assert m.episode_summary(trace, subjects=subjects, thresholds=above)["near_miss"] == 0.0
+    assert m.episode_summary(trace, subjects=subjects, thresholds=below, collided=True)["near_miss"] == 0.0
+    np.testing.assert_array_equal(m.near_miss(trace.gap, trace.leader, least + 0.01)[:4],
+                                  m.minimum_gap(trace.gap, trace.leader)[:4] < least + 0.01)
+
+
+def test_drac_with_the_vehicle_two_ahead():
+    """Three cars in a lane, 5 m long: A (col 2) at 10 m/s, B (col 1) 20 m behind A at 10 m/s,
+    C (col 0) 15 m behind B at 30 m/s. The chain
+    gives C's second vehicle ahead A at gap 15 + 5 + 20 = 40 m; DRAC with B is 0.5 * 20^2 / 15,
+    with A 0.5 * 20^2 / 40. When B instead pulls away at 35 m/s, the direct-leader DRAC is 0
+    and only the two-ahead measure sees C closing on A (SUMO counts every vehicle in range)."""
+    length = np.full(3, 5.0)
+    leader = np.array([[1, 2, -1]])
+    gap = np.array([[15.0, 20.0, np.nan]])
+    (l1, g1), (l2, g2) = m.vehicles_ahead(leader, gap, length, depth=2)
+    np.testing.assert_array_equal(l2, [[2, -1, -1]])
+    assert g2[0, 0] == 40.0 and np.isnan(g2[0, 1]) and np.isnan(g2[0, 2])
+    speed = np.array([[30.0, 10.0, 10.0]])
+    assert m.drac_ahead(gap, speed, leader, length)[0, 0] == pytest.approx(0.5 * 400 / 15)
+    assert m.ttc_ahead(gap, speed, leader, length)[0, 0] == pytest.approx(15 / 20)
+    pulling_away = np.array([[30.0, 35.0, 10.0]])
+    assert m.drac(gap, pulling_away, leader)[0, 0] == 0.0
+    assert m.drac_ahead(gap, pulling_away, leader, length)[0, 0] == pytest.approx(0.5 * 400 / 40)
+    assert m.ttc_ahead(gap, pulling_away, leader, length)[0, 0] == pytest.approx(40 / 20)
+    # depth 1 is the direct leader alone.
+    np.testing.assert_array_equal(m.drac_ahead(gap, pulling_away, leader, length, depth=1),
+                                  m.drac(gap, pulling_away, leader))
 
 
 def test_leader_values_per_step_and_per_vehicle():

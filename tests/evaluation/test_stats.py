@@ -163,13 +163,35 @@ def test_aggregate_auto_detects_kinds_and_groups():
     assert "collision_mean" not in idm
 
 
-def test_best_marker_per_scenario():
-    """Lower collision rate is best within each scenario (ties all marked); higher mean speed
-    picks cacc; NaN is never best."""
+def test_best_marker_needs_separated_intervals():
+    """★ only where the best row's 95% interval does not overlap any other row's in its group.
+
+    mean_speed: cacc is 5 m/s faster in both scenarios with a t half-width of 3.18 * 1.29 / 2
+    = 2.05 m/s, so the intervals [19.45, 23.55] and [24.45, 28.55] are apart: cacc marked.
+    Collisions: 2/4 vs 0/4 have overlapping Wilson intervals ([0.15, 0.85] vs [0, 0.49]), and
+    0/4 vs 0/4 is a tie: nothing marked. min_ttc: 1.75 ± 1.03 vs 2.83 ± 1.90 overlap.
+    """
     rows = stats.aggregate(_records(), metrics=["min_ttc", "mean_speed"], rates=["collision"])
-    assert stats.best_marker(rows, "collision", higher_is_better=False) == [False, True, True, True]
     assert stats.best_marker(rows, "mean_speed", higher_is_better=True) == [False, True, False, True]
+    assert stats.best_marker(rows, "collision", higher_is_better=False) == [False] * 4
+    assert stats.best_marker(rows, "min_ttc", higher_is_better=True) == [False] * 4
+    # Lower is better with separated intervals: the lower row is marked.
+    assert stats.best_marker(rows, "mean_speed", higher_is_better=False) == [True, False, True, False]
+    # NaN is never best and leaves nothing to compare within the group.
     rows[1]["mean_speed_mean"] = float("nan")
-    assert stats.best_marker(rows, "mean_speed", higher_is_better=True) == [True, False, False, True]
-    # Across all rows: min_ttc means 1.75, 8.5/3, 1.75, 2.75, so hard_brake/cacc is best.
-    assert stats.best_marker(rows, "min_ttc", higher_is_better=True, within=()) == [False, True, False, False]
+    assert stats.best_marker(rows, "mean_speed", higher_is_better=True) == [False, False, False, True]
+    # Without an interval (half-width NaN from a single episode) the difference is not established.
+    rows[3]["mean_speed_lo"] = float("nan")
+    assert stats.best_marker(rows, "mean_speed", higher_is_better=True) == [False] * 4
+
+
+def test_best_marker_rates_with_many_episodes():
+    """0/200 vs 40/200 collisions: Wilson [0, 0.019] vs [0.150, 0.261], so the 0/200 row is best;
+    at 0/20 vs 2/20 ([0, 0.161] vs [0.028, 0.301]) the intervals overlap and nothing is marked."""
+    def rates(k_a: int, k_b: int, n: int) -> list[dict]:
+        recs = [{"scenario": "s", "policy": p, "collision": i < k} for p, k in (("a", k_a), ("b", k_b))
+                for i in range(n)]
+        return stats.aggregate(recs, metrics=[], rates=["collision"])
+
+    assert stats.best_marker(rates(0, 40, 200), "collision", higher_is_better=False) == [True, False]
+    assert stats.best_marker(rates(0, 2, 20), "collision", higher_is_better=False) == [False, False]
