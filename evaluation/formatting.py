@@ -82,17 +82,22 @@ def order_key(scenarios: Sequence[str] = (), policies: Sequence[str] = ()) -> Ca
 
 
 def _needed_width(console: Console, table: Table) -> int:
-    """Columns the table needs with its no-wrap cells whole and its wrapping cells at their longest word."""
+    """Columns the table needs: no-wrap cells whole, wrapping cells at their `min_width` or longest word."""
     total = 0
     for column in table.columns:
         cells = [column.header, *column.cells]
         if column.no_wrap:
             width = max(console.measure(cell).maximum for cell in cells)
+        elif column.min_width:  # prose: wraps, and folds a word longer than its minimum
+            width = column.min_width
         else:
-            width = max(column.min_width or 0, *(console.measure(cell).minimum for cell in cells))
+            width = max(console.measure(cell).minimum for cell in cells)
         total += width
+    n = len(table.columns)
     left, right = table.padding[3], table.padding[1]
-    return total + len(table.columns) * (left + right + 1) + 1
+    padding = n * (left + right) - (0 if table.pad_edge else left + right)
+    rules = 0 if table.box is None else n - 1 + (2 if table.show_edge else 0)
+    return total + padding + rules
 
 
 def print_table(console: Console, table: Table) -> None:

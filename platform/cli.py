@@ -211,17 +211,18 @@ def one_line_summary(spec: ScenarioSpec) -> str:
 
 @scenario_app.command("list")
 def scenario_list() -> None:
-    """List the scenario catalogue: name, road type, platoons, vehicles, description."""
+    """List the scenario catalogue: name, road type, platoons (vehicles), traffic, description."""
     table = Table(title="diffplatoon scenario catalogue", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
-    for column in ("name", "road", "platoons", "members", "traffic"):
-        table.add_column(column, no_wrap=True, justify="right" if column in ("platoons", "members") else "left")
-    table.add_column("description", min_width=20, ratio=1)
+    table.add_column("name", no_wrap=True)
+    table.add_column("road", no_wrap=True)
+    table.add_column("platoons (veh.)", justify="right", width=8)  # fixed widths: the description gets the rest
+    table.add_column("traffic", width=11)
+    table.add_column("description")
     for name in catalogue_names():
         spec = _load(name)
         first = spec.description.strip().split(". ")[0].rstrip(".")
-        table.add_row(
-            name, spec.road.type, str(len(spec.platoons)), str(spec.num_controlled), traffic_summary(spec), first
-        )
+        table.add_row(name, spec.road.type, f"{len(spec.platoons)} ({spec.num_controlled})", traffic_summary(spec),
+                      first)
     print_table(console, table)
 
 

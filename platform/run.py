@@ -129,18 +129,21 @@ class RunSummary:
         """A `rich` table of the steps every `every` seconds (plus steps with collisions or events)."""
         from rich.table import Table
 
+        from diffplatoon.evaluation.formatting import fmt_num
+
         table = Table(title=f"{self.scenario} · {self.controller} · episode {self.episode}",
                       caption=(f"{len(self.steps)} steps, {len(self.collisions)} collisions, "
-                               f"{len(self.departures)} members left, mean speed {self.mean_speed:.1f} m/s, "
-                               f"min gap {self.min_gap:.1f} m, {self.steps_per_second:.0f} steps/s"))
-        for name in ("t (s)", "alive", "mean v (m/s)", "min gap (m)", "collisions", "left", "events"):
-            table.add_column(name, justify="left" if name == "events" else "right")
+                               f"{len(self.departures)} members left, mean speed {fmt_num(self.mean_speed)} m/s, "
+                               f"min gap {fmt_num(self.min_gap)} m, {fmt_num(self.steps_per_second)} steps/s"))
+        for name in ("t (s)", "alive", "mean v (m/s)", "min gap (m)", "collisions", "left"):
+            table.add_column(name, justify="right", no_wrap=True)
+        table.add_column("events", min_width=12)
         last = -np.inf
         for s in self.steps:
             if s.time - last < every - 1e-9 and not (s.collisions or s.events or s.departures):
                 continue
             last = s.time
-            table.add_row(f"{s.time:.1f}", str(s.members_alive), f"{s.mean_speed:.1f}", f"{s.min_gap:.1f}",
+            table.add_row(f"{s.time:.1f}", str(s.members_alive), fmt_num(s.mean_speed), fmt_num(s.min_gap),
                           str(s.collisions or ""), str(s.departures or ""), ", ".join(s.events))
         return table
 
