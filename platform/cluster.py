@@ -10,7 +10,8 @@ test fixture, a notebook) is reused as is.
 Clusters with token authentication (the default of Ray's own local clusters since 2.52) need
 the token in the environment of every command that joins them: ``RAY_AUTH_MODE=token`` and
 ``RAY_AUTH_TOKEN=<token>`` (or ``RAY_AUTH_TOKEN_PATH=<file>``); without it the connection fails
-with the one-line `RayConnectError` below.
+with the one-line `RayConnectError` below. A ``host:port`` address where nothing accepts a
+connection fails the same way within seconds (Ray itself would retry for minutes).
 
 `run_bounded` is the one fan-out loop: jobs as Ray tasks, at most ``workers`` in flight, each
 with a wall-clock limit. A task past its limit is cancelled with ``force=True``, which kills its
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,6 +64,7 @@ def connect_ray(ray_address: str | None = None, num_cpus: int | None = None) -> 
     if ray.is_initialized():
         return False
     if ray_address:
+        _check_reachable(ray_address)
         try:
             ray.init(address=ray_address, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError, TimeoutError) as err:
@@ -73,6 +76,19 @@ def connect_ray(ray_address: str | None = None, num_cpus: int | None = None) -> 
         ray.init(address="local", num_cpus=num_cpus or os.cpu_count() or 1, include_dashboard=False,
                  log_to_driver=False, logging_level="ERROR")
     return True
+
+
+def _check_reachable(ray_address: str, seconds: float = 5.0) -> None:
+    """Raise `RayConnectError` when nothing accepts a TCP connection at a ``[ray://]host:port`` address."""
+    host, sep, port = ray_address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # "auto" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=seconds).close()
+    except OSError as err:
+        raise RayConnectError(f"could not join the Ray cluster at {ray_address!r}: nothing accepts connections "
+                              f"there ({err.strerror or type(err).__name__}); check the address and that the "
+                              f"cluster is running") from err
 
 
 _REMOTE: dict = {}

@@ -8,6 +8,7 @@ with a worker setup hook, so that the Ray workers know the policy too.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -156,3 +157,17 @@ def test_newest_record_of_a_job_wins(tmp_path):
     records = runner.load_records(tmp_path)
     assert [r["job_id"] for r in records] == [job.job_id, other.job_id]
     assert records[0] == {"job_id": job.job_id, "policy": "idm", "collision": False}
+
+
+def test_unreachable_cluster_is_one_line_within_seconds(tmp_path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "80"}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "diffplatoon.cli", "evaluate", "--policy", "idm", "--scenarios",
+                             "hard_brake", "--episodes", "1", "--out", str(tmp_path / "eval"), "--ray-address",
+                             f"127.0.0.1:{port}"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and time.monotonic() - started < 60
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith(f"could not join the Ray cluster at '127.0.0.1:{port}': nothing accepts connections")
