@@ -16,6 +16,7 @@ Controllers:
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -157,6 +158,8 @@ class RunSummary:
 def drive(spec: ScenarioSpec, controller: str | Any, seconds: float | None, episode: int,
           on_step: Callable[[Simulation], None] | None = None) -> RunSummary:
     """Run the loop of `run_scenario`, calling `on_step(sim)` at the start and after every step."""
+    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"seconds: expected a positive, finite simulated time, got {seconds}")
     sim = Simulation(spec, episode)
     observer = Observer(sim)
     driver = make_controller(controller, spec)

@@ -43,3 +43,9 @@ def test_run_scenario_summarises_steps_and_events() -> None:
 def test_unknown_controller_is_an_error_naming_the_choices() -> None:
     with pytest.raises(ValueError, match="lane_keep"):
         run_scenario(load_scenario("hard_brake"), "no_such_controller", seconds=1.0)
+
+
+@pytest.mark.parametrize("seconds", [-5.0, 0.0, float("nan"), float("inf")])
+def test_run_refuses_a_duration_that_is_not_a_positive_time(seconds: float) -> None:
+    with pytest.raises(ValueError, match="seconds: expected a positive, finite simulated time"):
+        run_scenario(load_scenario("hard_brake"), "lane_keep", seconds=seconds)
