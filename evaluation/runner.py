@@ -5,8 +5,9 @@ one spec per grid point), submits one Ray task per job and appends each finished
 record to ``<out>/records.jsonl`` from the driver as results arrive, so a crash loses only
 the episodes still running. Before a record is appended, what the report draws of that episode
 (`episode_data`: member profiles, the replay when it is cheap or the episode notable) is
-written atomically to ``<out>/episodes/<job>.npz``; the report only reads these files. Resuming: a rerun reads the records, skips every job_id already
-there and reports each episode exactly once.
+written atomically to ``<out>/episodes/<job>.npz``; the report only reads these files.
+Resuming: a rerun reads the records, skips every job_id already there and reports each
+episode exactly once.
 
 Guards: every policy is built once for every scenario in the driver before Ray starts, so a
 policy that cannot be built is one `PolicyBuildError`, not a folder of failure records. Each

@@ -22,7 +22,7 @@ import sys
 from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator, NoReturn, Optional
+from typing import Iterator, Optional
 
 import typer
 import yaml
@@ -345,31 +345,26 @@ def evaluate_command(
     Exits with status 1 when any episode failed (crashed or timed out); rerun the same command
     with --retry-failed to run those again.
     """
-    from diffplatoon.cluster import RayConnectError
     from diffplatoon.evaluation.runner import PolicyBuildError, evaluate
 
-    def fail(message: str) -> NoReturn:
-        err_console.print(message, markup=False, highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
-
-    if num_workers is not None and num_workers < 1:
-        fail(f"--num-workers: expected a positive integer, got {num_workers}")
-    if not (0 < episode_timeout < float("inf")):
-        fail(f"--episode-timeout: expected a positive number of seconds, got {episode_timeout}")
     scenarios = scenarios + (more_scenarios or [])
     for name in scenarios:  # fail fast with file:line errors before starting Ray
         _load(name)
-    try:
-        with user_errors():
+    with user_errors():  # every check below happens before Ray starts; a cluster that cannot be joined too
+        if num_workers is not None and num_workers < 1:
+            raise UserError(f"--num-workers {num_workers}: expected a positive number of workers")
+        if not (math.isfinite(episode_timeout) and episode_timeout > 0):
+            raise UserError(f"--episode-timeout {episode_timeout:g}: expected a positive number of seconds")
+        try:
             summary = evaluate(policy, scenarios, episodes, out, ray_address=ray_address, num_workers=num_workers,
                                worst_k=worst_k, timeout=episode_timeout, retry_failed=retry_failed)
-    except PolicyBuildError as exc:  # raised before Ray starts
-        fail(f"--policy: {exc}")
-    except (RayConnectError, ValueError) as exc:  # a cluster that cannot be joined; repeated scenario names
-        fail(str(exc))
-    if summary.failed:
-        fail(f"{summary.failed} of {summary.jobs} episodes failed (reasons in {out / 'records.jsonl'}); "
-             f"rerun the same command with --retry-failed to run them again")
+        except PolicyBuildError as exc:
+            raise UserError(f"--policy: {exc}") from None
+        except ValueError as exc:  # repeated scenario names
+            raise UserError(f"--scenarios: {exc}") from None
+        if summary.failed:
+            raise UserError(f"{summary.failed} of {summary.jobs} episodes failed (reasons in "
+                            f"{out / 'records.jsonl'}); rerun the same command with --retry-failed to run them again")
 
 
 @app.command("report")

@@ -129,8 +129,8 @@ def test_hang_becomes_a_timed_out_record_and_retry_failed_reruns_it(short_scenar
     (["--policy", "cacc:time_gap=abc"], "--policy: policy 'cacc:time_gap=abc' cannot be built for scenario "
                                         "'hard_brake': parameter time_gap: expected a finite number, got 'abc'"),
     (["--policy", "nosuch"], "unknown policy 'nosuch'; valid policies:"),
-    (["--policy", "idm", "--num-workers", "-1"], "--num-workers: expected a positive integer, got -1"),
-    (["--policy", "idm", "--episode-timeout", "0"], "--episode-timeout: expected a positive number"),
+    (["--policy", "idm", "--num-workers", "-1"], "--num-workers -1: expected a positive number of workers"),
+    (["--policy", "idm", "--episode-timeout", "0"], "--episode-timeout 0: expected a positive number of seconds"),
 ])
 def test_bad_evaluate_arguments_are_one_line_errors_before_ray(args, expected, tmp_path):
     out = tmp_path / "never"
