@@ -283,7 +283,8 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
                         try:
                             res = ray.get(ref)
                         except Exception as exc:  # noqa: BLE001 - worker died after its retries
-                            res = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"}
+                            first = str(exc).splitlines()[0] if str(exc) else ""
+                            res = {"error": f"{type(exc).__name__}: {first}"}
                     if "error" in res:
                         failures.append({"scenario": spec.name, "episode": str(ep), "error": res["error"]})
                     else:

@@ -304,7 +304,7 @@ class JointDiffusionPlanner:
             planner.model.load_state_dict(ckpt["model"])
             planner.ema.load_state_dict(ckpt["ema"])
             planner.normalizer.load_state_dict(ckpt["normalizer"])
-        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, AssertionError) as exc:  # missing or mistyped parts
+        except (KeyError, TypeError, ValueError, RuntimeError, AttributeError, AssertionError) as exc:  # bad parts
             text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             what = f"missing {text}" if isinstance(exc, KeyError) else text
             raise CheckpointError(f"{path}: not a diffplatoon planner checkpoint ({what})") from None

@@ -35,7 +35,8 @@ MAX_META_BYTES = 4 << 20  # the metadata holds configs and space bounds, never t
 MAX_SPACE_SIZE = 10_000_000
 # module kind → (module class, its model-config class), as "module:attribute" paths imported on load
 MODULE_CLASSES: dict[str, tuple[str, str]] = {
-    "mlp": ("diffplatoon.agents.rllib.mlp_module:SharedMLPModule", "diffplatoon.agents.rllib.mlp_module:MLPModuleConfig"),
+    "mlp": ("diffplatoon.agents.rllib.mlp_module:SharedMLPModule",
+            "diffplatoon.agents.rllib.mlp_module:MLPModuleConfig"),
     "diffusion": ("diffplatoon.agents.rllib.diffusion_module:DiffusionPlannerModule",
                   "diffplatoon.agents.rllib.diffusion_config:DiffusionModuleConfig"),
 }
@@ -167,7 +168,7 @@ def read_meta(checkpoint: str | Path) -> CheckpointMeta:
                           "cannot be loaded as policies (RLlib's own files are pickles, never loaded)")
             else:
                 return CheckpointMeta.model_validate(data)
-    except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValidationError and JSONDecodeError are ValueErrors
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # incl. ValidationError, JSONDecodeError
         reason = _first_line(exc)
     raise CheckpointError(f"{checkpoint}: not a diffplatoon RLlib checkpoint ({reason})")
 

@@ -1,5 +1,6 @@
 """RLlib training driver: real MLP PPO iterations, metrics, checkpoints, `rllib:<checkpoint>` policies
-(loaded from diffplatoon's own files only: a crafted folder's pickles never run), resume after SIGKILL, config errors with file:line, and (slow) evidence that PPO learns."""
+(loaded from diffplatoon's own files only: a crafted folder's pickles never run), resume after SIGKILL,
+config errors with file:line, and (slow) evidence that PPO learns."""
 
 from __future__ import annotations
 
