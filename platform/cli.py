@@ -390,16 +390,30 @@ def demos_collect(
     out: Path = typer.Option(Path("runs/demos"), "--out", help="Folder for the shards and manifest.json."),
     horizon: int = typer.Option(20, "--horizon", min=1, help="Future steps stored per sample."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+    episode_timeout: float = typer.Option(DEFAULT_JOB_TIMEOUT, "--episode-timeout", help="Wall-clock limit per episode [s]; an episode past it is stopped (its worker killed) and counted as failed."),
     more_scenarios: Optional[list[str]] = typer.Argument(None, hidden=True),
 ) -> None:
-    """Roll out an expert over scenarios and store (observation, inbox, future plan) shards; resumable."""
-    from diffplatoon.agents.diffusion.demos import collect_demos
+    """Roll out an expert over scenarios and store (observation, inbox, future plan) shards; resumable.
+
+    Exits with status 1 when any episode failed (crashed or timed out); rerunning the same command
+    runs those again (only collected episodes are listed in the manifest).
+    """
+    from diffplatoon.agents.diffusion.demos import check_expert, collect_demos
 
     scenarios = scenarios + (more_scenarios or [])
     specs = [_load(name) for name in scenarios]  # every argument checked before Ray starts
     check_controller("--expert", expert, specs[0])
+    with user_errors("--expert", (ValueError,)):  # every sweep variant too
+        check_expert(expert, [variant for spec in specs for variant in expand_sweep(spec)[0]])
     check_output("--out", out, folder=True)
-    collect_demos(scenarios, expert, episodes, out, horizon=horizon, ray_address=ray_address)
+    with user_errors():
+        if not (0 < episode_timeout < float("inf")):
+            raise UserError(f"--episode-timeout: expected a positive number of seconds, got {episode_timeout}")
+        summary = collect_demos(scenarios, expert, episodes, out, horizon=horizon, ray_address=ray_address,
+                                timeout=episode_timeout)
+        if summary.failed:
+            raise UserError(f"{summary.failed} of {summary.jobs} demo episodes failed (reasons above); "
+                            f"rerun the same command to collect them")
 
 
 @app.command("pretrain")
@@ -418,7 +432,7 @@ def pretrain_command(
 @app.command("train")
 def train_command(
     config: Path = typer.Argument(..., help="Training config (YAML), e.g. configs/ppo_mlp.yaml."),
-    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="Continue the run in this folder from its last checkpoint. RLlib restores it by unpickling its own files, which can run code: resume only runs you trust (an rllib: policy never unpickles)."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
 ) -> None:
     """Train cooperative driving policies with RLlib (MLP PPO baseline or DPPO fine-tuning of the planner)."""
