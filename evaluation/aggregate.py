@@ -20,12 +20,11 @@ from diffplatoon.scenarios import ScenarioSpec
 
 @dataclass(frozen=True)
 class Measure:
-    """A reported quantity: record key, label, which direction is better, number format."""
+    """A reported quantity: record key, label, which direction is better."""
 
     key: str
     label: str
     higher_is_better: bool
-    fmt: str = ".3g"
 
 
 # Per-episode indicators reported as rates with a Wilson interval (lower is better for all).

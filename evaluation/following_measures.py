@@ -13,7 +13,8 @@ to its 6-decimal output by ``tests/evaluation/test_sumo_ssm.py``):
 - MDRAC = 0.5 * closing speed / (TTC - PRT).
 
 Where the formulas break down the measures are defined, never a division by ~0:
-- overlap (SGAP < 0, a collision): TTC 0, time gap 0, time headway 0, DRAC inf, MDRAC inf;
+- overlap (SGAP < 0, a collision): TTC 0, time gap 0, DRAC inf, MDRAC inf (the front-to-front
+  time headway stays the front-to-front distance over the speed, 0 once that is negative);
 - a stopped follower (speed below `STANDSTILL_SPEED`, SUMO's halting speed 0.1 m/s): time gap,
   headway and TTC inf, MDRAC 0 (a standing queue is no conflict in time; the gap itself still
   counts for the minimum gap and near misses). SUMO divides by the crawl speed there, so the
@@ -129,11 +130,10 @@ def time_headway(gap: np.ndarray, speed: np.ndarray, leader: np.ndarray,
                  length: np.ndarray) -> np.ndarray:
     """Front-to-front time headway [s]: (gap + leader length) / follower speed.
 
-    0 when the boxes overlap, inf if the follower is stopped or has no leader.
+    0 when the front-to-front distance is negative (the follower's front is past the leader's),
+    inf if the follower is stopped or has no leader.
     """
-    gap = np.asarray(gap, dtype=np.float64)
-    spacing = np.where(gap < 0, gap, gap + leader_values(length, leader))
-    return _per_speed(spacing, speed)
+    return _per_speed(np.asarray(gap, dtype=np.float64) + leader_values(length, leader), speed)
 
 
 def minimum_gap(gap: np.ndarray, leader: np.ndarray) -> np.ndarray:

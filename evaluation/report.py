@@ -28,6 +28,7 @@ from diffplatoon.evaluation import episode_data, plots, replay, stats
 from diffplatoon.evaluation.aggregate import (Measure, prepare_records, record_order, report_rows,
                                               scenario_thresholds, string_curves, worst_episodes)
 from diffplatoon.evaluation.document import BEST, Document
+from diffplatoon.evaluation.formatting import fmt_fraction, fmt_num, fmt_pm
 from diffplatoon.evaluation.runner import RUN, load_records, spec_hash
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec
@@ -41,8 +42,12 @@ HOW_TO_READ = (
     "one-sided 95% upper bound 3/n: zero collisions in 100 episodes only shows the rate is below "
     "about 3%, and showing a rate below 1e-3 needs about 3,000 collision-free episodes. Continuous "
     "measures are the mean over episodes ± the half-width of the Student-t 95% interval. In the "
-    f"side-by-side tables {BEST} marks the best policy on a row (ties all marked); overlapping "
-    "intervals mean the difference is not established. Policies are paired by seed: episode i of a "
+    f"side-by-side tables {BEST} marks the best policy on a row only where its 95% interval does not "
+    "overlap the runner-up's (nor any other policy's): overlapping intervals or a tie mean the "
+    "difference is not established, and nothing is marked. A mean is printed to three significant "
+    "digits and its half-width to the same decimals. A near miss is an episode in which a member's "
+    "bumper-to-bumper gap fell below the scenario's `min_gap` without a collision; traffic-only "
+    "collisions are crashes between background vehicles with no member involved. Policies are paired by seed: episode i of a "
     "scenario starts from the same traffic for every policy. Failed episodes (errors) are listed and "
     "are not counted in any rate."
 )
@@ -53,33 +58,29 @@ HOW_TO_READ = (
 # ------------------------------------------------------------------------------------------------
 
 
-def fmt_num(x: Any, spec: str = ".3g") -> str:
-    """A number as printed in the report ('-' for missing, NaN or infinite values)."""
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-"
-    return format(float(x), spec)
-
-
 def fmt_rate(row: Mapping[str, Any], name: str) -> str:
     """'k/n = p [lo, hi]' with the Wilson 95% interval, three decimals."""
     if not row.get(f"{name}_n"):
         return "-"
-    return (f"{row[f'{name}_k']}/{row[f'{name}_n']} = {fmt_num(row[name], '.3f')} "
-            f"[{fmt_num(row[f'{name}_lo'], '.3f')}, {fmt_num(row[f'{name}_hi'], '.3f')}]")
+    return (f"{row[f'{name}_k']}/{row[f'{name}_n']} = {fmt_fraction(row[name])} "
+            f"[{fmt_fraction(row[f'{name}_lo'])}, {fmt_fraction(row[f'{name}_hi'])}]")
 
 
 def fmt_rule3(row: Mapping[str, Any], name: str) -> str:
     """'≤ 3/n = x' when there were zero events, else '-'."""
     n, k = row.get(f"{name}_n"), row.get(f"{name}_k")
-    return f"≤ 3/{n} = {fmt_num(row[f'{name}_rule3'], '.3f')}" if n and k == 0 else "-"
+    return f"≤ 3/{n} = {fmt_fraction(row[f'{name}_rule3'])}" if n and k == 0 else "-"
 
 
 def fmt_mean(row: Mapping[str, Any], m: Measure) -> str:
-    """'mean ± half-width' of a continuous measure."""
-    mean, half = row.get(f"{m.key}_mean"), row.get(f"{m.key}_half")
-    if mean is None or not math.isfinite(mean):
-        return "-"
-    return fmt_num(mean, m.fmt) + ("" if half is None or not math.isfinite(half) else f" ± {fmt_num(half, m.fmt)}")
+    """'mean ± half-width' of a continuous measure, the half-width at the mean's resolution."""
+    return fmt_pm(row.get(f"{m.key}_mean"), row.get(f"{m.key}_half"))
+
+
+def fmt_count(row: Mapping[str, Any], name: str) -> str:
+    """Total of a per-episode count over the row's episodes ('-' when no episode has it)."""
+    mean, n = row.get(f"{name}_mean"), row.get(f"{name}_n")
+    return "-" if not n or mean is None or not math.isfinite(mean) else str(int(round(mean * n)))
 
 
 def _json_safe(value: Any) -> Any:
@@ -230,10 +231,12 @@ def _document(out: Path, run: Mapping[str, Any], rows: list[dict[str, Any]], rat
     doc.h(2, "Collisions")
     header = ["scenario", "policy", "episodes", "collision rate k/n = p [Wilson 95%]", "rule of three (0 events)"]
     header += [f"{m.label} rate [Wilson 95%]" for m in rates if m.key != "collision"]
+    header += ["traffic-only collisions (total)"]
     body = []
     for r in rows:
         line = [str(r["scenario"]), str(r["policy"]), str(r["n"]), fmt_rate(r, "collision"), fmt_rule3(r, "collision")]
         line += [fmt_rate(r, m.key) for m in rates if m.key != "collision"]
+        line += [fmt_count(r, "traffic_collisions")]
         body.append(line)
     doc.table(header, body)
     if any(r.get("collision_k") == 0 for r in rows):
@@ -241,7 +244,8 @@ def _document(out: Path, run: Mapping[str, Any], rows: list[dict[str, Any]], rat
               "collision rate is about 3/n; the Wilson interval's upper end is the two-sided counterpart.")
 
     doc.h(2, "Policies side by side")
-    doc.p(f"Mean ± 95% CI over episodes; {BEST} marks the best policy on the row within the scenario.")
+    doc.p(f"Mean ± 95% CI over episodes; {BEST} marks the best policy on the row within the scenario "
+          "where its interval is separated from every other policy's.")
     for sc in scenarios:
         sc_rows = [r for r in rows if r["scenario"] == sc]
         doc.h(3, sc)
@@ -283,7 +287,8 @@ def _document(out: Path, run: Mapping[str, Any], rows: list[dict[str, Any]], rat
     doc.h(2, "Thresholds")
     doc.p("Measures were computed with these thresholds (per scenario: the scenario's safety settings "
           "and its first platoon's time gap and standstill gap; the string-stability window starts at "
-          "`disturbance_step`, the first brake or speed-change event).")
+          "`disturbance_step`, the first brake or speed-change event; `min_gap` is the near-miss "
+          "threshold, gaps themselves are the plain bumper-to-bumper clearance).")
     keys = list(dict.fromkeys(k for t in thresholds.values() for k in t)) or list(Thresholds().as_dict())
     names = list(thresholds)
     doc.table(["threshold"] + names + ["default"],

@@ -132,10 +132,10 @@ def test_time_gap_headway_space_gap():
 
 def test_time_gap_and_ttc_at_overlap_and_standstill():
     """The values that used to blow up: an overlapping pair (gap -0.4 m) with the follower at
-    ~1e-11 m/s had time gap -0.4 / 1e-11 = -4e10 s. Overlap is a collision: time gap 0, headway
-    0, TTC 0, DRAC and MDRAC inf, whatever the speeds. A stopped follower (below 0.1 m/s, SUMO's
-    halting speed) behind a real gap has an infinite time gap, headway and TTC, not 3 / 1e-11
-    = 3e11 s; no value is ever huge or negative."""
+    ~1e-11 m/s had time gap -0.4 / 1e-11 = -4e10 s. Overlap is a collision: time gap 0, TTC 0,
+    DRAC and MDRAC inf, whatever the speeds; the headway is the front-to-front distance 4.6 m
+    over the speed. A stopped follower (below 0.1 m/s, SUMO's halting speed) has an infinite
+    time gap, headway and TTC, not 3 / 1e-11 = 3e11 s; no value is ever huge or negative."""
     leader = np.tile([1, -1], (5, 1))
     gap = np.array([[-0.4], [-0.4], [0.0], [3.0], [3.0]]) * [1.0, np.nan]
     speed = np.array([[1e-11, 0.0], [25.0, 20.0], [1e-11, 0.0], [1e-11, 0.0], [0.05, 0.5]])
@@ -144,7 +144,9 @@ def test_time_gap_and_ttc_at_overlap_and_standstill():
     th = m.time_headway(gap, speed, leader, length)[:, 0]
     ttc = m.ttc_1d(gap, speed, leader)[:, 0]
     np.testing.assert_array_equal(tg, [0.0, 0.0, np.inf, np.inf, np.inf])
-    np.testing.assert_array_equal(th, [0.0, 0.0, np.inf, np.inf, np.inf])
+    np.testing.assert_array_equal(th, [np.inf, 4.6 / 25.0, np.inf, np.inf, np.inf])
+    beyond = m.time_headway(np.array([[-6.0, np.nan]]), np.array([[25.0, 20.0]]), leader[:1], length)
+    assert beyond[0, 0] == 0.0  # the follower's front is past the leader's: no negative headway
     # Standing still, touching or behind a 3 m gap, is no conflict (TTC inf), nor is creeping
     # at 0.05 m/s behind a faster leader.
     np.testing.assert_array_equal(ttc, [0.0, 0.0, np.inf, np.inf, np.inf])

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from diffplatoon import io
-from diffplatoon.evaluation import aggregate, report, runner, stats
+from diffplatoon.evaluation import aggregate, formatting, report, runner, stats
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.sim.simulation import Simulation
@@ -81,7 +81,12 @@ def test_report_numbers_match_records(run):
         assert (rule3 in row) == (k == 0)
         for key in ("min_ttc", "mean_speed"):
             ci = stats.mean_ci(r[key] for r in recs)
-            assert f"{ci.mean:.3g} ± {ci.half_width:.3g}" in md, key
+            assert formatting.fmt_pm(ci.mean, ci.half_width) in md, key
+        # Traffic-only collisions: their total over the episodes, and the near-miss rate.
+        assert row.endswith(f"| {sum(r['traffic_collisions'] for r in recs)} |")
+        near = sum(bool(r["near_miss"]) for r in recs)
+        lo, hi = stats.wilson_interval(near, n)
+        assert f"{near}/{n} = {near / n:.3f} [{lo:.3f}, {hi:.3f}]" in row
 
     metrics = json.loads((out / "metrics.json").read_text(),
                          parse_constant=lambda c: pytest.fail(f"non-strict JSON constant {c}"))
@@ -192,3 +197,30 @@ def test_string_curves_label_platoons_and_skip_undefined():
             {"scenario": "t", "policy": "p", "string_error_ratios": [[], [0.8, 0.9]]}]
     assert aggregate.string_curves(recs) == {"s": {"p · platoon 0": [2.0, 2.0], "p · platoon 1": [0.5]},
                                           "t": {"p": [0.8, 0.9]}}
+
+
+def _side_by_side(md: str, label: str) -> str:
+    return next(line for line in md.splitlines() if line.startswith(f"| {label}"))
+
+
+def test_best_mark_only_where_intervals_are_separated(tmp_path):
+    """Hand-made records: cacc is 5 m/s faster with 1 m/s of spread (intervals far apart: ★), its
+    minimum TTC is a little higher but within the spread (no ★), both have no collision (a tie:
+    no ★); 3 of 20 idm episodes had traffic-only crashes (4 in all), shown in the collision table."""
+    recs = []
+    for pol, speed, ttc in (("idm", 20.0, 2.0), ("cacc", 25.0, 2.2)):
+        for ep in range(20):
+            recs.append({"job_id": f"s|{pol}|{ep}", "scenario": "s", "policy": pol, "episode": ep,
+                         "collision": False, "at_fault_collisions": 0, "near_miss": pol == "idm" and ep < 2,
+                         "traffic_collisions": (2 if ep == 0 else 1 if ep < 3 else 0) if pol == "idm" else 0,
+                         "mean_speed": speed + (ep % 5 - 2) * 0.5, "min_ttc": ttc + (ep % 2) * 1.0})
+    io.atomic_write_text(tmp_path / runner.RECORDS, "".join(json.dumps(r) + "\n" for r in recs))
+    md = report.build_report(tmp_path, render_replays=False).read_text()
+    header = [c.strip() for c in _side_by_side(md, "measure").strip("|").split("|")]
+    speed = dict(zip(header, (c.strip() for c in _side_by_side(md, "mean speed").strip("|").split("|"))))
+    assert speed["cacc"] == "25.0 ± 0.3 ★" and speed["idm"] == "20.0 ± 0.3"
+    assert "★" not in _side_by_side(md, "min TTC")
+    assert "★" not in _side_by_side(md, "collision")
+    idm = next(line for line in md.splitlines() if line.startswith("| s | idm |"))
+    assert idm.endswith("| 4 |") and "3/20 = 0.150" in idm and "2/20 = 0.100" in idm
+    assert next(line for line in md.splitlines() if line.startswith("| s | cacc |")).endswith("| 0 |")
