@@ -3,26 +3,22 @@
 Each command group lives in this module as a thin layer over the library: it parses
 arguments, calls one library function, and prints with rich.
 
-Errors a user can fix take one path (`user_errors` and `main`): a bad scenario or config file
-(``file:line: field: message``), an unknown controller or policy, a corrupt or missing
-checkpoint, an output path that cannot be written, a bad flag value, an unreachable Ray
-cluster. Each is one unwrapped line on stderr naming the thing and what was expected, exit
+Errors a user can fix take one path (`diffplatoon.cli_errors` and `main`): a bad scenario or
+config file (``file:line: field: message``), an unknown controller or policy, a corrupt or
+missing checkpoint, an output path that cannot be written, a bad flag value, an unreachable
+Ray cluster. Each is one unwrapped line on stderr naming the thing and what was expected, exit
 status 1 (2 for a malformed command line), never a traceback. Anything else is a bug and keeps
 its traceback. Arguments are checked before Ray starts.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import math
-import os
-import pickle
 import sys
-from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 
 import typer
 import yaml
@@ -35,12 +31,13 @@ try:  # typer vendors click from 0.2x on; its usage errors are those classes
 except ImportError:  # pragma: no cover - older typer on the public click
     from click import exceptions as click_exceptions
 
-from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT, RayConnectError
+from diffplatoon.cli_errors import (UserError, check_controller, check_output, check_seconds, os_error_line,
+                                    print_problems, say, user_errors)
+from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT
 from diffplatoon.evaluation.formatting import print_table
 from diffplatoon.scenarios import ScenarioError, ScenarioSpec, catalogue_names, expand_sweep, load_scenario
 
 console = Console()
-err_console = Console(stderr=True)
 
 app = typer.Typer(
     help="diffplatoon: cooperative platoon driving on highway-env roads — scenarios, simulation, "
@@ -71,116 +68,9 @@ def _root(
         raise typer.Exit()
 
 
-class UserError(Exception):
-    """A mistake the user can fix, as the lines to print: ``thing: what was expected, what was found``."""
-
-    def __init__(self, *lines: str):
-        self.lines = list(lines)
-        super().__init__("\n".join(lines))
-
-
-# Exceptions that building a named controller, policy or expert raises for a bad name, bad
-# parameters or a missing or corrupt checkpoint (torch's weights-only loader raises
-# UnpicklingError on a file that is not a checkpoint, RuntimeError on a torn archive).
-POLICY_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError, pickle.UnpicklingError, RuntimeError,
-                                                  EOFError)
-
-_OS_REASONS = {
-    errno.EACCES: "expected a place this user may write to, got permission denied",
-    errno.EPERM: "expected a place this user may write to, got operation not permitted",
-    errno.EROFS: "expected a writable place, got a read-only file system",
-    errno.ENOTDIR: "expected a folder in the path, found a file",
-    errno.EEXIST: "expected a folder, found a file",
-    errno.EISDIR: "expected a file, found a folder",
-    errno.ENOSPC: "no space left on the device",
-    errno.ENOENT: "expected an existing file or folder, found none",
-}
-
-
-def _say(line: str) -> None:
-    """One line on stderr, never wrapped or marked up (a scenario problem stays one line at 80 columns)."""
-    err_console.print(line, markup=False, highlight=False, soft_wrap=True)
-
-
-def os_error_line(exc: OSError, subject: str | None = None) -> str:
-    """``subject: what was expected (path: reason)`` for an OSError on a path the user named."""
-    reason = _OS_REASONS.get(exc.errno or -1, exc.strerror or str(exc))
-    where = f" ({exc.filename})" if exc.filename and subject else ""
-    return f"{subject or exc.filename or 'file'}: {reason}{where}"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _print_problems(exc: ScenarioError | UserError | RayConnectError | OSError) -> None:
-    """A user error as its lines on stderr: `file:line: field: message` for a scenario, one line otherwise."""
-    if isinstance(exc, (ScenarioError, UserError)):
-        for line in exc.lines:
-            _say(line)
-    elif isinstance(exc, OSError):
-        _say(os_error_line(exc))
-    else:
-        _say(_first_line(exc))
-
-
-@contextmanager
-def user_errors(subject: str | None = None, kinds: tuple[type[BaseException], ...] = (),
-                expected: str = "") -> Iterator[None]:
-    """Turn a user error raised inside into its printed lines and exit status 1 (no traceback).
-
-    `ScenarioError`, `UserError` and `RayConnectError` always; exceptions of `kinds` too, as
-    ``subject: expected: reason``: pass only types that, around this call, can only mean a
-    bad argument (an unknown controller name, an unwritable --out).
-    """
-    try:
-        yield
-    except (ScenarioError, UserError, RayConnectError) as exc:
-        _print_problems(exc)
-        raise typer.Exit(1) from None
-    except kinds as exc:
-        if isinstance(exc, OSError) and exc.errno in _OS_REASONS:
-            _say(os_error_line(exc, subject))
-        elif isinstance(exc, (pickle.UnpicklingError, EOFError)) or type(exc) is RuntimeError:
-            # torch's own text is a paragraph about weights_only; say what the file should be
-            _say(f"{subject}: expected a checkpoint file saved by diffplatoon, got one that cannot be loaded "
-                 f"({type(exc).__name__})")
-        else:
-            _say(f"{subject}: {expected + ': ' if expected else ''}{_first_line(exc)}")
-        raise typer.Exit(1) from None
-
-
 def _load(name_or_path: str) -> ScenarioSpec:
     with user_errors():
         return load_scenario(name_or_path)
-
-
-def check_output(option: str, path: Path, *, folder: bool) -> None:
-    """Refuse an output path that cannot be written before any work is done (one line, exit 1)."""
-    target = path if folder else path.parent
-    with user_errors(f"{option} {path}", (OSError,), "expected a writable path"):
-        existing = next(p for p in (target, *target.parents) if p.exists())
-        if not existing.is_dir():  # name the file in the way, not the folder that cannot be made
-            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(existing))
-        target.mkdir(parents=True, exist_ok=True)
-        if not folder and path.is_dir():
-            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-        if not os.access(target, os.W_OK):
-            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(target))
-
-
-def check_controller(option: str, name: str, spec: ScenarioSpec) -> None:
-    """Build the controller `name` once so a bad name, parameter or checkpoint is refused up front."""
-    from diffplatoon.run import make_controller
-
-    with user_errors(f"{option} {name}", POLICY_ERRORS):
-        make_controller(name, spec)
-
-
-def check_seconds(seconds: float | None) -> None:
-    if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
-        raise UserError(f"--seconds {seconds:g}: expected a positive, finite simulated time in seconds")
 
 
 def traffic_summary(spec: ScenarioSpec) -> str:
@@ -237,7 +127,7 @@ def scenario_validate(
             spec = load_scenario(name)
         except ScenarioError as exc:
             failed = True
-            _print_problems(exc)
+            print_problems(exc)
             continue
         console.print(f"[green]OK[/green] {name}: {one_line_summary(spec).split(': ', 1)[1]}", highlight=False)
     if failed:
@@ -472,14 +362,14 @@ def main() -> None:
         code = exc.exit_code
     except click_exceptions.ClickException as exc:  # a malformed command line: one line instead of rich's panel
         where = f"{exc.ctx.command_path}: " if getattr(exc, "ctx", None) is not None else ""
-        _say(f"{where}{exc.format_message()} (see --help)")
+        say(f"{where}{exc.format_message()} (see --help)")
         code = exc.exit_code
     except typer.Abort:
         code = 1
     except typer.Exit as exc:
         code = exc.exit_code
     except (FileNotFoundError, FileExistsError, PermissionError, NotADirectoryError, IsADirectoryError) as exc:
-        _say(os_error_line(exc))
+        say(os_error_line(exc))
         code = 1
     sys.exit(code if isinstance(code, int) else 0)
 

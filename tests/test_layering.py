@@ -36,6 +36,7 @@ LAYER_OF = {
     "diffplatoon.agents": "agents",
     "diffplatoon.evaluation": "evaluation",
     "diffplatoon.cli": "application",
+    "diffplatoon.cli_errors": "application",
     "diffplatoon.demo": "application",
     "diffplatoon.run": "application",
 }
