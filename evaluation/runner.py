@@ -45,6 +45,7 @@ from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 from rich.table import Table
+from rich.text import Text
 
 from diffplatoon import io
 from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
@@ -395,8 +396,8 @@ def summary_table(rows: Sequence[dict[str, Any]], *, failed: int = 0, scenarios:
     for col, just in (("scenario", "left"), ("policy", "left"), ("collisions", "right"),
                       ("rate [95% CI]", "right"), ("speed", "right"), ("min TTC", "right")):
         table.add_column(col, justify=just, no_wrap=True)
-    table.caption = ("collisions: episodes with a collision / episodes; 95% CI: Wilson; speed: mean [m/s]; "
-                     "min TTC: mean of the per-episode minimum [s]")
+    table.caption = Text("collisions: episodes with a collision / episodes; 95% CI: Wilson; speed: mean [m/s]; "
+                         "min TTC: mean of the per-episode minimum [s]")  # Text: '[s]' is not markup
     for r in sorted(rows, key=order_key(scenarios, policies)):
         rate = (f"{fmt_fraction(r['collision'])} "
                 f"[{fmt_fraction(r['collision_lo'])}, {fmt_fraction(r['collision_hi'])}]")

@@ -121,6 +121,7 @@ def test_tables_keep_headers_and_names_whole_at_80_columns() -> None:
     for header in ("scenario", "policy", "collisions", "rate [95% CI]", "speed", "min TTC"):
         assert header in text
     assert long_name in text and "0.115 [0.050, 0.300]" in text and "27.3" in text
+    assert "[m/s]" in text and "[s]" in text  # units in the caption are text, not markup
     order = [line.split("│")[2].strip() for line in text.splitlines() if line.startswith("│ hard_brake")]
     assert order == ["cacc", "diffusion:runs/demo/pretrain/best.pt", "idm"]  # the command line's order
 
