@@ -62,7 +62,7 @@ class Contacts:
         if m < 2:
             return None
         xs, ys = veh.x[rows], veh.y[rows]
-        half_l, half_w, rad = veh.half_length[rows], veh.half_width[rows], veh.body_radius[rows]
+        rad = veh.body_radius[rows]
         # Any axis gives a superset of the overlapping rows; the road's longer one prunes most.
         along = xs if self._sweep_x else ys
         order = along.argsort()
@@ -72,6 +72,7 @@ class Contacts:
         w = int(np.maximum.reduce(end - first)) - 1
         if w <= 0:
             return None
+        half_l, half_w = veh.half_length[rows], veh.half_width[rows]
         j = first[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
         oj = order[np.minimum(j, m - 1)]
         oi = order[:, None]

@@ -39,7 +39,7 @@ def integrate(veh: Vehicles, hi: int, dt: float, max_speed: float, min_speed: fl
     hb = veh.heading[:hi] + beta
     veh.x[:hi] += v * np.cos(hb) * dt
     veh.y[:hi] += v * np.sin(hb) * dt
-    veh.heading[:hi] += v * np.sin(beta) / (veh.length[:hi] / 2) * dt
+    veh.heading[:hi] += v * np.sin(beta) / veh.half_length[:hi] * dt
     v += a * dt
 
 
@@ -60,12 +60,13 @@ def relocate(veh: Vehicles, rows: np.ndarray, update_lane: bool = True) -> Candi
     else:
         x, y, h = veh.x[rows, None], veh.y[rows, None], veh.heading[rows, None]
     sc, rc = tab.local_coordinates(cand, x, y)
-    pad = search.near_pad[old]
+    near = search.near[old]  # before `old`, a view when `whole`, is overwritten
     if update_lane:
+        pad = search.near_pad[old]
         dist = tab.distance_with_heading(cand, sc, rc, h)
         np.copyto(dist, np.inf, where=pad)
         n_c = cand.shape[1]
-        flat = np.argmin(dist, axis=1)
+        flat = dist.argmin(axis=1)
         flat += np.arange(0, len(rows) * n_c, n_c)
         best = dist.take(flat)
         far = best > search.near_trust
@@ -81,7 +82,7 @@ def relocate(veh: Vehicles, rows: np.ndarray, update_lane: bool = True) -> Candi
         veh.r[at] = rc.take(flat)
         if len(f):
             relocate_everywhere(veh, rows[f])
-    return np.where(pad, -1, cand), sc, rc
+    return near, sc, rc
 
 
 def relocate_everywhere(veh: Vehicles, rows: np.ndarray) -> None:

@@ -49,19 +49,25 @@ class LaneSearch:
         self.far = np.full((n, width), n, dtype=np.intp)  # lanes outside `near`, padded with n
         for k, ids in enumerate(far):
             self.far[k, : len(ids)] = ids
+        # The boxes of each lane's far lanes, gathered once: (n, F, 2) lower and upper (x, y)
+        # corners and (n, F) slacks, so that a query indexes three arrays by lane.
+        far_box = self.box[self.far]
+        self._far_lo = np.ascontiguousarray(far_box[..., [0, 2]])
+        self._far_hi = np.ascontiguousarray(far_box[..., [1, 3]])
+        self._far_slack = np.ascontiguousarray(far_box[..., 4])
 
     def far_lanes_may_be_closer(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray,
                                 best: np.ndarray) -> np.ndarray:
         """Whether a lane outside `near[lanes]` may be within `best` (highway-env's lane distance)
         of the points (x, y): where False, the closest lane among the `near` ones is the closest."""
-        far = self.far[lanes]  # (m, F)
-        if far.shape[1] == 0:
+        if self.far.shape[1] == 0:
             return np.zeros(len(lanes), dtype=bool)
-        box = self.box[far]  # (m, F, 5)
-        xc, yc = x[:, None], y[:, None]
-        dx = np.maximum(np.maximum(box[..., 0] - xc, xc - box[..., 1]), 0.0)
-        dy = np.maximum(np.maximum(box[..., 2] - yc, yc - box[..., 3]), 0.0)
-        need = np.hypot(dx, dy) - box[..., 4] <= best[:, None] + 1e-6
+        p = np.empty((len(lanes), 1, 2))
+        p[:, 0, 0] = x
+        p[:, 0, 1] = y
+        # per axis: how far the point lies outside each box (0 inside), (m, F, 2)
+        d = np.maximum(np.maximum(self._far_lo[lanes] - p, p - self._far_hi[lanes]), 0.0)
+        need = np.hypot(d[..., 0], d[..., 1]) - self._far_slack[lanes] <= best[:, None] + 1e-6
         if not np.count_nonzero(need):
             return np.zeros(len(lanes), dtype=bool)
         return need.any(axis=1)

@@ -51,7 +51,7 @@ def not_zero(x: np.ndarray, eps: float = _NOT_ZERO_EPS) -> np.ndarray:
 def desired_gap(c: IDMConstants, speed: np.ndarray, dv: np.ndarray) -> np.ndarray:
     """IDM desired gap d* [m] for ego speed and projected closing speed dv [m/s]."""
     ab = -c.comfort_acc_max * c.comfort_acc_min
-    return c.distance_wanted + speed * c.time_wanted + speed * dv / (2 * np.sqrt(ab))
+    return c.distance_wanted + speed * c.time_wanted + speed * dv / (2 * math.sqrt(ab))
 
 
 def desired_gap_scalar(c: IDMConstants, speed: float, dv: float) -> float:
@@ -133,7 +133,6 @@ class NeighbourIndex:
         self.key = _with_sentinels(key[order], -np.inf, np.inf, np.float64)
         self.rows = _with_sentinels(rows[order], -1, -1, np.intp)
         self.groups = _with_sentinels(groups[order], -1, -1, np.intp)
-        self.s = _with_sentinels(s[order], 0.0, 0.0, np.float64)
 
     def query(self, rows: np.ndarray, groups: np.ndarray, s: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
