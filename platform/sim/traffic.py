@@ -31,6 +31,7 @@ KP_LATERAL = 1 / TAU_LATERAL
 MAX_STEERING_ANGLE = np.pi / 3
 
 _NOT_ZERO_EPS = 1e-2  # highway-env utils.not_zero
+_F64 = np.dtype(np.float64)  # an identity test is cheaper than dtype equality on the hot path
 
 
 @dataclass(frozen=True)
@@ -99,7 +100,7 @@ def lane_keeping_steering(lateral: np.ndarray, future_heading: np.ndarray, headi
     the lane heading at s + speed·TAU_PURSUIT.
     """
     v = speed  # not_zero leaves float64 speeds away from zero as they are
-    if getattr(speed, "dtype", None) != np.float64 or \
+    if getattr(speed, "dtype", None) is not _F64 or \
             np.count_nonzero(np.abs(speed) > _NOT_ZERO_EPS) != speed.size:
         v = not_zero(speed)
     lateral_speed_command = -KP_LATERAL * lateral
