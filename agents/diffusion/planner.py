@@ -22,8 +22,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
-import os
-import tempfile
+import io
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +35,7 @@ from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
 from diffplatoon.agents.diffusion.normalizer import Normalizer
 from diffplatoon.agents.diffusion.schedule import CosineSchedule, ddim_sample
 from diffplatoon.geometry import VEHICLE_LENGTH
+from diffplatoon.io import atomic_write_bytes
 
 CHECKPOINT_FORMAT = 1
 
@@ -336,17 +336,7 @@ def _check_config(config: PlannerConfig) -> None:
 
 
 def atomic_torch_save(obj: object, path: str | Path) -> None:
-    """torch.save to a temp file in the same folder, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """torch.save through `diffplatoon.io`'s atomic write (temp file, fsync, rename over ``path``)."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())

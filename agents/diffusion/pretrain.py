@@ -403,7 +403,8 @@ def _yaml_dump(cfg: PretrainConfig) -> str:
 
 
 def _print_metrics(metrics: dict, console, out: Path) -> None:
-    console.print(f"{metrics['steps']} steps, best validation loss {metrics['best_val_loss']}, "
+    best = metrics["best_val_loss"]
+    console.print(f"{metrics['steps']} steps, best validation loss {'-' if best is None else f'{best:.4g}'}, "
                   f"{metrics['train_wall_time_s']:.0f} s -> {out}")
     q = metrics.get("quality")
     if q:
