@@ -6,9 +6,11 @@ crashed or left the road), samples a trace of the vehicles that matter at every 
 and summarises it with `measures.episode_summary`.
 
 The trace holds the platoon members plus every vehicle that was, at some step, directly ahead
-of or behind a member on its lane or on an adjacent lane, or that collided with a member. A
-member's `leader`/`gap` is the vehicle ahead on its own lane (World's lane index) and the
-bumper-to-bumper distance along the member's lane; the platoon measures use these gaps with
+of or behind a member on its lane or on an adjacent lane, or directly ahead of a member's front
+vehicle, or that collided with a member. A member's `leader`/`gap` is the vehicle ahead on its
+own lane (World's lane index) and the bumper-to-bumper distance along the member's lane; a
+traffic vehicle that is a member's front has its own front as `leader`/`gap`, so the measures
+can chain them into the vehicle two ahead (`max_drac_ahead`); the platoon measures use these gaps with
 the first platoon's desired time gap and standstill gap, and the string-stability window
 starts at the first brake or speed-change event.
 
@@ -87,7 +89,8 @@ class _TraceRecorder:
             g = sf - w.s[members] - 0.5 * (w.length[members] + w.length[f])
             lead[live] = np.where(has, w.vid[f], -1)
             gap[live] = np.where(has, g, np.nan)
-            found = [front, rear]
+            ahead = self._ahead_of(front[has])
+            found = [front, rear, ahead[0]]
             for side in (w.table.left, w.table.right):
                 lanes = side[w.lane[members]]
                 ok = lanes >= 0
@@ -95,8 +98,24 @@ class _TraceRecorder:
                     found.extend(w.neighbours(members[ok], lanes[ok]))
             near = np.concatenate(found)
             self.related.update(int(v) for v in w.vid[near[near >= 0]])
+            snap["ahead"] = {int(w.vid[r]): (int(w.vid[a]), float(ga)) for r, a, ga in zip(front[has], *ahead)
+                             if a >= 0}
         snap["lead_vid"], snap["gap"] = lead, gap
         self.steps.append(snap)
+
+    def _ahead_of(self, fronts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row ahead, bumper gap) of each members' front vehicle on its own lane (-1, NaN: none).
+
+        Recorded so the trace knows a traffic leader's own leader: the measures chain them into
+        the vehicle two ahead of a member (`measures.vehicles_ahead`), as SUMO's SSM device does.
+        """
+        w = self.sim.world
+        nxt, _ = w.neighbours(fronts)
+        ok = nxt >= 0
+        a = np.where(ok, nxt, fronts)
+        s_a, _ = w.table.local_coordinates(w.lane[fronts], w.x[a], w.y[a])
+        g = s_a - w.s[fronts] - 0.5 * (w.length[fronts] + w.length[a])
+        return np.where(ok, nxt, -1), np.where(ok, g, np.nan)
 
     def trace(self, extra_vids: set[int]) -> tuple[measures.EpisodeTrace, list[int], np.ndarray]:
         """(trace, vehicle ids of its columns, lane ids (T, N): -1 absent, -2 crashed)."""
@@ -119,6 +138,9 @@ class _TraceRecorder:
             has = lv >= 0
             leader[k, :m] = np.where(has, [col.get(int(v), -1) for v in lv], -1)
             gap[k, :m] = snap["gap"]
+            for vid, (ahead, g) in snap.get("ahead", {}).items():  # traffic leaders' own leaders
+                if col[vid] >= m and ahead in col:
+                    leader[k, col[vid]], gap[k, col[vid]] = col[ahead], g
         length[:], width[:] = self._sizes(vids)
         return (measures.EpisodeTrace(**arrays, length=length, width=width, dt=1.0 / self.sim.spec.policy_frequency,
                                       leader=leader, gap=np.where(leader >= 0, gap, np.nan)), vids, lane)
