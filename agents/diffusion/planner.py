@@ -299,7 +299,7 @@ class JointDiffusionPlanner:
             if ckpt.get("format") != CHECKPOINT_FORMAT:
                 raise ValueError(f"format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT}")
             config = PlannerConfig.from_dict(ckpt["config"])
-            _check_config(config)
+            check_planner_config(config)
             planner = cls(config, dev)
             planner.model.load_state_dict(ckpt["model"])
             planner.ema.load_state_dict(ckpt["ema"])
@@ -315,7 +315,7 @@ class JointDiffusionPlanner:
 MAX_CONFIG_SIZE = 1 << 16  # bound of every size in a loaded config: a checkpoint cannot ask for a giant model
 
 
-def _check_config(config: PlannerConfig) -> None:
+def check_planner_config(config: PlannerConfig) -> None:
     """Raise ValueError unless every field of a loaded config has its type: sizes positive ints (at most
     `MAX_CONFIG_SIZE`), numbers finite and positive, ranges two finite numbers in order."""
     for obj in (config, config.denoiser):

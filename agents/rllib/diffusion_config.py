@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -48,7 +48,8 @@ class DiffusionModuleConfig(BaseModel):
                                   "with the pre-trained planner it raised the override rate from 28 % to 65 % of "
                                   "steps (dropped from the policy loss) and halved training throughput.")
     max_neighbours: int = Field(16, ge=1, description="Non-platoon vehicles given to guidance and the shield.")
-    critic_hiddens: list[int] = Field([256, 256], min_length=1, description="Hidden widths of the critic.")
+    critic_hiddens: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        [256, 256], min_length=1, max_length=16, description="Hidden widths of the critic.")
     inference_seed: int = Field(0, ge=0, description="Seed of the start noise of deterministic inference.")
     torch_threads: int = Field(1, ge=1, description="torch threads (filled from the training config).")
     # filled from the scenario by the training driver

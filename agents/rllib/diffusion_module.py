@@ -71,7 +71,7 @@ from torch import nn
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.controller import (ControlScene, MemberLimits, PlannerController, Samples,
                                                      clip_actions)
-from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, check_planner_config
 from diffplatoon.agents.rllib.diffusion_config import DiffusionModuleConfig, module_model_config, planner_config_of
 from diffplatoon.agents.rllib.mlp_module import _mlp, symexp, symlog
 from diffplatoon.geometry import VEHICLE_LENGTH
@@ -166,8 +166,9 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
         elif cfg.checkpoint and not cfg.planner:
             raise FileNotFoundError(f"planner checkpoint {cfg.checkpoint!r} not found")
         else:  # random init, or an RLlib checkpoint whose state will overwrite the weights
-            planner = JointDiffusionPlanner(PlannerConfig.from_dict({"obs_dim": obs_dim, "msg_dim": msg_dim,
-                                                                     **cfg.planner}))
+            config = PlannerConfig.from_dict({"obs_dim": obs_dim, "msg_dim": msg_dim, **cfg.planner})
+            check_planner_config(config)  # module files name the planner's sizes: bounded like a checkpoint's
+            planner = JointDiffusionPlanner(config)
         pc = planner.config
         if (pc.obs_dim, pc.msg_dim) != (obs_dim, msg_dim):
             raise ValueError(f"the planner takes obs/msg widths ({pc.obs_dim}, {pc.msg_dim}); this scenario gives "

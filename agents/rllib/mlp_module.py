@@ -18,7 +18,7 @@ Actions: diagonal Gaussian, mean from the actor, a learned state-independent log
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,10 +35,12 @@ class MLPModuleConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    actor_hiddens: list[int] = Field([64, 64], min_length=1, description="Hidden widths of the actor.")
-    critic_hiddens: list[int] = Field([128, 128], min_length=1, description="Hidden widths of the critic.")
+    actor_hiddens: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        [64, 64], min_length=1, max_length=16, description="Hidden widths of the actor.")
+    critic_hiddens: list[Annotated[int, Field(ge=1, le=8192)]] = Field(
+        [128, 128], min_length=1, max_length=16, description="Hidden widths of the critic.")
     init_log_std: float = Field(-0.5, ge=-5, le=2, description="Initial log std of the Gaussian actions.")
-    min_log_std: float = Field(-5.0, description="Floor of the log std.")
+    min_log_std: float = Field(-5.0, ge=-20, le=2, description="Floor of the log std.")
 
 
 def symlog(x: torch.Tensor) -> torch.Tensor:
