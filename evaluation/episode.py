@@ -104,7 +104,7 @@ class _TraceRecorder:
         self.steps.append(snap)
 
     def _ahead_of(self, fronts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(row ahead, bumper gap) of each members' front vehicle on its own lane (-1, NaN: none).
+        """(row ahead, bumper gap) of each member's front vehicle on its own lane (-1, NaN: none).
 
         Recorded so the trace knows a traffic leader's own leader: the measures chain them into
         the vehicle two ahead of a member (`measures.vehicles_ahead`), as SUMO's SSM device does.
