@@ -7,7 +7,7 @@ joining a cluster it happens to find in Ray's session files); with an address
 scales from a laptop to a lab cluster. A session that is already running in this process (a
 test fixture, a notebook) is reused as is.
 
-Clusters with token authentication (the default of Ray's own local clusters since 2.52) need
+Clusters with token authentication (on by default for clusters started by Ray 2.60) need
 the token in the environment of every command that joins them: ``RAY_AUTH_MODE=token`` and
 ``RAY_AUTH_TOKEN=<token>`` (or ``RAY_AUTH_TOKEN_PATH=<file>``); without it the connection fails
 with the one-line `RayConnectError` below. A ``host:port`` address where nothing accepts a
