@@ -10,7 +10,7 @@ import pytest
 from diffplatoon.evaluation import measures as m
 from diffplatoon import geometry
 
-L, W = 5.0, 2.0  # vehicle length and width [m]
+L, W = geometry.VEHICLE_LENGTH, geometry.VEHICLE_WIDTH  # 5 m x 2 m
 
 
 def _following_pair(v_f: float, v_l: float, gap0: float, dt: float, steps: int):
@@ -139,12 +139,12 @@ def test_time_gap_and_ttc_at_overlap_and_standstill():
     leader = np.tile([1, -1], (5, 1))
     gap = np.array([[-0.4], [-0.4], [0.0], [3.0], [3.0]]) * [1.0, np.nan]
     speed = np.array([[1e-11, 0.0], [25.0, 20.0], [1e-11, 0.0], [1e-11, 0.0], [0.05, 0.5]])
-    length = np.array([5.0, 5.0])
+    length = np.array([L, L])
     tg = m.time_gap(gap, speed, leader)[:, 0]
     th = m.time_headway(gap, speed, leader, length)[:, 0]
     ttc = m.ttc_1d(gap, speed, leader)[:, 0]
     np.testing.assert_array_equal(tg, [0.0, 0.0, np.inf, np.inf, np.inf])
-    np.testing.assert_array_equal(th, [np.inf, 4.6 / 25.0, np.inf, np.inf, np.inf])
+    np.testing.assert_array_equal(th, [np.inf, (L - 0.4) / 25.0, np.inf, np.inf, np.inf])
     beyond = m.time_headway(np.array([[-6.0, np.nan]]), np.array([[25.0, 20.0]]), leader[:1], length)
     assert beyond[0, 0] == 0.0  # the follower's front is past the leader's: no negative headway
     # Standing still, touching or behind a 3 m gap, is no conflict (TTC inf), nor is creeping
@@ -188,7 +188,7 @@ def test_drac_with_the_vehicle_two_ahead():
     gives C's second vehicle ahead A at gap 15 + 5 + 20 = 40 m; DRAC with B is 0.5 * 20^2 / 15,
     with A 0.5 * 20^2 / 40. When B instead pulls away at 35 m/s, the direct-leader DRAC is 0
     and only the two-ahead measure sees C closing on A (SUMO counts every vehicle in range)."""
-    length = np.full(3, 5.0)
+    length = np.full(3, L)
     leader = np.array([[1, 2, -1]])
     gap = np.array([[15.0, 20.0, np.nan]])
     (l1, g1), (l2, g2) = m.vehicles_ahead(leader, gap, length, depth=2)

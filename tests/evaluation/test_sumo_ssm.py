@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from diffplatoon import geometry
 from diffplatoon.evaluation import measures as m
 
 
@@ -35,7 +36,7 @@ def _sumo_binary() -> str | None:
 SUMO = _sumo_binary()
 pytestmark = pytest.mark.skipif(SUMO is None, reason="the `sumo` binary is not installed (pip install eclipse-sumo)")
 
-LENGTH = 5.0  # [m] every vehicle
+LENGTH = geometry.VEHICLE_LENGTH  # [m] every vehicle, SUMO's and ours
 PRT = 2.0  # [s] MDRAC reaction time: above the encounters' smallest TTC, so both regimes occur
 TOL = 1e-6  # SUMO's 6-decimal output
 _FOLLOWING_FOLLOWER = "2"  # SUMO encounter type: the ego follows the foe
