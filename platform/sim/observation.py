@@ -178,8 +178,9 @@ class Observer:
         if n == 0:
             return Observation.zeros(flat_layout(self.k, self.n_points, kc, d), m, alive=alive)
         # numpy's per-call overhead dominates at these sizes (M ~ 4): fewer calls, `take` over 2-D fancy indexing
-        lane, s = world.lane[rows], world.s[rows]
-        x, y, h, v = world.x[rows], world.y[rows], world.heading[rows], world.speed[rows]
+        veh = world.vehicles  # its arrays directly, not through the World's per-field properties
+        lane, s = veh.lane[rows], veh.s[rows]
+        x, y, h, v = veh.x[rows], veh.y[rows], veh.heading[rows], veh.speed[rows]
         cos_h, sin_h = np.cos(h), np.sin(h)
         at = idx * self._n_lanes + lane  # (member, lane) entry of the flattened tables
         cols = self._lane_cols.take(at, axis=0)
@@ -189,10 +190,10 @@ class Observer:
         # 1. ego features
         ego = np.empty((n, len(EGO_FEATURES)))
         ego[:, 0] = v
-        ego[:, 1] = world.accel[rows]
-        ego[:, 2] = world.steering[rows]
+        ego[:, 1] = veh.accel[rows]
+        ego[:, 2] = veh.steering[rows]
         ego[:, 3] = wrap_angle(h - tab.heading_at(lane, s))
-        ego[:, 4] = world.r[rows]
+        ego[:, 4] = veh.r[rows]
         ego[:, 5] = width
         ego[:, 6] = to_end
         ego[:, 7] = limit
@@ -296,11 +297,11 @@ class Observer:
 
     def _nearest(self, rows, x, y, cos_h, sin_h, v) -> tuple[np.ndarray, np.ndarray]:
         """(n, K, 9) `NEIGHBOUR_FEATURES` and (n, K) mask of the K nearest vehicles."""
-        world = self.sim.world
-        others = world.active_rows()
+        veh = self.sim.world.vehicles  # its arrays directly, not through the World's per-field properties
+        others = veh.active_rows()
         big = len(others)
-        dx = world.x[others] - x[:, None]  # (n, N)
-        dy = world.y[others] - y[:, None]
+        dx = veh.x[others] - x[:, None]  # (n, N)
+        dy = veh.y[others] - y[:, None]
         dist = np.hypot(dx, dy)
         np.copyto(dist, np.inf, where=(others == rows[:, None]) | (dist > self.range))
         k = min(self.k, big)
@@ -310,8 +311,8 @@ class Observer:
         o = others[order]  # (n, k) rows
         ex, ey = dx.take(flat).reshape(order.shape), dy.take(flat).reshape(order.shape)
         c, s_, ns = cos_h[:, None], sin_h[:, None], -sin_h[:, None]
-        ho = world.heading[o]
-        vo = world.speed[o]
+        ho = veh.heading[o]
+        vo = veh.speed[o]
         rvx = vo * np.cos(ho) - (v * cos_h)[:, None]
         rvy = vo * np.sin(ho) - (v * sin_h)[:, None]
         dh = ho - np.arctan2(sin_h, cos_h)[:, None]
@@ -323,10 +324,10 @@ class Observer:
         f[..., 3] = ns * rvx + c * rvy
         f[..., 4] = np.cos(dh)
         f[..., 5] = np.sin(dh)
-        f[..., 6] = world.length[o]
-        f[..., 7] = world.width[o]
-        po = world.platoon[o]
-        f[..., 8] = (po == world.platoon[rows][:, None]) & (po >= 0)
+        f[..., 6] = veh.length[o]
+        f[..., 7] = veh.width[o]
+        po = veh.platoon[o]
+        f[..., 8] = (po == veh.platoon[rows][:, None]) & (po >= 0)
         if np.count_nonzero(mask) != mask.size:
             np.copyto(f, 0.0, where=~mask[..., None])
         if k == self.k:

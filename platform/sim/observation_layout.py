@@ -183,7 +183,7 @@ class Observation:
     def __post_init__(self) -> None:
         for value in self.__dict__.values():
             if isinstance(value, np.ndarray):
-                value.flags.writeable = False
+                value.setflags(write=False)  # as `flags.writeable = False`, without a flags object per array
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled and deep-copied observations are read-only too."""
