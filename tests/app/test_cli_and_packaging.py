@@ -75,6 +75,7 @@ def test_list_shows_whole_catalogue() -> None:
         assert name in out.stdout
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_wheel_ships_catalogue_and_works_without_the_source_tree(tmp_path: Path) -> None:
     wheel_dir = tmp_path / "wheel"
