@@ -274,6 +274,7 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         "wrong_way": bool(ev.wrong_way),
         "wrong_way_members": dict(ev.wrong_way),
         "departed": departed,
+        "events": sim.event_report(),
         "reached_goal": [n for n in sim.agent_names if departed.get(n) == "destination"] if routed else None,
         "near_miss": None if math.isnan(summary["near_miss"]) else bool(summary["near_miss"]),
         "string_error_ratios": [ss.error_ratios.tolist() for ss in strings],

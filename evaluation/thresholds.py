@@ -54,10 +54,10 @@ class Thresholds:
     def for_spec(cls, spec: ScenarioSpec) -> Thresholds:
         """Thresholds of a `ScenarioSpec`: its safety settings and its first platoon's spacing policy.
 
-        The string-stability window starts at the first brake or speed-change event.
+        The string-stability window starts at the first timed (`at:`) brake or speed-change event.
         """
         platoon = spec.platoons[0]
-        disturbance = [e.at for e in spec.events if isinstance(e, (BrakeEvent, SpeedChangeEvent))]
+        disturbance = [e.at for e in spec.events if isinstance(e, (BrakeEvent, SpeedChangeEvent)) and e.at is not None]
         return cls(
             ttc=spec.safety.ttc_threshold, drac=spec.safety.drac_threshold, hard_brake=spec.safety.hard_brake,
             min_gap=spec.safety.min_gap,

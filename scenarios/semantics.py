@@ -11,7 +11,10 @@ runs in seconds:
   width and overlaps no other vehicle (on any lane); routes connect and destinations exist;
 - traffic and time: the vehicles it would place at the start, and the frames per policy step
   times the vehicles each frame moves, stay within budgets;
-- references: each event names a vehicle of the kind it acts on; explicit V2V topology edges
+- references: each event names a vehicle of the kind it acts on (`brake`: a member or a
+  `vehicles:` entry, never a platoon id; `speed_change` and the cutter of `cut_in`: a `vehicles:`
+  entry, since members follow their policy; `comm_outage`: members or platoon ids), and a `when:`
+  condition reads two different members or `vehicles:` entries; explicit V2V topology edges
   name members of the platoon.
 """
 
@@ -37,7 +40,14 @@ from diffplatoon.scenarios.limits import (
     MAX_SPEED,
     MAX_STEP_WORK,
 )
-from diffplatoon.scenarios.schema import BrakeEvent, CommOutageEvent, CutInEvent, ScenarioSpec, SpeedChangeEvent
+from diffplatoon.scenarios.schema import (
+    BrakeEvent,
+    CommOutageEvent,
+    Condition,
+    CutInEvent,
+    ScenarioSpec,
+    SpeedChangeEvent,
+)
 from diffplatoon.scenarios.yaml_source import line_of
 from diffplatoon.geometry import VEHICLE_WIDTH, overlapping_pairs
 
@@ -246,9 +256,11 @@ def _reference_problems(spec: ScenarioSpec, add: Add) -> None:
             add(path, f"expected {what}: {listed}; got '{ref}'")
 
     for i, event in enumerate(spec.events):
-        if event.at >= spec.duration:
+        if event.at is not None and event.at >= spec.duration:
             add(("events", i, "at"), f"expected a time before the end of the scenario (duration {spec.duration:g} s), "
                 f"got {event.at:g}")
+        if event.when is not None:
+            _condition_problems(event.when, ("events", i, "when"), check, add)
         if isinstance(event, CommOutageEvent):
             for ref in event.vehicles:
                 check(ref, "comm", ("events", i, "vehicles"))
@@ -258,6 +270,20 @@ def _reference_problems(spec: ScenarioSpec, add: Add) -> None:
             check(event.vehicle, "vehicle", ("events", i, "vehicle"))
         if isinstance(event, CutInEvent):
             check(event.ahead_of, "member_or_vehicle", ("events", i, "ahead_of"))
+
+
+def _condition_problems(condition: Condition, path: Path, check: Callable[[str, str, Path], None],
+                        add: Add) -> None:
+    """A `when:` condition reads vehicles on the road: members or `vehicles:` entries, two different ones."""
+    quantity = condition.quantity
+    refs = condition.vehicles
+    if len(refs) == 1:
+        check(refs[0], "member_or_vehicle", path + (quantity,))
+        return
+    for k, ref in enumerate(refs):
+        check(ref, "member_or_vehicle", path + (quantity, k))
+    if refs[0] == refs[1]:
+        add(path + (quantity,), f"expected two different vehicles, got '{refs[0]}' twice")
 
 
 def _topology_problems(spec: ScenarioSpec, add: Add) -> None:

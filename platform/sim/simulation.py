@@ -3,13 +3,14 @@
 `Simulation(spec, episode)` is what environments, experts and the evaluator drive. It
 spawns the scenario's platoons, hand-placed vehicles and background traffic into a `World`
 on the spec's highway-env road, wires the platoon members into a `CommGraph` + `Channel`,
-and applies the spec's events at their simulation frame. Every random draw comes from
+and applies the spec's events (events.py) before every simulation frame. Every random draw comes from
 generators seeded by (scenario seed, episode index), so an episode is reproducible bit for
 bit.
 
 Per policy step (`step(actions)`):
-1. events due in this step are applied at their exact frame (brakes, speed changes, cut-ins
-   hook into the World; outages silence the channel);
+1. before every frame, events whose time or condition is reached are applied (brakes, speed
+   changes, cut-ins hook into the World; outages silence the channel) and reported in the
+   step's `events`; `event_report()` lists every event's outcome, fired or not;
 2. the World advances `simulation_frequency // policy_frequency` frames;
    (objects in `frame_listeners` are called before and after every frame — the collision
    evaluator sub-steps between frames this way);
@@ -23,13 +24,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from diffplatoon.scenarios.schema import (
-    BrakeEvent,
-    CommOutageEvent,
-    CutInEvent,
-    ScenarioSpec,
-    SpeedChangeEvent,
-)
+from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.sim import events
 from diffplatoon.sim.comms import Channel, CommGraph, Inbox, PlatoonLinks, pack_messages
 from diffplatoon.sim.roads import build_network
 from diffplatoon.sim.world import World, WorldParams
@@ -106,8 +102,7 @@ class Simulation:
         self.plan_slots = np.zeros((len(self.controlled), spec.comms.plan_dim), dtype=np.float64)
         self.step_count = 0
         self.frame_listeners: list = []  # objects with before_frame(sim) / after_frame(sim), e.g. evaluators
-        self._pending = sorted(range(len(spec.events)), key=lambda i: spec.events[i].at)
-        self._brakes: list[tuple[int, float, float]] = []  # row, deceleration, end time
+        self.event_state = events.EventState.initial(spec)  # pending events, as plain data
         self.inbox = self._communicate()
 
     # -- spawning --------------------------------------------------------------------------------
@@ -200,7 +195,7 @@ class Simulation:
                 raise ValueError(f"actions must have shape ({len(self.controlled)}, 2), got {actions.shape}")
         live, n_departed = self.live_members(), 0
         for _ in range(world.params.frames_per_step):
-            self._apply_events(world, result)
+            events.apply(self, self.event_state, result.events)
             for listener in self.frame_listeners:
                 listener.before_frame(self)
             # members may leave the road mid-step: the World takes actions of live members only
@@ -237,45 +232,12 @@ class Simulation:
                 return name
         return f"traffic#{vid}"
 
-    def _apply_events(self, world: World, result: StepResult) -> None:
-        """Called by the World before every frame: fire due events, hold active brakes."""
-        now = world.time + 1e-9
-        while self._pending and self.spec.events[self._pending[0]].at <= now:
-            event = self.spec.events[self._pending.pop(0)]
-            result.events.append(f"{event.type}@{event.at:g}s")
-            if not all(self.is_live(n) for n in self._event_vehicles(event)):
-                continue  # the vehicle it names has left the road
-            if isinstance(event, BrakeEvent):
-                self._brakes.append((self.names[event.vehicle], event.deceleration, event.at + event.duration))
-            elif isinstance(event, SpeedChangeEvent):
-                world.target_speed[self.names[event.vehicle]] = event.speed
-            elif isinstance(event, CutInEvent):
-                target = world.lane[self.names[event.ahead_of]]
-                world.force_lane_change(self.names[event.vehicle], int(target))
-            elif isinstance(event, CommOutageEvent):
-                ids = self._comm_ids(event.vehicles)
-                steps = int(round(event.duration * self.spec.policy_frequency))
-                start = self.step_count + 1  # messages of the step being simulated now
-                self.channel.silence(ids, until_step=start + steps, from_step=start)
-        still = []
-        for row, decel, end in self._brakes:
-            if now < end and world.active[row] and not world.crashed[row]:
-                # brake to a stop, never into reverse
-                world.set_accel_override(row, -min(decel, world.speed[row] * world.params.simulation_frequency))
-                still.append((row, decel, end))
-            else:
-                world.set_accel_override(row, np.nan)
-        self._brakes = still
+    def event_report(self) -> list[str]:
+        """Every event's outcome so far: fired (``cut_in@12.33s``) or why not (events.py), in order."""
+        return self.event_state.log + events.unfired(self, self.event_state)
 
-    def _event_vehicles(self, event: object) -> list[str]:
-        if isinstance(event, CommOutageEvent):
-            return []
-        names = [event.vehicle]  # type: ignore[attr-defined]
-        if isinstance(event, CutInEvent):
-            names.append(event.ahead_of)
-        return names
-
-    def _comm_ids(self, names: list[str]) -> list[int]:
+    def comm_ids(self, names: list[str]) -> list[int]:
+        """Comm ids of member names and of every member of named platoons."""
         agent_names = self.agent_names
         ids: list[int] = []
         for name in names:
