@@ -54,11 +54,18 @@ from diffplatoon.agents.policy import Policy, SimInfo
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim import traffic
 from diffplatoon.sim.comms import FIELD_INDEX
-from diffplatoon.sim.observation import EGO_FEATURES, LEADER_FEATURES, NEIGHBOUR_FEATURES, Observation
+from diffplatoon.sim.observation import (
+    EGO_FEATURES,
+    LEADER_FEATURES,
+    NEIGHBOUR_FEATURES,
+    RIGHT_OF_WAY_FEATURES,
+    Observation,
+)
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
 LANE_KEEPING_MIN_SPEED = 5.0  # [m/s] speed floor of the members' lane-keeping law (module docstring)
 _L = {name: k for k, name in enumerate(LEADER_FEATURES)}
+_W = {name: k for k, name in enumerate(RIGHT_OF_WAY_FEATURES)}
 _LEFT, _RIGHT, _FRONT, _REAR = 0, 1, 0, 1
 _GAP, _SPEED, _PRESENT = 0, 1, 3
 
@@ -208,6 +215,23 @@ class _Expert(Policy):
         steer = np.clip(steer, -mem.max_steer, mem.max_steer)
         return np.stack([np.nan_to_num(acc), np.nan_to_num(steer)], axis=1)
 
+    def _right_of_way(self, obs: Observation, acc: np.ndarray, v0: np.ndarray) -> np.ndarray:
+        """`acc` lowered to stop at the yield line where the observation's `must_yield` says wait.
+
+        The verdict is the traffic's yielding rule (observation ``right_of_way``); the stop is the
+        traffic's too: IDM with the traffic's parameters behind a standing virtual vehicle whose
+        jam distance ends at the yield line.
+        """
+        row = obs.right_of_way.astype(np.float64)
+        wait = row[:, _W["must_yield"]] > 0.5
+        if not wait.any():
+            return acc
+        v = np.maximum(obs.ego[:, _E["speed"]].astype(np.float64), 0.0)
+        s0 = self._traffic_idm["s0"]
+        stop = idm_acceleration(v, v0, row[:, _W["yield_line_distance"]] + s0, v, np.ones(len(v), bool),
+                                **self._traffic_idm)
+        return np.where(wait, np.minimum(acc, stop), acc)
+
     def _steering(self, obs: Observation, mem: _Members) -> np.ndarray:
         """Lane keeping towards the current lane, or the adjacent one during a lane change."""
         ego = obs.ego.astype(np.float64)
@@ -307,6 +331,7 @@ class IDMPolicy(_Expert):
                                time_gap=mem.time_gap, s0=mem.standstill, delta=p.delta)
         if p.lane_changes == "route":
             acc = self._route_lane_changes(obs, acc, mem, mem.time_gap, p)
+        acc = self._right_of_way(obs, acc, v0)
         return self._finish(obs, acc, self._steering(obs, mem), mem)
 
 
@@ -418,6 +443,7 @@ class CACCPolicy(_Expert):
 
         if p.lane_changes == "route":
             acc = self._route_lane_changes(obs, acc, mem, h, p)
+        acc = self._right_of_way(obs, acc, v0)
         out = self._finish(obs, acc, self._steering(obs, mem), mem)
         self.u = out[:, 0].copy()  # the command actually applied is the controller's state
         return out

@@ -22,6 +22,13 @@ Feature details (`Observer`):
   minus the ego's; `same_platoon` is 1 for members of the ego's platoon.
 - lane points lie at `lane_point_spacing`·(1..P) metres ahead of the vehicle's s along the
   route (or the smooth continuation); past a lane with no continuation, the lane extended.
+- right_of_way (`RIGHT_OF_WAY_FEATURES`): the traffic's yielding rule (`RightOfWay.assess`) applied
+  to the member on its current lane: the next conflict zone on its path (own lane, or the lane its
+  route takes next once within the look-ahead of the lane end), the distance from its centre to
+  that zone's yield line, whether the lane yields there, the earliest time a priority vehicle
+  reaches the conflict (0 while one is inside it; capped at 60 s), the member's time to clear
+  its zone accelerating comfortably, and the rule's verdict (1: wait at the yield line). No
+  conflict ahead: [1000, 0, 60, 0, 0].
 - route: where the route changes lanes on a road (e.g. from an acceleration lane to the main
   road), `lane_changes_needed` is the signed number of lanes to move and `distance_to_do_it`
   the distance to the end of the road where it must be done; with no change pending, 0 and the
@@ -44,6 +51,7 @@ from diffplatoon.sim.observation_layout import (
     EGO_FEATURES,
     LEADER_FEATURES,
     NEIGHBOUR_FEATURES,
+    RIGHT_OF_WAY_FEATURES,
     ROUTE_FEATURES,
     SIDE_FEATURES,
     Field,
@@ -51,6 +59,7 @@ from diffplatoon.sim.observation_layout import (
     ObservationLayout,
     flat_layout,
 )
+from diffplatoon.sim import right_of_way
 from diffplatoon.sim.observation_routes import chain_length, continuations, default_table, route_table
 
 if TYPE_CHECKING:
@@ -60,6 +69,7 @@ __all__ = [
     "EGO_FEATURES",
     "LEADER_FEATURES",
     "NEIGHBOUR_FEATURES",
+    "RIGHT_OF_WAY_FEATURES",
     "ROUTE_FEATURES",
     "SIDE_FEATURES",
     "Field",
@@ -72,6 +82,8 @@ __all__ = [
 _FAR = 1000.0  # [m] cap on route and lane-end distances (loops and very long roads)
 _DEFAULT_SPEED_LIMIT = 40.0  # [m/s] reported for lanes without a limit (the World's max speed)
 _MAX_HOPS = 8  # most lane boundaries one lane-ahead point may cross
+_T_FAR = 60.0  # [s] cap on right-of-way times (no priority vehicle coming)
+_NO_CONFLICT = (_FAR, 0.0, _T_FAR, 0.0, 0.0)  # right_of_way features with no conflict ahead
 
 
 class Observer:
@@ -209,7 +221,10 @@ class Observer:
         # 4. centre-line points ahead, following the member's route (else the smooth continuation)
         lane_ahead = self._lane_points(idx, lane, s, x, y, cos_h, sin_h)
 
-        # 5. route and pose
+        # 5. right of way at the next conflict on the path (the traffic's yielding rule)
+        row_feats = self._right_of_way(rows)
+
+        # 6. route and pose
         tail = np.empty((n, 6))
         tail[:, 0] = need
         tail[:, 1] = to_deadline
@@ -219,7 +234,7 @@ class Observer:
         tail[:, 4] = y
         tail[:, 5] = h
 
-        # 6. V2V inbox and the predecessor's newest message
+        # 7. V2V inbox and the predecessor's newest message
         if n == m:
             data, mask, age, sender = inbox.data, inbox.mask, inbox.age, inbox.sender
         else:
@@ -238,6 +253,7 @@ class Observer:
             neighbours=_spread(neighbours, idx, m, f),
             neighbour_mask=_spread(neighbour_mask, idx, m, bool),
             lane_ahead=_spread(lane_ahead, idx, m, f),
+            right_of_way=_spread(row_feats, idx, m, f),
             route=_spread(tail[:, :3], idx, m, f),
             inbox=_spread(data, idx, m, f),
             inbox_mask=_spread(mask, idx, m, bool),
@@ -336,6 +352,24 @@ class Observer:
         full = np.zeros((len(rows), self.k), dtype=bool)
         full[:, :k] = mask
         return out, full
+
+    def _right_of_way(self, rows: np.ndarray) -> np.ndarray:
+        """(n, 5) `RIGHT_OF_WAY_FEATURES`: `RightOfWay.assess` of the members on their current lanes."""
+        world = self.sim.world
+        out = np.empty((len(rows), len(RIGHT_OF_WAY_FEATURES)))
+        out[:] = _NO_CONFLICT
+        rule = world.right_of_way
+        if rule is None:  # no conflicts on this road, or yielding off
+            return out
+        lane, s = right_of_way.current_path(world.vehicles)
+        a = rule.assess(rows, lane, s, report=True)
+        has = np.isfinite(a.dist)
+        out[:, 0] = np.where(has, np.minimum(a.dist - world.params.yield_stop_gap, _FAR), _FAR)
+        out[:, 1] = has & world.table.conflicts.lane_yields[np.maximum(a.check, 0)]
+        out[:, 2] = np.minimum(a.priority_arrival, _T_FAR)
+        out[:, 3] = np.where(np.isfinite(a.clear_time), np.minimum(a.clear_time, _T_FAR), 0.0)
+        out[:, 4] = a.blocked
+        return out
 
     def _lane_points(self, idx, lane, s, x, y, cos_h, sin_h) -> np.ndarray:
         """(n, P, 2) centre-line points ahead in the ego frame."""

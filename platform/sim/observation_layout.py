@@ -14,6 +14,7 @@ neighbour slots, P lane points, Kc inbox slots of D floats (`diffplatoon.sim.com
 | neighbours | (M, K, 9) | float32 | K nearest vehicles within `range`, ego frame: `NEIGHBOUR_FEATURES` |
 | neighbour_mask | (M, K) | bool | valid neighbour slots |
 | lane_ahead | (M, P, 2) | float32 | centre-line points ahead on the current lane/route, ego frame |
+| right_of_way | (M, 5) | float32 | `RIGHT_OF_WAY_FEATURES` at the next conflict zone on the member's path (merges, intersections, roundabouts; the yielding rule's view, `diffplatoon.sim.right_of_way`): distance to its yield line (m; 1000 if none), 1 if its lane yields there, earliest arrival of a priority vehicle at that conflict (s; 0 while one is inside it, 60 if none), time to clear its zone accelerating comfortably (s), 1 if the rule says wait |
 | route | (M, 3) | float32 | `ROUTE_FEATURES`: lanes to move (−left/+right), distance left to do it (m), route progress 0..1 |
 | inbox | (M, Kc, D) | float32 | V2V messages received (see `diffplatoon.sim.comms`) |
 | inbox_mask | (M, Kc) | bool | held inbox slots |
@@ -57,6 +58,7 @@ EGO_FEATURES = (
 LEADER_FEATURES = ("gap", "speed", "closing_speed", "present")
 SIDE_FEATURES = ("gap", "speed", "closing_speed", "present")
 NEIGHBOUR_FEATURES = ("dx", "dy", "dvx", "dvy", "cos_dheading", "sin_dheading", "length", "width", "same_platoon")
+RIGHT_OF_WAY_FEATURES = ("yield_line_distance", "lane_yields", "priority_arrival", "clear_time", "must_yield")
 ROUTE_FEATURES = ("lane_changes_needed", "distance_to_do_it", "progress")
 
 Array = Any  # a numpy array or a torch tensor
@@ -134,6 +136,7 @@ def flat_layout(k: int, p: int, kc: int, d: int) -> ObservationLayout:
             Field("neighbours", (k, len(NEIGHBOUR_FEATURES)), f32),
             Field("neighbour_mask", (k,), np.bool_),
             Field("lane_ahead", (p, 2), f32),
+            Field("right_of_way", (len(RIGHT_OF_WAY_FEATURES),), f32),
             Field("route", (len(ROUTE_FEATURES),), f32),
             Field("inbox", (kc, d), f32),
             Field("inbox_mask", (kc,), np.bool_),
@@ -169,6 +172,7 @@ class Observation:
     neighbours: np.ndarray
     neighbour_mask: np.ndarray
     lane_ahead: np.ndarray
+    right_of_way: np.ndarray
     route: np.ndarray
     inbox: np.ndarray
     inbox_mask: np.ndarray

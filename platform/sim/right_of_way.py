@@ -75,6 +75,33 @@ def path_state(veh: Vehicles, base: np.ndarray, rows: np.ndarray, tgt: np.ndarra
     return PathState(on_lane, approach, path_lane, path_s)
 
 
+def current_path(veh: Vehicles) -> tuple[np.ndarray, np.ndarray]:
+    """Path lane and s of every row [:hi] now: traffic's target lane, members' own lane."""
+    hi = veh.hi
+    lane, s = veh.lane[:hi].copy(), veh.s[:hi].copy()
+    moving = ((veh.target_lane[:hi] != lane) & veh.active[:hi] & ~veh.is_controlled[:hi]).nonzero()[0]
+    if len(moving):
+        tgt = veh.target_lane[moving]
+        lane[moving] = tgt
+        s[moving] = veh.table.local_coordinates(tgt, veh.x[moving], veh.y[moving])[0]
+    return lane, s
+
+
+class Assessment(NamedTuple):
+    """The yielding rule's view of n ego rows (`RightOfWay.assess`), (n,) arrays."""
+
+    own: np.ndarray  # before the first zone of its own path lane
+    check: np.ndarray  # the lane whose zones it checks (−1: none)
+    dist: np.ndarray  # [m] from its centre to the first zone of `check` (inf: none)
+    within: np.ndarray  # dist within the look-ahead
+    blocked: np.ndarray  # the verdict: it must wait at its yield line
+    priority_arrival: np.ndarray  # [s] earliest arrival of a priority vehicle at its zone (inf: none)
+    clear_time: np.ndarray  # [s] time to clear its zones accelerating comfortably (inf: not computed)
+    near_end: np.ndarray  # indices of egos within the look-ahead of their lane end
+    near_next: np.ndarray  # their next lane (−1: none)
+    near_u: np.ndarray  # their s in the next lane's frame
+
+
 class RightOfWay:
     """The yielding rule (module docstring) for one World's vehicles and parameters."""
 
@@ -88,11 +115,41 @@ class RightOfWay:
         Returns the accelerations MOBIL compares against (a yielding lane with a neighbour
         looks stopped at its yield line, whether or not a priority vehicle comes).
         """
+        veh, tab, cf = self.veh, self.veh.table, self.veh.table.conflicts
+        veh.is_yielding[:veh.hi] = False
+        ego_lane = path.lane[rows]
+        a = self.assess(rows, path.lane, path.s)
+        if len(a.near_end):
+            self._follow_across(rows, a.near_end, a.near_next, a.near_u, acc, path, cos, sin)
+        acc_mobil = acc
+        leave = (a.within & a.own & cf.lane_yields[ego_lane]
+                 & ((tab.left[ego_lane] >= 0) | (tab.right[ego_lane] >= 0))).nonzero()[0]
+        if len(leave):
+            acc_mobil = acc.copy()
+            acc_mobil[leave] = np.minimum(acc[leave], self._stop(rows[leave], a.dist[leave]))
+        b = a.blocked.nonzero()[0]
+        if len(b) == 0:
+            return acc_mobil
+        rb = rows[b]
+        acc_y = self._stop(rb, a.dist[b])
+        acc[b] = np.minimum(acc[b], acc_y)
+        if acc_mobil is not acc:
+            acc_mobil[b] = np.minimum(acc_mobil[b], acc_y)
+        veh.is_yielding[rb] = True
+        return acc_mobil
+
+    def assess(self, rows: np.ndarray, path_lane: np.ndarray, path_s: np.ndarray,
+               report: bool = False) -> Assessment:
+        """The rule's view of `rows` (traffic or members) on their path lanes (module docstring).
+
+        `path_lane`, `path_s` are every row's [:hi] (`path_state`, `current_path`). With
+        `report`, arrival and clearing times are also computed for rows beyond the look-ahead
+        (for observations); the verdict `blocked` is the same either way.
+        """
         veh, p, c = self.veh, self.p, self.c
         tab, cf = veh.table, veh.table.conflicts
-        hi = veh.hi
-        veh.is_yielding[:hi] = False
-        ego_lane, ego_s = path.lane[rows], path.s[rows]
+        n = len(rows)
+        ego_lane, ego_s = path_lane[rows], path_s[rows]
         # The lane whose zones an ego checks: its own while before its first zone, else the next.
         v = np.maximum(veh.speed[rows], 0.0)
         look = np.maximum(p.yield_lookahead, traffic.desired_gap(c, v, v))
@@ -100,10 +157,10 @@ class RightOfWay:
         check = np.where(own, ego_lane, -1)
         u = ego_s.copy()
         near_end = (tab.length[ego_lane] - ego_s < look).nonzero()[0]
+        nxt = u_next = near_end
         if len(near_end):
             nxt = veh.next_lanes(rows[near_end], ego_lane[near_end])
             u_next = ego_s[near_end] - tab.length[ego_lane[near_end]]
-            self._follow_across(rows, near_end, nxt, u_next, acc, path, cos, sin)
             go_on = ~own[near_end]
             ahead = near_end[go_on]
             check[ahead], u[ahead] = nxt[go_on], u_next[go_on]
@@ -111,15 +168,12 @@ class RightOfWay:
         dist = np.where(has, cf.zone_start[np.maximum(check, 0)] - u, np.inf)
         # Within look-ahead and still able to stop before the zone (otherwise it is committed).
         within = (dist > 0) & (dist <= look)
-        acc_mobil = acc
-        leave = (within & own & cf.lane_yields[ego_lane]
-                 & ((tab.left[ego_lane] >= 0) | (tab.right[ego_lane] >= 0))).nonzero()[0]
-        if len(leave):
-            acc_mobil = acc.copy()
-            acc_mobil[leave] = np.minimum(acc[leave], self._stop(rows[leave], dist[leave]))
-        idx = (within & (v * v < 2 * p.a_max * dist)).nonzero()[0]
+        decide = within & (v * v < 2 * p.a_max * dist)
+        out = Assessment(own, check, dist, within, np.zeros(n, dtype=bool), np.full(n, np.inf),
+                         np.full(n, np.inf), near_end, nxt, u_next)
+        idx = (decide | (report & has & (dist > 0))).nonzero()[0]
         if len(idx) == 0:
-            return acc_mobil
+            return out
         e_lane = check[idx]
         first = cf.start[e_lane]
         cnt = cf.start[e_lane + 1] - first
@@ -127,24 +181,19 @@ class RightOfWay:
         pair_c = np.arange(int(cnt.sum())) - np.repeat(np.cumsum(cnt) - cnt, cnt) + np.repeat(first, cnt)
         needed = np.zeros(cf.n, dtype=bool)
         needed[pair_c] = True
-        arrive = self._arrivals(needed, path.lane, path.s)
+        arrive = self._arrivals(needed, path_lane, path_s)
         r_i = rows[idx]
         v_max = np.maximum(v[idx], np.minimum(veh.target_speed[r_i], tab.speed_limit[e_lane]))
         t_clear = travel_time(v[idx][pair_ego], p.comfort_acc_max, v_max[pair_ego],
                               cf.zone[pair_c, 1] - u[idx][pair_ego])
         a = arrive[pair_c]
         blocked_pair = np.where(cf.yields[pair_c], a < t_clear + p.yield_gap, a <= 0.0)
-        blocked = np.bincount(pair_ego, weights=blocked_pair, minlength=len(idx)) > 0
-        if not np.count_nonzero(blocked):
-            return acc_mobil
-        b = idx[blocked]
-        rb = rows[b]
-        acc_y = self._stop(rb, dist[b])
-        acc[b] = np.minimum(acc[b], acc_y)
-        if acc_mobil is not acc:
-            acc_mobil[b] = np.minimum(acc_mobil[b], acc_y)
-        veh.is_yielding[rb] = True
-        return acc_mobil
+        out.blocked[idx] = decide[idx] & (np.bincount(pair_ego, weights=blocked_pair, minlength=len(idx)) > 0)
+        if report:
+            # The nearest priority vehicle: the earliest arrival on a conflict this lane yields at.
+            np.minimum.at(out.priority_arrival, idx[pair_ego], np.where(cf.yields[pair_c], a, np.inf))
+            np.maximum.at(out.clear_time, idx[pair_ego], t_clear)
+        return out
 
     def _stop(self, rows: np.ndarray, dist: np.ndarray) -> np.ndarray:
         """Stop at the yield line, `yield_stop_gap` before a zone `dist` ahead."""

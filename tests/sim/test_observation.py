@@ -18,6 +18,7 @@ from diffplatoon.sim.observation import (
     EGO_FEATURES,
     LEADER_FEATURES,
     NEIGHBOUR_FEATURES,
+    RIGHT_OF_WAY_FEATURES,
     ROUTE_FEATURES,
     SIDE_FEATURES,
     Observation,
@@ -265,7 +266,7 @@ def test_flat_round_trip_on_every_catalogue_scenario() -> None:
         m, k, p = len(sim.controlled), spec.observation.neighbours, spec.observation.lane_points
         kc, d = sim.inbox.data.shape[1:]
         dim = len(EGO_FEATURES) + len(LEADER_FEATURES) + 4 * len(SIDE_FEATURES) + 2 \
-            + k * (len(NEIGHBOUR_FEATURES) + 1) + 2 * p + len(ROUTE_FEATURES) + kc * (d + 2)
+            + k * (len(NEIGHBOUR_FEATURES) + 1) + 2 * p + len(RIGHT_OF_WAY_FEATURES) + len(ROUTE_FEATURES) + kc * (d + 2)
         layout = obs.layout
         assert layout is flat_layout(k, p, kc, d) and layout.size == dim, name
         obs.validate()
