@@ -151,6 +151,15 @@ class Simulation:
         self.density = density
         rows = world.populate(density, traffic.speed_range) if density > 0 else []
         keep = self._clear_of_scripted(rows)
+        for _ in range(3 if traffic.density is None else 0):
+            # Junction roads refuse many places (conflict zones, near the platoons): a count that
+            # falls short is placed again, denser, so every episode gets its count.
+            if len(keep) >= (traffic.count or 0):
+                break
+            for row in keep:
+                world.despawn(row)
+            density *= 2.0
+            keep = self._clear_of_scripted(world.populate(density, traffic.speed_range))
         if traffic.density is None:
             surplus = len(keep) - (traffic.count or 0)
             if surplus > 0:
