@@ -9,7 +9,13 @@ vehicle at once. Shared pieces:
   divides by the speed and saturates the steering near a standstill, where no steering can change
   the lane error yet; members evaluate it at no less than `LANE_KEEPING_MIN_SPEED`, so they creep
   off from a stop with moderate steering (`member_lane_keeping`, also used by the learned policies'
-  fallbacks).
+  fallbacks). The experts steer to the observation's path lane (``route``: path lateral offset and
+  heading error), which is the route's next lane from the last half length of a lane on, so at a
+  fork (a roundabout exit, an intersection turn) they take the route's branch.
+- Right of way (observation ``right_of_way``): where the traffic's yielding rule says wait
+  (``must_yield``), IDM and CACC stop at the yield line as the traffic does; platoon members decide
+  one by one, so a platoon crossing a conflict either crosses together or splits at the line and
+  the followers close up again behind it.
 - Route lane changes (``lane_changes="route"``): a member whose route needs another lane
   (observation ``route``: lanes to move, distance left to do it) changes lanes when the
   target-lane gaps pass MOBIL's safety criterion, i.e. neither the new follower nor the
@@ -59,6 +65,7 @@ from diffplatoon.sim.observation import (
     LEADER_FEATURES,
     NEIGHBOUR_FEATURES,
     RIGHT_OF_WAY_FEATURES,
+    ROUTE_FEATURES,
     Observation,
 )
 
@@ -66,6 +73,7 @@ _E = {name: k for k, name in enumerate(EGO_FEATURES)}
 LANE_KEEPING_MIN_SPEED = 5.0  # [m/s] speed floor of the members' lane-keeping law (module docstring)
 _L = {name: k for k, name in enumerate(LEADER_FEATURES)}
 _W = {name: k for k, name in enumerate(RIGHT_OF_WAY_FEATURES)}
+_R = {name: k for k, name in enumerate(ROUTE_FEATURES)}
 _LEFT, _RIGHT, _FRONT, _REAR = 0, 1, 0, 1
 _GAP, _SPEED, _PRESENT = 0, 1, 3
 
@@ -233,10 +241,12 @@ class _Expert(Policy):
         return np.where(wait, np.minimum(acc, stop), acc)
 
     def _steering(self, obs: Observation, mem: _Members) -> np.ndarray:
-        """Lane keeping towards the current lane, or the adjacent one during a lane change."""
-        ego = obs.ego.astype(np.float64)
-        r, width = ego[:, _E["lateral_offset"]], ego[:, _E["lane_width"]]
-        return member_lane_keeping(ego, mem.length, r - self.lc_dir * width)  # offset from the target lane
+        """Lane keeping towards the path lane (the route's next lane at a lane end, so a fork is
+        taken by the route's branch), or the adjacent one during a lane change."""
+        ego, route = obs.ego.astype(np.float64), obs.route.astype(np.float64)
+        r, width = route[:, _R["path_lateral_offset"]], ego[:, _E["lane_width"]]
+        return lane_keeping_law(r - self.lc_dir * width, route[:, _R["path_heading_error"]],  # offset from the target lane
+                                ego[:, _E["speed"]], mem.length)
 
     def _route_lane_changes(self, obs: Observation, acc: np.ndarray, mem: _Members,
                             time_gap: np.ndarray, params: Any) -> np.ndarray:

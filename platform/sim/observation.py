@@ -34,7 +34,12 @@ Feature details (`Observer`):
   the distance to the end of the road where it must be done; with no change pending, 0 and the
   distance to the route end (capped at 1000 m). Vehicles without a route get the cheapest way
   to any exit of the road (a lane that ends, as in `lane_drop`, asks for a change).
-  `progress` is the route length driven / total route length.
+  `progress` is the route length driven / total route length. `path_lateral_offset` and
+  `path_heading_error` are r and the heading error on the member's path lane, highway-env's
+  target lane: its current lane, or once past that lane's `follow_at` (its last half vehicle
+  length) the lane its route takes next, kept while the member is within a lane width of it
+  and not yet on it (where a road forks, the lane band it crosses first may be the other
+  branch's). The path lane is the Observer's only state: one Observer per episode.
 - inbox messages are as sent (world frame, see `comms.MESSAGE_FIELDS`); `predecessor_message`
   is the message of comm id i − 1 when member k > 0 holds one from it (the channel keeps a
   sender's last message until `max_age`, also after the sender has left: read its age).
@@ -155,6 +160,7 @@ class Observer:
         self._slot_ok = np.stack([np.ones(nl, dtype=bool), side_ok[:, 0], side_ok[:, 0], side_ok[:, 1],
                                   side_ok[:, 1]], axis=1)  # (n_lanes, 5)
         self._point_offsets = self.spacing * np.arange(1, self.n_points + 1)
+        self._path = np.full(m, -1, dtype=np.intp)  # (M,) path lane (module docstring), −1 not yet known
 
     def live(self) -> np.ndarray:
         """(M,) bool: members still on the road (as `Simulation.live_members`, without its Python loop)."""
@@ -225,14 +231,15 @@ class Observer:
         row_feats = self._right_of_way(rows)
 
         # 6. route and pose
-        tail = np.empty((n, 6))
+        tail = np.empty((n, 8))
         tail[:, 0] = need
         tail[:, 1] = to_deadline
         total = np.maximum(before + remaining, 1e-6)
         tail[:, 2] = np.minimum(np.maximum((before + s) / total, 0.0), 1.0)
-        tail[:, 3] = x
-        tail[:, 4] = y
-        tail[:, 5] = h
+        tail[:, 3:5] = self._path_offsets(idx, lane, s, ego[:, 4], ego[:, 3], x, y, h)
+        tail[:, 5] = x
+        tail[:, 6] = y
+        tail[:, 7] = h
 
         # 7. V2V inbox and the predecessor's newest message
         if n == m:
@@ -254,7 +261,7 @@ class Observer:
             neighbour_mask=_spread(neighbour_mask, idx, m, bool),
             lane_ahead=_spread(lane_ahead, idx, m, f),
             right_of_way=_spread(row_feats, idx, m, f),
-            route=_spread(tail[:, :3], idx, m, f),
+            route=_spread(tail[:, :5], idx, m, f),
             inbox=_spread(data, idx, m, f),
             inbox_mask=_spread(mask, idx, m, bool),
             inbox_age=_spread(age, idx, m, f),
@@ -262,7 +269,7 @@ class Observer:
             predecessor_mask=_spread(has, idx, m, bool),
             alive=alive,
             predecessor_age=_spread(np.where(has, age.reshape(-1)[sel], 0), idx, m, f),
-            pose=_spread(tail[:, 3:], idx, m, f),
+            pose=_spread(tail[:, 5:], idx, m, f),
             inbox_sender=_spread(np.where(mask, sender, -1), idx, m, np.int64, -1),
         )
 
@@ -352,6 +359,37 @@ class Observer:
         full = np.zeros((len(rows), self.k), dtype=bool)
         full[:, :k] = mask
         return out, full
+
+    def _path_offsets(self, idx: np.ndarray, lane: np.ndarray, s: np.ndarray, r: np.ndarray,
+                      heading_error: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """(n, 2) r and heading error on each member's path lane; updates the path lanes."""
+        tab = self.sim.world.table
+        path = self._path[idx]
+        out = np.stack([r, heading_error], axis=1)
+        other = ((path >= 0) & (path != lane)).nonzero()[0]
+        if len(other):  # kept while the member is near it and not on it (a fork's other branch)
+            pl = path[other]
+            sp, rp = tab.local_coordinates(pl, x[other], y[other])
+            keep = (tab.road[pl] != tab.road[lane[other]]) & (np.abs(rp) < tab.width[pl]) & (sp <= tab.length[pl])
+            path[other[~keep]] = lane[other[~keep]]
+            k = other[keep]
+            out[k, 0] = rp[keep]
+            out[k, 1] = wrap_angle(h[k] - tab.heading_at(pl[keep], sp[keep]))
+            sp_all = s.copy()
+            sp_all[k] = sp[keep]
+        else:
+            sp_all = s
+        path = np.where(path < 0, lane, path)
+        nxt = self._next_flat.take(idx * self._n_lanes + path)
+        adv = ((path == lane) & (sp_all > tab.follow_at[path]) & (nxt >= 0)).nonzero()[0]
+        if len(adv):
+            nl = nxt[adv]
+            sn, rn = tab.local_coordinates(nl, x[adv], y[adv])
+            path[adv] = nl
+            out[adv, 0] = rn
+            out[adv, 1] = wrap_angle(h[adv] - tab.heading_at(nl, sn))
+        self._path[idx] = path
+        return out
 
     def _right_of_way(self, rows: np.ndarray) -> np.ndarray:
         """(n, 5) `RIGHT_OF_WAY_FEATURES`: `RightOfWay.assess` of the members on their current lanes."""

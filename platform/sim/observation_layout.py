@@ -15,7 +15,7 @@ neighbour slots, P lane points, Kc inbox slots of D floats (`diffplatoon.sim.com
 | neighbour_mask | (M, K) | bool | valid neighbour slots |
 | lane_ahead | (M, P, 2) | float32 | centre-line points ahead on the current lane/route, ego frame |
 | right_of_way | (M, 5) | float32 | `RIGHT_OF_WAY_FEATURES` at the next conflict zone on the member's path (merges, intersections, roundabouts; the yielding rule's view, `diffplatoon.sim.right_of_way`): distance to its yield line (m; 1000 if none), 1 if its lane yields there, earliest arrival of a priority vehicle at that conflict (s; 0 while one is inside it, 60 if none), time to clear its zone accelerating comfortably (s), 1 if the rule says wait |
-| route | (M, 3) | float32 | `ROUTE_FEATURES`: lanes to move (−left/+right), distance left to do it (m), route progress 0..1 |
+| route | (M, 5) | float32 | `ROUTE_FEATURES`: lanes to move (−left/+right), distance left to do it (m), route progress 0..1, lateral offset and heading error to the lane the route steers to (the current lane, or past its last half vehicle length the route's next lane, kept until the member is on it: highway-env's target lane) |
 | inbox | (M, Kc, D) | float32 | V2V messages received (see `diffplatoon.sim.comms`) |
 | inbox_mask | (M, Kc) | bool | held inbox slots |
 | inbox_age | (M, Kc) | float32 | steps since each message was sent |
@@ -59,7 +59,8 @@ LEADER_FEATURES = ("gap", "speed", "closing_speed", "present")
 SIDE_FEATURES = ("gap", "speed", "closing_speed", "present")
 NEIGHBOUR_FEATURES = ("dx", "dy", "dvx", "dvy", "cos_dheading", "sin_dheading", "length", "width", "same_platoon")
 RIGHT_OF_WAY_FEATURES = ("yield_line_distance", "lane_yields", "priority_arrival", "clear_time", "must_yield")
-ROUTE_FEATURES = ("lane_changes_needed", "distance_to_do_it", "progress")
+ROUTE_FEATURES = ("lane_changes_needed", "distance_to_do_it", "progress", "path_lateral_offset",
+                  "path_heading_error")
 
 Array = Any  # a numpy array or a torch tensor
 

@@ -329,7 +329,7 @@ def _one_observation() -> Observation:
     ("side", lambda o: o.side.reshape(len(o), 4, 4), r"Observation\.side: shape \(2, 4, 4\), expected \(2, 2, 2, 4\)"),
     ("ego", lambda o: o.ego.astype(np.float64), r"Observation\.ego: dtype float64, expected float32"),
     ("neighbour_mask", lambda o: o.neighbour_mask.astype(np.float32), r"Observation\.neighbour_mask: dtype float32"),
-    ("route", lambda o: np.where(np.arange(3) == 1, np.nan, o.route).astype(np.float32),
+    ("route", lambda o: np.where(np.arange(len(ROUTE_FEATURES)) == 1, np.nan, o.route).astype(np.float32),
      r"Observation\.route: non-finite value nan at \(0, 1\)"),
     ("inbox", lambda o: np.full_like(o.inbox, np.inf), r"Observation\.inbox: non-finite value inf"),
     ("pose", lambda o: o.pose[:1], r"Observation\.pose: shape \(1, 3\), expected \(2, 3\)"),
