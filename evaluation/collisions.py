@@ -18,13 +18,18 @@ Conventions:
   (smaller penetration along the length axis) → ``rear-end``, side-to-side → ``side-swipe``;
   30° ≤ α ≤ 85° → ``side-swipe`` (SSAM's lane-change class); α > 85° → ``angle`` (SSAM's
   crossing class, head-on included).
-- At fault (nuPlan-style, a vehicle name, ``"both"`` or ``"unknown"``): in a rear-end the
-  follower, unless the leader was cutting in (moving sideways relative to its lane faster
-  than ``lateral_speed`` while the follower was not); in a side-swipe the lane changer
-  (lateral speed relative to its own lane above ``lateral_speed``, or a lane change under way
-  for traffic), ``"both"`` if both were, ``"unknown"`` if neither; in an angle collision the
-  striking vehicle (velocity towards the other), ``"both"`` when both drive into each other.
-  A vehicle standing still (< 0.1 m/s) is never at fault.
+- At fault (nuPlan-style, a vehicle name or ``"both"``), the first rule that decides:
+  1. a vehicle standing still (< 0.1 m/s) is never at fault: the moving one is (``"unknown"``
+     only when both stand, which no trajectory can decide);
+  2. nor is a vehicle already crashed in an earlier collision (a wreck still rolling out);
+  3. a cutter that cut in (`sim.events`) with a gap below the default ``min_gap`` less than
+     3 s before the contact is at fault;
+  4. rear-end: the follower, unless the leader was cutting in (moving sideways relative to its
+     lane faster than ``lateral_speed``, or a lane change under way for traffic) while the
+     follower was not; side-swipe: the lane changer, ``"both"`` if both were changing lanes;
+  5. angle collisions and side-swipes without a lane change: the vehicle driving into the other
+     (velocity towards the other's centre), ``"both"`` when both drive into each other at
+     comparable speeds.
 - Relative speed: norm of the velocity difference at first contact [m/s].
 - Off-road: a corner of a platoon member's box outside the road's drivable area grown by
   ``offroad_tolerance`` (nuPlan's 0.3 m) and extended past the ends of exit lanes, where
@@ -42,6 +47,7 @@ import numpy as np
 import shapely
 
 from diffplatoon import geometry
+from diffplatoon.sim import events
 from diffplatoon.sim.roads import drivable_area
 
 _STILL = 0.1  # [m/s] below this a vehicle is standing
@@ -80,6 +86,7 @@ class _Snapshot:
     heading: np.ndarray
     length: np.ndarray
     width: np.ndarray
+    crashed: np.ndarray  # (hi,) bool, crashed in an earlier collision
 
 
 class CollisionEvaluator:
@@ -137,7 +144,8 @@ class CollisionEvaluator:
         rows = w.active_rows()
         hi = int(rows[-1]) + 1 if len(rows) else 0
         return _Snapshot(float(w.time), w.active[:hi].copy(), w.vid[:hi].copy(), w.x[:hi].copy(),
-                         w.y[:hi].copy(), w.heading[:hi].copy(), w.length[:hi].copy(), w.width[:hi].copy())
+                         w.y[:hi].copy(), w.heading[:hi].copy(), w.length[:hi].copy(), w.width[:hi].copy(),
+                         w.crashed[:hi].copy())
 
     # -- frame hooks -------------------------------------------------------------------------
     def before_frame(self, sim) -> None:
@@ -194,8 +202,7 @@ class CollisionEvaluator:
         rel_speed = float(np.linalg.norm(vi - vj))
         alpha = float(np.degrees(abs(geometry.wrap_angle(hi - hj))))
         name_i, name_j = sim.name_of(i), sim.name_of(j)
-        still_i, still_j = w.speed[i] < _STILL, w.speed[j] < _STILL
-
+        ds = 0.0
         if alpha < self.rear_end_angle:
             c, s = np.cos(hi), np.sin(hi)
             ds = c * (xj - xi) + s * (yj - yi)  # j's centre along i's heading
@@ -208,31 +215,43 @@ class CollisionEvaluator:
         else:
             kind = "angle"
 
-        if kind == "rear-end":
-            follower, leader = (i, j) if ds > 0 else (j, i)
-            cutting_in = self._changing_lane(sim, leader) and not self._changing_lane(sim, follower)
-            fault = leader if cutting_in else follower
-            at_fault = "unknown" if w.speed[fault] < _STILL else sim.name_of(fault)
-        elif kind == "side-swipe":
-            ci = self._changing_lane(sim, i) and not still_i
-            cj = self._changing_lane(sim, j) and not still_j
-            at_fault = "both" if ci and cj else name_i if ci else name_j if cj else "unknown"
-        else:
-            d = np.array([xj - xi, yj - yi])
-            d = d / max(float(np.linalg.norm(d)), 1e-9)
-            toward_i, toward_j = float(vi @ d), float(-(vj @ d))  # speed of each towards the other
-            strikes_i, strikes_j = toward_i > _STILL, toward_j > _STILL
-            if strikes_i and strikes_j and min(toward_i, toward_j) > 0.5 * max(toward_i, toward_j):
-                at_fault = "both"
-            elif strikes_i and toward_i >= toward_j:
-                at_fault = name_i
-            elif strikes_j:
-                at_fault = name_j
-            else:
-                at_fault = "unknown"
+        at_fault = self._fault(sim, prev, i, j, kind, ds, xj - xi, yj - yi, vi, vj)
         members = int(w.is_controlled[i]) + int(w.is_controlled[j])
         return CollisionRecord(prev.time + frac * (curr.time - prev.time), name_i, name_j, kind, at_fault,
                                rel_speed, alpha, not at_end, members, (int(w.vid[i]), int(w.vid[j])))
+
+    def _fault(self, sim, prev: _Snapshot, i: int, j: int, kind: str, ds: float, dx: float, dy: float,
+               vi: np.ndarray, vj: np.ndarray) -> str:
+        """Who is at fault (module docstring, in the order of its rules)."""
+        w = sim.world
+        name_i, name_j = sim.name_of(i), sim.name_of(j)
+        still_i, still_j = w.speed[i] < _STILL, w.speed[j] < _STILL
+        wreck_i, wreck_j = bool(prev.crashed[i]), bool(prev.crashed[j])
+        if still_i and still_j:
+            return "unknown"  # nobody moved: no trajectory says who
+        if still_i != still_j:  # a standing vehicle is never at fault
+            return name_j if still_i else name_i
+        if wreck_i != wreck_j:  # nor is a wreck still rolling out
+            return name_j if wreck_i else name_i
+        cut_i = events.aggressive_cutter(sim.event_state, name_i, float(w.time))
+        cut_j = events.aggressive_cutter(sim.event_state, name_j, float(w.time))
+        if cut_i != cut_j:
+            return name_i if cut_i else name_j
+        if kind == "rear-end":
+            follower, leader = (i, j) if ds > 0 else (j, i)
+            cutting_in = self._changing_lane(sim, leader) and not self._changing_lane(sim, follower)
+            return sim.name_of(leader if cutting_in else follower)
+        if kind == "side-swipe":
+            ci, cj = self._changing_lane(sim, i), self._changing_lane(sim, j)
+            if ci or cj:
+                return "both" if ci and cj else name_i if ci else name_j
+        # angle collisions, and side-swipes without a lane change: the one driving into the other
+        d = np.array([dx, dy])
+        d = d / max(float(np.linalg.norm(d)), 1e-9)
+        toward_i, toward_j = float(vi @ d), float(-(vj @ d))  # speed of each towards the other
+        if min(toward_i, toward_j) > max(0.5 * max(toward_i, toward_j), _STILL):
+            return "both"
+        return name_i if toward_i >= toward_j else name_j
 
     # -- off-road and wrong way ----------------------------------------------------------------
     def _member_checks(self, sim, dt: float) -> None:

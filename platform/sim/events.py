@@ -21,6 +21,10 @@ Report strings (the step result's `events`, the episode record's `events`):
 ``brake@5s`` / ``cut_in@12.33s`` when it fired (time rounded to 0.01 s),
 ``cut_in: no gap by t=14s``, ``brake: condition not met by t=30s``,
 ``brake: lead left the road by t=5s``.
+
+Fired cut-ins are remembered with the gap they took (`EventState.cut_ins`): one into less
+than the default `min_gap` (`SAFE_CUT_IN_GAP`) makes the cutter answerable for its collisions
+in the next `CUT_IN_RESPONSIBILITY` seconds (`aggressive_cutter`, read by the collision evaluator).
 """
 
 from __future__ import annotations
@@ -42,7 +46,9 @@ from diffplatoon.scenarios.schema import (
 if TYPE_CHECKING:  # the Simulation imports this module
     from diffplatoon.sim.simulation import Simulation
 
-ALIGN_GAIN = 0.5  # [1/s] desired-speed offset per metre from the middle of the gap
+SAFE_CUT_IN_GAP = float(CutInEvent.model_fields["min_gap"].default)  # [m] the default min_gap
+CUT_IN_RESPONSIBILITY = 3.0  # [s] after a cut-in into less than SAFE_CUT_IN_GAP, its collisions are the cutter's
+ALIGN_GAIN = 0.25  # [1/s] desired-speed offset per metre from the middle of the gap
 GAP_LOOKAHEAD = 1.0  # [s] the gap must hold this long at constant speeds for the cutter to go
 _STANDING = 0.1  # [m/s] below this the rear vehicle of a time gap stands: the time gap is infinite
 
@@ -63,6 +69,8 @@ class EventState:
     waiting: list[int]  # events not yet triggered: timed ones by time, then conditional ones
     aligning: list[Alignment] = field(default_factory=list)
     brakes: list[tuple[str, float, float]] = field(default_factory=list)  # vehicle, deceleration, end time
+    # fired cut-ins: cutter, time [s], the smaller of its two gaps when it changed lane [m]
+    cut_ins: list[tuple[str, float, float]] = field(default_factory=list)
     log: list[str] = field(default_factory=list)  # every report string so far, in order
 
     @classmethod
@@ -117,6 +125,8 @@ def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
         elif world.crashed[row]:
             report(f"cut_in: {event.vehicle} crashed by t={_stamp(world.time)}")
         elif gap_open(sim, event):
+            g = cut_in_gap(sim, event)
+            state.cut_ins.append((event.vehicle, float(world.time), min(g.rear, g.front)))
             world.target_speed[row] = job.own_speed
             world.force_lane_change(row, int(world.lane[sim.names[event.ahead_of]]))
             report(f"cut_in@{_stamp(world.time)}")
@@ -139,6 +149,12 @@ def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
         elif live:
             world.set_accel_override(row, np.nan)
     state.brakes = brakes
+
+
+def aggressive_cutter(state: EventState, name: str, time: float) -> bool:
+    """Whether `name` cut in with a gap below `SAFE_CUT_IN_GAP` less than `CUT_IN_RESPONSIBILITY` s before `time`."""
+    return any(cutter == name and 0.0 <= time - t <= CUT_IN_RESPONSIBILITY and gap < SAFE_CUT_IN_GAP
+               for cutter, t, gap in state.cut_ins)
 
 
 def unfired(sim: "Simulation", state: EventState) -> list[str]:
