@@ -110,6 +110,50 @@ def test_side_swipe_lane_changer_at_fault():
     assert c.relative_speed < 5.0  # mostly the lateral speed of the changer
 
 
+def _cut_in_spec(min_gap: float | None) -> ScenarioSpec:
+    """A 4-member platoon 9 m apart (bumper to bumper) and a cutter beside p0.1 told to cut in ahead of p0.2."""
+    event = dict(type="cut_in", at=1, vehicle="cutter", ahead_of="p0.2")
+    if min_gap is not None:
+        event["min_gap"] = min_gap
+    return ScenarioSpec.model_validate(dict(
+        name="cut_in_fault", seed=5, duration=14, road=dict(type="highway", lanes=3, length=1200),
+        traffic=dict(count=0), platoons=[dict(id="p0", size=4, lane=1, start=300, speed=25, spacing=9)],
+        vehicles=[dict(id="cutter", lane=0, start=286, speed=25)], events=[event]))
+
+
+def test_cutter_that_took_less_than_the_default_gap_is_at_fault():
+    # min_gap 1.5 m: the cutter enters a 2 m gap, then brakes for its new leader (IDM wants ~40 m);
+    # the members drive straight on at 25 m/s, so p0.2 runs into it from behind
+    sim = Simulation(_cut_in_spec(1.5))
+    ev = CollisionEvaluator().attach(sim)
+    _run(sim, np.zeros((4, 2)), 14.0)
+    (cutter, _, gap), = sim.event_state.cut_ins
+    assert cutter == "cutter" and gap < 5.0
+    first = ev.collisions[0]
+    assert {first.a, first.b} == {"cutter", "p0.2"} and first.type == "rear-end"
+    assert first.at_fault == "cutter"  # the follower's rule would name p0.2
+    assert all(c.at_fault != "unknown" for c in ev.collisions)
+
+
+def test_member_hitting_a_standing_wreck_is_at_fault():
+    # a wreck stands askew across the lane boundary; p0.0 drives straight past in the next lane:
+    # neither changes lane, so only the motion says who hit whom
+    spec = ScenarioSpec.model_validate(dict(
+        name="wreck_fault", seed=3, duration=8.0, road=dict(type="highway", lanes=2, length=1000),
+        traffic=dict(count=0), platoons=[dict(id="p0", size=1, lane=1, start=100, speed=20)],
+        vehicles=[dict(id="wreck", lane=0, start=200, speed=0)]))
+    sim = Simulation(spec)
+    w, row = sim.world, sim.names["wreck"]
+    w.crashed[row] = True  # an earlier collision left it there
+    sim.world.set_pose(row, float(w.x[row]), float(w.y[row]) + 1.6, 0.3, speed=0.0)
+    ev = CollisionEvaluator().attach(sim)
+    _run(sim, np.zeros((1, 2)), 8.0)
+    (c,) = ev.collisions
+    assert {c.a, c.b} == {"p0.0", "wreck"} and c.type == "side-swipe"
+    assert c.at_fault == "p0.0"  # the lane-change rule alone would say "unknown"
+    assert ev.at_fault_count() == 1
+
+
 def test_offroad_flagged_for_box_pushed_off_the_road():
     spec = _spec([dict(id="p0", size=1, lane=0, start=200, speed=20),
                   dict(id="p1", size=1, lane=0, start=100, speed=20)])
