@@ -192,6 +192,7 @@ class RightOfWay:
         if report:
             # The nearest priority vehicle: the earliest arrival on a conflict this lane yields at.
             np.minimum.at(out.priority_arrival, idx[pair_ego], np.where(cf.yields[pair_c], a, np.inf))
+            out.clear_time[idx] = 0.0
             np.maximum.at(out.clear_time, idx[pair_ego], t_clear)
         return out
 
