@@ -9,7 +9,11 @@ Steps (as highway-env: every vehicle decides, then all move):
 4. every IDM acceleration of the frame in one batch of named roles (idm_mobil.py), then the
    yielding rule (right_of_way.py), which can only lower them;
 5. lane-change decisions: aborts of ongoing changes (another vehicle changing into the same
-   lane within the desired gap), MOBIL acceptances (the right lane overrides the left);
+   lane within the desired gap, as highway-env; and, so that MOBIL's safety criterion holds
+   for the whole change, the new follower on the target lane having to brake harder than the
+   comfortable deceleration), MOBIL acceptances (the right lane overrides the left; the braking
+   a change may impose relaxes with the time a vehicle has been waiting, `accepted_braking`,
+   so queues at lane ends clear by zipper merging);
 6. the lower of the current-lane and target-lane accelerations while changing, the exit-lane
    fallback of routed traffic, the a_max clip;
 7. lane-keeping steering towards the target lane.
@@ -40,6 +44,8 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     yield_on = world.right_of_way is not None
     n = len(rows)
     x, y = veh.x[rows], veh.y[rows]
+    wait = veh.wait_time[rows]
+    veh.wait_time[rows] = np.where(veh.speed[rows] < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
     # 1. follow_road
     tgt = veh.target_lane[rows]
     st, rt = tab.local_coordinates(tgt, x, y)
@@ -87,6 +93,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     roles = {"own_lane": (rows, front, rows)}
     if len(c0):
         roles["target_lane"] = (rows[c0], qf[: len(c0)], rows[c0])
+        roles["target_follower"] = (qr[: len(c0)], rows[c0], rows[c0])
     if m:
         me = rows[who]
         new_leader, new_follower = qf[len(c0):], qr[len(c0):]
@@ -111,7 +118,8 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
             me_before=acc_mobil[who] if yield_on else acc[who], me_after=a["me_after"],
             new_follower_before=a["new_follower_before"], new_follower_after=a["new_follower_after"],
             old_follower_before=a["old_follower_before"], old_follower_after=a["old_follower_after"])
-        safe, worth = idm_mobil.mobil(mob, p.politeness, p.min_acc_gain, p.max_braking_imposed)
+        bound = idm_mobil.accepted_braking(veh, me, p.max_braking_imposed, p.comfort_acc_min, p.patience)
+        safe, worth = idm_mobil.mobil(mob, p.politeness, p.min_acc_gain, bound)
         if veh.n_routes:
             lane_route, by_route = routes.route_rule(veh, p.exit_lane_lookahead, p.max_braking_imposed,
                                                      me, cand, mob.me_after)
@@ -130,6 +138,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         new_tgt[new_idx] = cand[k]
     if len(c0) and p.lane_changes_enabled:
         aborted = _abort_lane_changes(world, rows, lane, tgt, c0, new_tgt)
+        aborted |= (a["target_follower"] < p.comfort_acc_min) & ~veh.lane_change_forced[rows[c0]]
         keep = ~aborted
         if np.count_nonzero(aborted):
             ab = c0[aborted]

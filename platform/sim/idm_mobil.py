@@ -10,7 +10,8 @@ Owns the per-role evaluations the traffic decision (behaviour.py) asks for:
 - `idm_roles`: several named (ego, front) roles evaluated in one vectorized call and handed back
   by name, so that one frame costs one IDM evaluation however many roles ask.
 - `MobilAccelerations` and `mobil`: highway-env's `IDMVehicle.mobil`: a candidate lane is safe
-  when the new follower would not brake harder than `max_braking_imposed`, and worth it when
+  when the new follower would not brake harder than `max_braking_imposed` (relaxed with waiting
+  time by `accepted_braking`), and worth it when
   ``me_after − me_before + politeness·(new_follower_after − new_follower_before +
   old_follower_after − old_follower_before)`` reaches `min_acc_gain`.
 - `gap_and_desired`: distance to another vehicle along the ego lane and the desired gap to it.
@@ -83,9 +84,19 @@ class MobilAccelerations(NamedTuple):
     old_follower_after: np.ndarray  # behind my current leader
 
 
+def accepted_braking(veh: Vehicles, rows: np.ndarray, max_braking_imposed: float, comfort_acc_min: float,
+                     patience: float) -> np.ndarray:
+    """Braking [m/s2, > 0] a lane change of `rows` may impose on its new follower: MOBIL's
+    `max_braking_imposed`, relaxed linearly with the time a vehicle has been waiting up to the
+    comfortable deceleration −`comfort_acc_min` after `patience` seconds (zipper merging)."""
+    relax = np.minimum(veh.wait_time[rows] / patience, 1.0) if patience > 0 else 1.0
+    return max_braking_imposed + max(-comfort_acc_min - max_braking_imposed, 0.0) * relax
+
+
 def mobil(a: MobilAccelerations, politeness: float, min_acc_gain: float,
-          max_braking_imposed: float) -> tuple[np.ndarray, np.ndarray]:
-    """(safe, worth it) per pair: highway-env's MOBIL safety and incentive criteria."""
+          max_braking_imposed: float | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(safe, worth it) per pair: highway-env's MOBIL safety and incentive criteria
+    (`max_braking_imposed` may be one bound per pair, `accepted_braking`)."""
     safe = ~(a.new_follower_after < -max_braking_imposed)
     gain = a.me_after - a.me_before + politeness * (
         a.new_follower_after - a.new_follower_before + a.old_follower_after - a.old_follower_before)

@@ -19,7 +19,7 @@ from diffplatoon.sim.lanes import LaneTable
 ROUTE_LEN = 16  # most lanes a route may list
 
 FLOAT_FIELDS = ("x", "y", "heading", "speed", "accel", "steering", "s", "r", "length",
-                "width", "target_speed", "delta", "lane_change_timer")
+                "width", "target_speed", "delta", "lane_change_timer", "wait_time")
 INT_FIELDS = ("lane", "target_lane", "platoon", "member", "route_pos", "route_len",
               "route_last_road")
 BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced", "is_yielding")
@@ -99,6 +99,7 @@ class Vehicles:
         if lane_change_timer is None:  # highway-env's position-derived initial phase
             lane_change_timer = (float(x[0] + y[0]) * np.pi) % lane_change_delay
         self.lane_change_timer[row] = lane_change_timer
+        self.wait_time[row] = 0.0
         self.accel_override[row] = np.nan
         self.lane_change_forced[row] = False
         self.is_yielding[row] = False

@@ -25,6 +25,7 @@ row per vehicle slot (`capacity` rows; a row is live while `active`; freed rows 
 | `target_speed` | float64 | IDM desired speed [m/s] (clipped to the lane speed limit when used) |
 | `delta` | float64 | per-vehicle IDM exponent |
 | `lane_change_timer` | float64 | time since the last MOBIL decision [s] |
+| `wait_time` | float64 | traffic: time it has been standing or creeping (below `wait_speed`) [s] |
 | `route` | intp (capacity, ROUTE_LEN) | planned lane ids, −1 padded (`route_free`: any lane of that road) |
 | `route_pos`, `route_len` | intp | index of the route head, number of route entries |
 | `route_last_road` | intp | road id (`table.road`) of the last route entry, −1 without a route |
@@ -120,6 +121,10 @@ class WorldParams:
     politeness: float = 0.0
     min_acc_gain: float = 0.2  # [m/s2]
     max_braking_imposed: float = 2.0  # [m/s2]
+    # Zipper: a vehicle standing or creeping (below wait_speed) accepts gaps imposing more braking
+    # on its new follower the longer it waits, up to -comfort_acc_min after `patience` seconds.
+    wait_speed: float = 2.0  # [m/s]
+    patience: float = 10.0  # [s]
     lane_change_delay: float = 1.0  # [s]
     lane_changes_enabled: bool = True
     crashed_stay: bool = True  # crashed vehicles stay as obstacles; else they are removed
