@@ -88,6 +88,13 @@ _CAP_TIME = 0.5
 _EMERGENCY_MARGIN = 1.0
 # Route changes start considering the target lane once this close to the deadline [m].
 _MERGE_HORIZON = 250.0
+# Gap selection while waiting to change lanes: speed gain [1/s], position gain [1/s²] towards
+# the middle of the gap beside, how much slower [m/s] to fall back when that gap is too small,
+# and the time gap [s] the new follower should keep in a gap worth aiming for.
+_GAP_SPEED_GAIN = 0.5
+_GAP_POSITION_GAIN = 0.1
+_GAP_FALL_BACK = 4.0
+_GAP_FOLLOWER_TIME = 1.0
 # A lane change that has not crossed into the new lane after this long is given up [s].
 _LANE_CHANGE_TIMEOUT = 6.0
 
@@ -223,7 +230,7 @@ class _Expert(Policy):
         steer = np.clip(steer, -mem.max_steer, mem.max_steer)
         return np.stack([np.nan_to_num(acc), np.nan_to_num(steer)], axis=1)
 
-    def _right_of_way(self, obs: Observation, acc: np.ndarray, v0: np.ndarray) -> np.ndarray:
+    def _right_of_way(self, obs: Observation, acc: np.ndarray, v0: np.ndarray, route_changes: bool) -> np.ndarray:
         """`acc` lowered to stop at the yield line where the observation's `must_yield` says wait.
 
         The verdict is the traffic's yielding rule (observation ``right_of_way``); the stop is the
@@ -231,7 +238,10 @@ class _Expert(Policy):
         jam distance ends at the yield line.
         """
         row = obs.right_of_way.astype(np.float64)
-        wait = row[:, _W["must_yield"]] > 0.5
+        # A member whose route leaves this lane sideways (an acceleration or dropped lane) does not
+        # drive into the conflict at its end: its route lane change caps its speed instead.
+        leaving = (np.rint(obs.route[:, _R["lane_changes_needed"]]) != 0) & (row[:, _W["yield_line_distance"]] > 0)
+        wait = (row[:, _W["must_yield"]] > 0.5) & ~(route_changes & (leaving | (self.lc_dir != 0)))
         if not wait.any():
             return acc
         v = np.maximum(obs.ego[:, _E["speed"]].astype(np.float64), 0.0)
@@ -295,10 +305,17 @@ class _Expert(Policy):
         self.lc_dir[ok] = d[ok]
         self.lc_time[ok] = 0.0
 
-        # 2. still waiting: slip in behind the target lane's front vehicle.
+        # 2. still waiting: gap selection. Match the target lane's speed; where the gap beside is
+        # large enough move to its middle, else fall back so that the next gap comes alongside.
         wait = wants & ~ok
-        behind = np.where(f_on, np.maximum(own, -params.b_urgent), np.inf)  # a wish, not a safety need
-        return np.where(wait, np.minimum(acc, behind), acc)
+        v_lane = np.where(f_on, f_speed, np.where(r_on, r_speed, v0))
+        needed = mem.standstill + time_gap * v_lane + self._traffic_idm["s0"] + _GAP_FOLLOWER_TIME * v_lane
+        free = np.where(f_on, f_gap, _FOLLOW_RANGE) + np.where(r_on, r_gap, _FOLLOW_RANGE)
+        centre = 0.5 * (np.where(f_on, f_gap, free) - np.where(r_on, r_gap, free))  # > 0: ahead is roomier
+        align = np.where(free >= needed, _GAP_SPEED_GAIN * (v_lane - v) + _GAP_POSITION_GAIN * centre,
+                         _GAP_SPEED_GAIN * (v_lane - _GAP_FALL_BACK - v))
+        align = np.maximum(align, -params.b_urgent)  # a wish, not a safety need
+        return np.where(wait & (f_on | r_on), np.minimum(acc, align), acc)
 
 @dataclass(frozen=True)
 class IDMParams:
@@ -341,7 +358,7 @@ class IDMPolicy(_Expert):
                                time_gap=mem.time_gap, s0=mem.standstill, delta=p.delta)
         if p.lane_changes == "route":
             acc = self._route_lane_changes(obs, acc, mem, mem.time_gap, p)
-        acc = self._right_of_way(obs, acc, v0)
+        acc = self._right_of_way(obs, acc, v0, p.lane_changes == "route")
         return self._finish(obs, acc, self._steering(obs, mem), mem)
 
 
@@ -453,7 +470,7 @@ class CACCPolicy(_Expert):
 
         if p.lane_changes == "route":
             acc = self._route_lane_changes(obs, acc, mem, h, p)
-        acc = self._right_of_way(obs, acc, v0)
+        acc = self._right_of_way(obs, acc, v0, p.lane_changes == "route")
         out = self._finish(obs, acc, self._steering(obs, mem), mem)
         self.u = out[:, 0].copy()  # the command actually applied is the controller's state
         return out
