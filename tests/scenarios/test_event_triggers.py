@@ -49,7 +49,8 @@ def test_a_valid_when_condition_loads() -> None:
     ("    when: {speed: lead, gap: [lead, p0.0], below: 3}\n",
      "bad.yaml:11: events[0].when: give exactly one of distance, gap, time_gap, speed, got gap, speed"),
     ("    when: {speed: lead, below: 3, colour: red}\n",
-     "bad.yaml:11: events[0].when.colour: unknown field; expected one of: above, below, distance, gap, speed, time_gap"),
+     "bad.yaml:11: events[0].when.colour: unknown field; expected one of: above, below, distance, gap, speed, "
+     "time_gap"),
     ("    at: 3\n    when: {speed: lead, above: 10}\n",
      "bad.yaml:9: events[0]: give exactly one of at (a time) or when (a condition)"),
     ("", "bad.yaml:9: events[0]: give exactly one of at (a time) or when (a condition)"),

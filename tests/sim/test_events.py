@@ -59,7 +59,10 @@ def test_a_tightened_min_gap_fires_into_a_gap_the_default_refuses() -> None:
 
     spec = _cut_in("spacing: 9", start=286, extra=", min_gap: 1.5")
     fired: list[tuple[str, float, float]] = []
-    aggressive = drive(spec, "lane_keep", None, 0, on_step=lambda sim: fired.extend(sim.event_state.cut_ins[len(fired):]))
+    def watch(sim: Simulation) -> None:
+        fired[:] = sim.event_state.cut_ins
+
+    aggressive = drive(spec, "lane_keep", None, 0, on_step=watch)
     (report,) = aggressive.events
     assert report.startswith("cut_in@")
     (_, _, smallest_gap), = fired
