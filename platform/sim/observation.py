@@ -24,7 +24,8 @@ Feature details (`Observer`):
   route (or the smooth continuation); past a lane with no continuation, the lane extended.
 - right_of_way (`RIGHT_OF_WAY_FEATURES`): the traffic's yielding rule (`RightOfWay.assess`) applied
   to the member on its current lane: the next conflict zone on its path (own lane, or the lane its
-  route takes next once within the look-ahead of the lane end), the distance from its centre to
+  route takes next once within the rule's look-ahead, max(`yield_lookahead`, IDM desired gap), of
+  the lane end), the distance from its centre to
   that zone's yield line, whether the lane yields there, the earliest time a priority vehicle
   reaches the conflict (0 while one is inside it; capped at 60 s), the member's time to clear
   its zone accelerating comfortably, and the rule's verdict (1: wait at the yield line). No

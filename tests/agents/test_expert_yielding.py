@@ -97,3 +97,46 @@ def test_member_lets_an_arriving_priority_vehicle_pass_then_goes(road, policy):
     # (at a fork the lane bands overlap, so a lane label may flicker to the other branch)
     for run in (waits, free):
         assert run["lanes"][-1][:2] in {("north_leave", "north"), ("north_out", "north")}, run["lanes"][-1]
+
+
+def _ramp(vehicles: list[dict]) -> ScenarioSpec:
+    return ScenarioSpec.model_validate(dict(
+        name="ramp", seed=3, duration=30, traffic=dict(count=0), vehicles=vehicles,
+        road=dict(type="onramp_merge", main_lanes=2, main_length=900, ramp_length=200, converge_length=80,
+                  accel_length=120),
+        platoons=[dict(id="p0", size=1, lane="ramp", start=150, speed=18, destination="main_out")]))
+
+
+def _merge(spec: ScenarioSpec) -> dict:
+    """CACC on the ramp for 25 s: the step its lane change starts, its smallest gap to a vehicle in
+    the target lane then, the lane it ends on, the collisions and the steps a vehicle was level with it."""
+    sim = Simulation(spec, 0)
+    observer = Observer(sim)
+    expert = make_policy("cacc", spec)
+    info = SimInfo.from_spec(spec, 0)
+    expert.reset(info)
+    start, clearance, collisions, beside = -1, np.nan, 0, 0
+    for k in range(int(round(25.0 / info.dt))):
+        obs = observer.observe()
+        alongside = obs.side_lane[0, 0] > 0.5 and obs.side[0, 0, 1, 3] > 0.5 and obs.side[0, 0, 1, 0] < 0.0
+        beside += int(alongside and expert.lc_dir[0] == 0)
+        sim.step(expert.act(obs))
+        collisions += len(sim.world.collisions)
+        if start < 0 and expert.lc_dir[0] != 0:
+            gaps = [float(obs.side[0, 0, j, 0]) for j in (0, 1) if obs.side[0, 0, j, 3] > 0.5]
+            start, clearance = k, min(gaps, default=np.inf)
+    lane = sim.world.table.indices[int(sim.world.lane[sim.controlled[0]])]
+    return dict(start=start, clearance=clearance, collisions=collisions, lane=lane, beside=beside)
+
+
+def test_cacc_ramp_merge_waits_for_its_gap():
+    """A main-road car drives level with the member along the acceleration lane: the member does not
+    change lanes into its side, it finds a gap (speeding up past it) and merges cleanly."""
+    free = _merge(_ramp([]))
+    busy = _merge(_ramp([dict(id="main", lane=["main_in", "merge_begin", 1], start=150, speed=18.0)]))
+    for run in (free, busy):
+        assert run["collisions"] == 0 and run["start"] >= 0
+        assert run["lane"][:2] in {("merge_end", "main_out"), ("merge_begin", "merge_end")}
+    assert busy["beside"] > 0  # the car was level with it on the acceleration lane ...
+    assert busy["start"] > free["start"]  # ... so it waited for its gap
+    assert np.isfinite(busy["clearance"]) and busy["clearance"] > 2.0  # and changed lanes clear of the car

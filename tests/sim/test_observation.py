@@ -381,3 +381,60 @@ def test_all_absent_observation_is_valid_zeros_with_empty_senders() -> None:
     assert not obs.flat().any() and obs.flat().shape == (2, layout.size)
     np.testing.assert_array_equal(obs.inbox_sender, -1)
     assert not obs.alive.any() and obs.alive.dtype == bool
+
+
+def _roundabout_obs(vehicles: list[dict], start: float) -> tuple[Simulation, Observation]:
+    spec = ScenarioSpec.model_validate(dict(
+        name="row", road=dict(type="roundabout", radius=20, lanes=2), traffic=dict(count=0), vehicles=vehicles,
+        platoons=[dict(id="p0", size=1, lane="south_entry", start=start, speed=8, destination="north")]))
+    return observe(spec)
+
+
+def test_right_of_way_features_at_a_roundabout_entry() -> None:
+    """The entry lane yields to the ring: distance to the yield line (zone start − the World's
+    yield_stop_gap), the priority vehicle's arrival, the rule's verdict; nothing on a highway."""
+    ROW = {name: i for i, name in enumerate(RIGHT_OF_WAY_FEATURES)}
+    parked = dict(id="ring", lane=["ring_south_out", "ring_south_in", 1], start=15, speed=0.0)
+    sim, obs = _roundabout_obs([parked], start=60.0)
+    world = sim.world
+    cf, lane = world.table.conflicts, int(world.lane[sim.controlled[0]])
+    row = obs.right_of_way[0]
+    # the member is on the approach (south → south_yield, 80 m): its zone is on the next lane
+    nxt = world.table.follow_next[lane]
+    expected = world.table.length[lane] - 60.0 + cf.zone_start[nxt] - world.params.yield_stop_gap
+    assert row[ROW["yield_line_distance"]] == pytest.approx(expected, abs=1e-3)
+    assert row[ROW["lane_yields"]] == 1.0
+    assert row[ROW["priority_arrival"]] == 0.0  # the ring car stands inside its zone
+    assert row[ROW["must_yield"]] == 1.0 and row[ROW["clear_time"]] > 0.0
+    _, free = _roundabout_obs([], start=60.0)
+    assert free.right_of_way[0, ROW["must_yield"]] == 0.0 and free.right_of_way[0, ROW["priority_arrival"]] == 60.0
+    assert free.right_of_way[0, ROW["yield_line_distance"]] == pytest.approx(expected, abs=1e-3)
+    # a zone on the next lane is seen from the rule's look-ahead (max(yield_lookahead, IDM gap)) on
+    _, far = _roundabout_obs([parked], start=5.0)
+    assert far.right_of_way[0].tolist() == [1000.0, 0.0, 60.0, 0.0, 0.0]
+    _, hw = observe(highway_spec([]))
+    assert hw.right_of_way.tolist() == [[1000.0, 0.0, 60.0, 0.0, 0.0]] * 2
+
+
+def test_path_offsets_follow_the_route_branch_at_a_fork() -> None:
+    """Before the last half length of a lane the path lane is the current lane; past it, the route's
+    next lane (highway-env's target lane), which at a roundabout exit is the exit, not the ring."""
+    R = {name: i for i, name in enumerate(ROUTE_FEATURES)}
+    sim, obs = _roundabout_obs([], start=60.0)
+    assert obs.route[0, R["path_lateral_offset"]] == pytest.approx(obs.ego[0, EGO["lateral_offset"]])
+    assert obs.route[0, R["path_heading_error"]] == pytest.approx(obs.ego[0, EGO["heading_error"]])
+    world, tab = sim.world, sim.world.table
+    row = sim.controlled[0]
+    ring = tab.lane_id(("ring_north_out", "ring_north_in", 1))
+    exit_lane = tab.lane_id(("ring_north_out", "north_leave", 0))
+    # place the member on the ring 1 m before the fork to the north exit
+    world.vehicles.lane[row] = tab.lane_id(("ring_east_in", "ring_north_out", 1))
+    s = tab.length[world.vehicles.lane[row]] - 1.0
+    x, y = tab.position(np.array([world.vehicles.lane[row]]), np.array([s]), np.zeros(1))
+    world.vehicles.x[row], world.vehicles.y[row], world.vehicles.s[row], world.vehicles.r[row] = x[0], y[0], s, 0.0
+    world.vehicles.heading[row] = tab.heading_at(np.array([world.vehicles.lane[row]]), np.array([s]))[0]
+    observer = Observer(sim)
+    obs = observer.observe()
+    sx, rx = tab.local_coordinates(np.array([exit_lane]), x, y)
+    assert obs.route[0, R["path_lateral_offset"]] == pytest.approx(rx[0], abs=1e-4)
+    assert ring != exit_lane and observer._path[0] == exit_lane
