@@ -15,7 +15,8 @@ has left the road never holds). Actions:
 - ``cut_in``: the cutter first aligns with the gap in front of `ahead_of` (its IDM desired
   speed becomes that vehicle's speed plus a term that closes on the middle of the gap, so
   its own IDM still keeps it clear of its leader), then changes lane in the first frame the
-  gap is there (`gap_open`), or gives up after `within` seconds and resumes its own speed.
+  gap is there (`gap_open`), or gives up after `within` seconds and resumes its own speed (a
+  `speed_change` of the cutter meanwhile sets the speed it resumes).
 
 Report strings (the step result's `events`, the episode record's `events`):
 ``brake@5s`` / ``cut_in@12.33s`` when it fired (time rounded to 0.01 s),
@@ -30,7 +31,7 @@ in the next `CUT_IN_RESPONSIBILITY` seconds (`aggressive_cutter`, read by the co
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -86,20 +87,23 @@ def _stamp(t: float) -> str:
 
 def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
     """Before a frame: trigger due events, advance cut-ins, hold active brakes; report into `log`."""
-    world, events = sim.world, sim.spec.events
-    now = world.time + 1e-9
 
     def report(text: str) -> None:
         log.append(text)
         state.log.append(text)
 
+    _trigger(sim, state, report)
+    _align(sim, state, report)
+    _hold_brakes(sim, state)
+
+
+def _trigger(sim: "Simulation", state: EventState, report: Callable[[str], None]) -> None:
+    """Fire the events whose time has come or whose condition holds; cut-ins start aligning."""
+    world, events = sim.world, sim.spec.events
     still: list[int] = []
     for i in state.waiting:
         event = events[i]
-        if event.at is not None:
-            due = event.at <= now
-        else:
-            due = condition_holds(sim, event.when)
+        due = event.at <= world.time + 1e-9 if event.at is not None else condition_holds(sim, event.when)
         if not due:
             still.append(i)
             continue
@@ -115,6 +119,10 @@ def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
             report(f"{event.type}@{_stamp(when)}")
     state.waiting = still
 
+
+def _align(sim: "Simulation", state: EventState, report: Callable[[str], None]) -> None:
+    """Each aligning cutter changes lane if its gap is open, gives up, or steers its speed to the gap."""
+    world, events = sim.world, sim.spec.events
     aligning: list[Alignment] = []
     for job in state.aligning:
         event = events[job.event]
@@ -122,27 +130,33 @@ def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
         if not (sim.is_live(event.vehicle) and sim.is_live(event.ahead_of)):
             gone = event.vehicle if not sim.is_live(event.vehicle) else event.ahead_of
             report(f"cut_in: {gone} left the road by t={_stamp(world.time)}")
-        elif world.crashed[row]:
+            continue
+        if world.crashed[row]:
             report(f"cut_in: {event.vehicle} crashed by t={_stamp(world.time)}")
-        elif gap_open(sim, event):
-            g = cut_in_gap(sim, event)
-            state.cut_ins.append((event.vehicle, float(world.time), min(g.rear, g.front)))
+            continue
+        gap = cut_in_gap(sim, event)
+        if gap_open(gap, event.min_gap):
+            state.cut_ins.append((event.vehicle, float(world.time), min(gap.rear, gap.front)))
             world.target_speed[row] = job.own_speed
             world.force_lane_change(row, int(world.lane[sim.names[event.ahead_of]]))
             report(f"cut_in@{_stamp(world.time)}")
         elif world.time + 1e-9 >= job.give_up:
             world.target_speed[row] = job.own_speed
             report(f"cut_in: no gap by t={_stamp(world.time)}")
-        else:
-            world.target_speed[row] = _aligning_speed(sim, event)
+        else:  # towards the middle of the gap, at the speed of the vehicle it will cut in front of
+            world.target_speed[row] = max(0.0, gap.speed + ALIGN_GAIN * gap.middle_offset)
             aligning.append(job)
     state.aligning = aligning
 
+
+def _hold_brakes(sim: "Simulation", state: EventState) -> None:
+    """Override the acceleration of braking vehicles until their brake ends (then release it)."""
+    world = sim.world
     brakes = []
     for name, decel, end in state.brakes:
         row = sim.names[name]
         live = sim.is_live(name)
-        if now < end and live and not world.crashed[row]:
+        if world.time + 1e-9 < end and live and not world.crashed[row]:
             # brake to a stop, never into reverse
             world.set_accel_override(row, -min(decel, world.speed[row] * world.params.simulation_frequency))
             brakes.append((name, decel, end))
@@ -152,7 +166,7 @@ def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
 
 
 def aggressive_cutter(state: EventState, name: str, time: float) -> bool:
-    """Whether `name` cut in with a gap below `SAFE_CUT_IN_GAP` less than `CUT_IN_RESPONSIBILITY` s before `time`."""
+    """Whether `name` cut in with a gap below `SAFE_CUT_IN_GAP` at most `CUT_IN_RESPONSIBILITY` s before `time`."""
     return any(cutter == name and 0.0 <= time - t <= CUT_IN_RESPONSIBILITY and gap < SAFE_CUT_IN_GAP
                for cutter, t, gap in state.cut_ins)
 
@@ -171,7 +185,11 @@ def _act(sim: "Simulation", state: EventState, event: object, start: float) -> N
     if isinstance(event, BrakeEvent):
         state.brakes.append((event.vehicle, event.deceleration, start + event.duration))
     elif isinstance(event, SpeedChangeEvent):
-        world.target_speed[sim.names[event.vehicle]] = event.speed
+        jobs = [job for job in state.aligning if sim.spec.events[job.event].vehicle == event.vehicle]
+        for job in jobs:  # the cutter takes the new speed once its cut-in ends
+            job.own_speed = event.speed
+        if not jobs:
+            world.target_speed[sim.names[event.vehicle]] = event.speed
     elif isinstance(event, CommOutageEvent):
         ids = sim.comm_ids(event.vehicles)
         steps = int(round(event.duration * sim.spec.policy_frequency))
@@ -256,15 +274,8 @@ def cut_in_gap(sim: "Simulation", event: CutInEvent) -> CutInGap:
     return CutInGap(rear, front, float(v[1] - v[0]), front_closing, float(middle - s[0]), float(v[1]))
 
 
-def gap_open(sim: "Simulation", event: CutInEvent) -> bool:
+def gap_open(gap: CutInGap, min_gap: float) -> bool:
     """Both gaps are at least `min_gap` now and `GAP_LOOKAHEAD` seconds ahead at constant speeds."""
-    g = cut_in_gap(sim, event)
-    rear = min(g.rear, g.rear - g.rear_closing * GAP_LOOKAHEAD)
-    front = min(g.front, g.front - g.front_closing * GAP_LOOKAHEAD)
-    return rear >= event.min_gap and front >= event.min_gap
-
-
-def _aligning_speed(sim: "Simulation", event: CutInEvent) -> float:
-    """Desired speed that brings the cutter level with the middle of its gap."""
-    g = cut_in_gap(sim, event)
-    return max(0.0, g.speed + ALIGN_GAIN * g.middle_offset)
+    rear = min(gap.rear, gap.rear - gap.rear_closing * GAP_LOOKAHEAD)
+    front = min(gap.front, gap.front - gap.front_closing * GAP_LOOKAHEAD)
+    return rear >= min_gap and front >= min_gap
