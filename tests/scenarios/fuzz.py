@@ -120,6 +120,12 @@ def _structured_mutation(data: dict, rng: random.Random) -> str:
             event["ahead_of"] = rng.choice(refs)
         if kind_ == "speed_change":
             event["speed"] = rng.choice([0, 10, 60, 1e9])
+        if rng.random() < 0.3:  # a condition instead of (or, invalidly, besides) a time
+            quantity = rng.choice(["distance", "gap", "time_gap", "speed"])
+            ref: Any = rng.choice(refs) if quantity == "speed" else rng.sample(refs, 2)
+            event["when"] = {quantity: ref, rng.choice(["below", "above"]): rng.choice([0, 15, 1e6, float("nan")])}
+            if rng.random() < 0.8:
+                del event["at"]
         events.append(event)
         return f"event {event}"
     else:  # grow: a larger copy of a list or a bigger count
