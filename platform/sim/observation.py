@@ -66,7 +66,7 @@ from diffplatoon.sim.observation_layout import (
     flat_layout,
 )
 from diffplatoon.sim import right_of_way
-from diffplatoon.sim.observation_routes import chain_length, continuations, default_table, route_table
+from diffplatoon.sim.observation_routes import PathLanes, chain_length, continuations, default_table, route_table
 
 if TYPE_CHECKING:
     from diffplatoon.sim.simulation import Simulation
@@ -161,7 +161,7 @@ class Observer:
         self._slot_ok = np.stack([np.ones(nl, dtype=bool), side_ok[:, 0], side_ok[:, 0], side_ok[:, 1],
                                   side_ok[:, 1]], axis=1)  # (n_lanes, 5)
         self._point_offsets = self.spacing * np.arange(1, self.n_points + 1)
-        self._path = np.full(m, -1, dtype=np.intp)  # (M,) path lane (module docstring), −1 not yet known
+        self._path = PathLanes(tab, m, self._next_flat)
 
     def live(self) -> np.ndarray:
         """(M,) bool: members still on the road (as `Simulation.live_members`, without its Python loop)."""
@@ -237,7 +237,7 @@ class Observer:
         tail[:, 1] = to_deadline
         total = np.maximum(before + remaining, 1e-6)
         tail[:, 2] = np.minimum(np.maximum((before + s) / total, 0.0), 1.0)
-        tail[:, 3:5] = self._path_offsets(idx, lane, s, ego[:, 4], ego[:, 3], x, y, h)
+        tail[:, 3:5] = self._path.offsets(idx, lane, s, ego[:, 4], ego[:, 3], x, y, h)
         tail[:, 5] = x
         tail[:, 6] = y
         tail[:, 7] = h
@@ -360,37 +360,6 @@ class Observer:
         full = np.zeros((len(rows), self.k), dtype=bool)
         full[:, :k] = mask
         return out, full
-
-    def _path_offsets(self, idx: np.ndarray, lane: np.ndarray, s: np.ndarray, r: np.ndarray,
-                      heading_error: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
-        """(n, 2) r and heading error on each member's path lane; updates the path lanes."""
-        tab = self.sim.world.table
-        path = self._path[idx]
-        out = np.stack([r, heading_error], axis=1)
-        other = ((path >= 0) & (path != lane)).nonzero()[0]
-        if len(other):  # kept while the member is near it and not on it (a fork's other branch)
-            pl = path[other]
-            sp, rp = tab.local_coordinates(pl, x[other], y[other])
-            keep = (tab.road[pl] != tab.road[lane[other]]) & (np.abs(rp) < tab.width[pl]) & (sp <= tab.length[pl])
-            path[other[~keep]] = lane[other[~keep]]
-            k = other[keep]
-            out[k, 0] = rp[keep]
-            out[k, 1] = wrap_angle(h[k] - tab.heading_at(pl[keep], sp[keep]))
-            sp_all = s.copy()
-            sp_all[k] = sp[keep]
-        else:
-            sp_all = s
-        path = np.where(path < 0, lane, path)
-        nxt = self._next_flat.take(idx * self._n_lanes + path)
-        adv = ((path == lane) & (sp_all > tab.follow_at[path]) & (nxt >= 0)).nonzero()[0]
-        if len(adv):
-            nl = nxt[adv]
-            sn, rn = tab.local_coordinates(nl, x[adv], y[adv])
-            path[adv] = nl
-            out[adv, 0] = rn
-            out[adv, 1] = wrap_angle(h[adv] - tab.heading_at(nl, sn))
-        self._path[idx] = path
-        return out
 
     def _right_of_way(self, rows: np.ndarray) -> np.ndarray:
         """(n, 5) `RIGHT_OF_WAY_FEATURES`: `RightOfWay.assess` of the members on their current lanes."""

@@ -4,6 +4,7 @@ how far it has driven along its route and how far the route goes on, tabulated o
 Tables are indexed by the `LaneTable`'s lane ids. Lanes off a vehicle's route get the values of the
 cheapest way to any exit of the road network (`default_table`); a route overwrites the lanes of every
 road it visits (`route_table`). Lane continuations follow the lane graph's smooth ("next") joins.
+`PathLanes` tracks each member's path lane (the lane it steers to) from step to step.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 import networkx as nx
 import numpy as np
 
+from diffplatoon.geometry import wrap_angle
 from diffplatoon.sim.lanes import LaneTable
 
 
@@ -124,3 +126,49 @@ def default_table(table: LaneTable, graph: nx.DiGraph, exits: list, nxt: np.ndar
         out.need[k], out.deadline[k] = one.need[k], one.deadline[k]
         out.remaining[k] = one.remaining[k]
     return out
+
+
+class PathLanes:
+    """Each member's path lane, highway-env's target lane (the `Observer`'s only state).
+
+    The current lane, or once past that lane's `follow_at` (its last half vehicle length) the lane
+    the member's route takes next, kept while the member is within a lane width of it and not yet
+    on it: where a road forks, the lane band it crosses first may be the other branch's.
+    """
+
+    def __init__(self, table: LaneTable, m: int, next_flat: np.ndarray):
+        self.table = table
+        self.lane = np.full(m, -1, dtype=np.intp)  # (M,) path lane, −1 not yet known
+        self._next_flat = next_flat  # (M · n_lanes,) route table's next lane per (member, lane)
+
+    def offsets(self, idx: np.ndarray, lane: np.ndarray, s: np.ndarray, r: np.ndarray,
+                      heading_error: np.ndarray, x: np.ndarray, y: np.ndarray, h: np.ndarray) -> np.ndarray:
+        """(n, 2) r and heading error of members `idx` (on `lane` at `s`, r, heading error, pose)
+        on their path lanes; updates the path lanes."""
+        tab = self.table
+        path = self.lane[idx]
+        out = np.stack([r, heading_error], axis=1)
+        other = ((path >= 0) & (path != lane)).nonzero()[0]
+        if len(other):  # kept while the member is near it and not on it (a fork's other branch)
+            pl = path[other]
+            sp, rp = tab.local_coordinates(pl, x[other], y[other])
+            keep = (tab.road[pl] != tab.road[lane[other]]) & (np.abs(rp) < tab.width[pl]) & (sp <= tab.length[pl])
+            path[other[~keep]] = lane[other[~keep]]
+            k = other[keep]
+            out[k, 0] = rp[keep]
+            out[k, 1] = wrap_angle(h[k] - tab.heading_at(pl[keep], sp[keep]))
+            sp_all = s.copy()
+            sp_all[k] = sp[keep]
+        else:
+            sp_all = s
+        path = np.where(path < 0, lane, path)
+        nxt = self._next_flat.take(idx * tab.n + path)
+        adv = ((path == lane) & (sp_all > tab.follow_at[path]) & (nxt >= 0)).nonzero()[0]
+        if len(adv):
+            nl = nxt[adv]
+            sn, rn = tab.local_coordinates(nl, x[adv], y[adv])
+            path[adv] = nl
+            out[adv, 0] = rn
+            out[adv, 1] = wrap_angle(h[adv] - tab.heading_at(nl, sn))
+        self.lane[idx] = path
+        return out

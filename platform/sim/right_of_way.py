@@ -15,8 +15,14 @@ has the higher priority it waits only while a lower-priority vehicle is inside t
 zone (that one has committed). Waiting is IDM behind a stopped virtual vehicle whose jam
 distance ends `yield_stop_gap` before the first zone, so the vehicle brakes comfortably and
 stops at the yield line; past the line it never yields, and a vehicle never stops between two
-zones of one lane, so the rule cannot deadlock by itself. Platoon members do not follow the
-rule (their policies decide), but every vehicle is watched.
+zones of one lane, so the rule cannot deadlock by itself. Platoon members are not held by it
+(their policies decide, from the observation), but every vehicle is watched.
+
+`RightOfWay.assess` is the rule's view of any rows (the next zone on the path, its distance,
+the verdict, and for observations the earliest priority arrival and the clearing time):
+`apply` acts on it for traffic, the `Observer` reports it for platoon members (observation
+``right_of_way``), whose expert policies stop at the yield line by the same verdict;
+`current_path` gives every row's path lane for it outside the traffic decision.
 
 Supporting behaviours on such roads: near a lane end traffic also follows the last vehicle on
 its next lane (`_follow_across`); a lane that yields at its end and has a neighbour (an

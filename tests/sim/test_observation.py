@@ -437,4 +437,4 @@ def test_path_offsets_follow_the_route_branch_at_a_fork() -> None:
     obs = observer.observe()
     sx, rx = tab.local_coordinates(np.array([exit_lane]), x, y)
     assert obs.route[0, R["path_lateral_offset"]] == pytest.approx(rx[0], abs=1e-4)
-    assert ring != exit_lane and observer._path[0] == exit_lane
+    assert ring != exit_lane and observer._path.lane[0] == exit_lane
