@@ -24,7 +24,8 @@ P = `observation.lane_points`, Kc = inbox slots, D = message length:
 | 9·K | neighbours | K × `NEIGHBOUR_FEATURES` |
 | K | neighbour_mask | |
 | 2·P | lane_ahead | P × (x, y) ego frame |
-| 3 | route | `ROUTE_FEATURES` |
+| 5 | right_of_way | `RIGHT_OF_WAY_FEATURES` |
+| 5 | route | `ROUTE_FEATURES` |
 | Kc·D | inbox | Kc × (`comms.MESSAGE_FIELDS` + plan floats) |
 | Kc | inbox_mask | |
 | Kc | inbox_age | steps |
