@@ -151,6 +151,11 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         st[new_idx], rt[new_idx] = cand_s[k], cand_r[k]
     if new_tgt is not tgt:
         veh.target_lane[rows] = new_tgt
+    if len(new_idx):
+        veh.is_merging[rows[new_idx]] = veh.wait_time[rows[new_idx]] > 0
+    merging = veh.is_merging[rows]
+    if np.count_nonzero(merging):
+        veh.is_merging[rows] = merging & (new_tgt != lane)
     # 6. IDM: the lower of the current-lane and target-lane accelerations while changing.
     if len(c0):
         acc_tgt = a["target_lane"]
@@ -182,7 +187,10 @@ def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: n
     cand = np.concatenate((left[has_l], right[has_r]))
     r_ = rows[who]
     cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
-    ok = tab.is_reachable(cand, cs, cr) & (np.abs(veh.speed[r_]) >= 1)
+    # highway-env changes lanes only when moving; a vehicle that has waited a lane-change delay
+    # may start from a standstill (zipper merge at a lane end).
+    ok = tab.is_reachable(cand, cs, cr) & ((np.abs(veh.speed[r_]) >= 1)
+                                           | (veh.wait_time[r_] >= world.params.lane_change_delay))
     if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts

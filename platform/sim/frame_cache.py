@@ -55,6 +55,11 @@ class FrameCache:
         """Lane memberships of all live vehicles."""
         if self._index is None:
             veh = self._vehicles
+            merging = None
+            rows = (veh.is_merging[: self.hi] & veh.active[: self.hi]).nonzero()[0]
+            if len(rows):
+                tgt = veh.target_lane[rows]
+                merging = (rows, tgt, veh.table.longitudinal(tgt, veh.x[rows], veh.y[rows]))
             self._index = membership_index(veh.table, self.candidates, veh.active[: self.hi],
-                                           self._base, self._connected)
+                                           self._base, self._connected, merging)
         return self._index

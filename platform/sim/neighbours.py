@@ -1,7 +1,9 @@
 """Lane memberships of vehicles and the front/rear (leader/follower) queries built on them.
 
 A vehicle belongs to every lane whose band holds its centre (highway-env's `on_lane` with a
-1 m lateral margin), wherever its own lane index points. `membership_index` turns the frame's
+1 m lateral margin), wherever its own lane index points; a vehicle merging after waiting
+(`is_merging`, a zipper merge) also belongs to its target lane from the start of its change, so
+the followers there make room for it. `membership_index` turns the frame's
 candidate-lane projections into a `traffic.NeighbourIndex`. With `WorldParams.connected_lanes`
 (highway-env's `neighbour_vehicles` with connected lanes) a `ConnectedLanes` component also
 lists each vehicle on the lanes just before and after its own, in those lanes' frames; it
@@ -82,12 +84,19 @@ def _lane_obj_id(table: LaneTable, lane_obj) -> int:
 
 
 def membership_index(table: LaneTable, candidates: Candidates, active: np.ndarray,
-                     base: np.ndarray, connected: ConnectedLanes | None) -> NeighbourIndex:
-    """Neighbour index of the live rows (`active`, rows [:hi]) from their candidate projections."""
+                     base: np.ndarray, connected: ConnectedLanes | None,
+                     merging: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> NeighbourIndex:
+    """Neighbour index of the live rows (`active`, rows [:hi]) from their candidate projections;
+    `merging` = (rows, target lanes, their s there) adds those memberships where missing."""
     cand, sc, rc = candidates
     on = table.on_lane(cand, sc, rc) & (cand >= 0) & active[:, None]
     ri, ki = on.nonzero()
     lanes, s = cand[ri, ki], sc[ri, ki]
+    if merging is not None and len(merging[0]):
+        mr, ml, ms = merging
+        have = set(zip(ri.tolist(), lanes.tolist()))
+        new = np.array([(r, m) not in have for r, m in zip(mr.tolist(), ml.tolist())], dtype=bool)
+        ri, lanes, s = np.concatenate((ri, mr[new])), np.concatenate((lanes, ml[new])), np.concatenate((s, ms[new]))
     if connected is not None:
         ri, lanes, s = connected.expand(ri, lanes, s)
     return NeighbourIndex(ri, lanes, s, base)

@@ -22,7 +22,7 @@ FLOAT_FIELDS = ("x", "y", "heading", "speed", "accel", "steering", "s", "r", "le
                 "width", "target_speed", "delta", "lane_change_timer", "wait_time")
 INT_FIELDS = ("lane", "target_lane", "platoon", "member", "route_pos", "route_len",
               "route_last_road")
-BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced", "is_yielding")
+BOOL_FIELDS = ("is_controlled", "crashed", "active", "lane_change_forced", "is_yielding", "is_merging")
 # Per-row constants of the collision broad phase, set at spawn: half length, half width and the
 # radius of the circle around the body.
 BODY_FIELDS = ("half_length", "half_width", "body_radius")
@@ -103,6 +103,7 @@ class Vehicles:
         self.accel_override[row] = np.nan
         self.lane_change_forced[row] = False
         self.is_yielding[row] = False
+        self.is_merging[row] = False
         self.vid[row] = self.next_vid
         self.next_vid += 1
         self.hi = max(self.hi, row + 1)

@@ -32,6 +32,7 @@ row per vehicle slot (`capacity` rows; a row is live while `active`; freed rows 
 | `accel_override` | float64 | NaN = none; else replaces the IDM output or the action's acceleration |
 | `lane_change_forced` | bool | a scripted lane change is under way (never aborted) |
 | `is_yielding` | bool | traffic held back by the yielding rule in the last frame |
+| `is_merging` | bool | traffic changing lanes after waiting (zipper): listed on its target lane too |
 | `vid` | int64 | unique id of the vehicle in the row (rows are reused, ids are not) |
 
 Scalars: `time` [s], `frame_count`, `step_count`. `table` is the `LaneTable` whose ids `lane`,
