@@ -43,8 +43,10 @@ during the step) and `departed` (list of `Departure(row, vid, time, reason)`, re
 
 Frame order (as highway-env: all vehicles decide, then all move, then collisions):
 1. traffic decides: follow_road at lane ends (highway-env's `next_lane`), aborting a lane
-   change when another vehicle changes into the same lane within the desired gap, MOBIL for
-   vehicles whose lane-change timer expired, IDM on the current lane (and the target lane
+   change when another vehicle changes into the same lane within the desired gap or when the
+   new follower would have to brake beyond the comfortable deceleration, MOBIL for vehicles
+   whose lane-change timer expired (its safety bound relaxing with waiting time, so queues at
+   lane ends zipper-merge), IDM on the current lane (and the target lane
    while changing; the lower acceleration wins), the yielding rule (right_of_way.py; it can only lower
    the acceleration), lane-keeping steering to the target lane;
 2. controlled rows take their [acceleration, steering] as given (limits are the caller's);
@@ -75,6 +77,10 @@ Differences from highway-env, by design: controlled rows keep a `target_speed` (
 continuous-action vehicles have none, which makes MOBIL treat them as infinitely braking);
 crashes stop vehicles without highway-env's impact displacement; vehicles leave at the end of
 the road instead of driving on past it; collisions use geometry.py's strict overlap test;
+traffic enters only where and as fast as entry.py's `insertion_speed` allows; a lane change is
+aborted when its new follower would brake beyond the comfortable deceleration, and a vehicle
+that has waited may change lanes from a standstill, seen by the followers on its target lane
+from the start of the change (zipper merging; highway-env changes lanes only above 1 m/s);
 only traffic rows count as "another vehicle changing into my target lane" when a lane change
 is aborted (highway-env counts every `ControlledVehicle`), and that check sees other vehicles'
 targets as set after their own `follow_road` of this frame; a lane is no successor of a lane
