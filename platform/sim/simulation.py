@@ -151,7 +151,8 @@ class Simulation:
         self.density = density
         rows = world.populate(density, traffic.speed_range) if density > 0 else []
         keep = self._clear_of_scripted(rows)
-        for _ in range(3 if traffic.density is None else 0):
+        retries = 3 if traffic.density is None and world.table.road_graph.has_junctions else 0
+        for _ in range(retries):
             # Junction roads refuse many places (conflict zones, near the platoons): a count that
             # falls short is placed again, denser, so every episode gets its count.
             if len(keep) >= (traffic.count or 0):
