@@ -20,7 +20,9 @@ vehicle at once. Shared pieces:
   (observation ``route``: lanes to move, distance left to do it) changes lanes when the
   target-lane gaps pass MOBIL's safety criterion, i.e. neither the new follower nor the
   member itself has to brake harder than ``b_safe`` (IDM accelerations), with ``b_safe``
-  relaxed from MOBIL's 2 m/s² to ``b_urgent`` as the distance left shrinks to 0. While it
+  relaxed from MOBIL's 2 m/s² to ``b_urgent`` as the distance left shrinks to 0, and to the
+  traffic's comfortable deceleration (its IDM b) as the time waited grows to ``patience`` (a
+  zipper merge, as the traffic's own). While it
   waits for a gap it follows the target lane's front vehicle (so it slips in behind it), and
   its speed is capped so that it can stop at 3 m/s² 8 m before the place where the change must
   be done, from where it can still steer out (merge behaviour of the on-ramp and lane drop). No discretionary (speed-gain) changes: a platoon
@@ -214,6 +216,7 @@ class _Expert(Policy):
         self.dt = info.dt
         self.lc_dir = np.zeros(m, dtype=np.intp)  # lane change under way: -1 left, +1 right
         self.lc_time = np.zeros(m)
+        self.wait_time = np.zeros(m)  # how long each member has waited for a gap [s]
         self.prev_r = np.zeros(m)
         self.lane_changes_done = 0
 
@@ -284,6 +287,7 @@ class _Expert(Policy):
         acc = np.where(capped, np.minimum(acc, (v_cap - v) / _CAP_TIME), acc)
         wants = (need != 0) & (self.lc_dir == 0) & (dist < _MERGE_HORIZON)
         if not wants.any():
+            self.wait_time[:] = 0.0
             return acc
         d = np.sign(need)
         k = np.where(d < 0, _LEFT, _RIGHT)
@@ -295,6 +299,10 @@ class _Expert(Policy):
 
         urgency = np.clip(1.0 - dist / params.urgent_distance, 0.0, 1.0)
         b_safe = self._b_safe + (params.b_urgent - self._b_safe) * urgency
+        # Zipper: the longer it has waited, the more braking it may ask of the new follower, up
+        # to the traffic's comfortable deceleration after `patience` seconds (as traffic does).
+        b_safe = np.maximum(b_safe, self._b_safe + (self._traffic_idm["b"] - self._b_safe)
+                            * np.minimum(self.wait_time / params.patience, 1.0))
         v0 = np.minimum(mem.cruise, ego[:, _E["speed_limit"]])
         own = idm_acceleration(v, v0, f_gap, v - f_speed, f_on, a=params.a, b=params.b,
                                time_gap=time_gap, s0=mem.standstill)
@@ -304,6 +312,7 @@ class _Expert(Policy):
         ok = wants & exists & clear & (own >= -b_safe) & (~r_on | (follower >= -b_safe))
         self.lc_dir[ok] = d[ok]
         self.lc_time[ok] = 0.0
+        self.wait_time = np.where(wants & ~ok, self.wait_time + self.dt, 0.0)
 
         # 2. still waiting: gap selection. Match the target lane's speed; where the gap beside is
         # large enough move to its middle, else fall back so that the next gap comes alongside.
@@ -329,6 +338,7 @@ class IDMParams:
     lane_changes: Literal["none", "route"] = "none"
     urgent_distance: float = 100.0  # [m] route changes accept b_urgent at the deadline
     b_urgent: float = 4.0  # [m/s²]
+    patience: float = 10.0  # [s] waiting this long for a gap accepts the traffic's comfortable braking
 
 
 class IDMPolicy(_Expert):
@@ -379,6 +389,7 @@ class CACCParams:
     lane_changes: Literal["none", "route"] = "route"
     urgent_distance: float = 100.0  # [m]
     b_urgent: float = 4.0  # [m/s²]
+    patience: float = 10.0  # [s]
 
 
 class CACCPolicy(_Expert):
