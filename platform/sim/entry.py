@@ -24,6 +24,7 @@ from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 from diffplatoon.sim import routes, traffic
 
 if TYPE_CHECKING:
+    from diffplatoon.sim.lanes import LaneTable
     from diffplatoon.sim.world import World
 
 
@@ -86,7 +87,7 @@ def insertion_speed(world: World, lane: int, s: float, speed: float, length: flo
     return max(v_hi, 0.0)
 
 
-def _path_lanes(tab, lane: int) -> tuple[list[int], list[float]]:
+def _path_lanes(tab: LaneTable, lane: int) -> tuple[list[int], list[float]]:
     """`lane` first, then the lanes reachable after and before it within `_REACH`, each with the
     offset [m] of its start from `lane`'s start along the way (first way found)."""
     out, offs = [lane], [0.0]
