@@ -155,12 +155,15 @@ def required_deceleration(v: np.ndarray, v_lead: np.ndarray, b_lead: np.ndarray,
     speeds are equal: b = b_lead + (v − v_lead)² / (2·room). inf when `room` <= 0 and closing.
     """
     room = np.asarray(room, dtype=np.float64)
+    v_lead = np.maximum(v_lead, 0.0)
     with np.errstate(divide="ignore", invalid="ignore"):
-        stop_lead = np.where(b_lead > 1e-6, v_lead ** 2 / (2.0 * np.maximum(b_lead, 1e-6)), np.inf)
+        # A standing leader stops at once; one that does not brake never stops.
+        stop_lead = np.where(v_lead <= 1e-6, 0.0,
+                             np.where(b_lead > 1e-6, v_lead ** 2 / (2.0 * np.maximum(b_lead, 1e-6)), np.inf))
         at_stop = v ** 2 / (2.0 * (room + stop_lead))
         closing = np.maximum(v - v_lead, 0.0)
         at_equal = b_lead + np.where(closing > 0, closing ** 2 / (2.0 * np.maximum(room, 1e-9)), 0.0)
-        b = np.where(at_stop <= b_lead, at_stop, at_equal)
+        b = np.where((at_stop <= b_lead) & np.isfinite(stop_lead), at_stop, at_equal)
     b = np.where((room <= 0) & (closing > 0), np.inf, b)
     return np.nan_to_num(np.maximum(b, 0.0), nan=0.0, posinf=1e9)
 
@@ -433,7 +436,17 @@ class CACCPolicy(_Expert):
         match = (obs.neighbour_mask & (nb[..., i["same_platoon"]] > 0.5) & (nb[..., i["dx"]] > 0)
                  & (np.abs(nb[..., i["dy"]]) < 0.5 * width[:, None])
                  & (np.abs(nb[..., i["dx"]] - centre) < 2.0))
-        return match.any(axis=1)
+        # ... and it is the predecessor itself, not another member (after a merge the order may
+        # change): its last message places it at the leader's distance, within what it may have
+        # driven since it was sent.
+        if obs.pose is None:
+            return match.any(axis=1)
+        msg, pose = obs.predecessor_message.astype(np.float64), obs.pose.astype(np.float64)
+        dist = np.hypot(msg[:, FIELD_INDEX["x"]] - pose[:, 0], msg[:, FIELD_INDEX["y"]] - pose[:, 1])
+        expected = gap + 0.5 * (self.mem.length + msg[:, FIELD_INDEX["length"]])
+        age = obs.predecessor_age.astype(np.float64) * self.dt if obs.predecessor_age is not None else 0.0
+        slack = 3.0 + (np.abs(msg[:, FIELD_INDEX["speed"]]) + obs.ego[:, _E["speed"]]) * age
+        return match.any(axis=1) & (np.abs(dist - expected) < slack)
 
     def act(self, obs: Observation) -> np.ndarray:
         p, mem, dt = self.params, self.mem, self.dt

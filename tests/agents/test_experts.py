@@ -129,3 +129,14 @@ def test_render_returns_one_frame_per_step(highway):
     res = run_episode(spec, "idm", 0, render=True)
     assert len(res.frames) == res.record["steps"] + 1
     assert res.frames[0].ndim == 3 and res.frames[0].shape[2] == 3
+
+
+def test_required_deceleration_behind_a_standing_or_steady_leader():
+    """Hand-checked: 10 m/s towards a standing car 10 m ahead needs 10²/(2·10) = 5 m/s²; towards one
+    driving steadily at 5 m/s 5 m ahead, (10 − 5)²/(2·5) = 2.5 m/s²; a leader braking at 4 m/s² from
+    10 m/s with 10 m room stops in 12.5 m, so the follower stops within 22.5 m: 100/45 m/s²."""
+    from diffplatoon.agents.experts import required_deceleration
+
+    got = required_deceleration(np.array([10.0, 10.0, 10.0]), np.array([0.0, 5.0, 10.0]),
+                                np.array([0.0, 0.0, 4.0]), np.array([10.0, 5.0, 10.0]))
+    np.testing.assert_allclose(got, [5.0, 2.5, 100.0 / 45.0])
