@@ -22,7 +22,9 @@ vehicle at once. Shared pieces:
   member itself has to brake harder than ``b_safe`` (IDM accelerations), with ``b_safe``
   relaxed from MOBIL's 2 m/s² to ``b_urgent`` as the distance left shrinks to 0, and to the
   traffic's comfortable deceleration (its IDM b) as the time waited grows to ``patience`` (a
-  zipper merge, as the traffic's own). While it
+  zipper merge, as the traffic's own). A change under way is given up while the member is still
+  in its own lane if the new follower would by then have to brake beyond the traffic's
+  comfortable deceleration (MOBIL's safety for the whole change). While it
   waits for a gap it follows the target lane's front vehicle (so it slips in behind it), and
   its speed is capped so that it can stop at 3 m/s² 8 m before the place where the change must
   be done, from where it can still steer out (merge behaviour of the on-ramp and lane drop). No discretionary (speed-gain) changes: a platoon
@@ -276,6 +278,18 @@ class _Expert(Policy):
         self.lane_changes_done += int(crossed.sum())
         self.lc_time = np.where(changing, self.lc_time + self.dt, 0.0)
         give_up = changing & ~crossed & (self.lc_time > _LANE_CHANGE_TIMEOUT)
+        # MOBIL's safety for the whole change: back out while still in the own lane when the new
+        # follower would now have to brake beyond the traffic's comfortable deceleration.
+        going = (changing & ~crossed).nonzero()[0]
+        if len(going):
+            k = np.where(self.lc_dir[going] < 0, _LEFT, _RIGHT)
+            rear = obs.side[going, k, _REAR].astype(np.float64)
+            r_speed = rear[:, _SPEED]
+            follower = idm_acceleration(r_speed, np.maximum(r_speed, self._traffic_speed), rear[:, _GAP],
+                                        r_speed - v[going], rear[:, _PRESENT] > 0.5, **self._traffic_idm)
+            unsafe = (rear[:, _PRESENT] > 0.5) & (follower < -self._traffic_idm["b"]) \
+                & (np.abs(r[going]) < 0.5 * width[going])
+            give_up[going[unsafe]] = True
         self.lc_dir[crossed | give_up] = 0
         self.prev_r = r.copy()
 
