@@ -34,7 +34,7 @@ from diffplatoon.sim.simulation import Simulation
 TINY = {
     "name": "dppo_tiny", "seed": 5, "duration": 6,
     "road": {"type": "highway", "lanes": 2, "length": 600},
-    "traffic": {"count": 2, "speed_range": [18, 22]},
+    "traffic": {"count": 3, "speed_range": [18, 22], "spawn_region": [0, 300]},  # neighbours in sight
     "platoons": [{"id": "p0", "size": 2, "lane": 0, "start": 100.0, "speed": 20.0, "time_gap": 1.0}],
 }
 # Guidance on in the last half of 4 DDIM steps, the last 3 fine-tuned (so the first runs on the frozen copy).
@@ -167,7 +167,7 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
     assert not torch.allclose(part[[1, 3]], out[CHAIN_LOGP][[1, 3]])
     (grad,) = torch.autograd.grad(part.sum(), module.denoiser.token_out.weight)
     (grad_used,) = torch.autograd.grad(full[[1, 3]].sum(), module.denoiser.token_out.weight)
-    torch.testing.assert_close(grad, grad_used, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad, grad_used, rtol=1e-3, atol=1e-6)  # float32 sums over other batch shapes
 
     # shielded_steps "train": the overridden row's sampled plan is scored too (only the bootstrap row is kept)
     trained = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
@@ -176,7 +176,7 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
     trained.load_state_dict(module.state_dict())
     part = trained.forward_train(skipped)[CHAIN_LOGP]
     assert torch.equal(part[2], out[CHAIN_LOGP][2])
-    torch.testing.assert_close(part[[0, 1, 3]], full[[0, 1, 3]], rtol=0.0, atol=1e-6)
+    torch.testing.assert_close(part[[0, 1, 3]], full[[0, 1, 3]], rtol=1e-5, atol=1e-5)
 
 
 def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_path: Path) -> None:
