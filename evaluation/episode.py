@@ -304,23 +304,50 @@ def _member_departures(sim: Simulation, result: Any) -> list[_Departure]:
 
 
 def _merge_args(sim: Simulation, lanes: np.ndarray, platoons: list[list[int]]) -> dict[str, Any]:
-    """Merge-success inputs: members of routed platoons must end on their route's last road."""
+    """Merge-success inputs: who must merge and, per step and member, whether it is in a lane that counts.
+
+    Members of routed platoons must end on their route's last road; members of unrouted platoons
+    that start on a lane which ends (a dropped lane: its road continues onto a lane of another
+    position that a neighbour lane also continues onto) must end off that lane, on one that
+    continues. The lane trace handed on is 1 where a member is in one of its own targets.
+    """
     w, tab = sim.world, sim.world.table
-    mergers, targets = [], set()
-    for platoon, cols in zip(sim.spec.platoons, platoons):
-        row = sim.controlled[cols[0]]
-        n = int(w.route_len[row])
-        if platoon.destination is None and platoon.route is None or n == 0:
-            continue
-        last_road = tab.road[w.route[row, n - 1]]
-        first_road = tab.road[w.route[row, 0]]
-        if last_road == first_road:
-            continue
-        targets.update(int(k) for k in np.flatnonzero(tab.road == last_road))
-        mergers.extend(cols)
-    if not mergers:
-        return {}
     filled = lanes.copy()
     for k in range(1, len(filled)):  # a member that left the road keeps its last lane
         filled[k] = np.where(filled[k] == -1, filled[k - 1], filled[k])
-    return {"lane": filled, "target_lanes": sorted(targets), "mergers": mergers}
+    inside = np.zeros(filled.shape, dtype=np.intp)
+    mergers: list[int] = []
+    for platoon, cols in zip(sim.spec.platoons, platoons):
+        row = sim.controlled[cols[0]]
+        n = int(w.route_len[row])
+        if platoon.destination is not None or platoon.route is not None:
+            if n == 0 or tab.road[w.route[row, n - 1]] == tab.road[w.route[row, 0]]:
+                continue
+            targets = np.flatnonzero(tab.road == tab.road[w.route[row, n - 1]])
+        else:
+            dropped = _dropped_chain(tab, int(filled[0, cols[0]]))
+            if not dropped:
+                continue
+            targets = np.setdiff1d(np.arange(tab.n), dropped)
+        inside[:, cols] = np.isin(filled[:, cols], targets)
+        mergers.extend(cols)
+    if not mergers:
+        return {}
+    return {"lane": inside, "target_lanes": [1], "mergers": mergers}
+
+
+def _dropped_chain(tab: Any, lane: int) -> list[int]:
+    """The lanes from `lane` along `follow_next` up to the first that ends beside a continuing lane
+    (empty if none does)."""
+    chain: list[int] = []
+    while lane >= 0 and lane not in chain:
+        chain.append(lane)
+        nxt = int(tab.follow_next[lane])
+        if nxt < 0:
+            return []
+        same_road = np.flatnonzero(tab.road == tab.road[lane])
+        shared = np.count_nonzero(tab.follow_next[same_road] == nxt) > 1
+        if shared and tab.lane_pos[nxt] != tab.lane_pos[lane]:
+            return chain
+        lane = nxt
+    return []
