@@ -266,6 +266,14 @@ class _Expert(Policy):
         return lane_keeping_law(r - self.lc_dir * width, route[:, _R["path_heading_error"]],  # offset from the target lane
                                 ego[:, _E["speed"]], mem.length)
 
+    def _follower_braking(self, speed: np.ndarray, gap: np.ndarray, closing: np.ndarray,
+                          present: np.ndarray) -> np.ndarray:
+        """The new follower's IDM acceleration behind the member, but never below what stops it
+        within one step: a follower standing (as one letting a zipper merge in) just stays put."""
+        follower = idm_acceleration(speed, np.maximum(speed, self._traffic_speed), gap, closing, present,
+                                    **self._traffic_idm)
+        return np.maximum(follower, -np.maximum(speed, 0.0) / self.dt)
+
     def _route_lane_changes(self, obs: Observation, acc: np.ndarray, mem: _Members,
                             time_gap: np.ndarray, params: Any) -> np.ndarray:
         """Start/finish route lane changes; returns `acc` with the merge speed adaptation."""
@@ -285,8 +293,7 @@ class _Expert(Policy):
             k = np.where(self.lc_dir[going] < 0, _LEFT, _RIGHT)
             rear = obs.side[going, k, _REAR].astype(np.float64)
             r_speed = rear[:, _SPEED]
-            follower = idm_acceleration(r_speed, np.maximum(r_speed, self._traffic_speed), rear[:, _GAP],
-                                        r_speed - v[going], rear[:, _PRESENT] > 0.5, **self._traffic_idm)
+            follower = self._follower_braking(r_speed, rear[:, _GAP], r_speed - v[going], rear[:, _PRESENT] > 0.5)
             unsafe = (rear[:, _PRESENT] > 0.5) & (follower < -self._traffic_idm["b"]) \
                 & (np.abs(r[going]) < 0.5 * width[going])
             give_up[going[unsafe]] = True
@@ -323,8 +330,7 @@ class _Expert(Policy):
         v0 = np.minimum(mem.cruise, ego[:, _E["speed_limit"]])
         own = idm_acceleration(v, v0, f_gap, v - f_speed, f_on, a=params.a, b=params.b,
                                time_gap=time_gap, s0=mem.standstill)
-        follower = idm_acceleration(r_speed, np.maximum(r_speed, self._traffic_speed), r_gap, r_speed - v,
-                                    r_on, **self._traffic_idm)
+        follower = self._follower_braking(r_speed, r_gap, r_speed - v, r_on)
         clear = (~f_on | (f_gap > mem.standstill)) & (~r_on | (r_gap > mem.standstill))
         ok = wants & exists & clear & (own >= -b_safe) & (~r_on | (follower >= -b_safe))
         self.lc_dir[ok] = d[ok]

@@ -18,6 +18,13 @@ Steps (as highway-env: every vehicle decides, then all move):
    fallback of routed traffic, the a_max clip;
 7. lane-keeping steering towards the target lane.
 
+Zipper courtesy for platoon members (`member_courtesy`, each frame after the decision): a member
+standing (below `wait_speed`) on a lane that ends beside a continuing one (an acceleration or
+dropped lane), within `courtesy_range` of its end, is listed on the continuing lane as a
+zipper-merging traffic vehicle is (`is_merging`) once the traffic follower there can stop behind
+it at the comfortable deceleration and nobody is beside it; the followers then make room, as
+they do for merging traffic. The listing lasts until the member has left the ending lane.
+
 On roads with junctions no traffic lane change ends inside a conflict zone or within
 `zone_change_guard` before it (a vehicle merging or crossing there has judged the gap already).
 """
@@ -28,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim import idm_mobil, right_of_way, routes, traffic
 from diffplatoon.sim.traffic import NeighbourIndex
 
@@ -175,6 +183,65 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     v = veh.speed[rows]
     future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
     veh.steering[rows] = traffic.lane_keeping_steering(rt, future, veh.heading[rows], v, veh.length[rows])
+    member_courtesy(world)
+
+
+_COURTESY_RANGE = 120.0  # [m] a member this close to the end of its ending lane is let in
+
+
+def _continuing_neighbour(world: World) -> np.ndarray:
+    """Per lane: the adjacent lane of its road it merges into at its end (both continue onto one
+    `follow_next` lane, which keeps that neighbour's position), -1 where the lane does not end."""
+    tab = world.table
+    out = np.full(tab.n, -1, dtype=np.intp)
+    for k in range(tab.n):
+        nxt = int(tab.follow_next[k])
+        if nxt < 0 or tab.lane_pos[nxt] == tab.lane_pos[k]:
+            continue
+        for j in (int(tab.left[k]), int(tab.right[k])):
+            if j >= 0 and tab.follow_next[j] == nxt and tab.lane_pos[j] == tab.lane_pos[nxt]:
+                out[k] = j
+    return out
+
+
+def member_courtesy(world: World) -> None:
+    """List standing members on the lane their lane merges into (module docstring)."""
+    p, veh, tab = world.params, world.vehicles, world.table
+    hi = veh.hi
+    members = (veh.is_controlled[:hi] & veh.active[:hi] & ~veh.crashed[:hi]).nonzero()[0]
+    if not len(members):
+        return
+    into = getattr(world, "_courtesy_into", None)
+    if into is None:
+        into = world._courtesy_into = _continuing_neighbour(world)
+    lane = veh.lane[members]
+    tgt = into[lane]
+    listed = veh.is_merging[members]
+    # listed ones stay listed while on the ending lane
+    veh.is_merging[members] = listed & (tgt >= 0) & (veh.target_lane[members] == tgt)
+    ask = members[(tgt >= 0) & ~listed & (veh.speed[members] < p.wait_speed)
+                  & (tab.length[lane] - veh.s[members] < _COURTESY_RANGE)]
+    if not len(ask):
+        return
+    b = -p.comfort_acc_min
+    others = veh.active[:hi] & ~veh.crashed[:hi]
+    for row in ask:
+        k = into[veh.lane[row]]
+        s_me = float(tab.longitudinal(np.array([k]), veh.x[row:row + 1], veh.y[row:row + 1])[0])
+        on = (others & (veh.lane[:hi] == k)).nonzero()[0]
+        ds = veh.s[on] - s_me
+        half = 0.5 * (veh.length[on] + veh.length[row])
+        if np.any(np.abs(ds) < half + p.distance_wanted - VEHICLE_LENGTH):
+            continue  # somebody beside it
+        behind = ds < 0
+        if np.any(behind):
+            f = on[behind][np.argmax(ds[behind])]
+            gap = s_me - veh.s[f] - 0.5 * (veh.length[f] + veh.length[row])
+            v = max(float(veh.speed[f]), 0.0)
+            if gap < p.distance_wanted - VEHICLE_LENGTH + v * v / (2.0 * b):
+                continue
+        veh.is_merging[row] = True
+        veh.target_lane[row] = k
 
 
 def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
