@@ -19,7 +19,8 @@ vehicle at once. Shared pieces:
 - Route lane changes (``lane_changes="route"``): a member whose route needs another lane
   (observation ``route``: lanes to move, distance left to do it) changes lanes when the
   target-lane gaps pass MOBIL's safety criterion, i.e. neither the new follower nor the
-  member itself has to brake harder than ``b_safe`` (IDM accelerations), with ``b_safe``
+  member itself has to brake harder than ``b_safe`` (IDM accelerations; a standing follower's
+  braking ends at a stop, so one letting a zipper merge in is no obstacle), with ``b_safe``
   relaxed from MOBIL's 2 m/s² to ``b_urgent`` as the distance left shrinks to 0, and to the
   traffic's comfortable deceleration (its IDM b) as the time waited grows to ``patience`` (a
   zipper merge, as the traffic's own). A change under way is given up while the member is still
