@@ -19,8 +19,8 @@ Steps (as highway-env: every vehicle decides, then all move):
 7. lane-keeping steering towards the target lane.
 
 Zipper courtesy for platoon members (`member_courtesy`, each frame after the decision): a member
-standing (below `wait_speed`) on a lane that ends beside a continuing one (an acceleration or
-dropped lane), within `courtesy_range` of its end, is listed on the continuing lane as a
+standing or creeping (below 5 m/s) on a lane that ends beside a continuing one (an acceleration or
+dropped lane), within 120 m of its end, is listed on the continuing lane as a
 zipper-merging traffic vehicle is (`is_merging`) once the traffic follower there can stop behind
 it at the comfortable deceleration and nobody is beside it; the followers then make room, as
 they do for merging traffic. The listing lasts until the member has left the ending lane.
@@ -187,6 +187,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
 
 
 _COURTESY_RANGE = 120.0  # [m] a member this close to the end of its ending lane is let in
+_COURTESY_SPEED = 5.0  # [m/s] a member slower than this (standing or creeping to the lane end) is let in
 
 
 def _continuing_neighbour(world: World) -> np.ndarray:
@@ -205,7 +206,7 @@ def _continuing_neighbour(world: World) -> np.ndarray:
 
 
 def member_courtesy(world: World) -> None:
-    """List standing members on the lane their lane merges into (module docstring)."""
+    """List standing or creeping members on the lane their lane merges into (module docstring)."""
     p, veh, tab = world.params, world.vehicles, world.table
     hi = veh.hi
     members = (veh.is_controlled[:hi] & veh.active[:hi] & ~veh.crashed[:hi]).nonzero()[0]
@@ -219,7 +220,7 @@ def member_courtesy(world: World) -> None:
     listed = veh.is_merging[members]
     # listed ones stay listed while on the ending lane
     veh.is_merging[members] = listed & (tgt >= 0) & (veh.target_lane[members] == tgt)
-    ask = members[(tgt >= 0) & ~listed & (veh.speed[members] < p.wait_speed)
+    ask = members[(tgt >= 0) & ~listed & (veh.speed[members] < _COURTESY_SPEED)
                   & (tab.length[lane] - veh.s[members] < _COURTESY_RANGE)]
     if not len(ask):
         return
