@@ -22,7 +22,7 @@ Zipper courtesy for platoon members (`member_courtesy`, each frame after the dec
 standing or creeping (below 5 m/s) on a lane that ends beside a continuing one (an acceleration or
 dropped lane), within 120 m of its end, is listed on the continuing lane as a
 zipper-merging traffic vehicle is (`is_merging`) once the traffic follower there can stop behind
-it at the comfortable deceleration and nobody is beside it; the followers then make room, as
+it at the comfortable deceleration (1 m short of it) and nobody is beside it; the followers then make room, as
 they do for merging traffic. The listing lasts until the member has left the ending lane.
 
 On roads with junctions no traffic lane change ends inside a conflict zone or within
@@ -188,6 +188,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
 
 _COURTESY_RANGE = 120.0  # [m] a member this close to the end of its ending lane is let in
 _COURTESY_SPEED = 5.0  # [m/s] a member slower than this (standing or creeping to the lane end) is let in
+_COURTESY_MARGIN = 1.0  # [m] left between the follower stopped at the comfortable deceleration and the member
 
 
 def _continuing_neighbour(world: World) -> np.ndarray:
@@ -239,7 +240,7 @@ def member_courtesy(world: World) -> None:
             f = on[behind][np.argmax(ds[behind])]
             gap = s_me - veh.s[f] - 0.5 * (veh.length[f] + veh.length[row])
             v = max(float(veh.speed[f]), 0.0)
-            if gap < p.distance_wanted - VEHICLE_LENGTH + v * v / (2.0 * b):
+            if gap < _COURTESY_MARGIN + v * v / (2.0 * b):
                 continue
         veh.is_merging[row] = True
         veh.target_lane[row] = k
