@@ -22,8 +22,8 @@ Zipper courtesy for platoon members (`member_courtesy`, each frame after the dec
 standing or creeping (below 5 m/s) on a lane that ends beside a continuing one (an acceleration or
 dropped lane), within 120 m of its end, is listed on the continuing lane as a
 zipper-merging traffic vehicle is (`is_merging`) once the traffic follower there can stop behind
-it at the comfortable deceleration (1 m short of it) and nobody is beside it; the followers then make room, as
-they do for merging traffic. The listing lasts until the member has left the ending lane.
+it at the comfortable deceleration (1 m short of it) and nobody is beside it; the followers then
+make room, as they do for merging traffic. The listing lasts until the member has left the ending lane.
 
 On roads with junctions no traffic lane change ends inside a conflict zone or within
 `zone_change_guard` before it (a vehicle merging or crossing there has judged the gap already).
