@@ -46,16 +46,16 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     x, y = veh.x[rows], veh.y[rows]
     wait = veh.wait_time[rows]
     veh.wait_time[rows] = np.where(veh.speed[rows] < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
+    lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
-    st, rt = tab.local_coordinates(tgt, x, y)
+    st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
     ending = st > tab.follow_at[tgt]
     if np.count_nonzero(ending):
         for row in rows[ending]:
             routes.follow_road(veh, world.network, int(row))
         tgt = veh.target_lane[rows]
-        st, rt = tab.local_coordinates(tgt, x, y)
-    lane, s = veh.lane[rows], veh.s[rows]
+        st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
     if yield_on:
         path = right_of_way.path_state(veh, world.lane_key_base, rows, tgt, st)
     changing = lane != tgt
@@ -175,6 +175,18 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     v = veh.speed[rows]
     future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
     veh.steering[rows] = traffic.lane_keeping_steering(rt, future, veh.heading[rows], v, veh.length[rows])
+
+
+def _on_target(veh, rows: np.ndarray, lane: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray,
+               y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(s, r) of `rows` on their target lanes `tgt`. On their own lane these are the (s, r) lane
+    re-assignment stored with the current poses (the same values); only the rows changing lanes
+    are projected."""
+    st, rt = s.copy(), veh.r[rows]
+    moving = (lane != tgt).nonzero()[0]
+    if len(moving):
+        st[moving], rt[moving] = veh.table.local_coordinates(tgt[moving], x[moving], y[moving])
+    return st, rt
 
 
 def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
