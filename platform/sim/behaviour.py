@@ -44,8 +44,9 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     yield_on = world.right_of_way is not None
     n = len(rows)
     x, y = veh.x[rows], veh.y[rows]
+    v = veh.speed[rows]  # decide changes no speed: read once for waiting and lane keeping
     wait = veh.wait_time[rows]
-    veh.wait_time[rows] = np.where(veh.speed[rows] < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
+    veh.wait_time[rows] = np.where(v < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
     lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
@@ -169,10 +170,9 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
     if yield_on:
         # Queues stop and go at yield lines: traffic stands still instead of reversing.
-        acc = np.maximum(acc, -np.maximum(veh.speed[rows], 0.0) * p.simulation_frequency)
+        acc = np.maximum(acc, -np.maximum(v, 0.0) * p.simulation_frequency)
     veh.accel[rows] = acc
     # 7. Lane keeping towards the target lane.
-    v = veh.speed[rows]
     future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
     veh.steering[rows] = traffic.lane_keeping_steering(rt, future, veh.heading[rows], v, veh.length[rows])
 

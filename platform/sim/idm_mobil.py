@@ -85,11 +85,17 @@ class MobilAccelerations(NamedTuple):
 
 
 def accepted_braking(veh: Vehicles, rows: np.ndarray, max_braking_imposed: float, comfort_acc_min: float,
-                     patience: float) -> np.ndarray:
+                     patience: float) -> np.ndarray | float:
     """Braking [m/s2, > 0] a lane change of `rows` may impose on its new follower: MOBIL's
     `max_braking_imposed`, relaxed linearly with the time a vehicle has been waiting up to the
     comfortable deceleration −`comfort_acc_min` after `patience` seconds (zipper merging)."""
-    relax = np.minimum(veh.wait_time[rows] / patience, 1.0) if patience > 0 else 1.0
+    if patience > 0:
+        wait = veh.wait_time[rows]
+        if not np.count_nonzero(wait):  # nobody waiting (the usual case): the bound unrelaxed
+            return max_braking_imposed
+        relax = np.minimum(wait / patience, 1.0)
+    else:
+        relax = 1.0
     return max_braking_imposed + max(-comfort_acc_min - max_braking_imposed, 0.0) * relax
 
 

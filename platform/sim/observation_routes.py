@@ -147,7 +147,9 @@ class PathLanes:
         on their path lanes; updates the path lanes."""
         tab = self.table
         path = self.lane[idx]
-        out = np.stack([r, heading_error], axis=1)
+        out = np.empty((len(idx), 2))  # np.stack's Python wrapper costs more than two column writes
+        out[:, 0] = r
+        out[:, 1] = heading_error
         other = ((path >= 0) & (path != lane)).nonzero()[0]
         if len(other):  # kept while the member is near it and not on it (a fork's other branch)
             pl = path[other]
