@@ -86,14 +86,16 @@ class MobilAccelerations(NamedTuple):
 
 
 def accepted_braking(veh: Vehicles, rows: np.ndarray, max_braking_imposed: float, comfort_acc_min: float,
-                     patience: float) -> np.ndarray | float:
+                     patience: float) -> np.ndarray:
     """Braking [m/s2, > 0] a lane change of `rows` may impose on its new follower: MOBIL's
     `max_braking_imposed`, relaxed linearly with the time a vehicle has been waiting up to the
     comfortable deceleration −`comfort_acc_min` after `patience` seconds (zipper merging)."""
     if patience > 0:
         wait = veh.wait_time[rows]
         if not np.count_nonzero(wait):  # nobody waiting (the usual case): the bound unrelaxed
-            return max_braking_imposed
+            out = np.empty(len(wait))
+            out.fill(max_braking_imposed)
+            return out
         relax = np.minimum(wait / patience, 1.0)
     else:
         relax = 1.0
