@@ -45,8 +45,11 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     n = len(rows)
     x, y = veh.x[rows], veh.y[rows]
     v = veh.speed[rows]  # decide changes no speed: read once for waiting and lane keeping
-    wait = veh.wait_time[rows]
-    veh.wait_time[rows] = np.where(v < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
+    slow = v < p.wait_speed
+    if np.count_nonzero(slow):
+        veh.wait_time[rows] = np.where(slow, veh.wait_time[rows] + 1.0 / p.simulation_frequency, 0.0)
+    else:  # nobody waiting (the usual case)
+        veh.wait_time[rows] = 0.0
     lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
@@ -201,8 +204,10 @@ def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: n
     cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
     # highway-env changes lanes only when moving; a vehicle that has waited a lane-change delay
     # may start from a standstill (zipper merge at a lane end).
-    ok = tab.is_reachable(cand, cs, cr) & ((np.abs(veh.speed[r_]) >= 1)
-                                           | (veh.wait_time[r_] >= world.params.lane_change_delay))
+    moving = np.abs(veh.speed[r_]) >= 1
+    if np.count_nonzero(moving) != len(moving):
+        moving |= veh.wait_time[r_] >= world.params.lane_change_delay
+    ok = tab.is_reachable(cand, cs, cr) & moving
     if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts
