@@ -52,18 +52,22 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     yield_on = world.right_of_way is not None
     n = len(rows)
     x, y = veh.x[rows], veh.y[rows]
-    wait = veh.wait_time[rows]
-    veh.wait_time[rows] = np.where(veh.speed[rows] < p.wait_speed, wait + 1.0 / p.simulation_frequency, 0.0)
+    v = veh.speed[rows]  # decide changes no speed: read once for waiting and lane keeping
+    slow = v < p.wait_speed
+    if np.count_nonzero(slow):
+        veh.wait_time[rows] = np.where(slow, veh.wait_time[rows] + 1.0 / p.simulation_frequency, 0.0)
+    else:  # nobody waiting (the usual case)
+        veh.wait_time[rows] = 0.0
+    lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
-    st, rt = tab.local_coordinates(tgt, x, y)
+    st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
     ending = st > tab.follow_at[tgt]
     if np.count_nonzero(ending):
         for row in rows[ending]:
             routes.follow_road(veh, world.network, int(row))
         tgt = veh.target_lane[rows]
-        st, rt = tab.local_coordinates(tgt, x, y)
-    lane, s = veh.lane[rows], veh.s[rows]
+        st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
     if yield_on:
         path = right_of_way.path_state(veh, world.lane_key_base, rows, tgt, st)
     changing = lane != tgt
@@ -177,10 +181,9 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     acc = np.minimum(np.maximum(acc, -p.a_max), p.a_max)
     if yield_on:
         # Queues stop and go at yield lines: traffic stands still instead of reversing.
-        acc = np.maximum(acc, -np.maximum(veh.speed[rows], 0.0) * p.simulation_frequency)
+        acc = np.maximum(acc, -np.maximum(v, 0.0) * p.simulation_frequency)
     veh.accel[rows] = acc
     # 7. Lane keeping towards the target lane.
-    v = veh.speed[rows]
     future = tab.heading0[new_tgt] if tab.all_linear else tab.heading_at(new_tgt, st + v * traffic.TAU_PURSUIT)
     veh.steering[rows] = traffic.lane_keeping_steering(rt, future, veh.heading[rows], v, veh.length[rows])
     member_courtesy(world)
@@ -246,6 +249,18 @@ def member_courtesy(world: World) -> None:
         veh.target_lane[row] = k
 
 
+def _on_target(veh, rows: np.ndarray, lane: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray,
+               y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(s, r) of `rows` on their target lanes `tgt`. On their own lane these are the (s, r) lane
+    re-assignment stored with the current poses (the same values); only the rows changing lanes
+    are projected."""
+    st, rt = s.copy(), veh.r[rows]
+    moving = (lane != tgt).nonzero()[0]
+    if len(moving):
+        st[moving], rt[moving] = veh.table.local_coordinates(tgt[moving], x[moving], y[moving])
+    return st, rt
+
+
 def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
     """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
     veh, tab = world.vehicles, world.table
@@ -258,8 +273,10 @@ def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: n
     cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
     # highway-env changes lanes only when moving; a vehicle that has waited a lane-change delay
     # may start from a standstill (zipper merge at a lane end).
-    ok = tab.is_reachable(cand, cs, cr) & ((np.abs(veh.speed[r_]) >= 1)
-                                           | (veh.wait_time[r_] >= world.params.lane_change_delay))
+    moving = np.abs(veh.speed[r_]) >= 1
+    if np.count_nonzero(moving) != len(moving):
+        moving |= veh.wait_time[r_] >= world.params.lane_change_delay
+    ok = tab.is_reachable(cand, cs, cr) & moving
     if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts

@@ -58,15 +58,16 @@ def idm_roles(veh: Vehicles, c: traffic.IDMConstants, cos: np.ndarray, sin: np.n
     """IDM acceleration of named roles, each (ego rows, front rows, rows whose exponent δ applies),
     evaluated in one vectorized call; returned by name (views into one result array)."""
     if len(roles) == 1:
-        (ego, front, delta_of), = roles.values()
-    else:
-        egos, fronts, delta_ofs = zip(*roles.values())
-        ego, front, delta_of = np.concatenate(egos), np.concatenate(fronts), np.concatenate(delta_ofs)
-    acc = idm_behind(veh, c, cos, sin, ego, front, veh.delta[delta_of])
+        (name, (ego, front, delta_of)), = roles.items()
+        return {name: idm_behind(veh, c, cos, sin, ego, front, veh.delta[delta_of])}
+    egos, fronts, delta_ofs = zip(*roles.values())
+    acc = idm_behind(veh, c, cos, sin, np.concatenate(egos), np.concatenate(fronts),
+                     veh.delta[np.concatenate(delta_ofs)])
     out, k = {}, 0
-    for name, (e, _, _) in roles.items():
-        out[name] = acc[k: k + len(e)]
-        k += len(e)
+    for name, e in zip(roles, egos):
+        n = len(e)
+        out[name] = acc[k: k + n]
+        k += n
     return out
 
 
@@ -89,7 +90,15 @@ def accepted_braking(veh: Vehicles, rows: np.ndarray, max_braking_imposed: float
     """Braking [m/s2, > 0] a lane change of `rows` may impose on its new follower: MOBIL's
     `max_braking_imposed`, relaxed linearly with the time a vehicle has been waiting up to the
     comfortable deceleration −`comfort_acc_min` after `patience` seconds (zipper merging)."""
-    relax = np.minimum(veh.wait_time[rows] / patience, 1.0) if patience > 0 else 1.0
+    if patience > 0:
+        wait = veh.wait_time[rows]
+        if not np.count_nonzero(wait):  # nobody waiting (the usual case): the bound unrelaxed
+            out = np.empty(len(wait))
+            out.fill(max_braking_imposed)
+            return out
+        relax = np.minimum(wait / patience, 1.0)
+    else:
+        relax = 1.0
     return max_braking_imposed + max(-comfort_acc_min - max_braking_imposed, 0.0) * relax
 
 

@@ -162,6 +162,8 @@ class Observer:
                                   side_ok[:, 1]], axis=1)  # (n_lanes, 5)
         self._point_offsets = self.spacing * np.arange(1, self.n_points + 1)
         self._path = PathLanes(tab, m, self._next_flat)
+        self._no_conflict = np.tile(_NO_CONFLICT, (m, 1))  # right_of_way rows on roads without conflicts
+        self._no_conflict.setflags(write=False)
 
     def live(self) -> np.ndarray:
         """(M,) bool: members still on the road (as `Simulation.live_members`, without its Python loop)."""
@@ -253,7 +255,7 @@ class Observer:
         sel = np.arange(n) * kc + match.argmax(axis=1)
         # all members alive (the usual case): cast, else scatter into the all-absent observation
         f = np.float32
-        return Observation(
+        return Observation.of(
             ego=_spread(ego, idx, m, f),
             leader=_spread(lane_feats[:, 0], idx, m, f),
             side=_spread(lane_feats[:, 1:].reshape(n, 2, 2, 4), idx, m, f),
@@ -364,11 +366,11 @@ class Observer:
     def _right_of_way(self, rows: np.ndarray) -> np.ndarray:
         """(n, 5) `RIGHT_OF_WAY_FEATURES`: `RightOfWay.assess` of the members on their current lanes."""
         world = self.sim.world
+        rule = world.right_of_way
+        if rule is None:  # no conflicts on this road, or yielding off (read-only: `_spread` copies it)
+            return self._no_conflict[: len(rows)]
         out = np.empty((len(rows), len(RIGHT_OF_WAY_FEATURES)))
         out[:] = _NO_CONFLICT
-        rule = world.right_of_way
-        if rule is None:  # no conflicts on this road, or yielding off
-            return out
         lane, s = right_of_way.current_path(world.vehicles)
         a = rule.assess(rows, lane, s, report=True)
         has = np.isfinite(a.dist)

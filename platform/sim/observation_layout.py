@@ -190,6 +190,17 @@ class Observation:
             if isinstance(value, np.ndarray):
                 value.setflags(write=False)  # as `flags.writeable = False`, without a flags object per array
 
+    @classmethod
+    def of(cls, **fields: np.ndarray | None) -> "Observation":
+        """`Observation(**fields)` with every field given, built without the frozen dataclass
+        `__init__`'s per-field `object.__setattr__` (the observer builds one per step)."""
+        if fields.keys() != _FIELD_NAMES:
+            raise TypeError(f"Observation.of needs exactly the fields {sorted(_FIELD_NAMES)}")
+        obs = object.__new__(cls)
+        obs.__dict__.update(fields)
+        obs.__post_init__()
+        return obs
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         """Unpickled and deep-copied observations are read-only too."""
         self.__dict__.update(state)
@@ -262,3 +273,6 @@ class Observation:
         values["inbox_sender"] = np.full_like(values["inbox_sender"], -1)
         values.update(fields)
         return cls(**values)
+
+
+_FIELD_NAMES = frozenset(f.name for f in dataclasses.fields(Observation))

@@ -147,8 +147,12 @@ class PathLanes:
         on their path lanes; updates the path lanes."""
         tab = self.table
         path = self.lane[idx]
-        out = np.stack([r, heading_error], axis=1)
-        other = ((path >= 0) & (path != lane)).nonzero()[0]
+        if np.minimum.reduce(path) < 0:  # not yet known: the current lane
+            path = np.where(path < 0, lane, path)
+        out = np.empty((len(idx), 2))  # np.stack's Python wrapper costs more than two column writes
+        out[:, 0] = r
+        out[:, 1] = heading_error
+        other = (path != lane).nonzero()[0]
         if len(other):  # kept while the member is near it and not on it (a fork's other branch)
             pl = path[other]
             sp, rp = tab.local_coordinates(pl, x[other], y[other])
@@ -161,14 +165,15 @@ class PathLanes:
             sp_all[k] = sp[keep]
         else:
             sp_all = s
-        path = np.where(path < 0, lane, path)
-        nxt = self._next_flat.take(idx * tab.n + path)
-        adv = ((path == lane) & (sp_all > tab.follow_at[path]) & (nxt >= 0)).nonzero()[0]
-        if len(adv):
-            nl = nxt[adv]
-            sn, rn = tab.local_coordinates(nl, x[adv], y[adv])
-            path[adv] = nl
-            out[adv, 0] = rn
-            out[adv, 1] = wrap_angle(h[adv] - tab.heading_at(nl, sn))
+        late = (sp_all > tab.follow_at[path]).nonzero()[0]  # past the path lane's follow_at (rare)
+        if len(late):
+            nxt = self._next_flat.take(idx[late] * tab.n + path[late])
+            go = (path[late] == lane[late]) & (nxt >= 0)
+            adv, nl = late[go], nxt[go]
+            if len(adv):
+                sn, rn = tab.local_coordinates(nl, x[adv], y[adv])
+                path[adv] = nl
+                out[adv, 0] = rn
+                out[adv, 1] = wrap_angle(h[adv] - tab.heading_at(nl, sn))
         self.lane[idx] = path
         return out
