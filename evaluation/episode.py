@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from diffplatoon import io
 from diffplatoon.agents.policy import Policy, SimInfo, make_policy
 from diffplatoon.evaluation import episode_data, measures
 from diffplatoon.evaluation.collisions import CollisionEvaluator
@@ -182,19 +183,6 @@ class _TraceRecorder:
         return spec.traffic.vehicle.length, spec.traffic.vehicle.width
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe copy: numpy scalars to Python, NaN/inf to None."""
-    if isinstance(value, dict):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if isinstance(value, (np.bool_, bool)):
-        return bool(value)
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int, *,
@@ -289,7 +277,7 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         dt=float(trace.dt), names=tuple(sim.agent_names), platoons=tuple(tuple(p) for p in platoons),
         speed=np.asarray(trace.speed[:, :m], dtype=np.float32), gap=np.asarray(trace.gap[:, :m], dtype=np.float32),
         replay=recorder.replay())
-    return EpisodeResult(_clean(record), trace if record_trace else None, frames, data)
+    return EpisodeResult(io.json_safe(record), trace if record_trace else None, frames, data)
 
 
 class _Departure(NamedTuple):

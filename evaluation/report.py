@@ -83,17 +83,6 @@ def fmt_count(row: Mapping[str, Any], name: str) -> str:
     return "-" if not n or mean is None or not math.isfinite(mean) else str(int(round(mean * n)))
 
 
-def _json_safe(value: Any) -> Any:
-    """NaN and inf become None so metrics.json is strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, np.integer):
-        return int(value)
-    return value
 
 
 # ------------------------------------------------------------------------------------------------
@@ -176,7 +165,7 @@ def build_report(out: Path, *, worst_k: int = 3, render_replays: bool = True) ->
         "failed_jobs": [{"job_id": r["job_id"], "error": r.get("error")} for r in failures],
         "run": {k: run.get(k) for k in ("arguments", "policy_versions", "versions")},
     }
-    io.atomic_write_json(out / "metrics.json", _json_safe(metrics_json))
+    io.atomic_write_json(out / "metrics.json", io.json_safe(metrics_json))
 
     # 4. The document.
     doc = _document(out, run, rows, rates, metrics, records, failures, worst, replays, figures, notes, thresholds)

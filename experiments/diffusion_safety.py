@@ -137,19 +137,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows = table_rows(records, labels)
     console.print(rich_table(rows))
     io.atomic_write_text(args.out / "diffusion_safety.md", markdown(rows, Path(checkpoint), args.episodes))
-    payload = {"checkpoint": str(checkpoint), "episodes": args.episodes, "policies": labels, "rows": _finite(rows)}
+    payload = {"checkpoint": str(checkpoint), "episodes": args.episodes, "policies": labels, "rows": io.json_safe(rows)}
     io.atomic_write_json(args.out / "diffusion_safety.json", payload)
     console.print(f"-> {args.out / 'diffusion_safety.md'}")
     return rows
 
 
-def _finite(x: Any) -> Any:
-    """JSON-safe copy: NaN / inf → None."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 if __name__ == "__main__":

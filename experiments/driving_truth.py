@@ -157,17 +157,10 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     rows = table_rows(records)
     print_tables(console, rows)
     io.atomic_write_text(args.out / "driving_truth.md", markdown(rows))
-    io.atomic_write_json(args.out / "driving_truth.json", {"episodes": args.episodes, "rows": _finite(rows)})
+    io.atomic_write_json(args.out / "driving_truth.json", {"episodes": args.episodes, "rows": io.json_safe(rows)})
     return rows
 
 
-def _finite(x: Any) -> Any:
-    """JSON-safe copy: NaN / inf → None."""
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_finite(v) for v in x]
-    return None if isinstance(x, float) and not math.isfinite(x) else x
 
 
 if __name__ == "__main__":

@@ -38,3 +38,11 @@ def test_read_skips_a_torn_last_line(tmp_path: Path) -> None:
     with path.open("ab") as handle:
         handle.write(b'{"k": 3')
     assert [r["k"] for r in io.read_jsonl(path)] == [1, 2]
+
+
+def test_json_safe_makes_strict_json() -> None:
+    import numpy as np
+
+    value = {"a": float("nan"), 1: (np.float32(1.5), np.int64(3), np.bool_(True)), "b": [float("inf"), -0.0]}
+    assert io.json_safe(value) == {"a": None, "1": [1.5, 3, True], "b": [None, -0.0]}
+    json.dumps(io.json_safe(value), allow_nan=False)

@@ -284,7 +284,7 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
         t0 = time.perf_counter()
         metrics["quality"] = plan_quality(JointDiffusionPlanner.load(best, device), data.val, cfg)
         metrics["quality"]["wall_time_s"] = time.perf_counter() - t0
-    io.atomic_write_json(out / "metrics.json", _finite(metrics))
+    io.atomic_write_json(out / "metrics.json", io.json_safe(metrics))
     if progress:
         _print_metrics(metrics, console, out)
     return best
@@ -386,14 +386,6 @@ def _plot_losses(history: dict, path: Path) -> None:
     io.atomic_write_bytes(path, buf.getvalue())
 
 
-def _finite(x):
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
 
 
 def _yaml_dump(cfg: PretrainConfig) -> str:
