@@ -194,21 +194,6 @@ _COURTESY_SPEED = 5.0  # [m/s] a member slower than this (standing or creeping t
 _COURTESY_MARGIN = 1.0  # [m] left between the follower stopped at the comfortable deceleration and the member
 
 
-def _continuing_neighbour(world: World) -> np.ndarray:
-    """Per lane: the adjacent lane of its road it merges into at its end (both continue onto one
-    `follow_next` lane, which keeps that neighbour's position), -1 where the lane does not end."""
-    tab = world.table
-    out = np.full(tab.n, -1, dtype=np.intp)
-    for k in range(tab.n):
-        nxt = int(tab.follow_next[k])
-        if nxt < 0 or tab.lane_pos[nxt] == tab.lane_pos[k]:
-            continue
-        for j in (int(tab.left[k]), int(tab.right[k])):
-            if j >= 0 and tab.follow_next[j] == nxt and tab.lane_pos[j] == tab.lane_pos[nxt]:
-                out[k] = j
-    return out
-
-
 def member_courtesy(world: World) -> None:
     """List standing or creeping members on the lane their lane merges into (module docstring)."""
     p, veh, tab = world.params, world.vehicles, world.table
@@ -216,9 +201,7 @@ def member_courtesy(world: World) -> None:
     members = (veh.is_controlled[:hi] & veh.active[:hi] & ~veh.crashed[:hi]).nonzero()[0]
     if not len(members):
         return
-    into = getattr(world, "_courtesy_into", None)
-    if into is None:
-        into = world._courtesy_into = _continuing_neighbour(world)
+    into = tab.merges_into
     lane = veh.lane[members]
     tgt = into[lane]
     listed = veh.is_merging[members]

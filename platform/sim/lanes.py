@@ -40,6 +40,8 @@ Attributes, by group:
 
 from __future__ import annotations
 
+from functools import cached_property
+
 import numpy as np
 from highway_env.road.lane import AbstractLane, CircularLane, SineLane, StraightLane
 from highway_env.road.road import LaneIndex, RoadNetwork
@@ -175,6 +177,20 @@ class LaneTable:
         self._band_half = self.width / 2 + ON_LANE_MARGIN
 
     # ------------------------------------------------------------ look-ups
+    @cached_property
+    def merges_into(self) -> np.ndarray:
+        """Per lane: the adjacent lane of its road it merges into at its end (both continue onto one
+        `follow_next` lane, which keeps that neighbour's position), -1 where the lane does not end."""
+        out = np.full(self.n, -1, dtype=np.intp)
+        for k in range(self.n):
+            nxt = int(self.follow_next[k])
+            if nxt < 0 or self.lane_pos[nxt] == self.lane_pos[k]:
+                continue
+            for j in (int(self.left[k]), int(self.right[k])):
+                if j >= 0 and self.follow_next[j] == nxt and self.lane_pos[j] == self.lane_pos[nxt]:
+                    out[k] = j
+        return out
+
     def lane_id(self, index: LaneIndex) -> int:
         """Int id of a highway-env lane index ``(from, to, id)``."""
         f, t, i = index
