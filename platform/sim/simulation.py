@@ -26,6 +26,7 @@ import numpy as np
 
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim import events
+from diffplatoon.sim import snapshot as snapshots
 from diffplatoon.sim.comms import Channel, CommGraph, Inbox, PlatoonLinks, pack_messages
 from diffplatoon.sim.roads import build_network
 from diffplatoon.sim.world import World, WorldParams
@@ -223,6 +224,15 @@ class Simulation:
         self.inbox = self._communicate()
         result.time = self.time
         return result
+
+    def snapshot(self) -> snapshots.Snapshot:
+        """An immutable copy of the episode's state: World, channel and comm graph (their random generators
+        too), events, plan slots, step count and inbox (snapshot.py). `restore` returns to it bit for bit."""
+        return snapshots.take(self)
+
+    def restore(self, state: snapshots.Snapshot) -> None:
+        """Return to the state of `snapshot()`: the same actions from here give the same trajectory."""
+        snapshots.restore(self, state)
 
     def live_members(self) -> np.ndarray:
         """(M,) bool: which platoon members are still on the road (not departed or removed)."""

@@ -98,6 +98,7 @@ import numpy as np
 from highway_env.road.road import LaneIndex, RoadNetwork
 
 from diffplatoon.sim import behaviour, kinematics, traffic
+from diffplatoon.sim import snapshot as snapshots
 from diffplatoon.sim.contacts import Contacts
 from diffplatoon.sim.entry import TrafficEntry
 from diffplatoon.sim.frame_cache import FrameCache
@@ -260,6 +261,15 @@ class World:
             veh.speed[row] = speed
         kinematics.relocate_everywhere(veh, np.array([row]))
         self._new_cache()
+
+    # ---------------------------------------------------------- snapshots
+    def snapshot(self) -> snapshots.Snapshot:
+        """An immutable copy of the World's state; `restore` returns to it bit for bit (snapshot.py)."""
+        return snapshots.take(self)
+
+    def restore(self, state: snapshots.Snapshot) -> None:
+        """Return to the state of `snapshot()`; the same actions then give the same frames."""
+        snapshots.restore(self, state)
 
     # ---------------------------------------------------------- frame cache
     def frame_cache(self) -> FrameCache:
