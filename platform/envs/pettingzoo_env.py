@@ -1,5 +1,11 @@
 """`PlatoonParallelEnv`: a PettingZoo `ParallelEnv` over one scenario, one agent per platoon member.
 
+Constructors in PettingZoo's style: `parallel_env(scenario="onramp_merge", **overrides)` and `env(...)`,
+its AEC view through PettingZoo's `parallel_to_aec`. `scenario` is a catalogue name, a YAML path, a
+mapping of fields or a `ScenarioSpec`; keywords other than `render_mode`, `episode_offset` and
+`normalize_actions` (default true: actions in [-1, 1], as the Gymnasium and RLlib views default to)
+override scenario fields, validated like YAML (`diffplatoon.envs.episodes`).
+
 | | |
 |---|---|
 | agents | `Simulation.agent_names`, e.g. "p0.0" … "p0.3", "p1.0" … (platoon id, member index; 0 leads) |
@@ -39,14 +45,16 @@ from typing import Any
 
 import numpy as np
 from gymnasium import spaces
-from pettingzoo import ParallelEnv
+from pettingzoo import AECEnv, ParallelEnv
+from pettingzoo.utils.conversions import parallel_to_aec
 
+from diffplatoon.envs.episodes import ScenarioArg, resolve_scenario
 from diffplatoon.envs.rewards import REWARD_TERMS, RewardFunction
-from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.scenarios.schema import ActionSpec, ScenarioSpec
 from diffplatoon.sim.observation import Observation, Observer
 from diffplatoon.sim.simulation import Simulation
 
-__all__ = ["PlatoonParallelEnv"]
+__all__ = ["PlatoonParallelEnv", "env", "parallel_env"]
 
 
 def action_limits(spec: ScenarioSpec) -> tuple[np.ndarray, np.ndarray]:
@@ -199,3 +207,17 @@ class PlatoonParallelEnv(ParallelEnv):
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+
+
+def parallel_env(scenario: ScenarioArg = "highway_platoon", render_mode: str | None = None, *,
+                 normalize_actions: bool = True, episode_offset: int = 0, **overrides: Any) -> PlatoonParallelEnv:
+    """The `PlatoonParallelEnv` of `scenario` with keyword overrides (see the module docstring)."""
+    spec = resolve_scenario(scenario, overrides, source="<scenario>")
+    if normalize_actions:
+        spec = spec.model_copy(update={"action": ActionSpec(normalized=True)})
+    return PlatoonParallelEnv(spec, render_mode=render_mode, episode_offset=episode_offset)
+
+
+def env(scenario: ScenarioArg = "highway_platoon", render_mode: str | None = None, **kwargs: Any) -> AECEnv:
+    """The AEC view of `parallel_env(scenario, render_mode, **kwargs)` (PettingZoo's `parallel_to_aec`)."""
+    return parallel_to_aec(parallel_env(scenario, render_mode, **kwargs))

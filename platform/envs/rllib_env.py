@@ -7,6 +7,11 @@ RLlib's multi-agent rules: `possible_agents` never changes, every agent that act
 reward, every agent still on the road gets a final observation at truncation, a done agent
 never receives data again, and `__all__` is set in both `terminateds` and `truncateds`.
 
+Registered names: after `register_rllib_envs()` (idempotent, before the algorithm is built; Ray's
+registry carries the names to the env runners), ``PPOConfig().environment("diffplatoon-platoon",
+env_config={"scenario": "onramp_merge"})`` builds this env with the platoon grouping and
+``"diffplatoon-vehicle"`` with the vehicle grouping (a `grouping` key naming the other one is refused).
+
 env_config keys (all optional except `scenario`):
 
 | key | meaning |
@@ -46,6 +51,7 @@ seed.) `reset(options={"episode": k})` plays episode k exactly.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Literal
 
 import gymnasium as gym
@@ -53,14 +59,15 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from ray.rllib.env.multi_agent_env import MultiAgentEnv
 
+from diffplatoon.envs.episodes import (EPISODES_PER_STREAM, EpisodeStream, check_same_agents, resolve_scenario,
+                                       scenario_variants)
 from diffplatoon.envs.pettingzoo_env import PlatoonParallelEnv
-from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario, validate_data
-from diffplatoon.scenarios.schema import ActionSpec
 
-__all__ = ["EnvSettings", "PlatoonMultiAgentEnv", "resolve_scenario", "EPISODES_PER_STREAM"]
+__all__ = ["EnvSettings", "PlatoonMultiAgentEnv", "RLLIB_ENV_NAMES", "register_rllib_envs", "resolve_scenario",
+           "EPISODES_PER_STREAM"]
 
-EPISODES_PER_STREAM = 1_000_000
-_MAX_WORKERS = 1000  # streams of different env runners interleave with this stride
+# name registered with Ray's env registry -> the grouping its env uses
+RLLIB_ENV_NAMES = {"diffplatoon-platoon": "platoon", "diffplatoon-vehicle": "vehicle"}
 
 
 class EnvSettings(BaseModel):
@@ -85,26 +92,6 @@ class EnvSettings(BaseModel):
         return self
 
 
-def resolve_scenario(scenario: Any) -> ScenarioSpec:
-    """A `ScenarioSpec` from a catalogue name, YAML path, mapping of fields or a spec."""
-    if isinstance(scenario, ScenarioSpec):
-        return scenario
-    if isinstance(scenario, dict):
-        return validate_data(dict(scenario), "<env_config.scenario>")
-    return load_scenario(str(scenario))
-
-
-def _variants(settings: EnvSettings) -> list[ScenarioSpec]:
-    spec = resolve_scenario(settings.scenario)
-    variants, _ = expand_sweep(spec)
-    update: dict[str, Any] = {}
-    if settings.duration is not None:
-        update["duration"] = settings.duration
-    if settings.normalize_actions:
-        update["action"] = ActionSpec(normalized=True)
-    return [v.model_copy(update=update) for v in variants] if update else variants
-
-
 class PlatoonMultiAgentEnv(MultiAgentEnv):
     """One scenario as an RLlib multi-agent environment (see the module docstring)."""
 
@@ -114,8 +101,10 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         self.settings = EnvSettings.model_validate(dict(config))
         self.grouping = self.settings.grouping
         self.act_steps = self.settings.act_steps
-        self._engines = [PlatoonParallelEnv(spec) for spec in _variants(self.settings)]
-        self._check_variants()
+        variants = scenario_variants(resolve_scenario(self.settings.scenario), duration=self.settings.duration,
+                                     normalize_actions=self.settings.normalize_actions)
+        self._engines = [PlatoonParallelEnv(spec) for spec in variants]
+        check_same_agents(self._engines)
         self.engine = self._engines[0]
         self.spec = self.engine.spec
         self.members = list(self.engine.possible_agents)
@@ -153,35 +142,15 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
                 low, high = np.tile(act.low, n * self.act_steps), np.tile(act.high, n * self.act_steps)
                 self.action_spaces[pid] = gym.spaces.Box(low, high, dtype=np.float32)
         self.agents = []
-        self._worker = int(getattr(config, "worker_index", 0) or 0)
-        self._stream = self._worker
-        self._count = 0
+        self._episodes = EpisodeStream(self.settings.episode_offset, int(getattr(config, "worker_index", 0) or 0))
         self.episode = -1
         self.episode_stats: dict[str, float] = {}
         self.last_episode_stats: dict[str, float] | None = None
 
-    def _check_variants(self) -> None:
-        first = self._engines[0]
-        width = first.observation.layout.size
-        for engine in self._engines[1:]:
-            if engine.possible_agents != first.possible_agents or engine.observation.layout.size != width:
-                raise ValueError(
-                    f"sweep variant {engine.spec.name!r} changes the agents or the observation width; "
-                    "an RLlib env needs the same agents and spaces in every episode"
-                )
-
     # -- episode ---------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         """Start the next episode of the seed stream (see the module docstring)."""
-        if seed is not None:
-            if seed < 0:
-                raise ValueError(f"seed must be >= 0, got {seed}")
-            self._stream, self._count = int(seed) * _MAX_WORKERS + self._worker, 0
-        if options and "episode" in options:
-            episode = int(options["episode"])
-        else:
-            episode = self.settings.episode_offset + self._stream * EPISODES_PER_STREAM + self._count
-            self._count += 1
+        episode = self._episodes.next(seed, options)
         self.episode = episode
         self.engine = self._engines[episode % len(self._engines)]
         self.spec = self.engine.spec
@@ -352,3 +321,26 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             "mean_speed": s["speed_sum"] / max(s["speed_count"], 1.0),
         }
 
+
+# -- registered names ------------------------------------------------------------------------------
+def register_rllib_envs() -> tuple[str, ...]:
+    """Register `RLLIB_ENV_NAMES` with Ray's env registry (see the module docstring); returns the names."""
+    from ray.tune.registry import register_env
+
+    for name, grouping in RLLIB_ENV_NAMES.items():
+        register_env(name, functools.partial(_grouped_env, grouping))
+    return tuple(RLLIB_ENV_NAMES)
+
+
+def _grouped_env(grouping: str, config: dict | None) -> PlatoonMultiAgentEnv:
+    """The env of one registered name; an `EnvContext` stays one (its worker index seeds the episode streams)."""
+    from ray.rllib.env.env_context import EnvContext
+
+    config = {} if config is None else config
+    if config.get("grouping", grouping) != grouping:
+        name = next(n for n, g in RLLIB_ENV_NAMES.items() if g == grouping)
+        raise ValueError(f"env {name!r} uses grouping {grouping!r}, got env_config grouping {config['grouping']!r}")
+    env_config = {**config, "grouping": grouping}
+    if isinstance(config, EnvContext):
+        return PlatoonMultiAgentEnv(config.copy_with_overrides(env_config=env_config))
+    return PlatoonMultiAgentEnv(env_config)
