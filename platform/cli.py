@@ -306,6 +306,47 @@ def demos_collect(
                             f"rerun the same command to collect them")
 
 
+@demos_app.command("aggregate")
+def demos_aggregate(
+    planner: Path = typer.Option(..., "--planner", help="Planner checkpoint to roll out (e.g. runs/pretrain/best.pt)."),
+    scenarios: list[str] = typer.Option(..., "--scenarios", "--scenario", help="Scenario names or files."),
+    beta: float = typer.Option(0.5, "--beta", min=0.0, max=1.0, help="Probability that a step executes the expert's action instead of the planner's (lower it each round, e.g. 0.5**round)."),
+    round_: int = typer.Option(0, "--round", min=0, help="DAgger iteration: names the shards and seeds the draws."),
+    expert: str = typer.Option("cacc", "--expert", help="Expert policy that labels the visited states."),
+    episodes: int = typer.Option(20, "--episodes", min=1, help="Episodes per scenario."),
+    out: Path = typer.Option(Path("runs/demos"), "--out", help="Demo folder to add the labelled shards to (created if new)."),
+    horizon: int = typer.Option(20, "--horizon", min=1, help="Future steps stored per sample (the folder's)."),
+    label_every: int = typer.Option(5, "--label-every", min=1, help="Policy steps between labelled states."),
+    perturbations: int = typer.Option(0, "--perturbations", min=0, help="Perturbed copies labelled per state (members offset sideways, in heading and speed)."),
+    planner_params: str = typer.Option("", "--planner-params", help="diffusion policy parameters, e.g. 'samples=4,steps=5'."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+    episode_timeout: float = typer.Option(DEFAULT_JOB_TIMEOUT, "--episode-timeout", help="Wall-clock limit per episode [s]."),
+    more_scenarios: Optional[list[str]] = typer.Argument(None, hidden=True),
+) -> None:
+    """Closed-loop data aggregation: the planner drives, the expert labels the visited states; resumable."""
+    from diffplatoon.agents.diffusion.dagger import DaggerSettings, aggregate, check_planner
+    from diffplatoon.agents.diffusion.demos import check_expert
+
+    scenarios = scenarios + (more_scenarios or [])
+    specs = [variant for name in scenarios for variant in expand_sweep(_load(name))[0]]
+    check_controller("--expert", expert, specs[0])
+    with user_errors("--expert", (ValueError,)):
+        check_expert(expert, specs)
+    policy = f"diffusion:{planner}" + (f",{planner_params}" if planner_params else "")
+    with user_errors(f"--planner {planner}", (ValueError,)):
+        check_planner(policy, specs)
+    check_output("--out", out, folder=True)
+    with user_errors("--out", (ValueError,)):  # a folder of other settings, or a round of other settings
+        if not (0 < episode_timeout < float("inf")):
+            raise UserError(f"--episode-timeout: expected a positive number of seconds, got {episode_timeout}")
+        settings = DaggerSettings(policy, expert, beta, round_, horizon, label_every=label_every,
+                                  perturbations=perturbations)
+        summary = aggregate(scenarios, settings, out, episodes=episodes, ray_address=ray_address,
+                            timeout=episode_timeout)
+        if summary.failed:
+            raise UserError(f"{summary.failed} of {summary.jobs} episodes failed (reasons above); rerun to retry them")
+
+
 @app.command("pretrain")
 def pretrain_command(
     config: Path = typer.Argument(..., help="Pre-training config (YAML), e.g. configs/pretrain_planner.yaml."),

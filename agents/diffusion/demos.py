@@ -5,8 +5,8 @@ per (scenario, episode) job through `diffplatoon.cluster.run_bounded` (at most o
 with a wall-clock limit; an episode past it is cancelled and counted as failed). The task rolls the
 expert out (`collect_episode`) and returns one compressed shard; the driver writes it atomically to
 ``<out>/shards/<scenario>__<episode>.npz`` and rewrites ``<out>/manifest.json`` atomically after every
-shard, so a killed run loses only the jobs in flight. A rerun skips every job whose shard is listed in the
-manifest and present on disk.
+shard (shards.py), so a killed run loses only the jobs in flight. A rerun skips every job whose expert
+shard is listed in the manifest and present on disk (closed-loop shards, dagger.py, may share the folder).
 
 Episode indices are drawn from a seeded permutation of [0, 10⁶) shifted by 10⁶ (`demo_episodes`), so
 they never coincide with an evaluation run's episodes 0, 1, …; ``seed_offset`` skips that many draws.
@@ -27,7 +27,6 @@ Zeros where ``future_mask`` is False.
 
 from __future__ import annotations
 
-import io as _bytesio
 import os
 import time
 import traceback
@@ -36,19 +35,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from rich.console import Console
 
-from diffplatoon import io
-from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
-                                 run_bounded)
+from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT, JobSummary, check_timeout, remote
 from diffplatoon.agents.diffusion import features
+from diffplatoon.agents.diffusion.shards import (SHARDS, open_folder, read_manifest, run_jobs, shard_result,
+                                                 write_manifest)
+
+__all__ = ["FUTURE_KEYS", "SCENE_KEYS", "SHARDS", "check_expert", "collect_demos", "collect_episode", "demo_episodes",
+           "pack_scenes", "platoon_rows", "read_manifest", "resolve_scenarios", "scene_future", "shard_name"]
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
-MANIFEST = "manifest.json"
-SHARDS = "shards"
-FORMAT = 1
 EPISODE_BASE = 1_000_000  # demo episode indices start here (evaluation runs use 0, 1, …)
 _POOL = 1_000_000
 SCENE_KEYS = ("obs", "inbox", "inbox_mask", "comm_mask", "member_mask", "ego_state", "length", "frame",
@@ -86,6 +86,58 @@ def shard_name(scenario: str, episode: int) -> str:
 # ------------------------------------------------------------------------------------------------
 
 
+def platoon_rows(spec: ScenarioSpec) -> list[np.ndarray]:
+    """Comm ids (observation rows) of each platoon's members, in platoon order."""
+    rows, offset = [], 0
+    for p in spec.platoons:
+        rows.append(np.arange(offset, offset + p.size))
+        offset += p.size
+    return rows
+
+
+def scene_future(scene: features.PlatoonInputs, rows: np.ndarray, actions: np.ndarray, poses: np.ndarray,
+                 speeds: np.ndarray, alive: np.ndarray, horizon: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The stored future of one scene (module table, without the leading S): (n_max, horizon, 2) actions,
+    (n_max, horizon, 4) states, (n_max, horizon) mask.
+
+    ``actions`` (h, M, 2) are the actions executed from the scene's step on (h ≤ horizon); ``poses`` (h, M, 3),
+    ``speeds`` (h, M) and ``alive`` (h, M) are observed after each of them."""
+    n_max, n, h = len(scene.member_mask), len(rows), len(actions)
+    fut_a = np.zeros((n_max, horizon, 2), np.float32)
+    fut_s = np.zeros((n_max, horizon, 4), np.float32)
+    fut_m = np.zeros((n_max, horizon), bool)
+    ok = scene.member_mask[:n][:, None] & np.logical_and.accumulate(alive[:, rows].T, axis=1)
+    x, y, hd = features.to_frame(poses[:, rows, 0], poses[:, rows, 1], poses[:, rows, 2], scene.frame)  # (h, n)
+    st = np.stack([x, y, hd, speeds[:, rows]], axis=-1).transpose(1, 0, 2)  # (n, h, 4)
+    fut_m[:n, :h] = ok
+    fut_s[:n, :h] = np.where(ok[..., None], st, 0.0)
+    fut_a[:n, :h] = np.where(ok[..., None], actions[:, rows].transpose(1, 0, 2), 0.0)
+    return fut_a, fut_s, fut_m
+
+
+Scene = tuple[int, int, features.PlatoonInputs]
+"""(policy step, platoon index, the platoon's inputs at that step)."""
+
+
+def pack_scenes(scenes: list[Scene], futures: list[tuple[np.ndarray, np.ndarray, np.ndarray]], n_max: int,
+                horizon: int) -> dict[str, np.ndarray]:
+    """The shard arrays (module table) of scenes and their `scene_future`s."""
+    s = len(scenes)
+    out: dict[str, np.ndarray] = {
+        key: np.stack([getattr(sc, key) for _, _, sc in scenes]) if s else np.zeros((0,))
+        for key in SCENE_KEYS
+    }
+    fut_a = np.zeros((s, n_max, horizon, 2), np.float32)
+    fut_s = np.zeros((s, n_max, horizon, 4), np.float32)
+    fut_m = np.zeros((s, n_max, horizon), bool)
+    for i, (a, st, m) in enumerate(futures):
+        fut_a[i], fut_s[i], fut_m[i] = a, st, m
+    out.update(actions=fut_a, states=fut_s, future_mask=fut_m,
+               step=np.array([t for t, _, _ in scenes], np.int32),
+               platoon=np.array([k for _, k, _ in scenes], np.int32))
+    return out
+
+
 def collect_episode(spec: ScenarioSpec, expert: str, episode: int, horizon: int = 20,
                     m_max: int = 16) -> dict[str, np.ndarray]:
     """Roll `expert` out on episode `episode` of `spec`; return the shard arrays (module table)."""
@@ -94,13 +146,10 @@ def collect_episode(spec: ScenarioSpec, expert: str, episode: int, horizon: int 
     policy = make_policy(expert, spec)
     policy.reset(SimInfo.from_spec(spec, episode))
     lengths = features.member_lengths(spec)
-    platoons, offset = [], 0
-    for p in spec.platoons:
-        platoons.append(np.arange(offset, offset + p.size))
-        offset += p.size
+    platoons = platoon_rows(spec)
     n_max = max(p.size for p in spec.platoons)
 
-    scenes: list[tuple[int, int, features.PlatoonInputs]] = []
+    scenes: list[Scene] = []
     actions, poses, speeds, alive = [], [], [], []
     obs = observer.observe()
     while True:
@@ -121,36 +170,12 @@ def collect_episode(spec: ScenarioSpec, expert: str, episode: int, horizon: int 
     n_steps = len(actions)  # observations 0 … n_steps exist
     act_all = np.stack(actions) if actions else np.zeros((0, len(sim.controlled), 2))
     pose_all, speed_all, alive_all = np.stack(poses), np.stack(speeds), np.stack(alive)
-    s = len(scenes)
-    out: dict[str, np.ndarray] = {
-        key: np.stack([getattr(sc, key) for _, _, sc in scenes]) if s else np.zeros((0,))
-        for key in SCENE_KEYS
-    }
-    fut_a = np.zeros((s, n_max, horizon, 2), np.float32)
-    fut_s = np.zeros((s, n_max, horizon, 4), np.float32)
-    fut_m = np.zeros((s, n_max, horizon), bool)
-    for i, (t, k, sc) in enumerate(scenes):
-        rows = platoons[k]
-        n = len(rows)
-        steps = np.arange(t, min(t + horizon, n_steps))  # actions t … ; states after them: t+1 …
-        h = len(steps)
-        ok = sc.member_mask[:n][:, None] & np.logical_and.accumulate(alive_all[steps + 1][:, rows].T, axis=1)
-        x, y, hd = features.to_frame(pose_all[steps + 1][:, rows, 0], pose_all[steps + 1][:, rows, 1],
-                                     pose_all[steps + 1][:, rows, 2], sc.frame)  # (h, n)
-        st = np.stack([x, y, hd, speed_all[steps + 1][:, rows]], axis=-1).transpose(1, 0, 2)  # (n, h, 4)
-        fut_m[i, :n, :h] = ok
-        fut_s[i, :n, :h] = np.where(ok[..., None], st, 0.0)
-        fut_a[i, :n, :h] = np.where(ok[..., None], act_all[steps][:, rows].transpose(1, 0, 2), 0.0)
-    out.update(actions=fut_a, states=fut_s, future_mask=fut_m,
-               step=np.array([t for t, _, _ in scenes], np.int32),
-               platoon=np.array([k for _, k, _ in scenes], np.int32))
-    return out
-
-
-def _shard_bytes(arrays: dict[str, np.ndarray]) -> bytes:
-    buf = _bytesio.BytesIO()
-    np.savez_compressed(buf, **arrays)
-    return buf.getvalue()
+    futures = []
+    for t, k, sc in scenes:
+        end = min(t + horizon, n_steps)  # actions t … end−1; states after them: t+1 … end
+        futures.append(scene_future(sc, platoons[k], act_all[t:end], pose_all[t + 1:end + 1], speed_all[t + 1:end + 1],
+                                    alive_all[t + 1:end + 1], horizon))
+    return pack_scenes(scenes, futures, n_max, horizon)
 
 
 def run_demo_job(spec: ScenarioSpec, expert: str, episode: int, horizon: int, m_max: int) -> dict[str, Any]:
@@ -163,16 +188,7 @@ def run_demo_job(spec: ScenarioSpec, expert: str, episode: int, horizon: int, m_
         arrays = collect_episode(spec, expert, episode, horizon, m_max)
     except Exception as exc:  # noqa: BLE001 - a deterministic episode error is reported, not retried
         return {"error": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
-    full = (arrays["future_mask"].all(axis=2) | ~arrays["member_mask"]).all(axis=1)  # (S,)
-    return {
-        "data": _shard_bytes(arrays),
-        "scenes": int(len(arrays["step"])),
-        "steps": int(arrays["step"].max() + 1) if len(arrays["step"]) else 0,
-        "full_horizon_scenes": int(full.sum()) if len(arrays["step"]) else 0,
-        "n_max": int(arrays["obs"].shape[1]) if arrays["obs"].ndim == 3 else 0,
-        "kc": int(arrays["inbox"].shape[2]) if arrays["inbox"].ndim == 4 else 0,
-        "wall_time": time.perf_counter() - start,
-    }
+    return shard_result(arrays, start)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -180,17 +196,8 @@ def run_demo_job(spec: ScenarioSpec, expert: str, episode: int, horizon: int, m_
 # ------------------------------------------------------------------------------------------------
 
 
-def read_manifest(out: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The manifest of a demo folder, or None."""
-    path = Path(out) / MANIFEST
-    if not path.exists():
-        return None
-    import json
-
-    return json.loads(path.read_text())
-
-
-def _resolve(scenarios: list[str | ScenarioSpec]) -> list[ScenarioSpec]:
+def resolve_scenarios(scenarios: list[str | ScenarioSpec]) -> list[ScenarioSpec]:
+    """Load names or files and expand their sweeps; a `ValueError` when two variants share a name."""
     specs: list[ScenarioSpec] = []
     for item in scenarios:
         spec = item if isinstance(item, ScenarioSpec) else load_scenario(item)
@@ -221,33 +228,16 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
     The scenarios and the expert are checked before Ray starts (`ScenarioError`; `ValueError` naming the
     expert). ``timeout`` is each episode's wall-clock limit [s] (None: none); an episode past it, or one
     that raises, is a failure in the summary (``failed``), and a rerun tries it again."""
-    import ray
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     if episodes < 0 or horizon < 1:
         raise ValueError(f"need episodes >= 0 and horizon >= 1, got {episodes}, {horizon}")
     check_timeout(timeout)
-    specs = _resolve(scenarios)
+    specs = resolve_scenarios(scenarios)
     check_expert(expert, specs)
     out = Path(out)
-    (out / SHARDS).mkdir(parents=True, exist_ok=True)
-    dims = {"obs_dim": {features.obs_dim(s) for s in specs}, "msg_dim": {features.msg_dim(s) for s in specs},
-            "policy_frequency": {s.policy_frequency for s in specs},
-            "simulation_frequency": {s.simulation_frequency for s in specs}}
-    for key, values in dims.items():
-        if len(values) > 1:
-            raise ValueError(f"scenarios disagree on {key}: {sorted(values)}; collect them into separate folders")
-    manifest = read_manifest(out)
-    settings = {"expert": expert, "horizon": horizon, "seed": seed, "m_max": m_max}
-    if manifest is not None:
-        clash = {k: (manifest.get(k), v) for k, v in settings.items() if manifest.get(k) != v}
-        if clash:
-            raise ValueError(f"{out} holds demos collected with other settings {clash}; use another folder")
-    else:
-        manifest = {"format": FORMAT, **settings, "seed_offset": seed_offset, "scenarios": {}, "shards": []}
-    manifest["shards"] = [s for s in manifest["shards"] if (out / SHARDS / s["file"]).exists()]
-    listed = {(s["scenario"], s["episode"]) for s in manifest["shards"]}
+    manifest = open_folder(out, specs, {"expert": expert, "horizon": horizon, "seed": seed, "m_max": m_max},
+                           seed_offset)
+    # a demo job is done when its expert shard is listed (other kinds of shards may share the folder)
+    listed = {(s["scenario"], s["episode"]) for s in manifest["shards"] if s.get("kind", "expert") == "expert"}
     eps = demo_episodes(seed, episodes, seed_offset)
     jobs = [(spec, ep) for spec in specs for ep in eps]
     todo = [(spec, ep) for spec, ep in jobs if (spec.name, ep) not in listed]
@@ -255,71 +245,24 @@ def collect_demos(scenarios: list[str | ScenarioSpec], expert: str = "cacc", epi
         entry = manifest["scenarios"].setdefault(spec.name, {"episodes": []})
         entry["episodes"] = sorted(set(entry["episodes"]) | set(eps))
         entry["seed"] = spec.seed
-    manifest["dims"] = {"obs_dim": next(iter(dims["obs_dim"])), "msg_dim": next(iter(dims["msg_dim"])),
-                        "horizon": horizon, "m_max": m_max,
-                        "dt": 1.0 / next(iter(dims["policy_frequency"])),
-                        "substeps": int(next(iter(dims["simulation_frequency"])) // next(iter(dims["policy_frequency"])))}
-    _write_manifest(out, manifest)
+    write_manifest(out, manifest)
 
-    console = Console()
     start = time.perf_counter()
-    completed, failures = 0, []
-    if todo:
-        started = connect_ray(ray_address, num_workers)
-        try:
-            workers = num_workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            refs = {spec.name: ray.put(spec) for spec in specs}
-            task = remote(run_demo_job).options(max_retries=2)
-            bar = Progress(TextColumn("[bold]demos"), BarColumn(), MofNCompleteColumn(), TextColumn("episodes"),
-                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console,
-                           disable=not progress)
-            with bar:
-                bar_id = bar.add_task("episodes", total=len(todo))
-                submit = lambda job: task.remote(refs[job[0].name], expert, job[1], horizon, m_max)  # noqa: E731
-                for (spec, ep), ref in run_bounded(todo, submit, workers=workers, timeout=timeout):
-                    if isinstance(ref, Overdue):
-                        res = {"error": ref.reason}
-                    else:
-                        try:
-                            res = ray.get(ref)
-                        except Exception as exc:  # noqa: BLE001 - worker died after its retries
-                            first = str(exc).splitlines()[0] if str(exc) else ""
-                            res = {"error": f"{type(exc).__name__}: {first}"}
-                    if "error" in res:
-                        failures.append({"scenario": spec.name, "episode": str(ep), "error": res["error"]})
-                    else:
-                        name = shard_name(spec.name, ep)
-                        io.atomic_write_bytes(out / SHARDS / name, res.pop("data"))
-                        manifest["shards"] = [s for s in manifest["shards"] if s["file"] != name]
-                        manifest["shards"].append({"file": name, "scenario": spec.name, "episode": ep, **res})
-                        _write_manifest(out, manifest)
-                        completed += 1
-                    bar.advance(bar_id)
-        finally:
-            if started:
-                ray.shutdown()
-    summary = _summarise(out, manifest, len(jobs), completed, len(jobs) - len(todo), failures,
+    task = remote(run_demo_job).options(max_retries=2)
+    completed, failures = run_jobs(
+        todo, lambda ref, job: task.remote(ref, expert, job[1], horizon, m_max),
+        lambda job: (shard_name(job[0].name, job[1]), {"scenario": job[0].name, "episode": job[1]}),
+        out, manifest, "demos", ray_address=ray_address, num_workers=num_workers, timeout=timeout, progress=progress)
+    summary = summarise(out, manifest, len(jobs), completed, len(jobs) - len(todo), failures,
                          time.perf_counter() - start)
     if progress:
-        _print_summary(summary, console)
+        print_summary(summary, Console())
     return summary
 
 
-def _write_manifest(out: Path, manifest: dict[str, Any]) -> None:
-    shards = manifest["shards"]
-    manifest["shards"] = sorted(shards, key=lambda s: (s["scenario"], s["episode"]))
-    manifest["counts"] = {
-        "shards": len(shards),
-        "scenes": sum(s["scenes"] for s in shards),
-        "steps": sum(s["steps"] for s in shards),
-        "full_horizon_scenes": sum(s["full_horizon_scenes"] for s in shards),
-    }
-    manifest["dims"]["n_max"] = max([s["n_max"] for s in shards], default=0)
-    manifest["dims"]["kc"] = max([s["kc"] for s in shards], default=0)
-    io.atomic_write_json(out / MANIFEST, manifest)
-
-
-def _summarise(out, manifest, jobs, completed, skipped, failures, wall) -> DemoSummary:
+def summarise(out: Path, manifest: dict[str, Any], jobs: int, completed: int, skipped: int,
+              failures: list[dict[str, str]], wall: float) -> DemoSummary:
+    """The summary of a run into ``out``: this run's counts and the folder's totals per scenario (every shard)."""
     per: dict[str, dict[str, int]] = {}
     for s in manifest["shards"]:
         row = per.setdefault(s["scenario"], {"episodes": 0, "scenes": 0, "steps": 0, "full_horizon_scenes": 0})
@@ -332,7 +275,8 @@ def _summarise(out, manifest, jobs, completed, skipped, failures, wall) -> DemoS
                        full_horizon_scenes=c["full_horizon_scenes"], per_scenario=per, failures=failures)
 
 
-def _print_summary(summary: DemoSummary, console) -> None:
+def print_summary(summary: DemoSummary, console: Console) -> None:
+    """The folder's table per scenario, this run's counts and its failures."""
     from rich.table import Table
 
     table = Table(title=f"Demonstrations in {summary.out}")
