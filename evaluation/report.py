@@ -91,8 +91,14 @@ def fmt_count(row: Mapping[str, Any], name: str) -> str:
 
 
 def build_report(out: Path, *, worst_k: int = 3, render_replays: bool = True) -> Path:
-    """(Re)build metrics.json, report.md, report.html, plots/ and replays/ of a run folder; return report.md."""
+    """(Re)build metrics.json, report.md, report.html, plots/ and replays/ of a run folder; return report.md.
+
+    A failure-search folder (one holding ``search.json``) gets the search report instead."""
     out = Path(out)
+    if (out / "search.json").is_file():
+        from diffplatoon.evaluation.search.report import build_search_report
+
+        return build_search_report(out, worst_k=worst_k, render_replays=render_replays)
     run = _read_json(out / RUN)
     specs = _specs(run)
     all_records = sorted(load_records(out), key=record_order(run))

@@ -257,6 +257,50 @@ def evaluate_command(
                             f"{out / 'records.jsonl'}); rerun the same command with --retry-failed to run them again")
 
 
+@app.command("search")
+def search_command(
+    policy: str = typer.Option(..., "--policy", help="Policy to search failures of (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>)."),
+    scenario: str = typer.Option(..., "--scenario", help="Scenario name or file whose fields the space varies."),
+    space: Path = typer.Option(..., "--space", help="Search space file (YAML): field paths and their nominal distributions."),
+    budget: int = typer.Option(2000, "--budget", min=1, help="Episodes to spend, over every round."),
+    out: Path = typer.Option(Path("runs/search"), "--out", help="Output folder (search.json, rounds/, failures/*.yaml, report.md/html)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="Ray cluster address ('auto' to join a running cluster)."),
+    num_workers: Optional[int] = typer.Option(None, "--num-workers", help="Parallel episode workers (default: available CPUs)."),
+    worst_k: int = typer.Option(3, "--worst-k", min=0, help="Replays (GIF) of the k worst episodes in the report."),
+    episode_timeout: float = typer.Option(DEFAULT_JOB_TIMEOUT, "--episode-timeout", help="Wall-clock limit per episode [s]; an episode past it is stopped and recorded as failed."),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Run the episodes recorded as failed in --out again."),
+) -> None:
+    """Search where a policy fails: cross-entropy importance sampling over a scenario's fields, resumable.
+
+    Prints the failure probability under the nominal distribution (importance-weighted, 95%
+    interval, effective sample size); writes the failing scenarios as YAML and a report.
+    """
+    from diffplatoon.evaluation.search import SearchError, load_space, run_search
+
+    spec = _load(scenario)
+    with user_errors():
+        space_spec = load_space(space, spec)
+        check_controller("--policy", policy, spec)
+        check_output("--out", out, folder=True)
+        if num_workers is not None and num_workers < 1:
+            raise UserError(f"--num-workers {num_workers}: expected a positive number of workers")
+        if not (math.isfinite(episode_timeout) and episode_timeout > 0):
+            raise UserError(f"--episode-timeout {episode_timeout:g}: expected a positive number of seconds")
+        try:
+            run = run_search(space_spec, policy, budget, out, ray_address=ray_address, num_workers=num_workers,
+                             timeout=episode_timeout, retry_failed=retry_failed, worst_k=worst_k,
+                             space_file=str(space), console=console)
+        except SearchError as exc:
+            raise UserError(str(exc)) from None
+    e = run.result.estimate
+    interval = f"[{e.low:.3g}, {e.high:.3g}]" if e.high is not None else "(no failure found: no upper end)"
+    console.print(f"failure probability under the nominal distribution: {e.probability:.3g} {interval} (95%), "
+                  f"{e.failures} failures in {e.n} estimation episodes, ESS {e.ess:.1f} (failures {e.failure_ess:.1f})",
+                  highlight=False)
+    console.print(f"{run.episodes_run} episodes run now, {len(run.failure_files)} failing scenarios written, "
+                  f"report in {out / 'report.md'}", highlight=False)
+
+
 @app.command("report")
 def report_command(
     folder: Path = typer.Argument(..., help="An evaluation output folder with records.jsonl."),
@@ -266,8 +310,9 @@ def report_command(
     """(Re)build report.md / report.html / metrics.json / plots from an evaluation's records."""
     from diffplatoon.evaluation.report import build_report
 
-    if not (folder / "records.jsonl").is_file():
-        raise UserError(f"{folder}: expected an evaluation folder containing records.jsonl, found none")
+    if not ((folder / "records.jsonl").is_file() or (folder / "search.json").is_file()):
+        raise UserError(f"{folder}: expected an evaluation folder containing records.jsonl (or a search folder "
+                        f"containing search.json), found none")
     path = build_report(folder, worst_k=worst_k, render_replays=not no_replays)
     console.print(f"wrote {path}")
 

@@ -33,7 +33,21 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+def get_path(data: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted field path of dumped spec data; KeyError/IndexError/ValueError if none."""
+    node: Any = data
+    for part in dotted.split("."):
+        if isinstance(node, list):
+            node = node[int(part)]
+        elif isinstance(node, dict):
+            node = node[part]
+        else:
+            raise KeyError(part)
+    return node
+
+
+def set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Set an existing field of dumped spec data by its dotted path; KeyError/IndexError/ValueError if none."""
     node: Any = data
     parts = dotted.split(".")
     for part in parts[:-1]:
@@ -88,7 +102,7 @@ def expand_sweep(
         problems: list[Problem] = []
         for key, value in point.items():
             try:
-                _set_path(data, key, value)
+                set_path(data, key, value)
             except (KeyError, IndexError, ValueError, TypeError):
                 path = ("sweep", key)
                 problems.append(Problem(path, f"expected a dotted path to an existing field, got '{key}'", line_of(lines, path)))
