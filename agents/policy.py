@@ -158,6 +158,7 @@ FACTORIES: dict[str, PolicyFactory] = {
     "random": _expert("RandomPolicy"),
     "diffusion": _learned("diffplatoon.agents.diffusion.policy", "make_diffusion_policy"),
     "rllib": _learned("diffplatoon.agents.rllib.policy", "make_rllib_policy"),
+    "sb3": _learned("diffplatoon.agents.sb3_policy", "make_sb3_policy"),
 }
 
 

@@ -12,7 +12,7 @@
 | reward | the mean of the rewards of the members that acted this step (`diffplatoon.envs.rewards`) |
 | terminated | no member is left (each crashed, with `safety.terminate_on_collision`, or left the road) |
 | truncated | the scenario's duration has elapsed: `env.spec.max_episode_steps` = its policy steps (the longest sweep variant's) |
-| info | `episode` (index), `time` [s], `crashed`, `departed` (members, this step), `member_rewards` |
+| info | `episode_index`, `time` [s], `crashed`, `departed` (members, this step), `member_rewards` ("episode" is left to episode statistics wrappers: SB3's Monitor, `RecordEpisodeStatistics`) |
 | reset | `seed` s starts episode stream s, later unseeded resets play its next episodes; `options={"episode": k}` plays episode k (`diffplatoon.envs.episodes`) |
 
 A scenario with a `sweep` plays its variants in turn, episode k the variant k mod their count.
@@ -86,7 +86,7 @@ class PlatoonGymEnv(gym.Env[np.ndarray, np.ndarray]):
         self.episode = self._episodes.next(seed, options)
         self.engine = self._engines[self.episode % len(self._engines)]
         self.engine.reset(options={"episode": self.episode})
-        return joint_observation(self.engine.observation), {"episode": self.episode, "time": self.engine.sim.time}
+        return joint_observation(self.engine.observation), {"episode_index": self.episode, "time": self.engine.sim.time}
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One policy step of every member still on the road."""
@@ -98,7 +98,7 @@ class PlatoonGymEnv(gym.Env[np.ndarray, np.ndarray]):
         terminated = not engine.agents and not truncated
         reward = float(np.mean(list(rewards.values()))) if rewards else 0.0
         info = {
-            "episode": self.episode, "time": engine.sim.time, "member_rewards": rewards,
+            "episode_index": self.episode, "time": engine.sim.time, "member_rewards": rewards,
             "crashed": [a for a, i in infos.items() if i["crashed"]],
             "departed": [a for a, i in infos.items() if i["departed"]],
         }

@@ -84,7 +84,7 @@ def test_joint_view_is_the_parallel_env_stacked_and_truncates_at_the_duration() 
         par_obs, par_rew, *_ = par.step({a: action[2 * i:2 * i + 2] for i, a in enumerate(par.possible_agents)})
         steps += 1
         assert reward == pytest.approx(np.mean(list(par_rew.values())))
-        assert info["member_rewards"] == par_rew and info["episode"] == 7
+        assert info["member_rewards"] == par_rew and info["episode_index"] == 7
         if terminated or truncated:
             break
     assert truncated and not terminated and steps == gym_env.spec.max_episode_steps == 6 * 5
@@ -92,10 +92,10 @@ def test_joint_view_is_the_parallel_env_stacked_and_truncates_at_the_duration() 
 
 def test_seed_streams_and_sweep_variants() -> None:
     env = gymnasium.make(gym_id("dense_highway_sweep")).unwrapped
-    first = [env.reset(seed=2)[1]["episode"] for _ in range(1)] + [env.reset()[1]["episode"] for _ in range(2)]
-    again = [env.reset(seed=2)[1]["episode"]] + [env.reset()[1]["episode"] for _ in range(2)]
+    first = [env.reset(seed=2)[1]["episode_index"]] + [env.reset()[1]["episode_index"] for _ in range(2)]
+    again = [env.reset(seed=2)[1]["episode_index"]] + [env.reset()[1]["episode_index"] for _ in range(2)]
     assert first == again and first[1:] == [first[0] + 1, first[0] + 2]
-    assert env.reset(seed=3)[1]["episode"] not in first  # another seed, another stream
+    assert env.reset(seed=3)[1]["episode_index"] not in first  # another seed, another stream
     names = {env._engines[k % len(env._engines)].spec.name for k in range(len(env._engines))}
     assert len(names) == len(expand_sweep(load_scenario("dense_highway_sweep"))[0]) > 1
     env.reset(options={"episode": 1})
