@@ -31,7 +31,8 @@ from diffplatoon.scenarios.loader import resolve_source
 from diffplatoon.scenarios.schema import ActionSpec
 from diffplatoon.scenarios.yaml_source import parse_yaml
 
-__all__ = ["EPISODES_PER_STREAM", "EpisodeStream", "check_same_agents", "resolve_scenario", "scenario_variants"]
+__all__ = ["ALTERNATIVES", "EPISODES_PER_STREAM", "MAX_WORKERS", "EpisodeStream", "ScenarioArg", "check_same_agents",
+           "resolve_scenario", "scenario_variants"]
 
 EPISODES_PER_STREAM = 1_000_000
 MAX_WORKERS = 1000  # streams of different env runners interleave with this stride
@@ -52,14 +53,14 @@ def resolve_scenario(scenario: ScenarioArg, overrides: Mapping[str, Any] | None 
             return scenario
         if isinstance(scenario, Mapping):
             return validate_data(dict(scenario), source)
-        return load_scenario(scenario)
+        return load_scenario(_name_or_path(scenario))
     lines: dict[Path, int] = {}
     if isinstance(scenario, ScenarioSpec):
         data, source = scenario.model_dump(mode="json", by_alias=True, exclude_unset=True), scenario.name
     elif isinstance(scenario, Mapping):
         data = copy.deepcopy(dict(scenario))
     else:
-        source, text = resolve_source(scenario)
+        source, text = resolve_source(_name_or_path(scenario))
         data, lines = parse_yaml(text, source)
     changed: list[Path] = []
     _merge(data, overrides, (), changed)
@@ -76,6 +77,10 @@ def resolve_scenario(scenario: ScenarioArg, overrides: Mapping[str, Any] | None 
         raise ScenarioError(source, [dataclasses.replace(p, line=None) if overridden(p.path) else p
                                      for p in exc.problems]) from None
     return spec
+
+
+def _name_or_path(scenario: Any) -> str | os.PathLike[str]:
+    return scenario if isinstance(scenario, os.PathLike) else str(scenario)
 
 
 def _merge(data: dict[str, Any], overrides: Mapping[str, Any], prefix: Path, changed: list[Path]) -> None:

@@ -59,6 +59,10 @@ def test_overrides_are_scenario_fields_validated_like_yaml() -> None:
     assert spec.traffic.density == 30 and spec.traffic.count is None  # density replaces the file's count
     assert load_scenario("highway_platoon").traffic.count is not None
     assert env.spec.max_episode_steps == 4 * spec.policy_frequency
+    # a spec or a mapping takes overrides the same way
+    assert PlatoonGymEnv(load_scenario("cut_in"), duration=8).engine.spec.duration == 8
+    mapping = load_scenario("cut_in").model_dump(mode="json", by_alias=True, exclude_unset=True)
+    assert PlatoonGymEnv(mapping, comms={"drop_probability": 0.5}).engine.spec.comms.drop_probability == 0.5
     with pytest.raises(ScenarioError) as err:
         gymnasium.make(gym_id("highway_platoon"), traffic={"density": 1000, "bogus": 1})
     assert err.value.lines == [
