@@ -35,7 +35,9 @@ vehicle at once. Shared pieces:
 
 IDM (Treiber): a·[1 − (v/v0)^δ − (s*/s)²], s* = s0 + max(0, v·T + v·Δv / (2√(ab))), on the
 observed leader; T defaults to the platoon's time gap, s0 to its standstill gap, a, b, δ to
-the scenario's traffic IDM. No lane changes unless ``lane_changes="route"``.
+the scenario's traffic IDM. Route lane changes are on, as for CACC (``lane_changes="none"`` keeps
+every member in its lane: it then drives to the end of a ramp or dropped lane and steers into the
+next lane without checking the gap).
 
 CACC (Ploeg et al. 2011, as in Plexe): h·u̇_i = −u_i + k_p·e_i + k_d·ė_i + u_{i−1} with
 e_i = gap − (r + h·v_i), ė_i = v_{i−1} − v_i − h·a_i, u_{i−1} the predecessor's acceleration
@@ -359,10 +361,10 @@ class IDMParams:
     a: float | None = None  # max acceleration [m/s²]
     b: float | None = None  # comfortable deceleration [m/s²]
     delta: float = 4.0
-    lane_changes: Literal["none", "route"] = "none"
     urgent_distance: float = 100.0  # [m] route changes accept b_urgent at the deadline
     b_urgent: float = 4.0  # [m/s²]
     patience: float = 10.0  # [s] waiting this long for a gap accepts the traffic's comfortable braking
+    lane_changes: Literal["none", "route"] = "route"
 
 
 class IDMPolicy(_Expert):

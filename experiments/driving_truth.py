@@ -142,25 +142,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--out", type=Path, default=Path("runs/driving_truth"))
     parser.add_argument("--num-workers", type=int, default=None)
     parser.add_argument("--ray-address", default=None)
+    parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES,
+                        help="experts to run (default: both)")
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
+    policies = tuple(args.policies)
     console = Console()
     chosen = scenario_list(args.scenarios)
-    runner.evaluate(list(POLICIES), chosen, args.episodes, args.out, ray_address=args.ray_address,
+    runner.evaluate(list(policies), chosen, args.episodes, args.out, ray_address=args.ray_address,
                     num_workers=args.num_workers, report=False, render_replays=False,
                     progress=not args.no_progress, console=console)
     names = [e.spec.name for e in runner.resolve_scenarios(chosen)]
-    wanted = {runner.job_id(s, p, e) for s in names for p in POLICIES for e in range(args.episodes)}
+    wanted = {runner.job_id(s, p, e) for s in names for p in policies for e in range(args.episodes)}
     records = [r for r in runner.load_records(args.out) if r["job_id"] in wanted]
     order = {s: k for k, s in enumerate(names)}
-    records.sort(key=lambda r: (order[r["scenario"]], POLICIES.index(r["policy"]), r["episode"]))
+    records.sort(key=lambda r: (order[r["scenario"]], policies.index(r["policy"]), r["episode"]))
     rows = table_rows(records)
     print_tables(console, rows)
     io.atomic_write_text(args.out / "driving_truth.md", markdown(rows))
     io.atomic_write_json(args.out / "driving_truth.json", {"episodes": args.episodes, "rows": io.json_safe(rows)})
     return rows
-
-
 
 
 if __name__ == "__main__":

@@ -22,8 +22,9 @@ Zipper courtesy for platoon members (`member_courtesy`, each frame after the dec
 standing or creeping (below 5 m/s) on a lane that ends beside a continuing one (an acceleration or
 dropped lane), within 120 m of its end, is listed on the continuing lane as a
 zipper-merging traffic vehicle is (`is_merging`) once the traffic follower there can stop behind
-it at the comfortable deceleration (1 m short of it) and nobody is beside it; the followers then
-make room, as they do for merging traffic. The listing lasts until the member has left the ending lane.
+it at the comfortable deceleration (1 m short of it) and nobody is alongside it or less than 1 m
+ahead (a car just ahead does not block it: the member follows it in once the followers have made
+room, as in a real zipper); the followers then make room, as they do for merging traffic. The listing lasts until the member has left the ending lane.
 
 On roads with junctions no traffic lane change ends inside a conflict zone or within
 `zone_change_guard` before it (a vehicle merging or crossing there has judged the gap already).
@@ -35,7 +36,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim import idm_mobil, right_of_way, routes, traffic
 from diffplatoon.sim.traffic import NeighbourIndex
 
@@ -219,8 +219,8 @@ def member_courtesy(world: World) -> None:
         on = (others & (veh.lane[:hi] == k)).nonzero()[0]
         ds = veh.s[on] - s_me
         half = 0.5 * (veh.length[on] + veh.length[row])
-        if np.any(np.abs(ds) < half + p.distance_wanted - VEHICLE_LENGTH):
-            continue  # somebody beside it
+        if np.any((ds >= 0.0) & (ds < half + _COURTESY_MARGIN)):
+            continue  # somebody beside it or right ahead of it
         behind = ds < 0
         if np.any(behind):
             f = on[behind][np.argmax(ds[behind])]

@@ -39,3 +39,24 @@ def test_no_courtesy_asked_of_a_follower_too_close_to_stop_comfortably():
     world.step(np.zeros((1, 2)))
     assert not world.vehicles.is_merging[member]
     assert world.vehicles.speed[follower] > 10.0
+
+
+def _standing_member_beside(ahead_s: float) -> tuple[World, int]:
+    """A standing member on the acceleration lane at s=100 m, a standing car on the main lane at
+    ``ahead_s`` and a follower far enough back to stop comfortably."""
+    world, member, _, main = _standing_member_and_follower(20.0)
+    world.spawn(main, ahead_s, 0.0, target_speed=0.0)
+    return world, member
+
+
+def test_a_car_right_ahead_on_the_main_lane_does_not_block_the_courtesy():
+    # bumper gap 3 m: the member will follow it in once the follower has made room
+    world, member = _standing_member_beside(108.0)
+    world.step(np.zeros((1, 2)))
+    assert world.vehicles.is_merging[member]
+
+
+def test_a_car_alongside_blocks_the_courtesy():
+    world, member = _standing_member_beside(103.0)  # overlaps the member's length
+    world.step(np.zeros((1, 2)))
+    assert not world.vehicles.is_merging[member]
