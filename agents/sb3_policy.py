@@ -118,7 +118,7 @@ class SB3Policy(Policy):
         self.name = f"sb3:{path}"
 
     def reset(self, info: SimInfo) -> None:
-        self._members = len(info.agent_names)
+        """Nothing to clear: the policy is memoryless and deterministic."""
 
     @torch.no_grad()
     def act(self, obs: Observation) -> np.ndarray:

@@ -58,6 +58,7 @@ class PlatoonGymEnv(gym.Env[np.ndarray, np.ndarray]):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": self.engine.spec.policy_frequency}
         self.agent_names: list[str] = list(self.engine.possible_agents)
+        self._row = {a: i for i, a in enumerate(self.agent_names)}
         self.layout: ObservationLayout = self.engine.observation.layout
         self.max_episode_steps = max(e.spec.steps for e in self._engines)
         m = len(self.agent_names)
@@ -92,8 +93,7 @@ class PlatoonGymEnv(gym.Env[np.ndarray, np.ndarray]):
         """One policy step of every member still on the road."""
         engine = self.engine
         joint = np.asarray(action, dtype=np.float64).reshape(len(self.agent_names), 2)
-        rows = {a: i for i, a in enumerate(self.agent_names)}
-        _, rewards, _, _, infos = engine.step({a: joint[rows[a]] for a in engine.agents})
+        _, rewards, _, _, infos = engine.step({a: joint[self._row[a]] for a in engine.agents})
         truncated = bool(engine.sim.done)
         terminated = not engine.agents and not truncated
         reward = float(np.mean(list(rewards.values()))) if rewards else 0.0
