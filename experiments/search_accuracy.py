@@ -102,7 +102,7 @@ def main() -> None:
     lines = ["| case | method | episodes | failures found | estimate | 95% interval | ESS (failures) | "
              "inside MC interval |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        interval = f"[{r['low']:.2g}, {r['high']:.2g}]" if r["high"] is not None else f"[0, -] (no failure)"
+        interval = f"[{r['low']:.2g}, {r['high']:.2g}]" if r["high"] is not None else "[0, -] (no failure)"
         inside = {True: "yes", False: "no"}.get(r.get("inside_mc_interval"), "")
         cells = [r["case"], r["method"], str(r["episodes"]), str(r["failures_found"]), f"{r['estimate']:.3g}",
                  interval, f"{r['failure_ess']:.1f}", inside]

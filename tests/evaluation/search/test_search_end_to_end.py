@@ -8,7 +8,6 @@ failure YAML files, each of which loads with `load_scenario` and reproduces its 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest

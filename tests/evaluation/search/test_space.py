@@ -38,11 +38,15 @@ def problems(text: str, scenario) -> list[str]:
     return info.value.lines
 
 
-def test_catalogue_spaces_load(hard_brake) -> None:
+def test_shipped_spaces_load(hard_brake) -> None:
     for name in ("hard_brake.yaml", "hard_brake_rare.yaml"):
         space = load_space(ROOT / "configs" / "search" / name, hard_brake)
         assert space.paths == ["events.0.deceleration", "comms.latency"]
         assert space.integer == (False, True)  # comms.latency is an integer field: draws are rounded
+    space = load_space(ROOT / "configs" / "search" / "cut_in.yaml", load_scenario("cut_in"))
+    assert "events.0.min_gap" in space.paths
+    assert sorted(p.name for p in (ROOT / "configs" / "search").glob("*.yaml")) == [
+        "cut_in.yaml", "hard_brake.yaml", "hard_brake_rare.yaml"]
 
 
 def test_draws_become_valid_scenarios_with_the_drawn_values(hard_brake) -> None:
