@@ -296,9 +296,9 @@ def search_command(
     interval = f"[{e.low:.3g}, {e.high:.3g}]" if e.high is not None else "(no failure found: no upper end)"
     console.print(f"failure probability under the nominal distribution: {e.probability:.3g} {interval} (95%), "
                   f"{e.failures} failures in {e.n} estimation episodes, ESS {e.ess:.1f} (failures {e.failure_ess:.1f})",
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
     console.print(f"{run.episodes_run} episodes run now, {len(run.failure_files)} failing scenarios written, "
-                  f"report in {out / 'report.md'}", highlight=False)
+                  f"report in {out / 'report.md'}", highlight=False, soft_wrap=True)
 
 
 @app.command("report")
