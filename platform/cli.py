@@ -219,7 +219,7 @@ def scenario_run(
 
 @app.command("evaluate")
 def evaluate_command(
-    policy: list[str] = typer.Option(..., "--policy", help="Policy to evaluate; repeat for several (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>)."),
+    policy: list[str] = typer.Option(..., "--policy", help="Policy to evaluate; repeat for several (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>, sb3:<model.zip>)."),
     scenarios: list[str] = typer.Option(..., "--scenarios", help="Scenario names or files (sweeps expand to their variants); several may follow one --scenarios."),
     episodes: int = typer.Option(20, "--episodes", min=1, help="Episodes per scenario and policy."),
     out: Path = typer.Option(Path("runs/eval"), "--out", help="Output folder (records.jsonl, report.md/html, plots/, replays/)."),
@@ -259,7 +259,7 @@ def evaluate_command(
 
 @app.command("search")
 def search_command(
-    policy: str = typer.Option(..., "--policy", help="Policy to search failures of (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>)."),
+    policy: str = typer.Option(..., "--policy", help="Policy to search failures of (idm, cacc, diffusion:<ckpt>, rllib:<ckpt>, sb3:<model.zip>)."),
     scenario: str = typer.Option(..., "--scenario", help="Scenario name or file whose fields the space varies."),
     space: Path = typer.Option(..., "--space", help="Search space file (YAML): field paths and their nominal distributions."),
     budget: int = typer.Option(2000, "--budget", min=1, help="Episodes to spend, over every round."),
