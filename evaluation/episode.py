@@ -47,6 +47,7 @@ from diffplatoon.evaluation.collisions import CollisionEvaluator
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.scenarios.schema import ScenarioSpec
+from diffplatoon.sim.merge_targets import MergeTargets
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
@@ -197,6 +198,7 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
     else:
         pol, policy_label = make_policy(policy, spec, **(policy_params or {})), policy
     sim = Simulation(spec, episode)
+    targets = MergeTargets.of(sim)  # before members leave the road and free their rows
     observer = Observer(sim)
     ev = (evaluator or CollisionEvaluator()).attach(sim)
     pol.reset(SimInfo(spec, int(episode), tuple(sim.agent_names),
@@ -234,7 +236,7 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         platoons.append(list(range(offset, offset + p.size)))
         offset += p.size
     th = Thresholds.for_spec(spec)
-    merge_kw = _merge_args(sim, lanes, platoons)
+    merge_kw = _merge_args(targets, lanes)
     member_collisions = ev.member_collisions()
     summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th,
                                        collided=bool(member_collisions), **merge_kw)
@@ -291,51 +293,19 @@ def _member_departures(sim: Simulation, result: Any) -> list[_Departure]:
     return [_Departure(name, d.reason) for name, d in zip(result.departed, sim.world.departed) if name in members]
 
 
-def _merge_args(sim: Simulation, lanes: np.ndarray, platoons: list[list[int]]) -> dict[str, Any]:
-    """Merge-success inputs: who must merge and, per step and member, whether it is in a lane that counts.
+def _merge_args(targets: MergeTargets, lanes: np.ndarray) -> dict[str, Any]:
+    """Merge-success inputs: who must merge and, per step and member, whether it is in a lane that counts
+    (the rule of `diffplatoon.sim.merge_targets`, shared with the environments' merge bonus).
 
-    Members of routed platoons must end on their route's last road; members of unrouted platoons
-    that start on a lane which ends (a dropped lane: its road continues onto a lane of another
-    position that a neighbour lane also continues onto) must end off that lane, on one that
-    continues. The lane trace handed on is 1 where a member is in one of its own targets.
+    The lane trace handed on is 1 where a member is in one of its own targets; a member that left
+    the road keeps its last lane.
     """
-    w, tab = sim.world, sim.world.table
+    if not targets.mergers.any():
+        return {}
     filled = lanes.copy()
     for k in range(1, len(filled)):  # a member that left the road keeps its last lane
         filled[k] = np.where(filled[k] == -1, filled[k - 1], filled[k])
+    m = len(targets.mergers)
     inside = np.zeros(filled.shape, dtype=np.intp)
-    mergers: list[int] = []
-    for platoon, cols in zip(sim.spec.platoons, platoons):
-        row = sim.controlled[cols[0]]
-        n = int(w.route_len[row])
-        if platoon.destination is not None or platoon.route is not None:
-            if n == 0 or tab.road[w.route[row, n - 1]] == tab.road[w.route[row, 0]]:
-                continue
-            targets = np.flatnonzero(tab.road == tab.road[w.route[row, n - 1]])
-        else:
-            dropped = _dropped_chain(tab, int(filled[0, cols[0]]))
-            if not dropped:
-                continue
-            targets = np.setdiff1d(np.arange(tab.n), dropped)
-        inside[:, cols] = np.isin(filled[:, cols], targets)
-        mergers.extend(cols)
-    if not mergers:
-        return {}
-    return {"lane": inside, "target_lanes": [1], "mergers": mergers}
-
-
-def _dropped_chain(tab: Any, lane: int) -> list[int]:
-    """The lanes from `lane` along `follow_next` up to the first that ends beside a continuing lane
-    (empty if none does)."""
-    chain: list[int] = []
-    while lane >= 0 and lane not in chain:
-        chain.append(lane)
-        nxt = int(tab.follow_next[lane])
-        if nxt < 0:
-            return []
-        same_road = np.flatnonzero(tab.road == tab.road[lane])
-        shared = np.count_nonzero(tab.follow_next[same_road] == nxt) > 1
-        if shared and tab.lane_pos[nxt] != tab.lane_pos[lane]:
-            return chain
-        lane = nxt
-    return []
+    inside[:, :m] = targets.reached(filled[:, :m]) & targets.mergers
+    return {"lane": inside, "target_lanes": [1], "mergers": np.flatnonzero(targets.mergers).tolist()}

@@ -212,14 +212,39 @@ class ActionSpec(Strict):
 
 
 class RewardSpec(Strict):
-    """Per-agent reward weights (each term is documented in `diffplatoon.envs.rewards`)."""
+    """Per-agent reward weights; each term (its magnitude, when it pays, why its default) is in the
+    table of `diffplatoon.envs.rewards`. Rates are per second, so they do not depend on
+    `policy_frequency`. Changed meanings: `progress` is in seconds at the speed limit (was metres / 10),
+    `collision` scales the most a member can gain in the episode (was an absolute penalty),
+    `gap_keeping` weighs the change of the time-gap error (was the error on every step), and
+    `offroad` is per second off the road (was once)."""
 
-    progress: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT, description="Per metre of progress along the lane, divided by 10.")
-    collision: float = Field(-10.0, ge=-MAX_WEIGHT, le=0, description="Once, when the vehicle crashes.")
-    gap_keeping: float = Field(-0.5, ge=-MAX_WEIGHT, le=0, description="Times |time-gap error| [s] to the predecessor, clipped at 2.")
+    progress: float = Field(1.0, ge=-MAX_WEIGHT, le=MAX_WEIGHT,
+                            description="Per second of driving at the speed limit: metres along the route / "
+                                        "lane speed limit, at most dt a step, nothing off the road.")
+    collision: float = Field(-1.0, ge=-MAX_WEIGHT, le=-1.0,
+                             description="Once, when the member crashes, times 1 + the most the other terms can "
+                                         "pay a member in the episode; at most -1, so a crash never pays.")
+    gap_keeping: float = Field(-0.5, ge=-MAX_WEIGHT, le=0,
+                               description="Times the increase of the time-gap error [s] (clipped at 5 s) over the "
+                                           "step: closing up pays, splitting and regrouping nets nothing.")
     comfort: float = Field(-0.02, ge=-MAX_WEIGHT, le=0, description="Times squared jerk / 100 plus squared steering rate.")
     lane_keeping: float = Field(-0.1, ge=-MAX_WEIGHT, le=0, description="Times |lateral offset| / half lane width.")
-    offroad: float = Field(-5.0, ge=-MAX_WEIGHT, le=0, description="Once, when the vehicle leaves the drivable area.")
+    offroad: float = Field(-5.0, ge=-MAX_WEIGHT, le=0,
+                           description="Per second the member's centre is off the drivable area; at most -|progress|.")
+    lane_departure: float = Field(-2.0, ge=-MAX_WEIGHT, le=0,
+                                  description="Per second times the fraction of the body's corners off the "
+                                              "drivable area.")
+    merge: float = Field(10.0, ge=0, le=MAX_WEIGHT,
+                         description="Once, when a member with a merge task first reaches a target lane (the "
+                                     "evaluation's merge-success rule) or its destination.")
+
+    @model_validator(mode="after")
+    def _leaving_the_road_never_pays(self) -> "RewardSpec":
+        if self.offroad > -abs(self.progress):
+            raise ValueError(f"expected offroad <= -|progress| = {-abs(self.progress):g} (a second off the road "
+                             f"must cost at least what a second of progress earns), got {self.offroad:g}")
+        return self
 
 
 class SafetySpec(Strict):

@@ -130,13 +130,14 @@ def test_reward_terms_by_hand_at_constant_speed() -> None:
     dt = 1 / spec.policy_frequency
     terms = infos["p0.1"]["reward_terms"]
     assert set(terms) == set(REWARD_TERMS)
-    # 20 m/s for 0.2 s = 4 m of progress → 0.4 × weight 1.0
-    assert terms["progress"] == pytest.approx(20.0 * dt / 10 * spec.reward.progress, rel=1e-6)
-    # spawn gap 2 m + 1.0 s × 20 m/s = 22 m → time gap 1.1 s vs 1.0 s desired
-    assert terms["gap_keeping"] == pytest.approx(0.1 * spec.reward.gap_keeping, abs=1e-6)
+    # 20 m/s for 0.2 s = 4 m of progress at a 30 m/s limit → 4/30 s × weight 1.0
+    assert terms["progress"] == pytest.approx(20.0 * dt / 30.0 * spec.reward.progress, rel=1e-6)
+    # equal speeds keep the time gap (1.1 s vs 1.0 s desired): its error does not change, nothing is paid
+    assert terms["gap_keeping"] == pytest.approx(0.0, abs=1e-6)
     assert infos["p0.0"]["reward_terms"]["gap_keeping"] == 0.0  # the leader has no predecessor
     assert terms["comfort"] == 0.0 and terms["lane_keeping"] == pytest.approx(0.0, abs=1e-9)
-    assert terms["collision"] == 0.0 and terms["offroad"] == 0.0
+    assert terms["collision"] == 0.0 and terms["offroad"] == 0.0 and terms["lane_departure"] == 0.0
+    assert terms["merge"] == 0.0  # nothing to merge into on a straight highway
     assert rewards["p0.1"] == pytest.approx(sum(terms.values()))
     # braking now costs comfort: jerk = −4 m/s² / 0.2 s = −20 m/s³ → (20/10)² = 4
     _, _, _, _, infos = env.step({a: np.array([-4.0, 0.0]) for a in env.agents})
@@ -150,8 +151,8 @@ def test_crashed_member_is_terminated_and_removed() -> None:
     _, rewards, terminations, truncations, infos = env.step({a: np.zeros(2) for a in env.agents})
     assert terminations["p0.0"] and infos["p0.0"]["crashed"]
     assert not terminations["p0.1"] and not any(truncations.values())
-    assert infos["p0.0"]["reward_terms"]["collision"] == spec.reward.collision
-    assert rewards["p0.0"] < spec.reward.collision / 2
+    assert infos["p0.0"]["reward_terms"]["collision"] == pytest.approx(spec.reward.collision * env.reward_fn.crash_cost)
+    assert rewards["p0.0"] < spec.reward.collision * spec.duration * spec.reward.progress  # more than all progress
     assert env.agents == ["p0.1", "p0.2"]
 
 
