@@ -148,6 +148,7 @@ def test_gap_keeping_pays_the_change_of_the_time_gap_error_and_regrouping_nets_n
     assert errors[split] > start + 0.5  # the platoon did split ...
     assert sum(paid[:split]) < 0 < sum(paid[split:])  # ... paid for falling back, was paid for closing up
     assert sum(paid) == pytest.approx(spec.reward.gap_keeping * (errors[-1] - start), abs=1e-9)
+    assert errors[-1] == pytest.approx(start, abs=0.01) and sum(paid) == pytest.approx(0.0, abs=0.01)  # regrouped
 
 
 def test_comfort_costs_squared_jerk() -> None:
