@@ -3,12 +3,14 @@
 `rollout_episode` drives one episode with the planner (``diffusion:<checkpoint>``) mixed with the expert:
 at every policy step the expert's action is executed with probability ``beta`` (a seeded draw), the
 planner's otherwise. Both policies see every observation, so the expert's own state (a CACC's filter,
-its lane-change progress) follows the trajectory actually driven. Every ``label_every`` steps the episode
-is forked (`Simulation.snapshot`, the Observer's too, and a copy of the expert): the expert drives H
-steps from the visited state, its actions and the members' states become the future of each platoon's
-scene there, and the snapshot is restored. ``perturbations`` more forks per labelled state first offset the
-members (perturb.py: lateral, heading, speed; bounded, seeded) and label the expert's recovering future
-from there. With ``beta`` = 1 and ``label_every`` = 1 the shard equals `demos.collect_episode`'s.
+its lane-change progress) follows the trajectory actually driven. The planner's plan summaries are not
+broadcast (its input zeroes the messages' plan fields, and the demonstrations' messages carry none).
+Every ``label_every`` steps the episode is forked (`Simulation.snapshot`, the Observer's too, and a copy
+of the expert): the expert drives H steps from the visited state, its actions and the members' states
+become the future of each platoon's scene there, and the snapshot is restored. ``perturbations`` more
+forks per labelled state first offset the members (perturb.py: lateral, heading, speed; bounded, seeded)
+and label the expert's recovering future from there. With ``beta`` = 1 and ``label_every`` = 1 the shard
+equals `demos.collect_episode`'s.
 
 The shards have the demonstrations' format (demos.py's table, built by the same `scene_future` /
 `pack_scenes`, written through shards.py), plus ``perturbed`` (S,) bool, which the dataset ignores: a
@@ -164,6 +166,7 @@ class _Labeller:
                 self.perturbed.append(perturbed)
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The shard arrays of every labelled scene so far, with ``perturbed`` (S,)."""
         out = pack_scenes(self.scenes, self.futures, self.n_max, self.s.horizon)
         out["perturbed"] = np.array(self.perturbed, dtype=bool)
         return out

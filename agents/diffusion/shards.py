@@ -104,7 +104,8 @@ def run_jobs(todo: list[J], submit: Callable[[Any, J], Any], describe: Callable[
     shard file name and manifest entry. Each shard is written atomically, then the manifest. Returns the count
     of completed jobs and the failures."""
     import ray
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     completed, failures = 0, []
     if not todo:

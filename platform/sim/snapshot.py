@@ -130,6 +130,7 @@ def rules() -> Mapping[type, Rule]:
         # frame_listeners belong to the caller (an evaluator keeps its own state)
         Simulation: Rule(kept=_kept("spec", "episode", "road", "network", "names", "controlled", "_vids",
                                     "_member_vids", "density", "traffic_rows", "frame_listeners")),
+        # the road's tables: fixed (the look-ups they compute on first use depend on the road alone)
         World: Rule(kept=_kept("network", "params", "table", "idm", "lane_key_base", "connected")),
         Vehicles: Rule(kept=_kept("table")),
         RightOfWay: Rule(kept=_kept("veh", "p", "c")),

@@ -21,7 +21,6 @@ from diffplatoon.agents.diffusion.perturb import PerturbBounds, perturb_members
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.cli import app
 from diffplatoon.scenarios import load_scenario, parse_scenario
-from diffplatoon.sim import snapshot
 from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
@@ -102,7 +101,8 @@ def test_labels_are_what_the_expert_does_from_each_visited_state(spec, planner) 
             alive.append(obs.alive.copy())
         for i in np.flatnonzero(run.arrays["step"] == t):
             k = int(run.arrays["platoon"][i])
-            scene = features.platoon_inputs(start, platoons[k], n_max, 16, length=features.member_lengths(spec)[platoons[k]])
+            rows = platoons[k]
+            scene = features.platoon_inputs(start, rows, n_max, 16, length=features.member_lengths(spec)[rows])
             assert np.array_equal(run.arrays["obs"][i], scene.obs)
             a, s, m = scene_future(scene, platoons[k], np.stack(acts), np.stack(poses), np.stack(speeds),
                                    np.stack(alive), H)

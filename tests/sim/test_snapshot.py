@@ -123,7 +123,8 @@ def test_the_snapshot_is_immutable_and_independent_of_the_episode() -> None:
 
 
 def _registered(sim: Simulation, obs: Observer) -> list[object]:
-    """Every object of a registered class (but the replaced, never patched frame cache) reachable from the Simulation and the Observer."""
+    """Every object of a registered class reachable from the Simulation and the Observer (but the frame
+    cache, which is replaced, never patched)."""
     rules, found, todo, seen = snapshot.rules(), [], [sim, obs], set()
     while todo:
         obj = todo.pop()
