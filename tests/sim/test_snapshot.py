@@ -99,6 +99,20 @@ def test_restore_and_the_same_actions_give_the_same_trajectory_bit_for_bit(name:
     assert _same(_drive(sim, obs, actions), first)
 
 
+def test_collisions_after_the_snapshot_replay_bit_for_bit() -> None:
+    """Members that keep accelerating into the braking lead crash: crash flags, collision onsets, the
+    crashed vehicles' stop and the channel's view of them replay exactly."""
+    sim, obs, actions = _episode("hard_brake")
+    reckless = [np.column_stack([np.full(len(a), 4.0), a[:, 1]]) for a in actions]
+    state, obs_state = sim.snapshot(), snapshot.take(obs)
+    first = _drive(sim, obs, reckless)
+    assert any(f["result"][1] for f in first) and first[-1]["crashed"].any()  # collisions were recorded
+    sim.restore(state)
+    snapshot.restore(obs, obs_state)
+    assert not sim.world.crashed.any()
+    assert _same(_drive(sim, obs, reckless), first)
+
+
 def test_random_streams_resume_where_the_snapshot_was_taken() -> None:
     sim, obs, actions = _episode("comm_dropout")
     state = sim.snapshot()
