@@ -210,17 +210,20 @@ def test_merge_tasks_of_the_catalogue(name: str) -> None:
         assert not targets.target[k, tab.n]  # lane −1: off the road, never a target
 
 
-def test_merge_bonus_once_where_the_evaluation_counts_a_merge() -> None:
-    """On the ramp (route to main_out) the bonus comes once per member, the first step it is on the
-    route's last road, and the evaluation counts every member as merged; a plain platoon never gets it."""
-    spec = resolve_scenario("onramp_merge", {"traffic": {"density": 0}})
+@pytest.mark.parametrize("name, merged", [
+    ("onramp_merge", lambda index: index[:2] == ("merge_end", "main_out")),  # its route's last road
+    ("lane_drop", lambda index: index != ("start", "drop", 2)),  # off the lane that ends
+], ids=["onramp_merge", "lane_drop"])
+def test_merge_bonus_once_where_the_evaluation_counts_a_merge(name: str, merged: Callable) -> None:
+    """The bonus comes once per merging member, the first step it is on a lane that counts, and the
+    evaluation counts those members as merged; members with nothing to merge into never get it."""
+    spec = resolve_scenario(name, {"traffic": {"density": 0}})
     env = PlatoonParallelEnv(spec)
     policy = make_policy("cacc", spec)
     policy.reset(SimInfo.from_spec(spec, 0))
     env.reset(seed=0)
-    tab = env.sim.world.table
-    last_road = tab.roads.index(("merge_end", "main_out"))
-    first_on_last_road: dict[str, int] = {}
+    sim, tab = env.sim, env.sim.world.table
+    first_merged: dict[str, int] = {}
     paid: dict[str, list[int]] = {a: [] for a in env.possible_agents}
     step = 0
     while env.agents:
@@ -228,13 +231,14 @@ def test_merge_bonus_once_where_the_evaluation_counts_a_merge() -> None:
         _, _, _, _, infos = env.step({a: acts[env.possible_agents.index(a)] for a in env.agents})
         step += 1
         for agent, info in infos.items():
-            k = env.possible_agents.index(agent)
-            if env.sim.is_live(agent) and tab.road[env.sim.world.lane[env.sim.controlled[k]]] == last_road:
-                first_on_last_road.setdefault(agent, step)
+            lane = sim.world.lane[sim.controlled[env.possible_agents.index(agent)]]
+            if sim.is_live(agent) and merged(tab.lane_index(lane)):
+                first_merged.setdefault(agent, step)
             if info["reward_terms"]["merge"]:
                 assert info["reward_terms"]["merge"] == spec.reward.merge
                 paid[agent].append(step)
-    assert paid == {a: [first_on_last_road[a]] for a in env.possible_agents}
+    mergers = [a for a in env.possible_agents if a.startswith(f"{spec.platoons[0].id}.")]  # p0 merges, p1 does not
+    assert mergers and paid == {a: [first_merged[a]] if a in mergers else [] for a in env.possible_agents}
     assert run_episode(spec, "cacc", 0).record["merge_success"] == 1.0
     plain = drive(PlatoonParallelEnv(highway()), coast)
     assert not any(term(plain, a, "merge").any() for a in ("p0.0", "p0.1"))
