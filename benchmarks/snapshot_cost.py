@@ -65,7 +65,7 @@ def main() -> None:
     args = parser.parse_args()
     table = Table(title="Fork cost: snapshot + restore (Simulation + Observer) vs one policy step, medians")
     for col in ("scenario", "vehicles", "step µs", "snapshot µs", "restore µs", "fork / step"):
-        table.add_column(col, justify="left" if col == "scenario" else "right")
+        table.add_column(col, justify="left" if col == "scenario" else "right", no_wrap=True)
     for name in SCENARIOS:
         r = measure(name, args.steps)
         table.add_row(name, fmt_num(r["vehicles"]), fmt_num(r["step"]), fmt_num(r["snapshot"]), fmt_num(r["restore"]),
