@@ -17,7 +17,9 @@ sampler they pass and in how many plan steps they execute.
    term costs in proportion to the rows), each member's lateral road bounds from its corridor and its
    lane's speed limit (the speed cost).
 3. **sample** (the caller's sampler) from `inputs`: the stacked scenes with the inbox messages' plan
-   fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan.
+   fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan. A
+   sampler may warm-start from ``warm`` (`warm_start.WarmStarts`: each key's last chosen plan, kept while the
+   platoon's layout holds; cleared by `reset`).
 4. **shield** (`decide`): `SafetyShield.select_scenes` over each scene's samples (scenes batched by member
    count); without the shield the lowest-cost sample.
 5. **fallback steering** (`fallback_steering`): from the "lane_kept" level on (`ShieldLevel.lane_keeping`)
@@ -38,6 +40,7 @@ from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldLevel, ShieldScene
+from diffplatoon.agents.diffusion.warm_start import WarmStarts
 from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.geometry import VEHICLE_LENGTH
@@ -144,10 +147,12 @@ class PlannerController:
         self.use_shield, self.shield_corridor = shield, shield_corridor
         self.interval = dt if interval is None else interval
         self._previous: dict[Hashable, np.ndarray] = {}  # per key: last call's neighbours, world frame
+        self.warm = WarmStarts()  # per key: the last chosen plan, the prior of a warm-started next plan
 
     def reset(self) -> None:
-        """Forget the neighbours of earlier calls (a new episode) and zero the shield's counters."""
+        """Forget the neighbours and plans of earlier calls (a new episode) and zero the shield's counters."""
         self._previous.clear()
+        self.warm.clear()
         self.shield.reset_counts()
 
     # -- 1. featurise -----------------------------------------------------------------------------------

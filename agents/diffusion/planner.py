@@ -5,7 +5,8 @@ leader's (member 0's) position, x along the leader's heading, y to its left, hea
 leader's. Plans (actions, rolled-out states) are in the same frame.
 
 One ``plan()`` call: normalise inputs → encode observations and inboxes once (B, N, d) → repeat for
-``num_samples`` joint samples per scene → ``steps`` DDIM steps from ``noise_scale``·N(0, I), each predicting
+``num_samples`` joint samples per scene → ``steps`` DDIM steps from ``noise_scale``·N(0, I) (or, warm-started,
+a few steps from a prior plan re-noised to an intermediate step: `warm_start`), each predicting
 x̂0 and clipping it to the action limits; in the last ``guidance.start_fraction`` of the steps x̂0 is moved
 against the gradient of the plan cost (guidance on the clean estimate, no backprop through the network) →
 roll out through the bicycle model → score every sample → return the lowest-cost sample per scene plus all
@@ -34,6 +35,7 @@ from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bic
 from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
 from diffplatoon.agents.diffusion.normalizer import Normalizer
 from diffplatoon.agents.diffusion.schedule import CosineSchedule, ddim_sample
+from diffplatoon.agents.diffusion.warm_start import WarmStartConfig
 from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.io import atomic_write_bytes
 
@@ -202,6 +204,8 @@ class JointDiffusionPlanner:
         noise_scale: float | None = None,
         use_ema: bool = True,
         selection: GuidanceConfig | None = None,
+        warm_start: torch.Tensor | None = None,
+        warm: WarmStartConfig | None = None,
     ) -> Plan:
         """Sample ``num_samples`` joint plans per scene and return the lowest-cost one (see module docstring).
 
@@ -209,6 +213,11 @@ class JointDiffusionPlanner:
         member_mask (B,N), ego_state (B,N,4), length (B,N). ``guidance`` = None samples unguided;
         samples are ranked with ``selection`` (default: ``guidance``, else ``GuidanceConfig()``) and
         ``context``. Deterministic for a given ``seed`` (or ``generator``).
+
+        ``warm_start`` (B, N, H, 2): a prior plan per scene (physical actions, e.g. the last chosen plan shifted,
+        `warm_start.shift_plan`); the samples then follow ``warm`` (default `WarmStartConfig()`): ``warm.steps``
+        DDIM steps from the prior re-noised to step t_k, ``warm.fresh`` of them from pure noise (``steps`` is
+        then unused).
         """
         cfg = self.config
         horizon = horizon or cfg.horizon
@@ -235,21 +244,39 @@ class JointDiffusionPlanner:
         cond, attn_mask, mm, ego_s, len_s = (rep(v) for v in (cond, attn_mask, member_mask, ego_state, length))
         ctx_s = context.repeat_interleave(s) if s > 1 else context
 
-        # 2. DDIM from scaled noise; guidance on x̂0 in the last steps.
+        # 2. DDIM from scaled noise (a warm start: the prior re-noised to t_k, some rows pure noise); guidance on
+        #    x̂0 in the last steps.
         scale = cfg.noise_scale if noise_scale is None else noise_scale
         x = scale * torch.randn((b * s, n, horizon, 2), generator=generator, device=self.device)
-        ts = self.schedule.ddim_timesteps(steps)
+        start: int | torch.Tensor | None = None
+        if warm_start is not None:
+            warm = warm or WarmStartConfig()
+            steps, t_k = warm.steps, warm.start_step(cfg.num_train_steps)
+            x0_prior = rep(self.encode_actions(self._as_tensor(warm_start)[:, :, :horizon]))
+            fresh = torch.arange(b * s, device=self.device) % s >= s - min(warm.fresh, s - 1)  # last rows of a scene
+            start = torch.where(fresh, cfg.num_train_steps - 1, t_k)
+            x = torch.where(fresh[:, None, None, None], x, self.schedule.add_noise(x0_prior, x, start))
+            if not fresh.any():
+                start = t_k
+        chains = {start} if not isinstance(start, torch.Tensor) else {t_k, cfg.num_train_steps - 1}
+        ts = sorted({t for c in chains for t in self.schedule.ddim_timesteps(steps, c)})
+        lut = torch.zeros(cfg.num_train_steps, dtype=torch.long, device=self.device)
+        lut[ts] = torch.arange(len(ts), device=self.device)
+        time_cond = net.time_conditioning(torch.tensor(ts, device=self.device))  # (distinct steps, P)
         guide = self.guide(guidance) if guidance is not None else None
         n_guided = guide.guided_steps(steps) if guide is not None else 0
-        time_cond = net.time_conditioning(torch.tensor(ts, device=self.device))  # (steps, P)
 
-        def predict_x0(x_t: torch.Tensor, i: int, t: int) -> torch.Tensor:
-            t_vec = torch.full((b * s,), t, dtype=torch.long, device=self.device)
+        def predict_x0(x_t: torch.Tensor, i: int, t: int | torch.Tensor) -> torch.Tensor:
+            if isinstance(t, torch.Tensor):  # one step per row
+                t_vec, t_cond = t, time_cond[lut[t]]
+            else:
+                t_vec = torch.full((b * s,), t, dtype=torch.long, device=self.device)
+                t_cond = time_cond[lut[t]][None]
             x0 = self.encode_actions(self.decode_actions(
-                net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=time_cond[i : i + 1])))
+                net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=t_cond)))
             return guide(x0, ego_s, len_s, mm, ctx_s) if i >= steps - n_guided else x0
 
-        x = ddim_sample(self.schedule, x, predict_x0, steps, eta=eta, generator=generator)
+        x = ddim_sample(self.schedule, x, predict_x0, steps, eta=eta, generator=generator, start=start)
 
         # 3. Roll out, score, select per scene.
         actions = torch.where(mm[..., None, None], self.decode_actions(x), 0.0)

@@ -4,13 +4,18 @@ Policy string: ``diffusion:<checkpoint path>[,key=value…]`` (keys of `Diffusio
 scalars, so ``guidance=on``/``off`` work); keyword params of `make_policy` override the string's.
 
 The pipeline is `controller.PlannerController` (the one the DPPO module uses too). Every
-``replan_every`` policy steps, each platoon's members are featurised in the platoon frame
-(`features.platoon_inputs`), all platoons due are planned in one batched ``plan()`` call
+``replan_every`` policy steps (default: every step), each platoon's members are featurised in the platoon frame
+(`features.platoon_inputs`), all platoons due are planned in batched ``plan()`` calls (one warm, one cold)
 (``samples`` joint samples, ``steps`` DDIM steps, guidance on or off, samples ranked by the default plan
 cost with the observed neighbours predicted as the shield predicts them — constant heading, with the
 acceleration estimated from their speed change since the last step — lateral road bounds from the
 members' lane corridors and their speed limits), and the chosen plan's first ``replan_every`` actions
-are executed one per step. With the shield on, the chosen plan is the first sample `SafetyShield`
+are executed one per step. By default a platoon's plan is warm-started from its previous chosen plan,
+shifted by the steps executed since (`warm_start`: ``warm_steps`` DDIM steps from the plan re-noised to an
+intermediate level, ``warm_fresh`` samples from pure noise), unless the platoon's layout changed (a member
+left, a vehicle cut in between members), the last plan was a shield fallback, or the episode is new: then
+the plan is cold (``steps`` steps from noise). ``replan_every=5,warm_steps=0`` is the earlier behaviour
+(a cold plan every 5 steps). With the shield on, the chosen plan is the first sample `SafetyShield`
 accepts, or a fallback (a sample's accelerations driven in lane, or braking); after a fallback step the
 platoon replans at the next step instead of waiting, and between replans the rest of the plan, rolled
 out from the new state, is re-checked every step (a failure replans at once). The
@@ -44,6 +49,7 @@ from diffplatoon.agents.diffusion.controller import (Choice, ControlScene, Membe
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
+from diffplatoon.agents.diffusion.warm_start import WarmStartConfig, layout
 from diffplatoon.agents.policy import CheckpointError, Policy, SimInfo, parse_params
 from diffplatoon.scenarios.schema import ScenarioSpec
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
@@ -60,7 +66,10 @@ class DiffusionParams:
         shield: check the executed part exactly and fall back to braking (see `shield`).
         samples: joint samples per plan call; the lowest-cost one is chosen.
         steps: DDIM denoising steps.
-        replan_every: policy steps executed from each plan (receding horizon).
+        replan_every: policy steps executed from each plan (receding horizon; 1 = replan at every step).
+        warm_steps: DDIM steps of a warm-started plan (0 = no warm start: every plan runs ``steps`` from noise).
+        warm_level: re-noising level of the warm start (`WarmStartConfig.level`).
+        warm_fresh: samples per warm-started plan drawn from pure noise (`WarmStartConfig.fresh`).
         neighbours: most non-platoon vehicles passed to guidance and the shield.
         noise_scale: start-noise scale (None: the checkpoint's default).
         guidance_scale: guidance step size (None: GuidanceConfig's default).
@@ -72,7 +81,10 @@ class DiffusionParams:
     shield: bool = True
     samples: int = 8
     steps: int = 10
-    replan_every: int = 5
+    replan_every: int = 1
+    warm_steps: int = 2
+    warm_level: float = 0.3
+    warm_fresh: int = 2
     neighbours: int = 16
     noise_scale: float | None = None
     guidance_scale: float | None = None
@@ -97,22 +109,34 @@ def _check_params(params: dict[str, Any]) -> DiffusionParams:
     p = DiffusionParams(**params)
     if p.samples < 1 or p.steps < 1 or p.replan_every < 1:
         raise ValueError(f"samples, steps and replan_every must be >= 1, got {p.samples}, {p.steps}, {p.replan_every}")
+    if p.warm_steps:
+        WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh)  # raises on a bad combination
+    elif p.warm_steps < 0:
+        raise ValueError(f"warm_steps must be >= 0, got {p.warm_steps}")
     return p
 
 
 class DiffusionPolicy(Policy):
     """Receding-horizon joint planning for every platoon of a scenario (module docstring)."""
 
-    def __init__(self, spec: ScenarioSpec, checkpoint: str | Path, **params: Any) -> None:
+    def __init__(self, spec: ScenarioSpec, checkpoint: str | Path | JointDiffusionPlanner, *, version: str | None = None,
+                 **params: Any) -> None:
+        """``checkpoint``: a checkpoint file, or a planner in memory (its EMA weights drive, shared, not copied;
+        ``version`` then names them, e.g. a training step)."""
         self.params = p = _check_params(params)
         if p.threads > 0:
             torch.set_num_threads(int(p.threads))
-        self.checkpoint = Path(checkpoint)
-        self.planner = JointDiffusionPlanner.load(self.checkpoint, device=p.device)
+        if isinstance(checkpoint, JointDiffusionPlanner):
+            self.planner, self.checkpoint = checkpoint, Path(f"<in-memory {version or 'planner'}>")
+            self.version = version or "in-memory"
+        else:
+            self.checkpoint = Path(checkpoint)
+            self.planner = JointDiffusionPlanner.load(self.checkpoint, device=p.device)
+            self.version = file_hash(self.checkpoint)
         cfg = self.planner.config
         if p.replan_every > cfg.horizon:
             raise ValueError(f"replan_every={p.replan_every} exceeds the planner's horizon {cfg.horizon}")
-        self.version = file_hash(self.checkpoint)
+        self.warm = WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh) if p.warm_steps else None
         flags = [f"{k}={'on' if getattr(p, k) else 'off'}" for k in ("guidance", "shield")]
         self.name = f"diffusion:{self.checkpoint}," + ",".join(flags)
         self.guidance = None
@@ -151,6 +175,7 @@ class DiffusionPolicy(Policy):
         self.step_index = 0
         self.replan_steps: list[int] = []  # policy steps at which some platoon replanned
         self.plan_calls = 0
+        self.warm_plans = 0  # platoon plans warm-started from the previous plan
         self.monitor_replans = 0  # replans because the rest of a plan failed the shield on a new observation
         self.plan_time = 0.0
 
@@ -158,6 +183,7 @@ class DiffusionPolicy(Policy):
         out: dict[str, Any] = {
             "plan_calls": self.plan_calls,
             "plan_ms_mean": 1000.0 * self.plan_time / max(self.plan_calls, 1),
+            "warm_plans": self.warm_plans,
             "monitor_replans": self.monitor_replans,
         }
         if self.params.shield:
@@ -218,25 +244,47 @@ class DiffusionPolicy(Policy):
         return bool(shield.safe(self.controller.shield_scene(scene), states[None])[0])
 
     def _replan(self, scenes: list[ControlScene], due: list[int]) -> None:
+        """Plan the due platoons: those with a remembered plan in its layout warm-started, the others cold, one
+        batched call each; remember the chosen plans (a fallback's is forgotten)."""
         p = self.params
-        seq = np.random.SeedSequence([self.info.spec.seed, self.info.episode, self.step_index])
+        seeds = np.random.SeedSequence([self.info.spec.seed, self.info.episode, self.step_index]).generate_state(2)
+        memory = self.controller.warm
+        layouts = [layout(scene.inputs, scene.n) for scene in scenes]
+        priors = [memory.recall(k, lay, self.step_index) if self.warm else None for k, lay in zip(due, layouts)]
+        groups = [[j for j, prior in enumerate(priors) if (prior is not None) == warm] for warm in (False, True)]
+        for warm, group, seed in zip((False, True), groups, seeds):
+            if not group:
+                continue
+            prior = None
+            if warm:
+                prior = np.zeros((len(group), self.n_max, self.planner.config.horizon, 2), dtype=np.float32)
+                for g, j in enumerate(group):
+                    prior[g, : scenes[j].n] = priors[j]
+                self.warm_plans += len(group)
 
-        def sample(inputs: dict[str, torch.Tensor], context: SceneContext | None) -> tuple[Samples, None]:
-            started = time.perf_counter()
-            plan = self.planner.plan(**inputs, guidance=self.guidance, context=context, num_samples=p.samples,
-                                     steps=p.steps, seed=int(seq.generate_state(1)[0]), noise_scale=p.noise_scale)
-            self.plan_time += time.perf_counter() - started
-            return Samples(plan.sample_actions.double().cpu().numpy(), plan.sample_states.double().cpu().numpy(),
-                           plan.sample_costs.double().cpu().numpy()), None
+            def sample(inputs: dict[str, torch.Tensor], context: SceneContext | None) -> tuple[Samples, None]:
+                started = time.perf_counter()
+                plan = self.planner.plan(**inputs, guidance=self.guidance, context=context, num_samples=p.samples,
+                                         steps=p.steps, seed=int(seed), noise_scale=p.noise_scale,
+                                         warm_start=None if prior is None else torch.from_numpy(prior), warm=self.warm)
+                self.plan_time += time.perf_counter() - started
+                return Samples(plan.sample_actions.double().cpu().numpy(), plan.sample_states.double().cpu().numpy(),
+                               plan.sample_costs.double().cpu().numpy()), None
 
-        choices, _, _ = self.controller.plan(scenes, sample, steps=p.replan_every, device=self.planner.device)
+            choices, _, _ = self.controller.plan([scenes[j] for j in group], sample, steps=p.replan_every,
+                                                 device=self.planner.device)
+            for j, choice in zip(group, choices):
+                k, scene = due[j], scenes[j]
+                self.plans[k] = choice
+                self._cursor[k] = 0
+                self._summary[scene.rows] = self._summarise(scene.inputs.ego_state[:scene.n], choice.states,
+                                                            scene.inputs.member_mask[:scene.n])
+                if choice.sample >= 0 and not PlannerController.steers_by_lane_keeping(choice):
+                    memory.remember(k, choice.actions, layouts[j], self.step_index)
+                else:
+                    memory.forget(k)
         self.plan_calls += 1
         self.replan_steps.append(self.step_index)
-        for k, scene, choice in zip(due, scenes, choices):
-            self.plans[k] = choice
-            self._cursor[k] = 0
-            self._summary[scene.rows] = self._summarise(scene.inputs.ego_state[:scene.n], choice.states,
-                                                        scene.inputs.member_mask[:scene.n])
 
     def _summarise(self, start: np.ndarray, states: np.ndarray, present: np.ndarray) -> np.ndarray:
         """(n, plan_dim): planned (dx, dy) from the start at evenly spaced future steps, zeros for absent members."""

@@ -11,7 +11,9 @@ The denoiser predicts the clean sample x0 (not ε). With ᾱ_t the cumulative si
 and s = t − 1 the step is DDPM's ancestral step: its mean is the posterior mean of q(x_s | x_t, x0 = x̂0) and
 σ² its variance. `ddim_sigma` and `ddim_mean` are the two halves of the step, public so that a caller that
 needs the step's Gaussian (the DPPO module's log-probabilities) uses the same formulas as `ddim_step`;
-`ddim_sample` is the sampling loop around any clean-sample predictor. Every random draw takes an explicit
+`ddim_sample` is the sampling loop around any clean-sample predictor, from pure noise or, per row, from an
+intermediate step (a plan re-noised with `add_noise` to step t_k and denoised over the last steps only: the
+truncated chain of a warm start). Every random draw takes an explicit
 ``torch.Generator``, so sampling is deterministic for a given seed.
 """
 
@@ -48,11 +50,16 @@ class CosineSchedule:
         """Uniform training steps in [0, T)."""
         return torch.randint(0, self.num_train_steps, (batch,), generator=generator, device=device)
 
-    def ddim_timesteps(self, steps: int) -> list[int]:
-        """Evenly spaced decreasing steps from T−1 for a ``steps``-step sampler (the last update goes to t = −1)."""
-        if not 1 <= steps <= self.num_train_steps:
-            raise ValueError(f"steps must be in [1, {self.num_train_steps}], got {steps}")
-        grid = torch.linspace(self.num_train_steps - 1, 0, steps).round().long().tolist()
+    def ddim_timesteps(self, steps: int, start: int | None = None) -> list[int]:
+        """Evenly spaced decreasing steps from ``start`` (default T−1, pure noise) for a ``steps``-step sampler (the
+        last update goes to t = −1). ``ddim_timesteps(k, ddim_timesteps(n)[n − k])`` is the last k steps of the
+        n-step chain whenever those are evenly spaced (e.g. every k for n = 10, T = 100)."""
+        start = self.num_train_steps - 1 if start is None else int(start)
+        if not 0 <= start < self.num_train_steps:
+            raise ValueError(f"start must be in [0, {self.num_train_steps - 1}], got {start}")
+        if not 1 <= steps <= start + 1:
+            raise ValueError(f"steps must be in [1, {start + 1}], got {steps}")
+        grid = torch.linspace(start, 0, steps).round().long().tolist()
         return [int(t) for t in grid]
 
     def _ab(self, t: int) -> float:
@@ -95,18 +102,37 @@ class CosineSchedule:
 def ddim_sample(
     schedule: CosineSchedule,
     x: torch.Tensor,
-    predict_x0: Callable[[torch.Tensor, int, int], torch.Tensor],
+    predict_x0: Callable[[torch.Tensor, int, int | torch.Tensor], torch.Tensor],
     steps: int,
     eta: float = 0.0,
     generator: torch.Generator | None = None,
+    start: int | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Run ``steps`` DDIM steps from x (the start noise at t = T−1) down to a clean sample.
+    """Run ``steps`` DDIM steps from x down to a clean sample.
 
-    ``predict_x0(x_t, i, t)`` returns the clean estimate at denoising step i (diffusion step t); it is where a
-    caller clips, guides or swaps networks."""
-    ts = schedule.ddim_timesteps(steps)
-    for i, t in enumerate(ts):
-        x0_hat = predict_x0(x, i, t)
-        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-        x = schedule.ddim_step(x, x0_hat, t, t_prev, eta=eta, generator=generator)
+    ``start``: the diffusion step x is at: None = T−1 (x is the start noise), an int for every row, or a (B,)
+    tensor with one start per row of x; the rows that share a start form one chain over
+    ``schedule.ddim_timesteps(steps, start)``, so a row re-noised to an intermediate step (a warm start) runs the
+    last part of a chain while a row of pure noise runs a whole (coarser) chain, in the same network calls.
+
+    ``predict_x0(x_t, i, t)`` returns the clean estimate at denoising step i (diffusion step t: an int when every
+    row is at the same step, else a (B,) long tensor); it is where a caller clips, guides or swaps networks."""
+    if start is None or isinstance(start, int):
+        ts = schedule.ddim_timesteps(steps, start)
+        for i, t in enumerate(ts):
+            x0_hat = predict_x0(x, i, t)
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x = schedule.ddim_step(x, x0_hat, t, t_prev, eta=eta, generator=generator)
+        return x
+    start = start.to(x.device)
+    chains = [(start == s, schedule.ddim_timesteps(steps, int(s))) for s in torch.unique(start).tolist()]
+    t_rows = torch.empty((steps, len(start)), dtype=torch.long, device=x.device)  # (steps, B)
+    for rows, ts in chains:
+        t_rows[:, rows] = torch.tensor(ts, device=x.device)[:, None]
+    for i in range(steps):
+        x0_hat = predict_x0(x, i, t_rows[i])
+        x = x.clone()
+        for rows, ts in chains:
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x[rows] = schedule.ddim_step(x[rows], x0_hat[rows], ts[i], t_prev, eta=eta, generator=generator)
     return x
