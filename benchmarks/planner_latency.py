@@ -4,11 +4,17 @@ How to run:
     .venv/bin/python benchmarks/planner_latency.py --quick          # headline cells, ~1 min
     .venv/bin/python benchmarks/planner_latency.py                  # full grid (N, H, steps, samples, batch)
     .venv/bin/python benchmarks/planner_latency.py --checkpoint runs/pretrain/best.pt --json out.json
+    .venv/bin/python benchmarks/planner_latency.py --warm-only --config configs/pretrain_planner.yaml  # trained size
 
 Every cell is measured with torch.set_num_threads(1) and (2), each on an idle machine and with a busy-loop
 process occupying a core ("busy"). Without a checkpoint the default PlannerConfig is built with random weights
 (latency does not depend on the values). The target: p50 ≤ 15 ms for 8 members × H=20 × 10 steps ×
 1 sample × batch 1, 1 thread.
+
+The warm-start rows compare the diffusion policy's default plan (replan every step, warm-started from the
+previous plan: 2 DDIM steps, 8 samples, 2 of them from pure noise, guided) with the cold full chain (10 steps
+from noise) and a 4-step warm start; target: the default's p50 ≤ 10 ms for 8 members, 1 thread. Every row
+also gives the process CPU time per call, which a loaded machine inflates much less than the wall time.
 """
 
 from __future__ import annotations
@@ -27,9 +33,13 @@ import torch
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig
 from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig
+from diffplatoon.agents.diffusion.warm_start import WarmStartConfig
 
 OBS_DIM, MSG_DIM, INBOX = 40, 16, 6
 HEADLINE = dict(n=8, horizon=20, steps=10, samples=1, batch=1)
+# (label, warm start or None = cold, steps of the cold chain): 8 members, 8 samples, guided, as the policy plans
+WARM_ROWS = [("cold, full chain", None, 10), ("warm k=4", WarmStartConfig(steps=4), 10),
+             ("warm k=2 (default)", WarmStartConfig(steps=2), 10)]
 
 
 def _busy_loop() -> None:
@@ -63,25 +73,29 @@ def _random_planner(config: PlannerConfig) -> JointDiffusionPlanner:
     return planner
 
 
-def measure(planner, *, n, horizon, steps, samples, batch, budget_s, guidance=None) -> dict:
-    """p50/p95 latency [ms] and plans/s (scenes per second) of one plan() configuration."""
+def measure(planner, *, n, horizon, steps, samples, batch, budget_s, guidance=None, warm=None) -> dict:
+    """p50/p95 latency [ms], p50 process CPU time [ms] and plans/s (scenes per second) of one plan() configuration."""
     inputs = _inputs(batch, n)
     kw = dict(num_samples=samples, steps=steps, horizon=horizon, guidance=guidance, seed=0)
+    if warm is not None:  # a previous plan as the prior: any (n, H, 2) actions cost the same
+        kw.update(warm_start=planner.plan(**inputs, **kw).actions, warm=warm)
     t0 = time.perf_counter()
     planner.plan(**inputs, **kw)  # warm-up, also sizes the number of repetitions
     first = time.perf_counter() - t0
     if first < 0.1:
         planner.plan(**inputs, **kw)
     reps = int(min(200, max(3, budget_s / max(first, 1e-4))))
-    times = []
+    times, cpu = [], []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         planner.plan(**inputs, **kw)
         times.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
     times.sort()
     p50 = statistics.median(times)
     p95 = times[min(len(times) - 1, int(round(0.95 * (len(times) - 1))))]
-    return {"p50_ms": 1e3 * p50, "p95_ms": 1e3 * p95, "plans_per_s": batch / p50, "reps": reps}
+    return {"p50_ms": 1e3 * p50, "p95_ms": 1e3 * p95, "cpu_p50_ms": 1e3 * statistics.median(cpu),
+            "plans_per_s": batch / p50, "reps": reps}
 
 
 def grid(quick: bool) -> list[dict]:
@@ -98,16 +112,26 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="headline cell and one-factor variations only")
     ap.add_argument("--checkpoint", help="planner checkpoint; default: random weights, default config")
+    ap.add_argument("--config", help="pretrain config (YAML) whose model section sizes the random planner, "
+                                     "e.g. configs/pretrain_planner.yaml")
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--loads", nargs="+", default=["idle", "busy"], choices=["idle", "busy"])
     ap.add_argument("--budget", type=float, default=None, help="seconds of timing per cell")
     ap.add_argument("--no-guided", action="store_true", help="skip the guided headline rows")
+    ap.add_argument("--warm-only", action="store_true", help="only the warm-start rows (cold vs warm k=4/2)")
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
     budget = args.budget or (0.6 if args.quick else 0.4)
 
     if args.checkpoint:
         planner = JointDiffusionPlanner.load(args.checkpoint)
+    elif args.config:
+        from diffplatoon.agents.diffusion.pretrain import load_config
+
+        m = load_config(args.config).model
+        planner = _random_planner(PlannerConfig(
+            DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
+                           mlp_ratio=m.mlp_ratio, chunk=m.chunk), horizon=m.horizon, num_train_steps=m.num_train_steps))
     else:
         planner = _random_planner(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM)))
     cfg = planner.config
@@ -118,8 +142,8 @@ def main() -> None:
     print("| load | threads | N | H | steps | samples | batch | guided | p50 ms | p95 ms | plans/s |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     rows = []
-    cells = grid(args.quick)
-    guided_cells = [] if args.no_guided else [dict(HEADLINE), dict(HEADLINE, samples=16)]
+    cells = [] if args.warm_only else grid(args.quick)
+    guided_cells = [] if args.no_guided or args.warm_only else [dict(HEADLINE), dict(HEADLINE, samples=16)]
     for load in args.loads:
         busy = None
         if load == "busy":
@@ -142,10 +166,40 @@ def main() -> None:
                 busy.terminate()
                 busy.join()
 
-    print("\nheadline (8 members, H=20, 10 steps, 1 sample, batch 1; target p50 <= 15 ms):")
-    for r in rows:
-        if not r["guided"] and all(r[k] == v for k, v in HEADLINE.items()):
-            print(f"  {r['load']:>4}, {r['threads']} thread(s): p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms")
+    warm_rows = []
+    print("\n| load | threads | plan (8 members, H=20, 8 samples, guided) | p50 ms | p95 ms | CPU p50 ms | vs cold |")
+    print("|---|---|---|---|---|---|---|")
+    for load in args.loads:
+        busy = None
+        if load == "busy":
+            busy = mp.get_context("spawn").Process(target=_busy_loop, daemon=True)
+            busy.start()
+            time.sleep(0.5)
+        try:
+            for threads in args.threads:
+                torch.set_num_threads(threads)
+                cold = None
+                for label, warm, steps in WARM_ROWS:
+                    res = measure(planner, n=8, horizon=20, steps=steps, samples=8, batch=1, budget_s=budget,
+                                  guidance=GuidanceConfig(), warm=warm)
+                    cold = cold or res["p50_ms"]
+                    warm_rows.append(dict(load=load, threads=threads, plan=label, **res))
+                    print(f"| {load} | {threads} | {label} | {res['p50_ms']:.2f} | {res['p95_ms']:.2f} | "
+                          f"{res['cpu_p50_ms']:.2f} | {res['p50_ms'] / cold:.2f} |", flush=True)
+        finally:
+            if busy is not None:
+                busy.terminate()
+                busy.join()
+    if cells:
+        print("\nheadline (8 members, H=20, 10 steps, 1 sample, batch 1; target p50 <= 15 ms):")
+        for r in rows:
+            if not r["guided"] and all(r[k] == v for k, v in HEADLINE.items()):
+                print(f"  {r['load']:>4}, {r['threads']} thread(s): p50 {r['p50_ms']:.2f} ms, p95 {r['p95_ms']:.2f} ms")
+    print("default policy plan (warm k=2, 8 samples, guided; target p50 <= 10 ms, 1 thread):")
+    for r in warm_rows:
+        if r["plan"].endswith("(default)"):
+            print(f"  {r['load']:>4}, {r['threads']} thread(s): p50 {r['p50_ms']:.2f} ms (CPU {r['cpu_p50_ms']:.2f} ms)")
+    rows = rows + warm_rows
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"params": planner.num_parameters(), "config": cfg.to_dict(), "rows": rows}, f, indent=1)
