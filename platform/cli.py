@@ -399,9 +399,10 @@ def pretrain_command(
 ) -> None:
     """Pre-train the joint diffusion planner on demonstrations (DDPM, EMA, checkpoints, loss curve)."""
     from diffplatoon.agents.diffusion.pretrain import pretrain
+    from diffplatoon.evaluation.episode import run_episode  # closed-loop checkpoint selection drives episodes
 
     with user_errors():
-        out = pretrain(config, resume=resume)
+        out = pretrain(config, resume=resume, run_episode=run_episode)
     console.print(f"run folder: {out}")
 
 

@@ -2,8 +2,9 @@
 
 `load_demos(folder)` reads every shard listed in the manifest into one `DemoSet` of numpy arrays, padding
 members to the folder's largest platoon and inbox slots to its largest inbox (both masked). The split is by
-shard (whole episodes), chosen by a seeded permutation of the sorted shard names, so a validation episode is
-never seen in training and the split does not depend on the order shards were collected in.
+shard (whole episodes), stratified by the shards' scenario (each scenario holds out its share, chosen by a
+seeded permutation of its sorted shard names), so a validation episode is never seen in training, every
+scenario is validated on, and the split does not depend on the order shards were collected in.
 
 `DemoSet.batch_at(step, batch_size, seed)` returns the minibatch of a training step as a pure function of
 (seed, step): epochs are seeded permutations, so a resumed run draws exactly the batches an uninterrupted
@@ -123,12 +124,8 @@ def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, va
     names = sorted(s["file"] for s in manifest["shards"])
     if max_shards is not None:
         names = names[:max_shards]
-    order = np.random.default_rng(seed).permutation(len(names))
-    n_val = int(round(val_fraction * len(names)))
-    if val_fraction > 0 and len(names) >= 2:
-        n_val = min(max(n_val, 1), len(names) - 1)
-    val_names = sorted(names[i] for i in order[:n_val])
-    train_names = sorted(names[i] for i in order[n_val:])
+    val_names, train_names = _split(names, {s["file"]: s.get("scenario", "") for s in manifest["shards"]},
+                                    val_fraction, seed)
     n_max, kc = int(manifest["dims"]["n_max"]), max(int(manifest["dims"]["kc"]), 1)
 
     def load(shards: list[str]) -> DemoSet:
@@ -142,6 +139,32 @@ def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, va
         return DemoSet(arrays, shards)
 
     return DemoData(train=load(train_names), val=load(val_names), manifest=manifest, horizon=horizon)
+
+
+def _split(names: list[str], scenario: dict[str, str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:
+    """(validation, training) shard names, stratified by scenario: each scenario holds out its share of its own
+    shards (seeded permutation; at least one when it has two or more), so every scenario is validated on."""
+    rng = np.random.default_rng(seed)
+    val: list[str] = []
+    for group in sorted(set(scenario.get(n, "") for n in names)):
+        mine = [n for n in names if scenario.get(n, "") == group]
+        order = rng.permutation(len(mine))
+        n_val = int(round(val_fraction * len(mine)))
+        if val_fraction > 0 and len(mine) >= 2:
+            n_val = min(max(n_val, 1), len(mine) - 1)
+        val += [mine[i] for i in order[:n_val]]
+    if val_fraction > 0 and not val and len(names) >= 2:  # one shard per scenario: hold out one shard overall
+        val = [names[int(rng.integers(len(names)))]]
+    held = set(val)
+    return sorted(val), [n for n in names if n not in held]
+
+
+def spread(n_total: int, n: int) -> np.ndarray:
+    """n indices spread evenly over range(n_total) (all of them when n >= n_total): a subset of scenes stored in
+    shard-name order that keeps every shard's, and so every scenario's, share."""
+    if n >= n_total:
+        return np.arange(n_total)
+    return np.unique(np.linspace(0, n_total - 1, n).round().astype(np.intp))
 
 
 def fit_normalizer(trainer: Trainer, data: DemoSet, max_scenes: int = 20000, seed: int = 0) -> None:

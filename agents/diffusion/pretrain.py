@@ -5,11 +5,14 @@ config's model section and the demos' dimensions, fits the normaliser on the tra
 `Trainer` for ``train.steps`` steps. Outputs in ``out``:
 
 - ``last.pt`` every ``checkpoint_every`` steps and at the end, ``best.pt`` at each new best validation loss
-  (EMA weights, same objective and fixed noise every time): model + EMA + optimiser + normaliser + planner
-  config + step + trainer RNG + loss history, written atomically;
-- ``tb/``: TensorBoard scalars (tensorboardX): train/loss, val/loss, lr;
+  (EMA weights, same objective and fixed noise every time, on validation scenes spread over every scenario)
+  or, with a ``selection:`` block, at each new best closed-loop score (`selection`: seeded episodes driven by
+  the EMA weights every ``selection.every`` steps; ties to the lower validation loss): model + EMA + optimiser
+  + normaliser + planner config + step + trainer RNG + loss and closed-loop history, written atomically;
+- ``tb/``: TensorBoard scalars (tensorboardX): train/loss, val/loss, lr, closed_loop/* (the selection metrics);
 - ``loss.png``: training loss (per step and smoothed) and validation loss;
-- ``metrics.json``: losses, timing, and the quality of ``best.pt`` on held-out demos: minADE/minFDE of K
+- ``metrics.json``: losses, timing, ``best_by``, every closed-loop evaluation (``closed_loop``, with its
+  validation loss) and the best one, and the quality of ``best.pt`` on held-out demos: minADE/minFDE of K
   joint samples against the expert future [m] (per scene, the best sample's mean over members and steps),
   and the share of sampled joint plans in which two members' oriented boxes overlap at some step, sampled
   unguided and guided.
@@ -33,10 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffplatoon import io
 from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.dataset import DemoData, DemoSet, fit_normalizer, load_demos
+from diffplatoon.agents.diffusion.dataset import DemoData, DemoSet, fit_normalizer, load_demos, spread
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, resolve_device
+from diffplatoon.agents.diffusion.selection import EpisodeRunner, SelectionSection, Selector
 from diffplatoon.agents.diffusion.train import TrainConfig, Trainer, ddpm_loss
 from diffplatoon.scenarios.errors import ScenarioError
 from diffplatoon.scenarios.loader import schema_problems
@@ -114,6 +118,7 @@ class PretrainConfig(_Section):
     train: TrainSection = Field(default_factory=TrainSection)
     data: DataSection = Field(default_factory=DataSection)
     eval: EvalSection = Field(default_factory=EvalSection)
+    selection: SelectionSection | None = Field(None, description="Closed-loop checkpoint selection (None: best.pt by validation loss).")
 
     def train_config(self) -> TrainConfig:
         """The `Trainer`'s settings."""
@@ -169,8 +174,10 @@ def _problem(path, message):
 
 @torch.no_grad()
 def validation_loss(planner: JointDiffusionPlanner, data: DemoSet, cfg: PretrainConfig) -> float:
-    """DDPM loss of the EMA weights on (at most ``data.val_scenes``) validation scenes, with fixed noise."""
-    n = min(len(data), cfg.data.val_scenes)
+    """DDPM loss of the EMA weights on (at most ``data.val_scenes``, spread over every validation shard and so every
+    scenario) validation scenes, with fixed noise."""
+    scenes = spread(len(data), cfg.data.val_scenes)
+    n = len(scenes)
     if n == 0:
         return float("nan")
     gen = torch.Generator(device=planner.device).manual_seed(cfg.seed + 1)
@@ -179,7 +186,7 @@ def validation_loss(planner: JointDiffusionPlanner, data: DemoSet, cfg: Pretrain
     total, count = 0.0, 0
     try:
         for start in range(0, n, cfg.train.batch_size):
-            idx = np.arange(start, min(n, start + cfg.train.batch_size))
+            idx = scenes[start:start + cfg.train.batch_size]
             batch = data.batch(idx).to(planner.device)
             total += float(ddpm_loss(planner, batch, gen)) * len(idx)
             count += len(idx)
@@ -188,8 +195,11 @@ def validation_loss(planner: JointDiffusionPlanner, data: DemoSet, cfg: Pretrain
     return total / count
 
 
-def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = False, progress: bool = True) -> Path:
-    """Train (or with ``resume`` continue) a planner as configured; return the path of ``best.pt``."""
+def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = False, progress: bool = True,
+             run_episode: EpisodeRunner | None = None) -> Path:
+    """Train (or with ``resume`` continue) a planner as configured; return the path of ``best.pt``.
+
+    ``run_episode``: the evaluation's episode runner, needed by a ``selection`` block (`selection`)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
     from tensorboardX import SummaryWriter
@@ -223,6 +233,8 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
     # history beyond the checkpoint's step belongs to a run that was cut off: drop it
     history["train"] = history["train"][:trainer.step]
     history["val"] = [v for v in history["val"] if v[0] <= trainer.step]
+    history["closed_loop"] = [e for e in history.get("closed_loop", []) if e["step"] <= trainer.step]
+    selector = Selector(cfg.selection, run_episode, history["closed_loop"]) if cfg.selection else None
 
     writer = SummaryWriter(logdir=str(out / "tb"), purge_step=trainer.step if trainer.step else None)
     started = time.perf_counter()
@@ -255,6 +267,11 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
                 writer.add_scalar("val/loss", val, step)
                 if math.isfinite(val) and val < history["best_val"]:
                     history["best_val"] = val
+                    if selector is None:
+                        save(best)
+            if selector is not None and selector.due(step, step == cfg.train.steps):
+                val = history["val"][-1][1] if history["val"] else None  # the latest: the tie-breaker
+                if selector.evaluate(planner, step, val, writer):
                     save(best)
             if step % cfg.checkpoint_every == 0 or step == cfg.train.steps:
                 save(last)
@@ -276,10 +293,14 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
         "final_train_loss": float(np.mean(history["train"][-cfg.log_every:])) if history["train"] else None,
         "best_val_loss": history["best_val"] if math.isfinite(history["best_val"]) else None,
         "val_loss": history["val"],
+        "best_by": "closed_loop" if selector else "val_loss",
         "train_wall_time_s": wall0 + time.perf_counter() - started,
         "device": str(device),
         "torch_threads": cfg.torch_threads,
     }
+    if selector is not None:
+        metrics["closed_loop"] = history["closed_loop"]
+        metrics["best_closed_loop"] = selector.best()
     if cfg.eval.scenes > 0 and len(data.val) > 0:
         t0 = time.perf_counter()
         metrics["quality"] = plan_quality(JointDiffusionPlanner.load(best, device), data.val, cfg)

@@ -104,3 +104,45 @@ def test_sample_collisions_uses_exact_boxes():
     length = np.full(3, 5.0)
     mask = np.array([[True, True, False], [True, True, False], [True, False, True]])
     np.testing.assert_array_equal(sample_collisions(states, length, mask, 2.0), [False, True, True])
+
+
+def test_closed_loop_selection_picks_best_pt_and_survives_resume(demos, tmp_path):
+    """A selection block drives real episodes with the EMA weights every 10 steps, logs the metrics to metrics.json
+    and TensorBoard, picks best.pt by the score (then the validation loss), and a resumed run keeps the history."""
+    from diffplatoon.agents.diffusion.selection import METRICS, SelectionSection, score
+    from diffplatoon.evaluation.episode import run_episode
+
+    selection = SelectionSection(scenarios=["onramp_merge"], episodes=1, every=10, duration=1.0,
+                                 policy={"samples": 2, "steps": 2})
+    cfg = _config(demos, tmp_path / "sel", 20).model_copy(update={"selection": selection})
+    with pytest.raises(ValueError, match="needs an episode runner"):
+        pretrain(cfg, progress=False)
+    cut = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 10})})
+    pretrain(cut, progress=False, run_episode=run_episode)
+    pretrain(cfg, resume=True, progress=False, run_episode=run_episode)
+    metrics = json.loads((tmp_path / "sel" / "metrics.json").read_text())
+    assert metrics["best_by"] == "closed_loop"
+    entries = metrics["closed_loop"]
+    assert [e["step"] for e in entries] == [10, 20]  # the step-10 evaluation came through the resume
+    for e in entries:
+        assert e["episodes"] == 1 and set(METRICS) <= set(e) and e["mean_speed"] > 0
+        assert e["score"] == pytest.approx(score(e, selection.weights))
+        assert e["val_loss"] == dict(map(tuple, metrics["val_loss"]))[e["step"]]
+    best = max(entries, key=lambda e: (e["score"], -e["val_loss"]))
+    assert metrics["best_closed_loop"] == best
+    assert torch.load(tmp_path / "sel" / "best.pt", weights_only=True)["train_state"]["step"] == best["step"]
+    events = b"".join(p.read_bytes() for p in (tmp_path / "sel" / "tb").iterdir())
+    assert b"closed_loop/score" in events and b"closed_loop/shield_override_rate" in events
+
+
+def test_validation_split_and_scenes_cover_every_scenario(demos):
+    from diffplatoon.agents.diffusion.dataset import load_demos, spread
+    from diffplatoon.agents.diffusion.demos import read_manifest
+
+    scenario = {s["file"]: s["scenario"] for s in read_manifest(demos)["shards"]}
+    data = load_demos(demos, horizon=10, val_fraction=0.25, seed=0)
+    assert {scenario[n] for n in data.val.shards} == {"onramp_merge", "lane_drop"}
+    assert not set(data.val.shards) & set(data.train.shards)
+    idx = spread(100, 10)
+    assert len(idx) == 10 and idx[0] == 0 and idx[-1] == 99 and np.all(np.diff(idx) > 0)
+    np.testing.assert_array_equal(spread(5, 10), np.arange(5))
