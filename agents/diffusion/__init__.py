@@ -7,7 +7,8 @@ mean/sigma and sampling loop), ``model`` (encoder + comm-masked transformer deno
 PlannerConfig, Plan), ``train`` (Batch, TrainConfig, Trainer), ``features`` and ``corridor`` (platoon-frame
 inputs, lane corridors), ``shield`` and ``shield_scene`` (SafetyShield, ShieldLevel), ``controller``
 (PlannerController: the one pipeline from observations to executed actions, used by the ``diffusion:`` policy
-in ``policy`` and by the DPPO RLModule), ``demos``, ``dataset`` and ``pretrain`` (offline pre-training).
+in ``policy`` and by the DPPO RLModule), ``warm_start`` (the previous plan as the prior of the next),
+``demos``, ``dataset`` and ``pretrain`` (offline pre-training), ``selection`` (closed-loop checkpoint selection).
 """
 
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext, plan_costs
