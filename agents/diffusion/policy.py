@@ -101,7 +101,8 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()[:12]
 
 
-def _check_params(params: dict[str, Any]) -> DiffusionParams:
+def check_params(params: dict[str, Any]) -> DiffusionParams:
+    """Validated `DiffusionParams` of a parameter dict (ValueError naming an unknown or bad parameter)."""
     valid = [f.name for f in dataclasses.fields(DiffusionParams)]
     unknown = sorted(set(params) - set(valid))
     if unknown:
@@ -123,7 +124,7 @@ class DiffusionPolicy(Policy):
                  **params: Any) -> None:
         """``checkpoint``: a checkpoint file, or a planner in memory (its EMA weights drive, shared, not copied;
         ``version`` then names them, e.g. a training step)."""
-        self.params = p = _check_params(params)
+        self.params = p = check_params(params)
         if p.threads > 0:
             torch.set_num_threads(int(p.threads))
         if isinstance(checkpoint, JointDiffusionPlanner):

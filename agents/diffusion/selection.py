@@ -27,7 +27,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
-from diffplatoon.agents.diffusion.policy import DiffusionPolicy
+from diffplatoon.agents.diffusion.policy import DiffusionPolicy, check_params
 from diffplatoon.agents.diffusion.shield import ShieldLevel
 from diffplatoon.envs.episodes import resolve_scenario
 
@@ -69,8 +69,7 @@ def closed_loop_metrics(planner: JointDiffusionPlanner, section: SelectionSectio
     threads = torch.get_num_threads()
     records = []
     try:
-        for name in section.scenarios:
-            spec = resolve_scenario(name, {"duration": section.duration} if section.duration else None)
+        for spec in scenario_specs(section):
             for episode in range(section.episodes):
                 policy = DiffusionPolicy(spec, planner, version=f"step{step}", **{"threads": 0, **section.policy})
                 records.append(run_episode(spec, policy, episode).record)
@@ -80,6 +79,12 @@ def closed_loop_metrics(planner: JointDiffusionPlanner, section: SelectionSectio
     out["score"] = score(out, section.weights)
     out["episodes"] = len(records)
     return out
+
+
+def scenario_specs(section: SelectionSection) -> list:
+    """The section's scenarios with the duration override (a `ScenarioError` for a bad name or file)."""
+    return [resolve_scenario(name, {"duration": section.duration} if section.duration else None)
+            for name in section.scenarios]
 
 
 def aggregate(records: list[dict[str, Any]]) -> dict[str, float]:
@@ -113,6 +118,11 @@ class Selector:
         if run_episode is None:
             raise ValueError("selection: closed-loop checkpoint selection needs an episode runner: pass "
                              "run_episode=diffplatoon.evaluation.episode.run_episode (the pretrain command does)")
+        scenario_specs(section)  # a bad scenario or parameter fails now, not at the first evaluation
+        try:
+            check_params({"threads": 0, **section.policy})
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"selection.policy: {exc}") from None
         self.section, self.run_episode, self.history = section, run_episode, history
 
     def due(self, step: int, final: bool) -> bool:

@@ -117,6 +117,9 @@ def test_closed_loop_selection_picks_best_pt_and_survives_resume(demos, tmp_path
     cfg = _config(demos, tmp_path / "sel", 20).model_copy(update={"selection": selection})
     with pytest.raises(ValueError, match="needs an episode runner"):
         pretrain(cfg, progress=False)
+    typo = cfg.model_copy(update={"selection": selection.model_copy(update={"policy": {"sampels": 2}})})
+    with pytest.raises(ValueError, match="selection.policy: unknown diffusion policy parameter.*sampels"):
+        pretrain(typo, progress=False, run_episode=run_episode)
     cut = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": 10})})
     pretrain(cut, progress=False, run_episode=run_episode)
     pretrain(cfg, resume=True, progress=False, run_episode=run_episode)
