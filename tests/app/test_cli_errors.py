@@ -94,7 +94,8 @@ def test_corrupt_and_missing_checkpoints(tmp_path: Path) -> None:
 
 def test_missing_inputs_of_report_pretrain_and_train(tmp_path: Path) -> None:
     assert refuse("report", str(tmp_path), cwd=tmp_path) == (
-        f"{tmp_path}: expected an evaluation folder containing records.jsonl, found none")
+        f"{tmp_path}: expected an evaluation folder containing records.jsonl "
+        "(or a search folder containing search.json), found none")
     missing = tmp_path / "missing.yaml"
     assert refuse("pretrain", str(missing), cwd=tmp_path) == (
         f"{missing}: <document>: expected an existing config file, found none")
