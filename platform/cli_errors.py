@@ -3,8 +3,8 @@
 `user_errors` turns what a user can fix into its lines: a `ScenarioError` (one
 ``file:line: field: message`` line per problem), a `UserError`, a `RayConnectError`, and, where
 the caller says so, exceptions of given types (an unknown controller name, an unwritable
-``--out``) as ``subject: what was expected``. The `check_*` helpers refuse bad arguments before
-any work (and before Ray starts). Lines are written unwrapped, so a problem stays one line in a
+``--out``) as ``subject: what was expected``. The `check_*` helpers (and `load_spec`) refuse bad
+arguments before any work (and before Ray starts). Lines are written unwrapped, so a problem stays one line in a
 terminal 80 columns wide. `diffplatoon.cli.main` routes everything through here.
 """
 
@@ -22,7 +22,7 @@ import typer
 from rich.console import Console
 
 from diffplatoon.cluster import RayConnectError
-from diffplatoon.scenarios import ScenarioError, ScenarioSpec
+from diffplatoon.scenarios import ScenarioError, ScenarioSpec, load_scenario
 
 err_console = Console(stderr=True)
 
@@ -133,3 +133,21 @@ def check_seconds(seconds: float | None) -> None:
     """Refuse a --seconds that is not a positive, finite simulated time."""
     if seconds is not None and not (math.isfinite(seconds) and seconds > 0):
         raise UserError(f"--seconds {seconds:g}: expected a positive, finite simulated time in seconds")
+
+
+def check_workers(num_workers: int | None) -> None:
+    """Refuse a --num-workers that is not a positive number of workers (None: the available CPUs)."""
+    if num_workers is not None and num_workers < 1:
+        raise UserError(f"--num-workers {num_workers}: expected a positive number of workers")
+
+
+def check_timeout(episode_timeout: float) -> None:
+    """Refuse an --episode-timeout that is not a positive, finite number of seconds."""
+    if not (math.isfinite(episode_timeout) and episode_timeout > 0):
+        raise UserError(f"--episode-timeout {episode_timeout:g}: expected a positive number of seconds")
+
+
+def load_spec(name_or_path: str) -> ScenarioSpec:
+    """The scenario a command argument names, or its problems printed and exit status 1."""
+    with user_errors():
+        return load_scenario(name_or_path)

@@ -25,7 +25,7 @@ STRESS_SCENARIOS = ["hard_brake", "cut_in", "comm_dropout"]
 
 def run_demo(out: Path, console: Console, *, episodes: int = 20) -> None:
     """Run every demo stage, writing outputs under `out`."""
-    from diffplatoon.cli import one_line_summary
+    from diffplatoon.cli_scenario import one_line_summary
 
     out.mkdir(parents=True, exist_ok=True)
     console.print(Rule("1. The scenario catalogue"))

@@ -5,9 +5,9 @@
 Every module of the package is parsed (not imported): module-level and function-level
 `import` / `from … import`, `TYPE_CHECKING` blocks included, and `importlib.import_module`
 calls with a literal name. A module may import its own layer and the layers to its left; the
-foundation modules import no other diffplatoon module; the application layer (`cli`, `demo`,
-`run`) alone may import everything. Scenarios are pure specs: they import no simulator
-library either.
+foundation modules import no other diffplatoon module; the application layer (`cli` and its
+`cli_*` command modules, `demo`, `run`) alone may import everything. Scenarios are pure specs:
+they import no simulator library either.
 """
 
 from __future__ import annotations
@@ -37,6 +37,9 @@ LAYER_OF = {
     "diffplatoon.evaluation": "evaluation",
     "diffplatoon.cli": "application",
     "diffplatoon.cli_errors": "application",
+    "diffplatoon.cli_evaluate": "application",
+    "diffplatoon.cli_scenario": "application",
+    "diffplatoon.cli_train": "application",
     "diffplatoon.demo": "application",
     "diffplatoon.run": "application",
 }
