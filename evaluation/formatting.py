@@ -4,7 +4,9 @@ One place decides how a measured number is printed (`fmt_num`, `fmt_pm`: signifi
 digits, not ``0.11488043402947258`` or ``± 5.33e-17``) and how a `rich` table is printed
 (`print_table`): identifier and number columns are never wrapped or cut, and when they do
 not fit the console's width (80 columns, or a pipe) the table is printed wider rather than
-with names cut to ``collis…``. Prose columns (descriptions) wrap.
+with names cut to ``collis…``. Prose columns (descriptions) wrap. Evidence scripts that print
+one table per scenario (`grouped_markdown`, `print_grouped`) and rate cells
+(`stats.rate_cell`, printed by `fmt_rate_cell`) share the layout here.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from rich.console import Console
+from rich.markup import escape
 from rich.segment import Segments
 from rich.table import Table
 
@@ -67,6 +70,46 @@ def fmt_fraction(x: Any) -> str:
     """A rate or probability in [0, 1] to three decimals ('-' when missing)."""
     value = _finite(x)
     return "-" if value is None else f"{value:.3f}"
+
+
+def fmt_rate_cell(cell: Mapping[str, Any] | None) -> str:
+    """'k/n [lo, hi]' of a `stats.rate_cell` ('-' for None)."""
+    if cell is None:
+        return "-"
+    return f"{cell['k']}/{cell['n']} [{cell['lo']:.3f}, {cell['hi']:.3f}]"
+
+
+Cells = Callable[[Mapping[str, Any]], Sequence[str]]
+"""A row's cells, in the order of the table's columns."""
+
+
+def _groups(rows: Sequence[Mapping[str, Any]], key: str) -> list[Any]:
+    return list(dict.fromkeys(r[key] for r in rows))
+
+
+def grouped_markdown(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], cells: Cells, *,
+                     group: str = "scenario") -> str:
+    """One markdown table per value of ``row[group]`` (first-seen order), headed ``### <value>``."""
+    out: list[str] = []
+    for value in _groups(rows, group):
+        out += [f"### {value}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        out += ["| " + " | ".join(cells(r)) + " |" for r in rows if r[group] == value]
+        out.append("")
+    return "\n".join(out)
+
+
+def print_grouped(console: Console, rows: Sequence[Mapping[str, Any]], columns: Sequence[str], cells: Cells, *,
+                  group: str = "scenario") -> None:
+    """One `rich` table per value of ``row[group]``, titled by it, printed by `print_table`; brackets in
+    headers and cells (units, intervals) print as they are, not as markup."""
+    for value in _groups(rows, group):
+        table = Table(title=escape(str(value)))
+        for col in columns:
+            table.add_column(escape(col), no_wrap=True)
+        for r in rows:
+            if r[group] == value:
+                table.add_row(*(escape(c) for c in cells(r)))
+        print_table(console, table)
 
 
 def order_key(scenarios: Sequence[str] = (), policies: Sequence[str] = ()) -> Callable[[Mapping[str, Any]], tuple]:

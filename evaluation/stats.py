@@ -53,6 +53,12 @@ def wilson_interval(k: int, n: int, *, confidence: float = 0.95) -> tuple[float,
     return low, high
 
 
+def rate_cell(k: int, n: int, *, confidence: float = 0.95) -> dict[str, Any]:
+    """k of n episodes as a table cell: ``{"k", "n", "rate", "lo", "hi"}``, Wilson interval (NaN when n = 0)."""
+    lo, hi = wilson_interval(k, n, confidence=confidence)
+    return {"k": k, "n": n, "rate": k / n if n else float("nan"), "lo": lo, "hi": hi}
+
+
 def rule_of_three(n: int, *, confidence: float = 0.95, exact: bool = False) -> float:
     """One-sided upper bound on a rate after 0 events in n trials: 3/n (95%), or exact 1 - alpha^(1/n).
 

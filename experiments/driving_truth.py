@@ -26,16 +26,14 @@ How to run::
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 from typing import Any, Sequence
 
 from rich.console import Console
-from rich.table import Table
 
 from diffplatoon import io
 from diffplatoon.evaluation import runner, stats
-from diffplatoon.evaluation.formatting import print_table
+from diffplatoon.evaluation.formatting import fmt_rate_cell, grouped_markdown, print_grouped
 from diffplatoon.scenarios import load_scenario
 from diffplatoon.scenarios.loader import catalogue_names
 from diffplatoon.scenarios.schema import ScenarioSpec
@@ -57,11 +55,6 @@ def scenario_list(names: Sequence[str] | None) -> list[str | ScenarioSpec]:
     if "onramp_merge" in chosen:
         chosen.append(busy_merge())
     return chosen
-
-
-def _rate(k: int, n: int) -> dict[str, Any]:
-    lo, hi = stats.wilson_interval(k, n) if n else (math.nan, math.nan)
-    return {"k": k, "n": n, "rate": k / n if n else math.nan, "lo": lo, "hi": hi}
 
 
 def wrong_exits(record: dict[str, Any]) -> int:
@@ -86,20 +79,13 @@ def table_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         merge = [float(r["merge_success"]) for r in recs if r.get("merge_success") is not None]
         rows.append({
             "scenario": scenario, "policy": policy, "episodes": n,
-            "traffic_collisions": sum(traffic), "traffic_episodes": _rate(sum(t > 0 for t in traffic), n),
-            "at_fault_collisions": sum(fault), "at_fault_episodes": _rate(sum(f > 0 for f in fault), n),
-            "wrong_exits": sum(wrong), "wrong_exit_episodes": _rate(sum(w > 0 for w in wrong), n),
+            "traffic_collisions": sum(traffic), "traffic_episodes": stats.rate_cell(sum(t > 0 for t in traffic), n),
+            "at_fault_collisions": sum(fault), "at_fault_episodes": stats.rate_cell(sum(f > 0 for f in fault), n),
+            "wrong_exits": sum(wrong), "wrong_exit_episodes": stats.rate_cell(sum(w > 0 for w in wrong), n),
             "merge_success_mean": sum(merge) / len(merge) if merge else None,
-            "merge_all": _rate(sum(m >= 1.0 for m in merge), len(merge)) if merge else None,
+            "merge_all": stats.rate_cell(sum(m >= 1.0 for m in merge), len(merge)) if merge else None,
         })
     return rows
-
-
-def _fr(r: dict[str, Any] | None) -> str:
-    """'k/n = rate [lo, hi]' of a rate cell."""
-    if r is None:
-        return "-"
-    return f"{r['k']}/{r['n']} [{r['lo']:.3f}, {r['hi']:.3f}]"
 
 
 _COLUMNS = ("policy", "episodes", "traffic-only collisions (episodes)", "at-fault collisions (episodes)",
@@ -107,32 +93,12 @@ _COLUMNS = ("policy", "episodes", "traffic-only collisions (episodes)", "at-faul
 
 
 def _cells(row: dict[str, Any]) -> list[str]:
-    merge = "-" if row["merge_success_mean"] is None else f"{row['merge_success_mean']:.2f} ({_fr(row['merge_all'])})"
+    merge = ("-" if row["merge_success_mean"] is None
+             else f"{row['merge_success_mean']:.2f} ({fmt_rate_cell(row['merge_all'])})")
     return [row["policy"], str(row["episodes"]),
-            f"{row['traffic_collisions']} ({_fr(row['traffic_episodes'])})",
-            f"{row['at_fault_collisions']} ({_fr(row['at_fault_episodes'])})",
-            f"{row['wrong_exits']} ({_fr(row['wrong_exit_episodes'])})", merge]
-
-
-def markdown(rows: Sequence[dict[str, Any]]) -> str:
-    """One markdown table per scenario."""
-    out: list[str] = []
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        out += [f"### {scenario}", "", "| " + " | ".join(_COLUMNS) + " |", "|" + "---|" * len(_COLUMNS)]
-        out += ["| " + " | ".join(_cells(r)) + " |" for r in rows if r["scenario"] == scenario]
-        out.append("")
-    return "\n".join(out)
-
-
-def print_tables(console: Console, rows: Sequence[dict[str, Any]]) -> None:
-    for scenario in dict.fromkeys(r["scenario"] for r in rows):
-        table = Table(title=scenario)
-        for col in _COLUMNS:
-            table.add_column(col, no_wrap=True)
-        for r in rows:
-            if r["scenario"] == scenario:
-                table.add_row(*_cells(r))
-        print_table(console, table)
+            f"{row['traffic_collisions']} ({fmt_rate_cell(row['traffic_episodes'])})",
+            f"{row['at_fault_collisions']} ({fmt_rate_cell(row['at_fault_episodes'])})",
+            f"{row['wrong_exits']} ({fmt_rate_cell(row['wrong_exit_episodes'])})", merge]
 
 
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
@@ -158,8 +124,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     order = {s: k for k, s in enumerate(names)}
     records.sort(key=lambda r: (order[r["scenario"]], policies.index(r["policy"]), r["episode"]))
     rows = table_rows(records)
-    print_tables(console, rows)
-    io.atomic_write_text(args.out / "driving_truth.md", markdown(rows))
+    print_grouped(console, rows, _COLUMNS, _cells)
+    io.atomic_write_text(args.out / "driving_truth.md", grouped_markdown(rows, _COLUMNS, _cells))
     io.atomic_write_json(args.out / "driving_truth.json", {"episodes": args.episodes, "rows": io.json_safe(rows)})
     return rows
 

@@ -11,12 +11,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
+from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.dagger import DaggerSettings, aggregate, clone_policy, rollout_episode
 from diffplatoon.agents.diffusion.dataset import load_demos
 from diffplatoon.agents.diffusion.demos import (SHARDS, collect_demos, collect_episode, demo_episodes, platoon_rows,
                                                 scene_future)
-from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.perturb import PerturbBounds, perturb_members
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.cli import app
@@ -41,22 +40,9 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def planner(spec, tmp_path_factory) -> str:
+def planner(spec, tiny_planner) -> str:
     """The policy string of a tiny untrained planner (jittered weights, gentle steering)."""
-    cfg = PlannerConfig(DenoiserConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), chunk=5,
-                                       d_model=32, n_layers=1, n_heads=2, max_horizon=20),
-                        horizon=10, num_train_steps=20)
-    torch.manual_seed(0)
-    model = JointDiffusionPlanner(cfg)
-    with torch.no_grad():
-        for p in model.model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-        model.ema.load_state_dict(model.model.state_dict())
-        model.normalizer.action_std.copy_(torch.tensor([1.0, 0.005]))
-        model.normalizer.fitted.fill_(True)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    model.save(path)
-    return f"diffusion:{path},samples=2,steps=3"
+    return f"diffusion:{tiny_planner(spec)},samples=2,steps=3"
 
 
 def test_beta_one_labels_every_step_exactly_as_the_demonstrations(spec) -> None:

@@ -10,10 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from diffplatoon.agents.diffusion import JointDiffusionPlanner, PlannerConfig, features
 from diffplatoon.agents.diffusion.controller import MemberLimits, PlannerController, clip_actions
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig
-from diffplatoon.agents.diffusion.model import DenoiserConfig
 from diffplatoon.agents.diffusion.policy import DiffusionPolicy, file_hash
 from diffplatoon.agents.diffusion.shield import LEVELS
 from diffplatoon.agents.policy import CheckpointError, SimInfo, make_policy
@@ -39,23 +37,8 @@ def spec():
 
 
 @pytest.fixture(scope="module")
-def checkpoint(spec, tmp_path_factory):
-    """A tiny untrained planner, its weights jittered (AdaLN-Zero would output constant plans) and its
-    actions scaled to gentle steering so that it stays on the road."""
-    cfg = PlannerConfig(DenoiserConfig(obs_dim=features.obs_dim(spec), msg_dim=features.msg_dim(spec), chunk=5,
-                                       d_model=32, n_layers=1, n_heads=2, max_horizon=20),
-                        horizon=10, num_train_steps=20)
-    torch.manual_seed(0)
-    planner = JointDiffusionPlanner(cfg)
-    with torch.no_grad():
-        for p in planner.model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-        planner.ema.load_state_dict(planner.model.state_dict())
-        planner.normalizer.action_std.copy_(torch.tensor([1.0, 0.005]))
-        planner.normalizer.fitted.fill_(True)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    planner.save(path)
-    return path
+def checkpoint(spec, tiny_planner):
+    return tiny_planner(spec)
 
 
 class Recording(DiffusionPolicy):
