@@ -13,7 +13,8 @@ Steps, each skipped when its output already exists under ``--out`` (so a rerun r
 3. Evaluation with `diffplatoon.evaluation.runner.evaluate` on ``--episodes`` onramp_merge episodes:
    - ``pretrained``: the pre-trained planner as the ``diffusion:`` product policy (8 samples, replan every 5 steps);
    - ``pretrained-matched``: the same weights run like the RL module (1 sample, replan every act_steps steps, 5 DDIM
-     steps, guidance and shield on, a plan per action chunk), the like-for-like baseline of the fine-tuned module;
+     steps from noise with no warm start, guidance and shield on, a plan per action chunk), the like-for-like
+     baseline of the fine-tuned module;
    - ``fine-tuned``: the DPPO checkpoint (``rllib:``); ``mlp-ppo``; ``cacc``.
 The table: collision rate with its Wilson 95% interval, mean speed [m/s] and merge success (share of
 platoon members that end on the main road), with their episode counts.
@@ -95,7 +96,7 @@ def main() -> None:
 
         policies = {
             "pretrained": f"diffusion:{planner}",
-            "pretrained-matched": f"diffusion:{planner},samples=1,replan_every={base.act_steps},steps=5",
+            "pretrained-matched": f"diffusion:{planner},samples=1,replan_every={base.act_steps},steps=5,warm_steps=0",
             "fine-tuned": f"rllib:{out / 'dppo'}",
             "mlp-ppo": f"rllib:{mlp_run}",
             "cacc": "cacc",
