@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from statistics import NormalDist
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 import numpy as np
 from pydantic import Field, StrictBool, StrictInt, model_validator
@@ -98,21 +98,30 @@ class _Continuous(Strict):
         return float(value)
 
 
-class Uniform(_Continuous):
-    """Uniform on [low, high]."""
+class _Interval(_Continuous):
+    """A continuous distribution on [low, high]; each subclass declares `low` and `high` itself (so
+    that its fields keep their order in a dumped space)."""
 
-    type: Literal["uniform"]
-    low: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Lower end.")
-    high: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Upper end, above `low`.")
+    if TYPE_CHECKING:
+        low: float
+        high: float
 
     @model_validator(mode="after")
-    def _order(self) -> "Uniform":
+    def _order(self) -> "_Interval":
         if not self.low < self.high:
             raise ValueError(f"expected low < high, got low={self.low:g}, high={self.high:g}")
         return self
 
     def support(self) -> tuple[float, float]:
         return self.low, self.high
+
+
+class Uniform(_Interval):
+    """Uniform on [low, high]."""
+
+    type: Literal["uniform"]
+    low: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Lower end.")
+    high: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Upper end, above `low`.")
 
     def start(self) -> tuple[float, float]:
         return 0.5 * (self.low + self.high), (self.high - self.low) / math.sqrt(12.0)
@@ -145,7 +154,7 @@ class Normal(_Continuous):
         return normal_logpdf(x, self.mean, self.std)
 
 
-class TruncNormal(_Continuous):
+class TruncNormal(_Interval):
     """N(mean, std^2) truncated to [low, high] (mean and std are those of the untruncated normal)."""
 
     type: Literal["truncnormal"]
@@ -153,15 +162,6 @@ class TruncNormal(_Continuous):
     std: float = Field(..., gt=0, le=MAX_NUMBER, description="Standard deviation of the untruncated normal.")
     low: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Lower end.")
     high: float = Field(..., ge=-MAX_NUMBER, le=MAX_NUMBER, description="Upper end, above `low`.")
-
-    @model_validator(mode="after")
-    def _order(self) -> "TruncNormal":
-        if not self.low < self.high:
-            raise ValueError(f"expected low < high, got low={self.low:g}, high={self.high:g}")
-        return self
-
-    def support(self) -> tuple[float, float]:
-        return self.low, self.high
 
     def start(self) -> tuple[float, float]:
         return self.mean, self.std  # the proposal family holds this distribution exactly
@@ -173,7 +173,7 @@ class TruncNormal(_Continuous):
         return truncnormal_logpdf(x, self.mean, self.std, self.low, self.high)
 
 
-class Beta(_Continuous):
+class Beta(_Interval):
     """Beta(a, b) stretched onto [low, high] (default [0, 1])."""
 
     type: Literal["beta"]
@@ -181,15 +181,6 @@ class Beta(_Continuous):
     b: float = Field(..., gt=0, le=1000, description="Second shape parameter.")
     low: float = Field(0.0, ge=-MAX_NUMBER, le=MAX_NUMBER, description="Lower end.")
     high: float = Field(1.0, ge=-MAX_NUMBER, le=MAX_NUMBER, description="Upper end, above `low`.")
-
-    @model_validator(mode="after")
-    def _order(self) -> "Beta":
-        if not self.low < self.high:
-            raise ValueError(f"expected low < high, got low={self.low:g}, high={self.high:g}")
-        return self
-
-    def support(self) -> tuple[float, float]:
-        return self.low, self.high
 
     def start(self) -> tuple[float, float]:
         a, b, width = self.a, self.b, self.high - self.low
