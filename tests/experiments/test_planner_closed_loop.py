@@ -126,3 +126,18 @@ def test_table_matches_the_records(tmp_path, ray_session, tiny_planner):
     md = (out / "planner_closed_loop.md").read_text()
     assert f"### {names[0]}" in md and f"### {names[1]}" in md
     assert "| " + " | ".join(pcl.cells(bc)) + " |" in md
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([], "give a planner: --bc and/or --dagger"),
+    (["--bc", "nosuch.pt"], "--bc: no planner checkpoint at nosuch.pt"),
+    (["--bc", "{ckpt}", "--dagger", "{ckpt}"], "--bc and --dagger are the same file"),
+    (["--bc", "{ckpt}", "--params", "shield=on"], "leave 'shield' out"),
+    (["--bc", "{ckpt}", "--params", "samplez=2"], "unknown diffusion policy parameter(s) samplez"),
+    (["--bc", "{ckpt}", "--duration", "0"], "--duration must be > 0 s"),
+])
+def test_bad_arguments_are_one_usage_error(argv, message, tiny_planner, capsys):
+    ckpt = str(tiny_planner(load_scenario("hard_brake")))
+    with pytest.raises(SystemExit) as info:
+        pcl.main([a.format(ckpt=ckpt) for a in argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
