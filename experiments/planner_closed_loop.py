@@ -39,12 +39,17 @@ and the targets, PASS / FAIL per row (``-`` where a target does not apply to the
 
 Written atomically as ``planner_closed_loop.md`` and ``planner_closed_loop.json`` in ``--out``.
 
-How to run::
+How to run (the checkpoints of the README's recipe; a held-out file is any scenario YAML, e.g. a copy of
+``scenarios/highway_platoon.yaml`` with 8 members at 30 m/s)::
 
-    .venv/bin/python experiments/planner_closed_loop.py --bc runs/bc.pt --dagger runs/pretrain/best.pt \\
-        --episodes 200 --out runs/planner_closed_loop
-    .venv/bin/python experiments/planner_closed_loop.py --bc runs/bc.pt --episodes 1 --scenarios hard_brake \\
-        --duration 5 --params samples=2,steps=3 --out runs/planner_smoke        # smoke check
+    .venv/bin/python experiments/planner_closed_loop.py --bc runs/planner_bc.pt \\
+        --dagger runs/pretrain_recipe/best.pt --episodes 200 --held-out runs/held_out/platoon8_fast.yaml \\
+        --out runs/planner_closed_loop
+    .venv/bin/python experiments/planner_closed_loop.py --bc runs/planner_bc.pt --episodes 1 \\
+        --scenarios hard_brake --duration 6 --params samples=2,steps=2 --out runs/planner_smoke   # smoke check
+
+``--duration`` must leave the scenarios' events inside the episode (hard_brake brakes at 5 s, cut_in cuts in
+at 4 s, comm_dropout drops at 10-14 s). Rerunning the same command skips the finished episodes.
 """
 
 from __future__ import annotations
