@@ -26,8 +26,8 @@ _RATIO_LOG_ABOVE = 10.0
 _RATIO_FLOOR = 1e-3
 
 
-def _save(fig: Figure, path: Path) -> Path:
-    """Render to PNG in memory, then write atomically."""
+def save_png(fig: Figure, path: Path) -> Path:
+    """Render a figure to PNG in memory, then write it atomically (every report figure goes through here)."""
     buf = _bytes_io.BytesIO()
     fig.savefig(buf, format="png", dpi=_DPI, bbox_inches="tight")
     return io.atomic_write_bytes(path, buf.getvalue())
@@ -72,7 +72,7 @@ def collision_rates(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     ax.set_ylim(0, max(0.05, min(1.0, max([float(r.get("collision_hi", 0) or 0) for r in rows] + [0]) * 1.15)))
     ax.set_title("Collision rate (bars: Wilson 95% interval; labels: collisions/episodes)")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def ttc_distribution(records: Sequence[Mapping[str, Any]], path: Path, *, key: str = "min_ttc",
@@ -95,7 +95,7 @@ def ttc_distribution(records: Sequence[Mapping[str, Any]], path: Path, *, key: s
         ax.legend(fontsize=8)
     ax.set_ylabel("episode minimum TTC [s]")
     ax.set_title("Distribution of the per-episode minimum time-to-collision")
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def min_gap_cdf(records: Sequence[Mapping[str, Any]], path: Path, *, key: str = "min_gap") -> Path:
@@ -116,7 +116,7 @@ def min_gap_cdf(records: Sequence[Mapping[str, Any]], path: Path, *, key: str = 
     ax.set_title("Minimum-gap CDF")
     if groups:
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def platoon_profiles(time: np.ndarray, speed: np.ndarray, gap: np.ndarray, labels: Sequence[str],
@@ -145,7 +145,7 @@ def platoon_profiles(time: np.ndarray, speed: np.ndarray, gap: np.ndarray, label
     ax_g.set_xlabel("time [s]")
     ax_v.legend(fontsize=7, ncol=min(6, max(1, len(labels))))
     ax_v.set_title(title, fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def string_stability(curves: Mapping[str, Mapping[str, Sequence[float]]], path: Path) -> Path:
@@ -185,4 +185,4 @@ def string_stability(curves: Mapping[str, Mapping[str, Sequence[float]]], path: 
         axes[0].set_visible(True)
         axes[0].text(0.5, 0.5, "no platoon with two or more members", ha="center", va="center")
     fig.suptitle("String stability (ratio <= 1: disturbances shrink down the platoon)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)

@@ -1,6 +1,6 @@
 """Figures of a failure search, drawn from ``search.json`` and the rounds' ``samples.json``.
 
-Three figures, each written atomically as PNG through `diffplatoon.evaluation.plots`' saver:
+Three figures, each written atomically as PNG by `diffplatoon.evaluation.plots.save_png`:
 parameter pairs coloured by outcome (where the failures are), the criticality of every round
 (how the proposal moved towards failure) and the proposal's parameters round by round.
 """
@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.figure import Figure
 
-from diffplatoon.evaluation.plots import _save
+from diffplatoon.evaluation.plots import save_png
 
 _MAX_PAIRS = 15
 
@@ -38,7 +38,7 @@ def pair_scatter(paths: Sequence[str], values: np.ndarray, failed: np.ndarray, c
         if k == 0:
             ax.legend(fontsize=7)
     fig.suptitle(f"{int(failed.sum())} failures in {len(failed)} episodes (every round)", fontsize=10)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def criticality_rounds(per_round: Sequence[np.ndarray], failures: Sequence[int], phases: Sequence[str],
@@ -58,7 +58,7 @@ def criticality_rounds(per_round: Sequence[np.ndarray], failures: Sequence[int],
     ax.set_ylabel(f"episode {kind} (failures excluded)")
     better = "higher" if kind == "max_drac" else "lower"
     ax.set_title(f"Criticality per round (round, phase, failures; {better} {kind} is more critical)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def proposal_evolution(paths: Sequence[str], proposals: Sequence[dict[str, Any]], labels: Sequence[Any],
@@ -92,7 +92,7 @@ def proposal_evolution(paths: Sequence[str], proposals: Sequence[dict[str, Any]]
         ax.set_xlabel("round (grey: the nominal itself)", fontsize=8)
         ax.set_xticks(x)
     fig.suptitle("Proposal component per round (the sampled mixture also keeps the nominal's share)", fontsize=9)
-    return _save(fig, path)
+    return save_png(fig, path)
 
 
 def _natural(scores: np.ndarray, kind: str) -> np.ndarray:
