@@ -66,12 +66,17 @@ def load_scenario(name_or_path: str | FsPath) -> ScenarioSpec:
 def parse_scenario(text: str, source: str = "<string>") -> ScenarioSpec:
     """Validate scenario YAML text (schema, semantics and every sweep variant)."""
     data, lines = parse_yaml(text, source)
+    return validate_with_sweep(data, source, lines)
+
+
+def validate_with_sweep(data: dict[str, Any], source: str, lines: dict[Path, int] | None = None) -> ScenarioSpec:
+    """`validate_data`, then every sweep variant; raise `ScenarioError` listing every problem."""
     spec = validate_data(data, source, lines)
     from diffplatoon.scenarios.sweep import expand_sweep  # sweep builds on this module
 
     problems: list[Problem] = []
-    for variant_error in expand_sweep(spec, source=source, lines=lines, collect_errors=True)[1]:
-        problems.extend(variant_error)
+    for variant_problems in expand_sweep(spec, source=source, lines=lines, collect_errors=True)[1]:
+        problems.extend(variant_problems)
     if problems:
         raise ScenarioError(source, problems)
     return spec

@@ -26,8 +26,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from diffplatoon.scenarios import ScenarioError, ScenarioSpec, expand_sweep, load_scenario, validate_data
-from diffplatoon.scenarios.errors import Path, Problem
-from diffplatoon.scenarios.loader import resolve_source
+from diffplatoon.scenarios.errors import Path
+from diffplatoon.scenarios.loader import resolve_source, validate_with_sweep
 from diffplatoon.scenarios.schema import ActionSpec
 from diffplatoon.scenarios.yaml_source import parse_yaml
 
@@ -66,12 +66,7 @@ def resolve_scenario(scenario: ScenarioArg, overrides: Mapping[str, Any] | None 
     _merge(data, overrides, (), changed)
     source = f"{source} (with keyword overrides)"
     try:
-        spec = validate_data(data, source, lines)
-        problems: list[Problem] = []
-        for variant_problems in expand_sweep(spec, source=source, lines=lines, collect_errors=True)[1]:
-            problems.extend(variant_problems)
-        if problems:
-            raise ScenarioError(source, problems)
+        spec = validate_with_sweep(data, source, lines)
     except ScenarioError as exc:  # an overridden field has no line in the file: name it without one
         overridden = lambda path: any(path[:len(c)] == c for c in changed)  # noqa: E731
         raise ScenarioError(source, [dataclasses.replace(p, line=None) if overridden(p.path) else p
