@@ -26,38 +26,37 @@ job_id, so the report counts every episode exactly once.
 Parallelism: at most ``num_workers`` tasks are in flight, one CPU each, torch limited to one
 thread per worker. Episodes are seeded by (scenario seed, episode index) only, so the records
 (minus ``wall_time``) do not depend on the number of workers or the completion order.
+
+``run.json`` (arguments, scenario hashes, versions) is written by `provenance`, the console table
+by `summary`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import platform as _platform
-import sys
 import time
 import traceback
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from rich.console import Console
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
-from rich.table import Table
-from rich.text import Text
 
 from diffplatoon import io
 from diffplatoon.cluster import (DEFAULT_JOB_TIMEOUT, JobSummary, Overdue, check_timeout, connect_ray, remote,
                                  run_bounded)
-from diffplatoon.evaluation import episode_data, stats
-from diffplatoon.evaluation.formatting import fmt_fraction, fmt_num, order_key, print_table
+from diffplatoon.evaluation import episode_data
+from diffplatoon.evaluation.formatting import print_table
+from diffplatoon.evaluation.provenance import RUN, write_run_json  # noqa: F401 - RUN: the run folder's names here too
+from diffplatoon.evaluation.summary import summary_rows, summary_table
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
 from diffplatoon.scenarios.loader import resolve_source
 
 RECORDS = "records.jsonl"
-RUN = "run.json"
 # Ray retries a task whose worker died this many times before it is recorded as a failure.
 DEFAULT_MAX_RETRIES = 2
 
@@ -252,8 +251,8 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
     repair_records(records_path)
     done = {r["job_id"]: r for r in load_records(out)}
     todo = [j for j in jobs if j.job_id not in done or (retry_failed and done[j.job_id].get("failed"))]
-    _write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
-                    worst_k)
+    write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
+                   worst_k)
 
     started = time.perf_counter()
     completed = 0
@@ -269,8 +268,8 @@ def evaluate(policies: list[str], scenarios: list[str], episodes: int, out: Path
 
     wanted = {j.job_id for j in jobs}
     records = [r for r in load_records(out) if r["job_id"] in wanted]
-    _write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
-                    worst_k, records)
+    write_run_json(out, policies, scenarios, episodes, entries, seed_offset, ray_address, num_workers,
+                   worst_k, records)
     ok = [r for r in records if not r.get("failed")]
     summary = EvalSummary(out=out, jobs=len(jobs), completed=completed, skipped=len(jobs) - len(todo),
                           failed=sum(1 for r in records if r.get("failed")), wall_time=wall,
@@ -319,88 +318,3 @@ def _drive(todo: list[Job], specs: dict[str, ScenarioSpec], records_path: Path, 
             completed += 1
             bar.advance(task_id)
     return completed
-
-
-# ------------------------------------------------------------------------------------------------
-# Provenance and the summary table
-# ------------------------------------------------------------------------------------------------
-
-
-def package_version() -> str:
-    """Installed diffplatoon version."""
-    try:
-        return version("diffplatoon")
-    except PackageNotFoundError:
-        return "0+unknown"
-
-
-def _write_run_json(out: Path, policies: Sequence[str], scenarios: Sequence[Any], episodes: int,
-                    entries: Sequence[ScenarioEntry], seed_offset: int, ray_address: str | None,
-                    num_workers: int | None, worst_k: int,
-                    records: Sequence[dict[str, Any]] = ()) -> None:
-    """Write ``run.json``: arguments, resolved scenarios with hashes, seeds, versions."""
-    versions: dict[str, list[str]] = {}
-    for rec in records:
-        if not rec.get("failed") and rec.get("policy_version") is not None:
-            versions.setdefault(rec["policy"], [])
-            if str(rec["policy_version"]) not in versions[rec["policy"]]:
-                versions[rec["policy"]].append(str(rec["policy_version"]))
-    run = {
-        "command": "evaluate",
-        "arguments": {
-            "policies": list(policies),
-            "scenarios": [s.name if isinstance(s, ScenarioSpec) else str(s) for s in scenarios],
-            "episodes": episodes, "out": str(out), "ray_address": ray_address, "num_workers": num_workers,
-            "seed_offset": seed_offset, "worst_k": worst_k,
-        },
-        "scenarios": [{
-            "name": e.spec.name, "source": e.source, "sha256": e.sha256, "seed": e.spec.seed,
-            "episodes": list(range(seed_offset, seed_offset + episodes)),
-            "thresholds": Thresholds.for_spec(e.spec).as_dict(),
-            "spec": e.spec.model_dump(mode="json", by_alias=True),
-        } for e in entries],
-        "policy_versions": versions,
-        "versions": {"diffplatoon": package_version(), "python": sys.version.split()[0],
-                     "platform": _platform.platform(), **_lib_versions()},
-    }
-    io.atomic_write_json(out / RUN, run)
-
-
-def _lib_versions() -> dict[str, str]:
-    """Versions of the libraries that shape the numbers."""
-    found = {}
-    for lib in ("numpy", "highway-env", "torch", "ray", "shapely"):
-        try:
-            found[lib] = version(lib)
-        except PackageNotFoundError:
-            pass
-    return found
-
-
-def summary_rows(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per scenario x policy: collision rate (Wilson), mean speed and min TTC."""
-    recs = [r for r in records if not r.get("failed")]
-    present = {k for r in recs for k in r}
-    metrics = [m for m in ("mean_speed", "min_ttc") if m in present]
-    return stats.aggregate(recs, by=("scenario", "policy"), metrics=metrics, rates=["collision"])
-
-
-def summary_table(rows: Sequence[dict[str, Any]], *, failed: int = 0, scenarios: Sequence[str] = (),
-                  policies: Sequence[str] = ()) -> Table:
-    """Rich table of `summary_rows`: collision rate with its Wilson 95% CI and n, speed, TTC.
-
-    Rows follow the order of `scenarios` and `policies` (the command line's); print it with
-    `formatting.print_table` so no name is cut at 80 columns.
-    """
-    table = Table(title="Safety evaluation" + (f" ({failed} failed episodes not counted)" if failed else ""))
-    for col, just in (("scenario", "left"), ("policy", "left"), ("collisions", "right"),
-                      ("rate [95% CI]", "right"), ("speed", "right"), ("min TTC", "right")):
-        table.add_column(col, justify=just, no_wrap=True)
-    table.caption = Text("collisions: episodes with a collision / episodes; 95% CI: Wilson; speed: mean [m/s]; "
-                         "min TTC: mean of the per-episode minimum [s]")  # Text: '[s]' is not markup
-    for r in sorted(rows, key=order_key(scenarios, policies)):
-        rate = (f"{fmt_fraction(r['collision'])} "
-                f"[{fmt_fraction(r['collision_lo'])}, {fmt_fraction(r['collision_hi'])}]")
-        table.add_row(str(r["scenario"]), str(r["policy"]), f"{r['collision_k']}/{r['collision_n']}", rate,
-                      fmt_num(r.get("mean_speed_mean")), fmt_num(r.get("min_ttc_mean")))
-    return table

@@ -31,7 +31,8 @@ from rich.console import Console
 
 from diffplatoon import io
 from diffplatoon.cluster import DEFAULT_JOB_TIMEOUT, connect_ray
-from diffplatoon.evaluation.runner import evaluate, load_records, package_version
+from diffplatoon.evaluation.provenance import package_version
+from diffplatoon.evaluation.runner import evaluate, load_records
 from diffplatoon.evaluation.search import failures as failure_files
 from diffplatoon.evaluation.search.cem import Round, SearchResult, cross_entropy_search
 from diffplatoon.evaluation.search.proposal import Proposal
