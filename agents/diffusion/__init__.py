@@ -8,7 +8,8 @@ PlannerConfig, Plan), ``train`` (Batch, TrainConfig, Trainer), ``features`` and 
 inputs, lane corridors), ``shield`` and ``shield_scene`` (SafetyShield, ShieldLevel), ``controller``
 (PlannerController: the one pipeline from observations to executed actions, used by the ``diffusion:`` policy
 in ``policy`` and by the DPPO RLModule), ``warm_start`` (the previous plan as the prior of the next),
-``demos``, ``dataset`` and ``pretrain`` (offline pre-training), ``selection`` (closed-loop checkpoint selection).
+``demos``, ``dataset``, ``pretrain_config`` and ``pretrain`` (offline pre-training), ``quality`` (held-out plan
+quality), ``selection`` (closed-loop checkpoint selection).
 """
 
 from diffplatoon.agents.diffusion.guidance import CostWeights, GuidanceConfig, SceneContext, plan_costs

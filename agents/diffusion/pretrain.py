@@ -19,6 +19,9 @@ config's model section and the demos' dimensions, fits the normaliser on the tra
 
 Resuming (``resume=True``) reloads ``last.pt``: weights, EMA, optimiser, step and the trainer's RNG, and the
 minibatch of each step is a function of (seed, step), so the losses continue exactly as without a stop.
+
+The config and the planner it builds live in `pretrain_config`, the held-out quality report in `quality`
+(both re-exported here); this module runs the loop and writes the outputs.
 """
 
 from __future__ import annotations
@@ -28,148 +31,21 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from diffplatoon import io
-from diffplatoon.agents.diffusion import features
-from diffplatoon.agents.diffusion.dataset import DemoData, DemoSet, fit_normalizer, load_demos, spread
-from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
-from diffplatoon.agents.diffusion.model import DenoiserConfig
-from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, resolve_device
-from diffplatoon.agents.diffusion.selection import EpisodeRunner, SelectionSection, Selector
-from diffplatoon.agents.diffusion.train import TrainConfig, Trainer, ddpm_loss
-from diffplatoon.scenarios.errors import ScenarioError
-from diffplatoon.scenarios.loader import schema_problems
-from diffplatoon.scenarios.yaml_source import parse_yaml
-from diffplatoon.geometry import box_corners, boxes_overlap
+from diffplatoon.agents.diffusion.dataset import DemoSet, fit_normalizer, load_demos, spread
+from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, resolve_device
+from diffplatoon.agents.diffusion.pretrain_config import (ConfigError, DataSection, EvalSection, ModelSection,
+                                                          PretrainConfig, TrainSection, load_config, planner_config)
+from diffplatoon.agents.diffusion.quality import plan_quality, sample_collisions
+from diffplatoon.agents.diffusion.selection import EpisodeRunner, Selector
+from diffplatoon.agents.diffusion.train import Trainer, ddpm_loss
 
-
-class ConfigError(ScenarioError):
-    """An invalid training config; ``str()`` lists ``file:line: field: message`` per problem."""
-
-
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class ModelSection(_Section):
-    """Planner size (→ `PlannerConfig`)."""
-
-    horizon: int = Field(20, ge=1, le=80, description="Plan length H [policy steps]; at most the demos' horizon.")
-    d_model: int = Field(128, ge=8, le=1024, description="Token width.")
-    n_layers: int = Field(3, ge=1, le=24, description="Transformer blocks.")
-    n_heads: int = Field(4, ge=1, le=32, description="Attention heads (must divide d_model).")
-    mlp_ratio: int = Field(4, ge=1, le=8, description="MLP width / d_model.")
-    chunk: int = Field(5, ge=1, le=80, description="Plan steps per token (must divide horizon).")
-    num_train_steps: int = Field(100, ge=2, le=5000, description="Diffusion steps of the training schedule.")
-    noise_scale: float = Field(1.0, gt=0, le=2, description="Default start-noise scale at sampling.")
-    max_members: int = Field(16, ge=1, le=64, description="Largest platoon the planner accepts.")
-
-
-class TrainSection(_Section):
-    """Optimisation (→ `TrainConfig`)."""
-
-    steps: int = Field(2000, ge=0, le=10_000_000, description="Optimisation steps in total (resume counts on).")
-    batch_size: int = Field(64, ge=1, le=65536, description="Scenes per step.")
-    lr: float = Field(3e-4, gt=0, le=1, description="AdamW learning rate.")
-    weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW weight decay.")
-    ema_decay: float = Field(0.995, ge=0, lt=1, description="EMA decay of the sampling weights.")
-    grad_clip: float = Field(1.0, gt=0, description="Max global gradient norm.")
-    inbox_dropout: float = Field(0.25, ge=0, le=1, description="Probability of dropping each received message.")
-    comm_dropout: float = Field(0.0, ge=0, le=1, description="Probability of dropping each comm edge.")
-
-
-class DataSection(_Section):
-    """Which demonstrations and how they are split."""
-
-    val_fraction: float = Field(0.1, ge=0, lt=1, description="Share of shards (episodes) held out.")
-    max_shards: int | None = Field(None, ge=1, description="Use only the first N shards (sorted by name).")
-    normalizer_scenes: int = Field(20000, ge=1, description="Training scenes the normaliser is fitted on.")
-    val_scenes: int = Field(2048, ge=1, description="Validation scenes the validation loss is averaged over.")
-
-
-class EvalSection(_Section):
-    """Quality report at the end of training, on held-out scenes."""
-
-    scenes: int = Field(256, ge=0, description="Held-out scenes evaluated (0 = skip).")
-    samples: int = Field(8, ge=1, le=256, description="Joint samples per scene (K of minADE/minFDE).")
-    denoise_steps: int = Field(10, ge=1, le=1000, description="DDIM steps per plan.")
-    guidance_scale: float = Field(0.5, ge=0, description="Guidance step size of the guided run.")
-    vehicle_width: float = Field(2.0, gt=0, description="Box width of members in the collision check [m].")
-    batch_size: int = Field(64, ge=1, description="Scenes per plan() call.")
-
-
-class PretrainConfig(_Section):
-    """`diffplatoon pretrain` configuration (YAML); every field has a default that runs."""
-
-    demos: str = Field("runs/demos", description="Demo folder written by `diffplatoon demos collect`.")
-    out: str = Field("runs/pretrain", description="Run folder: checkpoints, TensorBoard, loss.png, metrics.json.")
-    seed: int = Field(0, ge=0, description="Seeds the split, initialisation, minibatches, noise and dropout.")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")
-    torch_threads: int = Field(1, ge=1, le=256, description="torch.set_num_threads for this process (1 is fastest on a busy 2-core machine).")
-    validate_every: int = Field(200, ge=1, description="Steps between validation losses.")
-    checkpoint_every: int = Field(500, ge=1, description="Steps between last.pt checkpoints.")
-    log_every: int = Field(20, ge=1, description="Steps between TensorBoard/progress updates.")
-    model: ModelSection = Field(default_factory=ModelSection)
-    train: TrainSection = Field(default_factory=TrainSection)
-    data: DataSection = Field(default_factory=DataSection)
-    eval: EvalSection = Field(default_factory=EvalSection)
-    selection: SelectionSection | None = Field(None, description="Closed-loop checkpoint selection (None: best.pt by validation loss).")
-
-    def train_config(self) -> TrainConfig:
-        """The `Trainer`'s settings."""
-        t = self.train
-        return TrainConfig(lr=t.lr, weight_decay=t.weight_decay, grad_clip=t.grad_clip, ema_decay=t.ema_decay,
-                           inbox_dropout=t.inbox_dropout, comm_dropout=t.comm_dropout, batch_size=t.batch_size,
-                           seed=self.seed)
-
-
-def load_config(path: str | os.PathLike[str]) -> PretrainConfig:
-    """Read and validate a YAML config; raise `ConfigError` naming file:line and field for every problem."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(str(path), [_problem((), "expected an existing config file, found none")])
-    source = str(path)
-    try:
-        data, lines = parse_yaml(path.read_text(encoding="utf-8", errors="replace"), source)
-    except ScenarioError as exc:
-        raise ConfigError(source, exc.problems) from None
-    try:
-        return PretrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(source, schema_problems(exc, lines, root=PretrainConfig)) from None
-
-
-# ------------------------------------------------------------------------------------------------
-# Training
-# ------------------------------------------------------------------------------------------------
-
-
-def planner_config(cfg: PretrainConfig, data: DemoData) -> PlannerConfig:
-    """Planner hyper-parameters from the model section and the demos' dimensions."""
-    m, dims = cfg.model, data.manifest["dims"]
-    if m.horizon % m.chunk:
-        raise ConfigError("<config>", [_problem(("model", "chunk"), f"expected a divisor of horizon {m.horizon}, got {m.chunk}")])
-    if m.d_model % m.n_heads:
-        raise ConfigError("<config>", [_problem(("model", "n_heads"), f"expected a divisor of d_model {m.d_model}, got {m.n_heads}")])
-    denoiser = DenoiserConfig(obs_dim=int(dims["obs_dim"]), msg_dim=int(dims["msg_dim"]), d_model=m.d_model,
-                              n_layers=m.n_layers, n_heads=m.n_heads, mlp_ratio=m.mlp_ratio, chunk=m.chunk,
-                              max_horizon=max(80, m.horizon))
-    return PlannerConfig(
-        denoiser, horizon=m.horizon, dt=float(dims["dt"]), substeps=int(dims["substeps"]),
-        max_members=max(m.max_members, int(dims["n_max"])), num_train_steps=m.num_train_steps,
-        noise_scale=m.noise_scale,
-    )
-
-
-def _problem(path, message):
-    from diffplatoon.scenarios.errors import Problem
-
-    return Problem(path, message)
+__all__ = ["ConfigError", "DataSection", "EvalSection", "ModelSection", "PretrainConfig", "TrainSection", "load_config",
+           "metrics_of", "plan_quality", "planner_config", "pretrain", "sample_collisions", "validation_loss"]
 
 
 @torch.no_grad()
@@ -312,65 +188,6 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
 
 
 # ------------------------------------------------------------------------------------------------
-# Quality on held-out demos
-# ------------------------------------------------------------------------------------------------
-
-
-def sample_collisions(states: np.ndarray, length: np.ndarray, member_mask: np.ndarray, width: float) -> np.ndarray:
-    """Whether two present members' oriented boxes overlap at some step: states (..., N, H, 4) → (...,) bool."""
-    n = states.shape[-3]
-    if n < 2:
-        return np.zeros(states.shape[:-3], bool)
-    corners = box_corners(states[..., 0], states[..., 1], states[..., 2], length[..., None], width)  # (..., N, H, 4, 2)
-    i, j = np.triu_indices(n, 1)
-    hit = boxes_overlap(corners[..., i, :, :, :], corners[..., j, :, :, :])  # (..., P, H)
-    pair = member_mask[..., i] & member_mask[..., j]
-    return (hit.any(axis=-1) & pair).any(axis=-1)
-
-
-def plan_quality(planner: JointDiffusionPlanner, data: DemoSet, cfg: PretrainConfig) -> dict:
-    """minADE/minFDE of K samples vs the expert and collision rates of sampled plans, unguided and guided."""
-    ev = cfg.eval
-    n = min(len(data), ev.scenes)
-    idx = np.sort(np.random.default_rng(cfg.seed + 2).choice(len(data), n, replace=False))
-    a = {k: v[idx] for k, v in data.arrays.items()}
-    guidance = GuidanceConfig(scale=ev.guidance_scale, vehicle_width=ev.vehicle_width)
-    out: dict = {"scenes": n, "samples": ev.samples, "denoise_steps": ev.denoise_steps,
-                 "guidance_scale": ev.guidance_scale}
-    mm = a["member_mask"]
-    expert = sample_collisions(a["states"], a["length"], mm, ev.vehicle_width)
-    out["expert_collision_rate"] = float(expert.mean())
-    # the bicycle rollout of the expert's own actions vs what the simulator did (model mismatch floor)
-    roll = planner.rollout(torch.from_numpy(a["ego_state"]), torch.from_numpy(a["actions"]),
-                           torch.from_numpy(a["length"])).numpy()
-    err = np.linalg.norm(roll[..., :2] - a["states"][..., :2], axis=-1)
-    out["expert_rollout_ade"] = float(err[mm].mean())
-    for name, g in (("unguided", None), ("guided", guidance)):
-        ade, fde, coll = [], [], []
-        for start in range(0, n, ev.batch_size):
-            sl = slice(start, min(n, start + ev.batch_size))
-            scenes = [features.PlatoonInputs(**{k: a[k][i] for k in _INPUT_KEYS}) for i in range(sl.start, sl.stop)]
-            inputs = {k: torch.from_numpy(a[k][sl]) for k in features.PLAN_KEYS}
-            ctx = features.scene_context(scenes, planner.config.horizon, planner.config.dt) if g is not None else SceneContext()
-            plan = planner.plan(**inputs, guidance=g, context=ctx, num_samples=ev.samples, steps=ev.denoise_steps,
-                                seed=cfg.seed + start)
-            states = plan.sample_states.cpu().numpy()  # (b, S, N, H, 4)
-            m = mm[sl][:, None, :, None]  # (b, 1, N, 1)
-            d = np.linalg.norm(states[..., :2] - a["states"][sl][:, None, ..., :2], axis=-1)  # (b, S, N, H)
-            members = np.maximum(mm[sl].sum(axis=1), 1)[:, None]  # (b, 1)
-            ade.append(((d * m).sum(axis=(2, 3)) / (members * d.shape[-1])).min(axis=1))
-            fde.append(((d[..., -1] * m[..., 0]).sum(axis=2) / members).min(axis=1))
-            coll.append(sample_collisions(states, a["length"][sl][:, None], mm[sl][:, None], ev.vehicle_width))
-        coll = np.concatenate(coll)
-        out[name] = {"minADE": float(np.concatenate(ade).mean()), "minFDE": float(np.concatenate(fde).mean()),
-                     "collision_rate": float(coll.mean()), "plans": int(coll.size)}
-    return out
-
-
-_INPUT_KEYS = tuple(f for f in features.PlatoonInputs.__dataclass_fields__)
-
-
-# ------------------------------------------------------------------------------------------------
 # Outputs
 # ------------------------------------------------------------------------------------------------
 
@@ -405,8 +222,6 @@ def _plot_losses(history: dict, path: Path) -> None:
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     io.atomic_write_bytes(path, buf.getvalue())
-
-
 
 
 def _yaml_dump(cfg: PretrainConfig) -> str:
