@@ -24,7 +24,7 @@ max(σ_DDIM, min_logprob_std), averaged over present members, action dims and th
 training minibatch recomputes m of the K steps, drawn at random (DPPO samples (env step, denoising
 step) pairs the same way), which divides the learner's cost by K/m.
 
-Extra model outputs stored per env step (and so in the learner's batch):
+Extra model outputs stored per env step (and so in the learner's batch; column names in `dppo_batch`):
   chain (K+1, N, H, 2) normalised plans before and after each fine-tuned step; chain_shift (K, N, H, 2)
   guidance shifts; chain_logp (K,) log-probabilities at sampling time; shielded () 1.0 when the shield
   overrode the plan; p_* the planner inputs (obs, inbox, masks, ego state, length) so the learner
@@ -73,14 +73,12 @@ from diffplatoon.agents.diffusion.controller import (ControlScene, MemberLimits,
                                                      clip_actions)
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, check_planner_config
 from diffplatoon.agents.rllib.diffusion_config import DiffusionModuleConfig, module_model_config, planner_config_of
-from diffplatoon.agents.rllib.mlp_module import _mlp, symexp, symlog
+from diffplatoon.agents.rllib.dppo_batch import (CHAIN, CHAIN_LOGP, FT_INDEX, INPUT_KEYS, SHIELDED, SHIFT,
+                                                 platoon_state, policy_rows)
+from diffplatoon.agents.rllib.mlp_module import _mlp, symexp
 from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.observation import Observation, flat_layout
 
-CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
-FT_INDEX = "ft_index"  # train output: which fine-tuned steps `chain_logp` holds when `update_steps` < K
-INPUT_KEYS = {"obs": "p_obs", "inbox": "p_inbox", "inbox_mask": "p_inbox_mask", "comm_mask": "p_comm_mask",
-              "member_mask": "p_member_mask", "ego_state": "p_ego", "length": "p_length"}
 LOGP_RANGE = (-5.0, 2.0)
 __all__ = ["CHAIN", "CHAIN_LOGP", "ChainOut", "DiffusionModuleConfig", "DiffusionPlannerModule", "FT_INDEX",
            "INPUT_KEYS", "SHIELDED", "SHIFT", "module_model_config", "planner_config_of", "platoon_state",
@@ -406,29 +404,3 @@ class DiffusionPlannerModule(TorchRLModule, ValueFunctionAPI):
     @override(ValueFunctionAPI)
     def compute_values(self, batch: dict[str, Any], embeddings: Any = None) -> torch.Tensor:
         return symexp(self.critic(platoon_state(batch[Columns.OBS])).squeeze(-1))
-
-
-def policy_rows(batch: dict[str, Any], shielded_steps: str = "drop") -> torch.Tensor:
-    """(B,) bool: train-batch rows that enter the policy loss: real steps, and with ``shielded_steps`` "drop"
-    only those whose sampled plan was executed."""
-    shielded = batch[SHIELDED]
-    rows = shielded < 0.5 if shielded_steps == "drop" else torch.ones_like(shielded, dtype=torch.bool)
-    if Columns.LOSS_MASK in batch:
-        rows = rows & batch[Columns.LOSS_MASK].bool()
-    return rows
-
-
-def platoon_state(obs: dict[str, torch.Tensor]) -> torch.Tensor:
-    """(B, N·(D + 7)) critic input: symlog flat observations, member mask, poses relative to the first present member."""
-    mask = obs["member_mask"].float()  # (B, N)
-    pose = obs["pose"].float()
-    first = torch.argmax((mask > 0.5).int(), dim=1)  # 0 when none is present
-    origin = pose[torch.arange(len(pose)), first]  # (B, 4)
-    c, s = torch.cos(origin[:, 2:3]), torch.sin(origin[:, 2:3])
-    dx, dy = pose[..., 0] - origin[:, 0:1], pose[..., 1] - origin[:, 1:2]
-    dh = pose[..., 2] - origin[:, 2:3]
-    rel = torch.stack([c * dx + s * dy, -s * dx + c * dy, torch.sin(dh), torch.cos(dh), pose[..., 3],
-                       obs["length"].float()], dim=-1) * mask[..., None]  # (B, N, 6)
-    flat = obs["obs"].float() * mask[..., None]
-    return torch.cat([symlog(flat).flatten(1), mask, symlog(rel).flatten(1)], dim=1)
-

@@ -35,7 +35,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 
-from diffplatoon.agents.rllib.diffusion_module import CHAIN_LOGP, FT_INDEX, SHIELDED, policy_rows as module_policy_rows
+from diffplatoon.agents.rllib.dppo_batch import CHAIN_LOGP, FT_INDEX, SHIELDED, policy_rows as module_policy_rows
 
 
 class DPPOLearnerConfig(BaseModel):
