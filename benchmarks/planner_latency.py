@@ -27,6 +27,8 @@ import os
 import platform
 import statistics
 import time
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 
@@ -47,6 +49,22 @@ def _busy_loop() -> None:
         pass
 
 
+@contextmanager
+def _background_load(load: str) -> Iterator[None]:
+    """'busy': one process spinning on a core beside the measurement while inside; 'idle': nothing."""
+    busy = None
+    if load == "busy":
+        busy = mp.get_context("spawn").Process(target=_busy_loop, daemon=True)
+        busy.start()
+        time.sleep(0.5)
+    try:
+        yield
+    finally:
+        if busy is not None:
+            busy.terminate()
+            busy.join()
+
+
 def _inputs(batch: int, n: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(0)
     ego = torch.zeros(batch, n, 4)
@@ -61,16 +79,6 @@ def _inputs(batch: int, n: int) -> dict[str, torch.Tensor]:
         ego_state=ego,
         length=torch.full((batch, n), 5.0),
     )
-
-
-def _random_planner(config: PlannerConfig) -> JointDiffusionPlanner:
-    torch.manual_seed(0)
-    planner = JointDiffusionPlanner(config)
-    with torch.no_grad():
-        for p in planner.model.parameters():
-            p.normal_(0.0, 0.02)
-    planner.ema.load_state_dict(planner.model.state_dict())
-    return planner
 
 
 def measure(planner, *, n, horizon, steps, samples, batch, budget_s, guidance=None, warm=None) -> dict:
@@ -129,11 +137,13 @@ def main() -> None:
         from diffplatoon.agents.diffusion.pretrain import load_config
 
         m = load_config(args.config).model
-        planner = _random_planner(PlannerConfig(
+        planner = JointDiffusionPlanner.with_random_weights(PlannerConfig(
             DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=m.d_model, n_layers=m.n_layers, n_heads=m.n_heads,
-                           mlp_ratio=m.mlp_ratio, chunk=m.chunk), horizon=m.horizon, num_train_steps=m.num_train_steps))
+                           mlp_ratio=m.mlp_ratio, chunk=m.chunk), horizon=m.horizon, num_train_steps=m.num_train_steps),
+            std=0.02)
     else:
-        planner = _random_planner(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM)))
+        planner = JointDiffusionPlanner.with_random_weights(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM)),
+                                                            std=0.02)
     cfg = planner.config
     print(f"# planner latency — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     net = cfg.denoiser
@@ -145,12 +155,7 @@ def main() -> None:
     cells = [] if args.warm_only else grid(args.quick)
     guided_cells = [] if args.no_guided or args.warm_only else [dict(HEADLINE), dict(HEADLINE, samples=16)]
     for load in args.loads:
-        busy = None
-        if load == "busy":
-            busy = mp.get_context("spawn").Process(target=_busy_loop, daemon=True)
-            busy.start()
-            time.sleep(0.5)
-        try:
+        with _background_load(load):
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 for cell, guided in [(c, False) for c in cells] + [(c, True) for c in guided_cells]:
@@ -161,21 +166,12 @@ def main() -> None:
                     print(f"| {load} | {threads} | {cell['n']} | {cell['horizon']} | {cell['steps']} | {cell['samples']} | "
                           f"{cell['batch']} | {'yes' if guided else 'no'} | {res['p50_ms']:.2f} | {res['p95_ms']:.2f} | "
                           f"{res['plans_per_s']:.1f} |", flush=True)
-        finally:
-            if busy is not None:
-                busy.terminate()
-                busy.join()
 
     warm_rows = []
     print("\n| load | threads | plan (8 members, H=20, 8 samples, guided) | p50 ms | p95 ms | CPU p50 ms | vs cold |")
     print("|---|---|---|---|---|---|---|")
     for load in args.loads:
-        busy = None
-        if load == "busy":
-            busy = mp.get_context("spawn").Process(target=_busy_loop, daemon=True)
-            busy.start()
-            time.sleep(0.5)
-        try:
+        with _background_load(load):
             for threads in args.threads:
                 torch.set_num_threads(threads)
                 cold = None
@@ -186,10 +182,6 @@ def main() -> None:
                     warm_rows.append(dict(load=load, threads=threads, plan=label, **res))
                     print(f"| {load} | {threads} | {label} | {res['p50_ms']:.2f} | {res['p95_ms']:.2f} | "
                           f"{res['cpu_p50_ms']:.2f} | {res['p50_ms'] / cold:.2f} |", flush=True)
-        finally:
-            if busy is not None:
-                busy.terminate()
-                busy.join()
     if cells:
         print("\nheadline (8 members, H=20, 10 steps, 1 sample, batch 1; target p50 <= 15 ms):")
         for r in rows:

@@ -148,6 +148,20 @@ class JointDiffusionPlanner:
         hi = torch.tensor([config.acc_range[1], config.steer_range[1]])
         self._action_lo, self._action_hi = lo.to(self.device), hi.to(self.device)
 
+    @classmethod
+    def with_random_weights(cls, config: PlannerConfig, std: float, seed: int = 0) -> JointDiffusionPlanner:
+        """An untrained planner whose every denoiser weight is drawn from N(0, std²), its EMA the same.
+
+        For benchmarks and tests: AdaLN-Zero initialisation makes an untrained denoiser predict a
+        constant, which would hide how a plan depends on its inputs."""
+        torch.manual_seed(seed)
+        planner = cls(config)
+        with torch.no_grad():
+            for p in planner.model.parameters():
+                p.normal_(0.0, std)
+        planner.ema.load_state_dict(planner.model.state_dict())
+        return planner
+
     # ----------------------------------------------------------------------------------------------- helpers
     def num_parameters(self) -> int:
         """Trainable parameters of the denoiser (encoder included)."""

@@ -18,14 +18,8 @@ OBS_DIM, MSG_DIM, K = 6, 3, 4
 
 def _planner(seed: int = 0, **kw) -> JointDiffusionPlanner:
     """Small planner with every weight random (AdaLN-Zero init would hide any coupling)."""
-    torch.manual_seed(seed)
     cfg = PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM, d_model=32, n_layers=2, n_heads=4), **kw)
-    planner = JointDiffusionPlanner(cfg)
-    with torch.no_grad():
-        for p in planner.model.parameters():
-            p.normal_(0.0, 0.3)
-    planner.ema.load_state_dict(planner.model.state_dict())
-    return planner
+    return JointDiffusionPlanner.with_random_weights(cfg, std=0.3, seed=seed)
 
 
 def _scene(b: int, n: int, seed: int = 0) -> dict[str, torch.Tensor]:
