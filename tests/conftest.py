@@ -1,4 +1,4 @@
-"""Shared pytest fixtures: one Ray session for the whole test run, and tiny planner checkpoints.
+"""Shared pytest fixtures: one Ray session for the whole test run, tiny planner checkpoints, torch threads.
 
 `ray.init` costs about 3 s and 700 MB (ARCHITECTURE §7), so every test that needs Ray asks
 for the session-scoped ``ray_session`` fixture instead of starting its own. Ray is started
@@ -24,6 +24,17 @@ def pytest_configure(config: pytest.Config) -> None:
     import torch
 
     torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def restore_torch_threads():
+    """For modules whose policies set torch's thread count for the process: give the next module its
+    count back (``pytestmark = pytest.mark.usefixtures("restore_torch_threads")``)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from diffplatoon.agents.diffusion import features
@@ -24,14 +23,7 @@ from diffplatoon.sim.observation import Observer
 from diffplatoon.sim.simulation import Simulation
 
 H = 8  # stored future steps
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The diffusion policy sets torch's thread count for the process; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # its policies set torch's thread count
 
 
 @pytest.fixture(scope="module")

@@ -22,13 +22,7 @@ from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.sim.observation import EGO_FEATURES, Observer
 from diffplatoon.sim.simulation import Simulation
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The policy sets torch's thread count for the process; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # its policies set torch's thread count
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 
 from diffplatoon.agents.diffusion.shield import LEVELS, ShieldLevel
 from diffplatoon.evaluation import runner, stats
@@ -20,14 +19,7 @@ pcl = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pcl)
 
 LABELS = pcl.policies(Path("bc.pt"), None)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _restore_torch_threads():
-    """The diffusion policy sets torch's thread count for the process; give other test modules theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # its policies set torch's thread count
 
 
 def _records(scenario: str, label: str, n: int, at_fault: int = 0, offroad: int = 0, speed: float = 25.0,
