@@ -156,10 +156,12 @@ def test_crashed_member_is_terminated_and_removed() -> None:
     assert env.agents == ["p0.1", "p0.2"]
 
 
-def test_departed_member_is_terminated() -> None:
-    # 20 m/s = 1.33 m per frame: the leader passes the road end (300 m) in the step's last frame
+@pytest.mark.parametrize("start", [296.5, 299.0], ids=["in_the_last_frame", "in_the_first_frame"])
+def test_departed_member_is_terminated(start: float) -> None:
+    # 20 m/s = 1.33 m per frame: the leader passes the road end (300 m) in the step's last frame (from 296.5 m)
+    # or in its first (from 299 m)
     spec = spec_of(road={"type": "highway", "lanes": 3, "length": 300},
-                   platoons=[{"id": "p0", "size": 2, "lane": 1, "start": 296.5, "speed": 20.0}])
+                   platoons=[{"id": "p0", "size": 2, "lane": 1, "start": start, "speed": 20.0}])
     env = PlatoonParallelEnv(spec)
     env.reset(seed=0)
     obs, _, terminations, _, infos = env.step({a: np.zeros(2) for a in env.agents})
@@ -179,13 +181,3 @@ def test_time_limit_truncates_every_remaining_agent() -> None:
     assert set(truncations) == set(env.possible_agents)
     assert env.agents == []
     assert infos["p0.0"]["time"] == pytest.approx(spec.duration)
-
-
-def test_member_leaving_in_the_middle_of_a_step() -> None:
-    # 20 m/s = 1.33 m per frame: the leader passes the road end (300 m) in the step's first frame
-    spec = spec_of(road={"type": "highway", "lanes": 3, "length": 300},
-                   platoons=[{"id": "p0", "size": 2, "lane": 1, "start": 299.0, "speed": 20.0}])
-    env = PlatoonParallelEnv(spec)
-    env.reset(seed=0)
-    _, _, terminations, _, _ = env.step({a: np.zeros(2) for a in env.agents})
-    assert terminations == {"p0.0": True, "p0.1": False}
