@@ -197,6 +197,8 @@ _COURTESY_MARGIN = 1.0  # [m] left between the follower stopped at the comfortab
 def member_courtesy(world: World) -> None:
     """List standing or creeping members on the lane their lane merges into (module docstring)."""
     p, veh, tab = world.params, world.vehicles, world.table
+    if not tab.has_merges:  # no ending lane: nothing to list, and no member was ever listed
+        return
     hi = veh.hi
     members = (veh.is_controlled[:hi] & veh.active[:hi] & ~veh.crashed[:hi]).nonzero()[0]
     if not len(members):

@@ -16,6 +16,7 @@ Owns `LaneSearch` (`LaneTable.search`), built once per network:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +33,7 @@ ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds t
 _NEAR_STEP = 1.0
 _NEAR_SLACK = 0.5
 _NEAR_MAX_SAMPLES = 20000
+_SMALL_QUERY = 16  # up to this many (point, far lane) pairs, the bound is evaluated in Python floats
 
 
 class LaneSearch:
@@ -55,6 +57,9 @@ class LaneSearch:
         self._far_lo = np.ascontiguousarray(far_box[..., [0, 2]])
         self._far_hi = np.ascontiguousarray(far_box[..., [1, 3]])
         self._far_slack = np.ascontiguousarray(far_box[..., 4])
+        # The same boxes as Python tuples (x0, x1, y0, y1, slack) per lane, padding left out, for
+        # the few points a frame usually asks about (numpy's per-call overhead dominates there).
+        self._far_tuples = [[tuple(float(v) for v in self.box[j]) for j in self.far[k] if j < n] for k in range(n)]
 
     def far_lanes_may_be_closer(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray,
                                 best: np.ndarray) -> np.ndarray:
@@ -62,6 +67,8 @@ class LaneSearch:
         of the points (x, y): where False, the closest lane among the `near` ones is the closest."""
         if self.far.shape[1] == 0:
             return np.zeros(len(lanes), dtype=bool)
+        if len(lanes) * self.far.shape[1] <= _SMALL_QUERY:
+            return self._far_lanes_small(lanes, x, y, best)
         p = np.empty((len(lanes), 1, 2))
         p[:, 0, 0] = x
         p[:, 0, 1] = y
@@ -71,6 +78,22 @@ class LaneSearch:
         if not np.count_nonzero(need):
             return np.zeros(len(lanes), dtype=bool)
         return need.any(axis=1)
+
+    def _far_lanes_small(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """`far_lanes_may_be_closer` point by point in Python floats (the same bound)."""
+        out = []
+        boxes = self._far_tuples
+        for lane, px, py, b in zip(lanes.tolist(), x.tolist(), y.tolist(), best.tolist()):
+            limit = b + 1e-6
+            need = False
+            for x0, x1, y0, y1, slack in boxes[lane]:
+                dx = max(x0 - px, px - x1, 0.0)
+                dy = max(y0 - py, py - y1, 0.0)
+                if math.hypot(dx, dy) - slack <= limit:
+                    need = True
+                    break
+            out.append(need)
+        return np.array(out, dtype=bool)
 
 
 def _near_lanes(t: LaneTable) -> np.ndarray:

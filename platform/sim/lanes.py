@@ -191,6 +191,11 @@ class LaneTable:
                     out[k] = j
         return out
 
+    @cached_property
+    def has_merges(self) -> bool:
+        """Whether any lane merges into a neighbour (`merges_into`); without, zipper courtesy has nothing to do."""
+        return bool(np.count_nonzero(self.merges_into >= 0))
+
     def lane_id(self, index: LaneIndex) -> int:
         """Int id of a highway-env lane index ``(from, to, id)``."""
         f, t, i = index
