@@ -61,17 +61,19 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
-    st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
+    changing = lane != tgt
+    c0 = changing.nonzero()[0]
+    st, rt = _on_target(veh, rows, s, tgt, x, y, c0)
     ending = st > tab.follow_at[tgt]
     if np.count_nonzero(ending):
         for row in rows[ending]:
             routes.follow_road(veh, world.network, int(row))
         tgt = veh.target_lane[rows]
-        st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
+        changing = lane != tgt
+        c0 = changing.nonzero()[0]
+        st, rt = _on_target(veh, rows, s, tgt, x, y, c0)
     if yield_on:
         path = right_of_way.path_state(veh, world.lane_key_base, rows, tgt, st)
-    changing = lane != tgt
-    c0 = changing.nonzero()[0]
     # 2. MOBIL candidates
     who = _EMPTY_INT
     if p.lane_changes_enabled:
@@ -79,7 +81,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         if np.count_nonzero(fire):
             f_idx = fire.nonzero()[0]
             veh.lane_change_timer[rows[f_idx]] = 0.0
-            who, cand, cand_s, cand_r, n_left = _mobil_candidates(world, rows, lane, f_idx)
+            who, cand, cand_s, cand_r, n_left = _mobil_candidates(world, rows, lane, f_idx, x, y, v)
     m = len(who)
     # 3. Leaders (front) and followers (rear) on own, target and candidate lanes.
     if len(c0) or m:
@@ -234,39 +236,38 @@ def member_courtesy(world: World) -> None:
         veh.target_lane[row] = k
 
 
-def _on_target(veh, rows: np.ndarray, lane: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray,
-               y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _on_target(veh, rows: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray, y: np.ndarray,
+               moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(s, r) of `rows` on their target lanes `tgt`. On their own lane these are the (s, r) lane
     re-assignment stored with the current poses (the same values); only the rows changing lanes
-    are projected."""
+    (positions `moving`) are projected."""
     st, rt = s.copy(), veh.r[rows]
-    moving = (lane != tgt).nonzero()[0]
     if len(moving):
         st[moving], rt[moving] = veh.table.local_coordinates(tgt[moving], x[moving], y[moving])
     return st, rt
 
 
-def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
-    """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
+def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray, x: np.ndarray,
+                      y: np.ndarray, v: np.ndarray):
+    """(who, lane, s, r, n_left): reachable side lanes of deciders (positions `f_idx` in `rows`,
+    at `x`, `y` with speed `v` per row), left-side pairs first."""
     veh, tab = world.vehicles, world.table
-    lf = lane[f_idx]
-    left, right = tab.left[lf], tab.right[lf]
-    has_l, has_r = left >= 0, right >= 0
-    who = np.concatenate((f_idx[has_l], f_idx[has_r]))
-    cand = np.concatenate((left[has_l], right[has_r]))
-    r_ = rows[who]
-    cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
+    sides = tab.sides[lane[f_idx]].T.ravel()  # the left lanes of all deciders, then their right lanes
+    has = sides >= 0
+    who = np.concatenate((f_idx, f_idx))[has]
+    cand = sides[has]
+    cs, cr = tab.local_coordinates(cand, x[who], y[who])
     # highway-env changes lanes only when moving; a vehicle that has waited a lane-change delay
     # may start from a standstill (zipper merge at a lane end).
-    moving = np.abs(veh.speed[r_]) >= 1
+    moving = np.abs(v[who]) >= 1
     if np.count_nonzero(moving) != len(moving):
-        moving |= veh.wait_time[r_] >= world.params.lane_change_delay
+        moving |= veh.wait_time[rows[who]] >= world.params.lane_change_delay
     ok = tab.is_reachable(cand, cs, cr) & moving
     if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts
         ok &= ~((cs >= cf.zone_start[cand] - world.params.zone_change_guard) & (cs <= cf.zone_end[cand]))
-    n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has_l))]))
+    n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has[: len(f_idx)]))]))
     return who[ok], cand[ok], cs[ok], cr[ok], n_left
 
 

@@ -123,6 +123,9 @@ class LaneTable:
                 self.speed_floor[k] = 0.0
             self.forbidden[k] = bool(getattr(lane, "forbidden", False))
             self.priority[k] = int(getattr(lane, "priority", 0) or 0)
+        # [floor, limit] shared by every lane, or None: the IDM's clip then needs no per-lane gather
+        same = bool(np.all(self.speed_limit == self.speed_limit[0]) and np.all(self.speed_floor == self.speed_floor[0]))
+        self.speed_bounds = (float(self.speed_floor[0]), float(self.speed_limit[0])) if same else None
         self.has_sine = bool(np.any(self.kind == SINE))
         self.circular_ids = np.flatnonzero(self.kind == CIRCULAR)
         self.other_ids = np.flatnonzero(self.kind == OTHER)
@@ -150,6 +153,7 @@ class LaneTable:
                     m = self.id_of[(t, nt, j)]
                     succ[k].append(m)
                     pred[m].append(k)
+        self.sides = np.stack([self.left, self.right], axis=1)  # (n, 2) left, right lane (−1 = none)
         self.successors = [np.array(s, dtype=np.intp) for s in succ]
         self.predecessors = [np.array(p, dtype=np.intp) for p in pred]
         self.n_successors = np.array([len(s) for s in succ], dtype=np.intp)

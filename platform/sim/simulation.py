@@ -272,12 +272,13 @@ class Simulation:
         w = self.world
         step = self.step_count
         silenced = self.channel.silenced(step)
+        x, y = w.x[rows], w.y[rows]
         positions = np.empty((len(rows), 2))
-        positions[:, 0] = w.x[rows]
-        positions[:, 1] = w.y[rows]
+        positions[:, 0] = x
+        positions[:, 1] = y
         self.comm_graph.update(positions, self.live_members(), silenced)
         payload = pack_messages(
-            w.x[rows], w.y[rows], w.heading[rows], w.speed[rows], w.accel[rows], w.length[rows],
+            x, y, w.heading[rows], w.speed[rows], w.accel[rows], w.length[rows],
             plan=self.plan_slots, plan_dim=self.spec.comms.plan_dim,
         )
         self.channel.send(step, payload, self.comm_graph.adjacency())
