@@ -64,8 +64,8 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     changing = lane != tgt
     c0 = changing.nonzero()[0]
     st, rt = _on_target(veh, rows, s, tgt, x, y, c0)
-    ending = st > tab.follow_at[tgt]
-    if np.count_nonzero(ending):
+    ending = st > tab.follow_at[tgt] if tab.has_successors else None  # a lane without successor never ends here
+    if ending is not None and np.count_nonzero(ending):
         for row in rows[ending]:
             routes.follow_road(veh, world.network, int(row))
         tgt = veh.target_lane[rows]
@@ -119,7 +119,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
                      old_follower_before=(old_follower, me, me),
                      old_follower_after=(old_follower, old_leader, me))
     a = idm_mobil.idm_roles(veh, world.idm, cos, sin, roles)
-    acc = a["own_lane"].copy()
+    acc = a["own_lane"]  # a slice of its own: writing into it changes no other role
     if yield_on:
         # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
         acc_mobil = world.right_of_way.apply(rows, path, acc, cos, sin)
@@ -140,16 +140,17 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
             accept = safe & np.where(lane_route, by_route, worth)
         else:
             accept = safe & worth
-        chosen = np.empty(n, dtype=np.intp)
-        chosen.fill(-1)
-        left_acc = accept[:n_left].nonzero()[0]
-        chosen[who[left_acc]] = left_acc
-        right_acc = n_left + accept[n_left:].nonzero()[0]
-        chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
-        new_idx = (chosen >= 0).nonzero()[0]
-        k = chosen[new_idx]
-        new_tgt = tgt.copy()
-        new_tgt[new_idx] = cand[k]
+        if np.count_nonzero(accept):  # else (most frames) the targets stay as they are
+            chosen = np.empty(n, dtype=np.intp)
+            chosen.fill(-1)
+            left_acc = accept[:n_left].nonzero()[0]
+            chosen[who[left_acc]] = left_acc
+            right_acc = n_left + accept[n_left:].nonzero()[0]
+            chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
+            new_idx = (chosen >= 0).nonzero()[0]
+            k = chosen[new_idx]
+            new_tgt = tgt.copy()
+            new_tgt[new_idx] = cand[k]
     if len(c0) and p.lane_changes_enabled:
         aborted = _abort_lane_changes(world, rows, lane, tgt, c0, new_tgt)
         aborted |= (a["target_follower"] < p.comfort_acc_min) & ~veh.lane_change_forced[rows[c0]]

@@ -436,8 +436,9 @@ class Channel:
 
     def _deliver(self, step: int) -> None:
         """Move every queued send that has arrived by ``step`` into the receivers' held messages."""
-        due = sorted((sent, slot) for slot, sent in enumerate(self._ring_step)
-                     if sent >= 0 and sent + self.latency <= step)
+        due = [(sent, slot) for slot, sent in enumerate(self._ring_step) if sent >= 0 and sent + self.latency <= step]
+        if len(due) > 1:
+            due.sort()
         for sent, slot in due:
             arrived = self._ring_links[slot] & (sent > self._held_step)  # (M, M)
             if self._outages:

@@ -175,6 +175,7 @@ class LaneTable:
         # s beyond which traffic switches to the next lane (follow_road), resp. leaves the road.
         self.follow_at = np.where(self.n_successors > 0, self.length - VEHICLE_LENGTH / 2, np.inf)
         self.exit_at = np.where(self.n_successors == 0, self.length, np.inf)
+        self.has_successors = bool(np.count_nonzero(self.n_successors))
         self._enterable = ~self.forbidden
         self._reach_r = 2 * self.width
         self._reach_end = self.length + VEHICLE_LENGTH
