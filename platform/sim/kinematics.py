@@ -104,13 +104,14 @@ def _relocate_all_lanes(veh: Vehicles, rows: np.ndarray, old: np.ndarray, x: np.
         dist = tab.distance_with_heading(ids, sc, rc, h)
         pick = np.where(cand < 0, np.inf, dist).argmin(axis=1)
         base = np.arange(0, len(rows) * n, n)
-        far = dist.take(pick + base) > search.near_trust
+        flat = pick + base
+        far = dist.take(flat) > search.near_trust
+        at = slice(0, veh.hi) if whole else rows  # a slice reads and writes faster than the same rows by index
         if np.count_nonzero(far):
-            f = (far & veh.active[rows]).nonzero()[0]
+            f = (far & veh.active[at]).nonzero()[0]
             if len(f):
                 pick[f] = dist[f].argmin(axis=1)
-        flat = pick + base
-        at = slice(0, veh.hi) if whole else rows
+                flat = pick + base
         veh.lane[at] = pick
         veh.s[at] = sc.take(flat)
         veh.r[at] = rc.take(flat)
