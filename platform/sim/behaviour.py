@@ -61,17 +61,19 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
     lane, s = veh.lane[rows], veh.s[rows]
     # 1. follow_road
     tgt = veh.target_lane[rows]
-    st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
-    ending = st > tab.follow_at[tgt]
-    if np.count_nonzero(ending):
+    changing = lane != tgt
+    c0 = changing.nonzero()[0]
+    st, rt = _on_target(veh, rows, s, tgt, x, y, c0)
+    ending = st > tab.follow_at[tgt] if tab.has_successors else None  # a lane without successor never ends here
+    if ending is not None and np.count_nonzero(ending):
         for row in rows[ending]:
             routes.follow_road(veh, world.network, int(row))
         tgt = veh.target_lane[rows]
-        st, rt = _on_target(veh, rows, lane, s, tgt, x, y)
+        changing = lane != tgt
+        c0 = changing.nonzero()[0]
+        st, rt = _on_target(veh, rows, s, tgt, x, y, c0)
     if yield_on:
         path = right_of_way.path_state(veh, world.lane_key_base, rows, tgt, st)
-    changing = lane != tgt
-    c0 = changing.nonzero()[0]
     # 2. MOBIL candidates
     who = _EMPTY_INT
     if p.lane_changes_enabled:
@@ -79,7 +81,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
         if np.count_nonzero(fire):
             f_idx = fire.nonzero()[0]
             veh.lane_change_timer[rows[f_idx]] = 0.0
-            who, cand, cand_s, cand_r, n_left = _mobil_candidates(world, rows, lane, f_idx)
+            who, cand, cand_s, cand_r, n_left = _mobil_candidates(world, rows, lane, f_idx, x, y, v)
     m = len(who)
     # 3. Leaders (front) and followers (rear) on own, target and candidate lanes.
     if len(c0) or m:
@@ -117,7 +119,7 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
                      old_follower_before=(old_follower, me, me),
                      old_follower_after=(old_follower, old_leader, me))
     a = idm_mobil.idm_roles(veh, world.idm, cos, sin, roles)
-    acc = a["own_lane"].copy()
+    acc = a["own_lane"]  # a slice of its own: writing into it changes no other role
     if yield_on:
         # Before MOBIL: a vehicle held at a yield line sees the gain of changing lanes.
         acc_mobil = world.right_of_way.apply(rows, path, acc, cos, sin)
@@ -138,16 +140,17 @@ def decide(world: World, rows: np.ndarray, index: NeighbourIndex) -> None:
             accept = safe & np.where(lane_route, by_route, worth)
         else:
             accept = safe & worth
-        chosen = np.empty(n, dtype=np.intp)
-        chosen.fill(-1)
-        left_acc = accept[:n_left].nonzero()[0]
-        chosen[who[left_acc]] = left_acc
-        right_acc = n_left + accept[n_left:].nonzero()[0]
-        chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
-        new_idx = (chosen >= 0).nonzero()[0]
-        k = chosen[new_idx]
-        new_tgt = tgt.copy()
-        new_tgt[new_idx] = cand[k]
+        if np.count_nonzero(accept):  # else (most frames) the targets stay as they are
+            chosen = np.empty(n, dtype=np.intp)
+            chosen.fill(-1)
+            left_acc = accept[:n_left].nonzero()[0]
+            chosen[who[left_acc]] = left_acc
+            right_acc = n_left + accept[n_left:].nonzero()[0]
+            chosen[who[right_acc]] = right_acc  # the right lane overrides, as in highway-env
+            new_idx = (chosen >= 0).nonzero()[0]
+            k = chosen[new_idx]
+            new_tgt = tgt.copy()
+            new_tgt[new_idx] = cand[k]
     if len(c0) and p.lane_changes_enabled:
         aborted = _abort_lane_changes(world, rows, lane, tgt, c0, new_tgt)
         aborted |= (a["target_follower"] < p.comfort_acc_min) & ~veh.lane_change_forced[rows[c0]]
@@ -197,6 +200,8 @@ _COURTESY_MARGIN = 1.0  # [m] left between the follower stopped at the comfortab
 def member_courtesy(world: World) -> None:
     """List standing or creeping members on the lane their lane merges into (module docstring)."""
     p, veh, tab = world.params, world.vehicles, world.table
+    if not tab.has_merges:  # no ending lane: nothing to list, and no member was ever listed
+        return
     hi = veh.hi
     members = (veh.is_controlled[:hi] & veh.active[:hi] & ~veh.crashed[:hi]).nonzero()[0]
     if not len(members):
@@ -232,39 +237,38 @@ def member_courtesy(world: World) -> None:
         veh.target_lane[row] = k
 
 
-def _on_target(veh, rows: np.ndarray, lane: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray,
-               y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _on_target(veh, rows: np.ndarray, s: np.ndarray, tgt: np.ndarray, x: np.ndarray, y: np.ndarray,
+               moving: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(s, r) of `rows` on their target lanes `tgt`. On their own lane these are the (s, r) lane
     re-assignment stored with the current poses (the same values); only the rows changing lanes
-    are projected."""
+    (positions `moving`) are projected."""
     st, rt = s.copy(), veh.r[rows]
-    moving = (lane != tgt).nonzero()[0]
     if len(moving):
         st[moving], rt[moving] = veh.table.local_coordinates(tgt[moving], x[moving], y[moving])
     return st, rt
 
 
-def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray):
-    """(who, lane, s, r, n_left): reachable side lanes of deciders, left-side pairs first."""
+def _mobil_candidates(world: World, rows: np.ndarray, lane: np.ndarray, f_idx: np.ndarray, x: np.ndarray,
+                      y: np.ndarray, v: np.ndarray):
+    """(who, lane, s, r, n_left): reachable side lanes of deciders (positions `f_idx` in `rows`,
+    at `x`, `y` with speed `v` per row), left-side pairs first."""
     veh, tab = world.vehicles, world.table
-    lf = lane[f_idx]
-    left, right = tab.left[lf], tab.right[lf]
-    has_l, has_r = left >= 0, right >= 0
-    who = np.concatenate((f_idx[has_l], f_idx[has_r]))
-    cand = np.concatenate((left[has_l], right[has_r]))
-    r_ = rows[who]
-    cs, cr = tab.local_coordinates(cand, veh.x[r_], veh.y[r_])
+    sides = tab.sides[lane[f_idx]].T.ravel()  # the left lanes of all deciders, then their right lanes
+    has = sides >= 0
+    who = np.concatenate((f_idx, f_idx))[has]
+    cand = sides[has]
+    cs, cr = tab.local_coordinates(cand, x[who], y[who])
     # highway-env changes lanes only when moving; a vehicle that has waited a lane-change delay
     # may start from a standstill (zipper merge at a lane end).
-    moving = np.abs(veh.speed[r_]) >= 1
+    moving = np.abs(v[who]) >= 1
     if np.count_nonzero(moving) != len(moving):
-        moving |= veh.wait_time[r_] >= world.params.lane_change_delay
+        moving |= veh.wait_time[rows[who]] >= world.params.lane_change_delay
     ok = tab.is_reachable(cand, cs, cr) & moving
     if world.right_of_way is not None and tab.road_graph.has_junctions:
         # No lane change into a lane's conflict zone or the stretch just before it.
         cf = tab.conflicts
         ok &= ~((cs >= cf.zone_start[cand] - world.params.zone_change_guard) & (cs <= cf.zone_end[cand]))
-    n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has_l))]))
+    n_left = int(np.count_nonzero(ok[: int(np.count_nonzero(has[: len(f_idx)]))]))
     return who[ok], cand[ok], cs[ok], cr[ok], n_left
 
 

@@ -200,8 +200,9 @@ class CommGraph:
                 f"expected positions ({m}, 2), active ({m},), silenced ({m},); "
                 f"got {positions.shape}, {active.shape}, {silenced.shape}"
             )
-        delta = positions[:, None, :] - positions[None, :, :]  # (M, M, 2)
-        in_range = np.einsum("ijk,ijk->ij", delta, delta) <= self.range_m**2  # (M, M)
+        px, py = positions[:, 0], positions[:, 1]
+        dx, dy = px[:, None] - px[None, :], py[:, None] - py[None, :]  # (M, M)
+        in_range = dx * dx + dy * dy <= self.range_m**2  # (M, M)
         up = active & ~silenced  # (M,)
         live = self._candidates & in_range & up[:, None] & up[None, :]
         live &= self._off_diagonal
@@ -401,7 +402,8 @@ class Channel:
         valid = self._held_step >= 0  # (M, M) receiver, sender
 
         data = np.zeros((m, k, d), dtype=np.float32)
-        sender = np.full((m, k), -1, dtype=np.int64)
+        sender = np.empty((m, k), dtype=np.int64)  # np.full's Python wrapper costs more than the fill
+        sender.fill(-1)
         ages = np.zeros((m, k), dtype=np.int64)
         full_mask = np.zeros((m, k), dtype=bool)
         receivers, senders = valid.nonzero()  # row-major: by receiver, then sender id
@@ -434,8 +436,9 @@ class Channel:
 
     def _deliver(self, step: int) -> None:
         """Move every queued send that has arrived by ``step`` into the receivers' held messages."""
-        due = sorted((sent, slot) for slot, sent in enumerate(self._ring_step)
-                     if sent >= 0 and sent + self.latency <= step)
+        due = [(sent, slot) for slot, sent in enumerate(self._ring_step) if sent >= 0 and sent + self.latency <= step]
+        if len(due) > 1:
+            due.sort()
         for sent, slot in due:
             arrived = self._ring_links[slot] & (sent > self._held_step)  # (M, M)
             if self._outages:

@@ -72,6 +72,8 @@ class Contacts:
         w = int(np.maximum.reduce(end - first)) - 1
         if w <= 0:
             return None
+        if w == 1:  # the usual case: each row's one later neighbour in sweep order, by slicing
+            return self._adjacent_pairs(hi, rows, order, a_sorted, xs, ys, rad, end, first, cos, sin)
         half_l, half_w = veh.half_length[rows], veh.half_width[rows]
         j = first[:, None] + np.arange(1, w + 1)[None, :]  # (m, w) later neighbours in order
         oj = order[np.minimum(j, m - 1)]
@@ -87,4 +89,25 @@ class Contacts:
         mask = np.zeros(hi, dtype=bool)
         mask[rows[oi[ii, 0]]] = True
         mask[rows[oj[ii, jj]]] = True
+        return mask
+
+    def _adjacent_pairs(self, hi: int, rows: np.ndarray, order: np.ndarray, a_sorted: np.ndarray, xs: np.ndarray,
+                        ys: np.ndarray, rad: np.ndarray, end: np.ndarray, first: np.ndarray, cos: np.ndarray,
+                        sin: np.ndarray) -> np.ndarray | None:
+        """`_candidates`' test for a window of one: pairs (k, k + 1) of the rows in sweep order."""
+        veh = self.veh
+        ro = rows[order]
+        xo = a_sorted if self._sweep_x else xs[order]
+        yo = ys[order] if self._sweep_x else a_sorted
+        c, s = cos[ro][:-1], sin[ro][:-1]
+        dx, dy = xo[1:] - xo[:-1], yo[1:] - yo[:-1]
+        rad_j = rad[order][1:]
+        hit = (first[1:] < end[:-1]) & (np.abs(dx * c + dy * s) <= veh.half_length[ro][:-1] + rad_j) & (
+            np.abs(dy * c - dx * s) <= veh.half_width[ro][:-1] + rad_j)
+        if not np.count_nonzero(hit):
+            return None
+        k = hit.nonzero()[0]
+        mask = np.zeros(hi, dtype=bool)
+        mask[ro[k]] = True
+        mask[ro[k + 1]] = True
         return mask

@@ -112,6 +112,7 @@ class TrafficEntry:
     def __init__(self) -> None:
         self._state: dict[int, tuple[float, float]] = {}  # entry lane -> (spacing needed, speed)
         self._succ: np.ndarray | None = None  # (entry lanes, lanes): successors of each entry
+        self._any_succ = False  # whether any entry lane has a successor (set with _succ)
 
     def populate(self, world: World, density: float, speed_range: tuple[float, float],
                  rng: np.random.Generator) -> list[int]:
@@ -202,10 +203,14 @@ class TrafficEntry:
             self._succ = np.zeros((len(entries), tab.n), dtype=bool)
             for k, e in enumerate(entries):
                 self._succ[k, tab.successors[e]] = True
+            self._any_succ = bool(np.count_nonzero(self._succ))
         lane, act, s = veh.lane[:hi], veh.active[:hi], veh.s[:hi]
-        dist = np.full((len(entries), 2 * hi), np.inf)
-        dist[:, :hi] = np.where((lane == entries[:, None]) & act, s, np.inf)
-        dist[:, hi:] = np.where(self._succ[:, lane] & act, tab.length[entries][:, None] + s, np.inf)
+        on_entry = np.where((lane == entries[:, None]) & act, s, np.inf)
+        if self._any_succ:
+            dist = np.concatenate(
+                (on_entry, np.where(self._succ[:, lane] & act, tab.length[entries][:, None] + s, np.inf)), axis=1)
+        else:  # entry lanes without successors (one-road networks): the second half would be all inf
+            dist = on_entry
         k = dist.argmin(axis=1) if hi else np.zeros(len(entries), dtype=np.intp)
         gaps = dist[np.arange(len(entries)), k] if hi else np.full(len(entries), np.inf)
         return gaps.tolist(), veh.speed[k % max(hi, 1)].tolist()

@@ -87,6 +87,8 @@ def _stamp(t: float) -> str:
 
 def apply(sim: "Simulation", state: EventState, log: list[str]) -> None:
     """Before a frame: trigger due events, advance cut-ins, hold active brakes; report into `log`."""
+    if not (state.waiting or state.aligning or state.brakes):  # nothing pending (most frames)
+        return
 
     def report(text: str) -> None:
         log.append(text)

@@ -56,10 +56,11 @@ class FrameCache:
         if self._index is None:
             veh = self._vehicles
             merging = None
-            rows = (veh.is_merging[: self.hi] & veh.active[: self.hi]).nonzero()[0]
-            if len(rows):
-                tgt = veh.target_lane[rows]
-                merging = (rows, tgt, veh.table.longitudinal(tgt, veh.x[rows], veh.y[rows]))
+            if np.count_nonzero(veh.is_merging[: self.hi]):  # zipper merges under way (rare)
+                rows = (veh.is_merging[: self.hi] & veh.active[: self.hi]).nonzero()[0]
+                if len(rows):
+                    tgt = veh.target_lane[rows]
+                    merging = (rows, tgt, veh.table.longitudinal(tgt, veh.x[rows], veh.y[rows]))
             self._index = membership_index(veh.table, self.candidates, veh.active[: self.hi],
                                            self._base, self._connected, merging)
         return self._index

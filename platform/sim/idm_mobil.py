@@ -31,6 +31,9 @@ from diffplatoon.sim.vehicles import Vehicles
 def desired_speed(veh: Vehicles, rows: np.ndarray, lanes: np.ndarray) -> np.ndarray:
     """IDM desired speed v0 [m/s] of `rows`: their target speed clipped to [0, limit] of `lanes`."""
     tab = veh.table
+    if tab.speed_bounds is not None:  # one limit for all lanes (the same values)
+        lo, hi = tab.speed_bounds
+        return np.minimum(np.maximum(veh.target_speed[rows], lo), hi)
     return np.minimum(np.maximum(veh.target_speed[rows], tab.speed_floor[lanes]), tab.speed_limit[lanes])
 
 

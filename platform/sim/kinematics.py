@@ -18,7 +18,8 @@ from diffplatoon.sim.vehicles import Vehicles
 
 _EMPTY_INT = np.empty(0, dtype=np.intp)
 
-# (candidate lanes (−1 = padding), s, r), each (rows, K): rows projected on their lane's `near` lanes.
+# (candidate lanes (−1 = padding), s, r), each (rows, K): rows projected on their lane's `near` lanes
+# (on an `all_lanes` network (rows, n lanes), lane j in column j, −1 where it is no candidate).
 Candidates = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
@@ -48,17 +49,20 @@ def relocate(veh: Vehicles, rows: np.ndarray, update_lane: bool = True) -> Candi
 
     A vehicle further than `near_trust` from every candidate searches all lanes, unless no
     lane outside the candidates can be as close. Returns the candidate projections (lanes,
-    −1 padded; s; r) of `rows`, taken before the lanes were re-picked.
+    −1 padded; s; r) of `rows`, taken before the lanes were re-picked (on an `all_lanes`
+    network, one column per lane, −1 where the lane is no candidate).
     """
     tab, search = veh.table, veh.table.search
     hi = veh.hi
     whole = len(rows) == hi
     old = veh.lane[:hi] if whole else veh.lane[rows]
-    cand = search.near_ids[old]  # (n, K), padding on lane 0
     if whole:
         x, y, h = veh.x[:hi, None], veh.y[:hi, None], veh.heading[:hi, None]
     else:
         x, y, h = veh.x[rows, None], veh.y[rows, None], veh.heading[rows, None]
+    if search.all_lanes:
+        return _relocate_all_lanes(veh, rows, old, x, y, h, whole, update_lane)
+    cand = search.near_ids[old]  # (n, K), padding on lane 0
     sc, rc = tab.local_coordinates(cand, x, y)
     near = search.near[old]  # before `old`, a view when `whole`, is overwritten
     if update_lane:
@@ -83,6 +87,35 @@ def relocate(veh: Vehicles, rows: np.ndarray, update_lane: bool = True) -> Candi
         if len(f):
             relocate_everywhere(veh, rows[f])
     return near, sc, rc
+
+
+def _relocate_all_lanes(veh: Vehicles, rows: np.ndarray, old: np.ndarray, x: np.ndarray, y: np.ndarray,
+                        h: np.ndarray, whole: bool, update_lane: bool) -> Candidates:
+    """`relocate` on a network that projects every row on every lane (`LaneSearch.all_lanes`): the
+    candidates' values are the same, and a vehicle further than `near_trust` from its candidates
+    takes the closest of all lanes, which is what the far-lane bound and `relocate_everywhere`
+    give (the bound only ever skips that search where the candidates' closest is the closest)."""
+    tab, search = veh.table, veh.table.search
+    n = tab.n
+    ids = search.all_ids if tab.all_linear else np.broadcast_to(search.all_ids, (len(rows), n))
+    sc, rc = tab.local_coordinates(ids, x, y)  # (rows, n)
+    cand = search.near_masked[old]  # before `old`, a view when `whole`, is overwritten
+    if update_lane:
+        dist = tab.distance_with_heading(ids, sc, rc, h)
+        pick = np.where(cand < 0, np.inf, dist).argmin(axis=1)
+        base = np.arange(0, len(rows) * n, n)
+        flat = pick + base
+        far = dist.take(flat) > search.near_trust
+        at = slice(0, veh.hi) if whole else rows  # a slice reads and writes faster than the same rows by index
+        if np.count_nonzero(far):
+            f = (far & veh.active[at]).nonzero()[0]
+            if len(f):
+                pick[f] = dist[f].argmin(axis=1)
+                flat = pick + base
+        veh.lane[at] = pick
+        veh.s[at] = sc.take(flat)
+        veh.r[at] = rc.take(flat)
+    return cand, sc, rc
 
 
 def relocate_everywhere(veh: Vehicles, rows: np.ndarray) -> None:

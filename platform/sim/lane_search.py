@@ -8,6 +8,8 @@ Owns `LaneSearch` (`LaneTable.search`), built once per network:
   memberships of the simulator (`near_ids`: padded with lane 0; `near_pad`: the padding).
 - `near_trust`: no lane is further than this from a band point of a lane it touches, so a
   closest-lane distance above it may have missed a lane outside the candidates.
+- `all_lanes`: on networks with at most `_ALL_LANES_SLACK` lanes beyond the candidate sets, lane
+  re-assignment projects every vehicle on every lane and masks the non-candidates (`near_masked`).
 - `far_lanes_may_be_closer`: for vehicles off the road, bounds highway-env's lane distance
   from below by the distance to a box around each other lane's centre line (minus a SineLane's
   amplitude, `box` column 4) and so tells when the search over all lanes can be skipped with
@@ -16,6 +18,7 @@ Owns `LaneSearch` (`LaneTable.search`), built once per network:
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,6 +35,8 @@ ON_LANE_MARGIN = 1.0  # [m] lateral margin highway-env's neighbour search adds t
 _NEAR_STEP = 1.0
 _NEAR_SLACK = 0.5
 _NEAR_MAX_SAMPLES = 20000
+_ALL_LANES_SLACK = 2  # a network with at most this many lanes beyond its candidate sets projects on all lanes
+_SMALL_QUERY = 16  # up to this many (point, far lane) pairs, the bound is evaluated in Python floats
 
 
 class LaneSearch:
@@ -42,8 +47,18 @@ class LaneSearch:
         self.near_ids = np.where(self.near >= 0, self.near, 0)  # `near` with padding on lane 0
         self.near_pad = self.near < 0
         self.near_trust = float(np.min(table.width) / 2 + ON_LANE_MARGIN)
-        self.box = _lane_boxes(table)  # (n + 1, 5): x0, x1, y0, y1, slack; row n is empty
         n = table.n
+        # Networks with few lanes outside the candidate sets project every vehicle on every lane (no
+        # gathers by candidate, and the closest of all lanes is at hand for the far-lane fallback);
+        # `near_masked` (n, n) is then lane j in column j where j is a candidate of lane k, else −1.
+        self.all_lanes = n - self.near.shape[1] <= _ALL_LANES_SLACK
+        if self.all_lanes:
+            member = np.zeros((n, n), dtype=bool)
+            for k in range(n):
+                member[k, self.near[k][self.near[k] >= 0]] = True
+            self.all_ids = np.arange(n)[None, :]
+            self.near_masked = np.where(member, self.all_ids, -1)
+        self.box = _lane_boxes(table)  # (n + 1, 5): x0, x1, y0, y1, slack; row n is empty
         far = [np.setdiff1d(np.arange(n), self.near[k][self.near[k] >= 0]) for k in range(n)]
         width = max(len(f) for f in far)
         self.far = np.full((n, width), n, dtype=np.intp)  # lanes outside `near`, padded with n
@@ -55,6 +70,9 @@ class LaneSearch:
         self._far_lo = np.ascontiguousarray(far_box[..., [0, 2]])
         self._far_hi = np.ascontiguousarray(far_box[..., [1, 3]])
         self._far_slack = np.ascontiguousarray(far_box[..., 4])
+        # The same boxes as Python tuples (x0, x1, y0, y1, slack) per lane, padding left out, for
+        # the few points a frame usually asks about (numpy's per-call overhead dominates there).
+        self._far_tuples = [[tuple(float(v) for v in self.box[j]) for j in self.far[k] if j < n] for k in range(n)]
 
     def far_lanes_may_be_closer(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray,
                                 best: np.ndarray) -> np.ndarray:
@@ -62,6 +80,8 @@ class LaneSearch:
         of the points (x, y): where False, the closest lane among the `near` ones is the closest."""
         if self.far.shape[1] == 0:
             return np.zeros(len(lanes), dtype=bool)
+        if len(lanes) * self.far.shape[1] <= _SMALL_QUERY:
+            return self._far_lanes_small(lanes, x, y, best)
         p = np.empty((len(lanes), 1, 2))
         p[:, 0, 0] = x
         p[:, 0, 1] = y
@@ -71,6 +91,22 @@ class LaneSearch:
         if not np.count_nonzero(need):
             return np.zeros(len(lanes), dtype=bool)
         return need.any(axis=1)
+
+    def _far_lanes_small(self, lanes: np.ndarray, x: np.ndarray, y: np.ndarray, best: np.ndarray) -> np.ndarray:
+        """`far_lanes_may_be_closer` point by point in Python floats (the same bound)."""
+        out = []
+        boxes = self._far_tuples
+        for lane, px, py, b in zip(lanes.tolist(), x.tolist(), y.tolist(), best.tolist()):
+            limit = b + 1e-6
+            need = False
+            for x0, x1, y0, y1, slack in boxes[lane]:
+                dx = max(x0 - px, px - x1, 0.0)
+                dy = max(y0 - py, py - y1, 0.0)
+                if math.hypot(dx, dy) - slack <= limit:
+                    need = True
+                    break
+            out.append(need)
+        return np.array(out, dtype=bool)
 
 
 def _near_lanes(t: LaneTable) -> np.ndarray:

@@ -123,6 +123,9 @@ class LaneTable:
                 self.speed_floor[k] = 0.0
             self.forbidden[k] = bool(getattr(lane, "forbidden", False))
             self.priority[k] = int(getattr(lane, "priority", 0) or 0)
+        # [floor, limit] shared by every lane, or None: the IDM's clip then needs no per-lane gather
+        same = bool(np.all(self.speed_limit == self.speed_limit[0]) and np.all(self.speed_floor == self.speed_floor[0]))
+        self.speed_bounds = (float(self.speed_floor[0]), float(self.speed_limit[0])) if same else None
         self.has_sine = bool(np.any(self.kind == SINE))
         self.circular_ids = np.flatnonzero(self.kind == CIRCULAR)
         self.other_ids = np.flatnonzero(self.kind == OTHER)
@@ -150,6 +153,7 @@ class LaneTable:
                     m = self.id_of[(t, nt, j)]
                     succ[k].append(m)
                     pred[m].append(k)
+        self.sides = np.stack([self.left, self.right], axis=1)  # (n, 2) left, right lane (−1 = none)
         self.successors = [np.array(s, dtype=np.intp) for s in succ]
         self.predecessors = [np.array(p, dtype=np.intp) for p in pred]
         self.n_successors = np.array([len(s) for s in succ], dtype=np.intp)
@@ -171,6 +175,7 @@ class LaneTable:
         # s beyond which traffic switches to the next lane (follow_road), resp. leaves the road.
         self.follow_at = np.where(self.n_successors > 0, self.length - VEHICLE_LENGTH / 2, np.inf)
         self.exit_at = np.where(self.n_successors == 0, self.length, np.inf)
+        self.has_successors = bool(np.count_nonzero(self.n_successors))
         self._enterable = ~self.forbidden
         self._reach_r = 2 * self.width
         self._reach_end = self.length + VEHICLE_LENGTH
@@ -190,6 +195,11 @@ class LaneTable:
                 if j >= 0 and self.follow_next[j] == nxt and self.lane_pos[j] == self.lane_pos[nxt]:
                     out[k] = j
         return out
+
+    @cached_property
+    def has_merges(self) -> bool:
+        """Whether any lane merges into a neighbour (`merges_into`); without, zipper courtesy has nothing to do."""
+        return bool(np.count_nonzero(self.merges_into >= 0))
 
     def lane_id(self, index: LaneIndex) -> int:
         """Int id of a highway-env lane index ``(from, to, id)``."""

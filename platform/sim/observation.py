@@ -385,13 +385,15 @@ class Observer:
         """(n, P, 2) centre-line points ahead in the ego frame."""
         tab = self.sim.world.table
         n, p = len(idx), self.n_points
-        base = (idx * self._n_lanes).repeat(p)
         ln = lane.repeat(p)
         sp = (s[:, None] + self._point_offsets).ravel()
         for _ in range(_MAX_HOPS):
-            nxt = self._next_flat[base + ln]
             length = tab.length[ln]
-            over = (sp > length) & (nxt >= 0)
+            over = sp > length
+            if not np.count_nonzero(over):  # every point on its lane (the usual case)
+                break
+            nxt = self._next_flat[(idx * self._n_lanes).repeat(p) + ln]
+            over &= nxt >= 0
             if not np.count_nonzero(over):
                 break
             sp = np.where(over, sp - length, sp)

@@ -205,6 +205,7 @@ class Simulation:
             if actions.shape != (len(self.controlled), 2):
                 raise ValueError(f"actions must have shape ({len(self.controlled)}, 2), got {actions.shape}")
         live, n_departed = self.live_members(), 0
+        acts = None if actions is None else actions[live]
         for _ in range(world.params.frames_per_step):
             events.apply(self, self.event_state, result.events)
             for listener in self.frame_listeners:
@@ -212,7 +213,8 @@ class Simulation:
             # members may leave the road mid-step: the World takes actions of live members only
             if len(world.departed) != n_departed:
                 live, n_departed = self.live_members(), len(world.departed)
-            world.frame(None if actions is None else actions[live])
+                acts = None if actions is None else actions[live]
+            world.frame(acts)
             for listener in self.frame_listeners:
                 listener.after_frame(self)
         world.step_count += 1
@@ -272,12 +274,13 @@ class Simulation:
         w = self.world
         step = self.step_count
         silenced = self.channel.silenced(step)
+        x, y = w.x[rows], w.y[rows]
         positions = np.empty((len(rows), 2))
-        positions[:, 0] = w.x[rows]
-        positions[:, 1] = w.y[rows]
+        positions[:, 0] = x
+        positions[:, 1] = y
         self.comm_graph.update(positions, self.live_members(), silenced)
         payload = pack_messages(
-            w.x[rows], w.y[rows], w.heading[rows], w.speed[rows], w.accel[rows], w.length[rows],
+            x, y, w.heading[rows], w.speed[rows], w.accel[rows], w.length[rows],
             plan=self.plan_slots, plan_dim=self.spec.comms.plan_dim,
         )
         self.channel.send(step, payload, self.comm_graph.adjacency())

@@ -80,21 +80,23 @@ class _Rng:
 
 
 @dataclass(frozen=True)
-class _Seq:
+class _Items:
+    """A frozen container: its class and its frozen items (the subclass says what the items are)."""
+
     kind: type
     items: tuple
 
 
-@dataclass(frozen=True)
-class _Map:
-    kind: type
-    items: tuple
+class _Seq(_Items):
+    """A list or tuple (named too): the items in order."""
 
 
-@dataclass(frozen=True)
-class _Fields:
-    kind: type
-    items: tuple
+class _Map(_Items):
+    """A dict: (key, value) pairs in order."""
+
+
+class _Fields(_Items):
+    """A dataclass instance: (field name, value) pairs."""
 
 
 @dataclass(frozen=True)

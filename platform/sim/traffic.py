@@ -117,6 +117,10 @@ def _clip(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.minimum(np.maximum(a, lo), hi)
 
 
+_KEY_SENTINELS = np.array([-np.inf, np.inf, np.inf])
+_ID_SENTINELS = np.array([-1, -1, -1], dtype=np.intp)
+
+
 class NeighbourIndex:
     """Lane memberships sorted by (lane, s), answering front/rear queries by binary search.
 
@@ -128,12 +132,13 @@ class NeighbourIndex:
 
     def __init__(self, rows: np.ndarray, groups: np.ndarray, s: np.ndarray, base: np.ndarray):
         self.base = base
-        key = base[groups] + s
+        # Sentinels on both ends so that i-1 and i+1 always index valid entries: appended before
+        # the sort, which puts the -inf key first and the +inf keys last.
+        key = np.concatenate((base[groups] + s, _KEY_SENTINELS))
         order = key.argsort(kind="stable")
-        # Sentinels on both ends so that i-1 and i+1 always index valid entries.
-        self.key = _with_sentinels(key[order], -np.inf, np.inf, np.float64)
-        self.rows = _with_sentinels(rows[order], -1, -1, np.intp)
-        self.groups = _with_sentinels(groups[order], -1, -1, np.intp)
+        self.key = key[order]
+        self.rows = np.concatenate((rows, _ID_SENTINELS), dtype=np.intp)[order]
+        self.groups = np.concatenate((groups, _ID_SENTINELS), dtype=np.intp)[order]
 
     def query(self, rows: np.ndarray, groups: np.ndarray, s: np.ndarray
               ) -> tuple[np.ndarray, np.ndarray]:
@@ -145,13 +150,3 @@ class NeighbourIndex:
         front = np.where(self.groups[f] == groups, self.rows[f], -1)
         rear = np.where(self.groups[b] == groups, self.rows[b], -1)
         return front, rear
-
-
-def _with_sentinels(values: np.ndarray, first, last, dtype) -> np.ndarray:
-    """[first, *values, last, last] (cheaper than np.concatenate of lists on small arrays)."""
-    n = len(values)
-    out = np.empty(n + 3, dtype=dtype)
-    out[0] = first
-    out[1: n + 1] = values
-    out[n + 1:] = last
-    return out

@@ -392,7 +392,7 @@ class World:
             lanes, s = veh.lane[rows], veh.s[rows]
         else:
             lanes = np.asarray(lanes, dtype=np.intp)
-            s, _ = self.table.local_coordinates(lanes, veh.x[rows], veh.y[rows])
+            s = self.table.longitudinal(lanes, veh.x[rows], veh.y[rows])
         return index.query(rows, lanes, s)
 
     def lane_keeping_steering(self, rows: np.ndarray, target_lane: np.ndarray | int | None = None
