@@ -45,8 +45,14 @@ def test_shipped_spaces_load(hard_brake) -> None:
         assert space.integer == (False, True)  # comms.latency is an integer field: draws are rounded
     space = load_space(ROOT / "configs" / "search" / "cut_in.yaml", load_scenario("cut_in"))
     assert "events.0.min_gap" in space.paths
+    for base in ("hard_brake", "cut_in"):  # the planner variants: the same space in rounds of 25
+        scenario = load_scenario(base)
+        planner = load_space(ROOT / "configs" / "search" / f"{base}_planner.yaml", scenario)
+        nominal = load_space(ROOT / "configs" / "search" / f"{base}.yaml", scenario)
+        assert planner.paths == nominal.paths and planner.integer == nominal.integer
+        assert planner.spec.search.round_size == 25 and planner.spec.parameters == nominal.spec.parameters
     assert sorted(p.name for p in (ROOT / "configs" / "search").glob("*.yaml")) == [
-        "cut_in.yaml", "hard_brake.yaml", "hard_brake_rare.yaml"]
+        "cut_in.yaml", "cut_in_planner.yaml", "hard_brake.yaml", "hard_brake_planner.yaml", "hard_brake_rare.yaml"]
 
 
 def test_draws_become_valid_scenarios_with_the_drawn_values(hard_brake) -> None:
