@@ -236,3 +236,14 @@ def test_the_denoiser_ignores_padding_members():
     out5, out8 = run(p, x5), run(q, x8)
     torch.testing.assert_close(out8[:, :5], out5, atol=1e-5, rtol=1e-5)
     assert not out8[:, 5:].any()
+
+
+def test_the_readme_commands_collect_into_the_folder_pretrain_reads():
+    from diffplatoon.agents.diffusion.pretrain_config import load_config
+
+    cfg = load_config(ROOT / "configs" / "train_mix" / "pretrain" / "pretrain_mix.yaml")
+    readme = (ROOT / "configs" / "train_mix" / "README.md").read_text()
+    assert (f"diffplatoon demos collect --scenarios configs/train_mix/*.yaml --expert cacc --episodes 10 "
+            f"--out {cfg.demos}") in readme
+    assert "diffplatoon pretrain configs/train_mix/pretrain/pretrain_mix.yaml" in readme
+    assert f"{len(_variants(TRAIN_MIX))} variants" in readme
