@@ -47,6 +47,7 @@ from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _SPEED, _SPEED_LIMIT = EGO_FEATURES.index("speed"), EGO_FEATURES.index("speed_limit")
+_LANE_WIDTH = EGO_FEATURES.index("lane_width")
 _PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last call's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0
@@ -198,10 +199,13 @@ class PlannerController:
                 for s in scenes)
         nb = np.stack([s.inputs.neighbours[:m] for s in scenes])  # (B, m, 5)
         accel = np.stack([s.accel[:m] for s in scenes])
-        predicted = self.shield.predict(nb, accel, self.horizon)[:, :, 1:]  # (B, m, H, 3)
+        path = self.shield.predict(nb, accel, self.horizon)  # (B, m, H + 1, 3) from t = 0
+        predicted = path[:, :, 1:]
+        speed = np.linalg.norm(np.diff(path[..., :2], axis=2), axis=-1) / self.shield.dt  # mean speed of each step
         limits = np.zeros((len(scenes), self.n_max), dtype=np.float32)
         for b, s in enumerate(scenes):
             limits[b, :s.n] = s.obs.ego[s.rows, _SPEED_LIMIT]
+        lanes = [self._lane_lines(s) for s in scenes]
 
         def tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(x, dtype=dtype, device=device)
@@ -213,7 +217,27 @@ class PlannerController:
             lateral_bounds=tensor(np.stack([features.lateral_bounds(s.obs, s.rows, s.inputs, self.n_max, s.corridor)
                                             for s in scenes])),
             speed_limit=tensor(limits),
+            neighbour_speed=tensor(speed),
+            lane_points=tensor(np.stack([lane[0] for lane in lanes])),
+            lane_bounds=tensor(np.stack([lane[1] for lane in lanes])),
+            lane_width=tensor(np.stack([lane[2] for lane in lanes])),
         )
+
+    def _lane_lines(self, scene: ControlScene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(n_max, P, 2) centre lines, (n_max, 2) corridor bounds and (n_max,) lane widths of a scene's members in
+        its platoon frame (guidance's ``road`` and ``lane`` terms); absent members get a straight line along x
+        with wide bounds, which their masked rows never use."""
+        corridor = scene.corridor if scene.corridor is not None else member_corridors(
+            scene.obs, scene.rows, scene.inputs.frame.astype(np.float64))
+        n, p = scene.n, corridor.points.shape[1]
+        points = np.zeros((self.n_max, p, 2))
+        points[:, :, 0] = np.linspace(0.0, 10.0, p)
+        bounds = np.tile([-1e4, 1e4], (self.n_max, 1)).astype(np.float64)
+        width = np.full(self.n_max, 4.0)
+        live = scene.inputs.member_mask[:n]
+        points[:n][live], bounds[:n][live] = corridor.points[live], corridor.bounds[live]
+        width[:n][live] = scene.obs.ego[scene.rows[live], _LANE_WIDTH]
+        return points, bounds, width
 
     @staticmethod
     def inputs(scenes: list[ControlScene], device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

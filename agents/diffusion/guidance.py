@@ -9,10 +9,15 @@ Terms:
 - ``separation``: members as ``n_discs`` discs of radius width/2 along their length; for each pair of present
   members and each step, relu(r_i + r_j + buffer − min disc distance) [m], summed over pairs, averaged over time.
 - ``neighbours``: the same between members and predicted non-platoon vehicles (B, M, H, 3) = [x, y, heading].
-- ``road``: distance by which a vehicle's side leaves its lateral bounds (B, N, 2) = [y_right_edge, y_left_edge],
-  or any callable states → (B, N, H) penalty.
-- ``headway``: for each member with a predecessor in the same lane, relu(d0 + T·v − gap) + relu(ttc_min·closing − gap),
-  i.e. a time-gap barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing).
+- ``road``: distance by which a vehicle's side leaves its lane corridor, measured from the member's centre line
+  (`lane_costs`, when the context has ``lane_points``), else from axis-aligned lateral bounds (B, N, 2) =
+  [y_right_edge, y_left_edge], or any callable states → (B, N, H) penalty.
+- ``lane``: where the plan ends: its last quarter's squared offset from the nearest lane centre the corridor
+  admits plus its squared heading error (`lane_costs.lane_alignment_cost`; needs ``lane_points``).
+- ``headway``: for each member and the vehicle ahead of it in its lane — its predecessor in the platoon, and
+  every predicted non-platoon vehicle — relu(d0 + T·v − gap) + relu(ttc_min·closing − gap), i.e. a time-gap
+  barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing). The overlap
+  terms alone only cost once a collision is predicted, too late to brake for; the barrier costs the approach.
 - ``comfort``: mean squared acceleration, jerk, steering and steering rate.
 - ``speed``: speed above each member's speed limit [m/s], summed over members, averaged over time (0 without limits).
 
@@ -22,11 +27,12 @@ planner's sampler and the DPPO module's chain.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
 import torch
 
+from diffplatoon.agents.diffusion import lane_costs
 from diffplatoon.geometry import VEHICLE_LENGTH, VEHICLE_WIDTH
 
 _EPS = 1e-6
@@ -39,6 +45,7 @@ class CostWeights:
     separation: float = 10.0
     neighbours: float = 10.0
     road: float = 2.0
+    lane: float = 1.0
     headway: float = 1.0
     comfort: float = 0.01
     speed: float = 1.0
@@ -62,6 +69,9 @@ class GuidanceConfig:
         min_time_gap: T of the headway barrier [s].
         ttc_min: time-to-collision barrier [s].
         same_lane_tol: lateral offset [m] under which a predecessor counts as in the same lane.
+        headway_range: neighbours further ahead than this [m] are outside the headway barrier.
+        lane_heading_weight: weight of the squared heading error [rad²] against the squared offset [m²] in ``lane``.
+        lane_tail: share of the plan's last steps the ``lane`` term measures.
         jerk_weight, steer_weight, steer_rate_weight: relative weights inside the comfort term.
     """
 
@@ -78,6 +88,9 @@ class GuidanceConfig:
     min_time_gap: float = 0.5
     ttc_min: float = 2.0
     same_lane_tol: float = 2.0
+    headway_range: float = 80.0
+    lane_heading_weight: float = 100.0
+    lane_tail: float = 1.0
     jerk_weight: float = 0.1
     steer_weight: float = 100.0
     steer_rate_weight: float = 10.0
@@ -105,6 +118,10 @@ class SceneContext:
         boundary_fn: alternative road cost, states (B, N, H, 4) → penalty (B, N, H).
         predecessor: (B, N) long index of each member's predecessor, −1 = none; None = member i − 1 (member 0 leads).
         speed_limit: (B, N) speed limit of each member's lane [m/s].
+        neighbour_speed: (B, M, H) predicted speeds of the neighbours [m/s] (None: from their predicted positions).
+        lane_points: (B, N, P, 2) each member's lane centre line in the platoon frame (`lane_costs`).
+        lane_bounds: (B, N, 2) [low, high] lateral offsets of each member's corridor from its centre line [m].
+        lane_width: (B, N) width of each member's lane [m].
     """
 
     neighbours: torch.Tensor | None = None
@@ -114,33 +131,22 @@ class SceneContext:
     boundary_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     predecessor: torch.Tensor | None = None
     speed_limit: torch.Tensor | None = None
+    neighbour_speed: torch.Tensor | None = None
+    lane_points: torch.Tensor | None = None
+    lane_bounds: torch.Tensor | None = None
+    lane_width: torch.Tensor | None = None
+
+    def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> SceneContext:
+        tensors = {k.name: getattr(self, k.name) for k in fields(self) if k.name != "boundary_fn"}
+        return SceneContext(boundary_fn=self.boundary_fn, **{k: None if v is None else f(v) for k, v in tensors.items()})
 
     def repeat_interleave(self, repeats: int) -> SceneContext:
         """Repeat every per-scene tensor along the batch dim (to match samples folded into the batch)."""
-
-        def rep(x):
-            return None if x is None else x.repeat_interleave(repeats, dim=0)
-
-        return SceneContext(
-            neighbours=rep(self.neighbours),
-            neighbour_mask=rep(self.neighbour_mask),
-            neighbour_length=rep(self.neighbour_length),
-            lateral_bounds=rep(self.lateral_bounds),
-            boundary_fn=self.boundary_fn,
-            predecessor=rep(self.predecessor),
-            speed_limit=rep(self.speed_limit),
-        )
+        return self._map(lambda x: x.repeat_interleave(repeats, dim=0))
 
     def to(self, device: torch.device | str) -> SceneContext:
         """Move tensors to a device."""
-
-        def mv(x):
-            return None if x is None else x.to(device)
-
-        return SceneContext(
-            mv(self.neighbours), mv(self.neighbour_mask), mv(self.neighbour_length),
-            mv(self.lateral_bounds), self.boundary_fn, mv(self.predecessor), mv(self.speed_limit),
-        )
+        return self._map(lambda x: x.to(device))
 
 
 @dataclass(frozen=True)
@@ -270,10 +276,25 @@ def neighbour_cost(
     return _pair_overlap(states, length, nb, nb_len, index, states.shape[0], cfg)
 
 
-def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig) -> torch.Tensor:
-    """Distance outside the lateral road bounds (or a custom boundary penalty) → (B,)."""
+Located = tuple[torch.Tensor, torch.Tensor]
+
+
+def _locate(states: torch.Tensor, ctx: SceneContext, located: Located | None) -> Located | None:
+    """(offset, heading error) of states on their lanes' centre lines, when the context has them."""
+    if located is None and ctx.lane_points is not None and ctx.lane_bounds is not None:
+        located = lane_costs.lane_offsets(states, ctx.lane_points)
+    return located
+
+
+def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig,
+              located: Located | None = None) -> torch.Tensor:
+    """Distance outside the lane corridor, the lateral road bounds or a custom boundary penalty → (B,).
+
+    ``located``: `lane_costs.lane_offsets` of ``states`` when the caller has it already."""
     if ctx.boundary_fn is not None:
         pen = ctx.boundary_fn(states)
+    elif (located := _locate(states, ctx, located)) is not None:
+        return lane_costs.corridor_road_cost(located[0], ctx.lane_bounds, member_mask, cfg.vehicle_width / 2)
     elif ctx.lateral_bounds is not None:
         y = states[..., 1]
         half = cfg.vehicle_width / 2
@@ -284,13 +305,70 @@ def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
     return torch.where(member_mask[..., None], pen, 0.0).sum(1).mean(-1)
 
 
+def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig,
+              located: Located | None = None) -> torch.Tensor:
+    """Misalignment of the plan's end with the lanes its corridor admits (`lane_costs.lane_alignment_cost`) → (B,);
+    0 without lane centre lines in the context."""
+    located = _locate(states, ctx, located)
+    if located is None:
+        return states.new_zeros(states.shape[0])
+    width = ctx.lane_width if ctx.lane_width is not None else torch.full_like(ctx.lane_bounds[..., 0], 4.0)
+    return lane_costs.lane_alignment_cost(located[0], located[1], ctx.lane_bounds, width, member_mask,
+                                          cfg.lane_heading_weight, cfg.lane_tail)
+
+
+def _barrier(gap: torch.Tensor, speed: torch.Tensor, closing: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
+    """Time-gap and TTC barriers [m] on a gap to a vehicle ahead (module docstring, ``headway``)."""
+    return torch.relu(cfg.standstill_gap + cfg.min_time_gap * speed - gap) + torch.relu(cfg.ttc_min * closing - gap)
+
+
+def neighbour_speeds(ctx: SceneContext, dt: float) -> torch.Tensor:
+    """(B, M, H) the neighbours' predicted speeds: given, or from their predicted positions' differences."""
+    if ctx.neighbour_speed is not None:
+        return ctx.neighbour_speed
+    pos = ctx.neighbours[..., :2]
+    step = (pos[:, :, 1:] - pos[:, :, :-1]).norm(dim=-1) / dt  # (B, M, H-1)
+    return torch.cat((step[:, :, :1], step), dim=-1) if step.shape[-1] else pos.new_zeros(pos.shape[:-1])
+
+
+def neighbour_headway_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext,
+                           cfg: GuidanceConfig, dt: float) -> torch.Tensor:
+    """Headway barriers of each member to every predicted non-platoon vehicle ahead of it in its lane → (B,).
+
+    "Ahead in its lane" is measured in the member's own heading frame at each step (ahead within
+    ``headway_range``, lateral offset under ``same_lane_tol``), so a rotated platoon frame does not mislead it."""
+    if ctx.neighbours is None or ctx.neighbours.shape[1] == 0:
+        return states.new_zeros(states.shape[0])
+    horizon = states.shape[-2]
+    nb = ctx.neighbours[:, :, :horizon]  # (B, M, H, 3)
+    nb_len = ctx.neighbour_length
+    if nb_len is None:
+        nb_len = torch.full(nb.shape[:2], cfg.neighbour_length, device=states.device, dtype=states.dtype)
+    nb_mask = ctx.neighbour_mask if ctx.neighbour_mask is not None else torch.ones(nb.shape[:2], dtype=torch.bool,
+                                                                                   device=states.device)
+    speed = neighbour_speeds(ctx, dt)[:, :, :horizon]
+    d = nb[:, None, ..., :2] - states[:, :, None, :, :2]  # (B, N, M, H, 2)
+    c, s = torch.cos(states[..., 2])[:, :, None], torch.sin(states[..., 2])[:, :, None]
+    along = d[..., 0] * c + d[..., 1] * s
+    across = -d[..., 0] * s + d[..., 1] * c
+    gap = along - (length[:, :, None, None] + nb_len[:, None, :, None]) / 2
+    ahead = (along > 0) & (along < cfg.headway_range) & (across.abs() < cfg.same_lane_tol)
+    ahead = ahead & member_mask[:, :, None, None] & nb_mask[:, None, :, None]
+    closing = states[..., 3][:, :, None] - speed[:, None]
+    pen = torch.where(ahead, _barrier(gap, states[..., 3][:, :, None], closing, cfg), 0.0)
+    return pen.sum((1, 2)).mean(-1)
+
+
 def headway_cost(
-    states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
+    states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig,
+    dt: float | None = None,
 ) -> torch.Tensor:
-    """Time-gap and TTC barriers on each member's gap to its in-lane predecessor [m] → (B,)."""
+    """Time-gap and TTC barriers on each member's gap to its in-lane predecessor and, given the plan step ``dt``,
+    to the predicted non-platoon vehicles ahead of it in its lane [m] → (B,)."""
     b, n, horizon, _ = states.shape
+    out = neighbour_headway_cost(states, length, member_mask, ctx, cfg, dt) if dt is not None else states.new_zeros(b)
     if n < 2 and ctx.predecessor is None:
-        return states.new_zeros(b)
+        return out
     pred = ctx.predecessor
     if pred is None:
         pred = (torch.arange(n, device=states.device) - 1).expand(b, n)
@@ -302,10 +380,8 @@ def headway_cost(
     gap = lead[..., 0] - states[..., 0] - (lead_len + length)[..., None] / 2
     closing = states[..., 3] - lead[..., 3]
     same_lane = (lead[..., 1] - states[..., 1]).abs() < cfg.same_lane_tol
-    pen = torch.relu(cfg.standstill_gap + cfg.min_time_gap * states[..., 3] - gap)
-    pen = pen + torch.relu(cfg.ttc_min * closing - gap)
-    pen = torch.where(same_lane & has[..., None], pen, 0.0)
-    return pen.sum(1).mean(-1)
+    pen = torch.where(same_lane & has[..., None], _barrier(gap, states[..., 3], closing, cfg), 0.0)
+    return out + pen.sum(1).mean(-1)
 
 
 def comfort_cost(actions: torch.Tensor, member_mask: torch.Tensor, dt: float, cfg: GuidanceConfig) -> torch.Tensor:
@@ -339,11 +415,13 @@ def plan_costs(
     ctx = ctx or SceneContext()
     member_mask = member_mask.bool()
     w = cfg.weights
+    located = _locate(states, ctx, None) if (w.road or w.lane) and ctx.boundary_fn is None else None
     fns = {
         "separation": lambda: separation_cost(states, length, member_mask, cfg),
         "neighbours": lambda: neighbour_cost(states, length, member_mask, ctx, cfg),
-        "road": lambda: road_cost(states, member_mask, ctx, cfg),
-        "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg),
+        "road": lambda: road_cost(states, member_mask, ctx, cfg, located),
+        "lane": lambda: lane_cost(states, member_mask, ctx, cfg, located),
+        "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg, dt),
         "comfort": lambda: comfort_cost(actions, member_mask, dt, cfg),
         "speed": lambda: speed_cost(states, member_mask, ctx),
     }

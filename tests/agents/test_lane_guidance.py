@@ -1,0 +1,149 @@
+"""Guidance measured on lane centre lines and against vehicles ahead: the ``lane`` and corridor ``road`` terms, the
+neighbour headway barrier, and the guided planner on a real highway-env scene."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from diffplatoon.agents.diffusion import lane_costs
+from diffplatoon.agents.diffusion.guidance import (CostWeights, GuidanceConfig, SceneContext, headway_cost,
+                                                   lane_cost, neighbour_headway_cost, plan_costs, road_cost)
+
+H = 20
+DT = 0.2
+
+
+def _line(angle: float = 0.0, y0: float = 0.0, n: int = 6, step: float = 20.0) -> torch.Tensor:
+    """(1, 1, n, 2) a straight centre line through (0, y0) at ``angle``."""
+    s = torch.arange(n, dtype=torch.float32) * step - step
+    return torch.stack((s * math.cos(angle), y0 + s * math.sin(angle)), dim=-1)[None, None]
+
+
+def _drive(y: float | torch.Tensor, heading: float = 0.0, speed: float = 20.0, x0: float = 0.0) -> torch.Tensor:
+    """(1, 1, H, 4) states along a straight path from (x0, y) at ``heading``."""
+    t = DT * torch.arange(1, H + 1, dtype=torch.float32)
+    x = x0 + speed * t * math.cos(heading)
+    yy = torch.as_tensor(y, dtype=torch.float32) + speed * t * math.sin(heading)
+    return torch.stack((x, yy.expand(H), torch.full((H,), heading), torch.full((H,), speed)), dim=-1)[None, None]
+
+
+ONE = torch.ones(1, 1, dtype=torch.bool)
+OWN_LANE = torch.tensor([[[-2.0, 2.0]]])  # corridor = the member's own 4 m lane
+WIDTH = torch.tensor([[4.0]])
+
+
+def test_lane_offsets_are_signed_offsets_and_heading_errors_on_a_rotated_line():
+    angle = math.radians(3.0)
+    line = _line(angle)
+    on_line = _drive(0.0, heading=angle)
+    offset, err = lane_costs.lane_offsets(on_line, line)
+    assert offset.abs().max().item() < 1e-3 and err.abs().max().item() < 1e-5
+    # 1 m to the line's +y side, parallel: offset +1 everywhere (also beyond the last point: the line continues)
+    shifted = on_line.clone()
+    shifted[..., 0] -= math.sin(angle)
+    shifted[..., 1] += math.cos(angle)
+    offset, _ = lane_costs.lane_offsets(shifted, _line(angle, n=3, step=10.0))
+    assert torch.allclose(offset, torch.ones_like(offset), atol=1e-4)
+    # driving straight along the frame's x axis drifts off a 3°-rotated lane: the offset grows, the error is −3°
+    offset, err = lane_costs.lane_offsets(_drive(0.0), line)
+    assert offset[0, 0, -1].item() == pytest.approx(-80.0 * math.sin(angle), rel=0.02)
+    assert torch.allclose(err, torch.full_like(err, -angle), atol=1e-5)
+
+
+def test_corridor_road_cost_follows_the_lane_not_the_frame_axis():
+    """A lane rotated 3° in the platoon frame (the leader angled): following the lane costs nothing; following the
+    frame's x axis leaves the lane within the plan, which the axis-aligned bounds cannot see."""
+    cfg = GuidanceConfig()
+    angle = math.radians(3.0)
+    lane_ctx = SceneContext(lane_points=_line(angle), lane_bounds=OWN_LANE, lane_width=WIDTH)
+    axis_ctx = SceneContext(lateral_bounds=torch.tensor([[[-2.0, 2.0]]]))
+    along_lane, along_axis = _drive(0.0, heading=angle), _drive(0.0)
+    assert road_cost(along_lane, ONE, lane_ctx, cfg).item() == pytest.approx(0.0, abs=1e-6)
+    assert road_cost(along_axis, ONE, lane_ctx, cfg).item() > 0.5
+    assert road_cost(along_axis, ONE, axis_ctx, cfg).item() == 0.0
+
+
+def test_lane_term_admits_the_routed_side_lane_and_penalises_drift():
+    cfg = GuidanceConfig()
+    ctx = SceneContext(lane_points=_line(), lane_bounds=OWN_LANE, lane_width=WIDTH)
+    centred, drifting = _drive(0.0), _drive(0.0, heading=math.radians(1.0))
+    assert lane_cost(centred, ONE, ctx, cfg).item() == pytest.approx(0.0, abs=1e-6)
+    assert lane_cost(drifting, ONE, ctx, cfg).item() > 0.5
+    # ending centred one lane to the left (−y): costs a lane width squared unless the corridor admits that lane
+    in_left_lane = _drive(-4.0)
+    assert lane_cost(in_left_lane, ONE, ctx, cfg).item() == pytest.approx(16.0, rel=1e-4)
+    routed = SceneContext(lane_points=_line(), lane_bounds=torch.tensor([[[-6.0, 2.0]]]), lane_width=WIDTH)
+    assert lane_cost(in_left_lane, ONE, routed, cfg).item() == pytest.approx(0.0, abs=1e-5)
+    assert lane_cost(centred, ONE, routed, cfg).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def _neighbour(x0: float, y: float, speed: float) -> SceneContext:
+    t = DT * torch.arange(1, H + 1, dtype=torch.float32)
+    nb = torch.stack((x0 + speed * t, torch.full((H,), y), torch.zeros(H)), dim=-1)[None, None]  # (1, 1, H, 3)
+    return SceneContext(neighbours=nb, neighbour_mask=ONE, neighbour_length=torch.full((1, 1), 5.0))
+
+
+def test_neighbour_headway_costs_the_approach_to_a_slower_vehicle_ahead_in_lane_only():
+    cfg = GuidanceConfig()
+    length = torch.full((1, 1), 5.0)
+    me = _drive(0.0, speed=25.0)
+    slow_ahead = _neighbour(30.0, 0.5, 10.0)
+    assert neighbour_headway_cost(me, length, ONE, slow_ahead, cfg, DT).item() > 5.0
+    assert neighbour_headway_cost(me, length, ONE, _neighbour(30.0, 4.0, 10.0), cfg, DT).item() == 0.0  # next lane
+    assert neighbour_headway_cost(me, length, ONE, _neighbour(-40.0, 0.0, 10.0), cfg, DT).item() == 0.0  # behind
+    assert neighbour_headway_cost(me, length, ONE, _neighbour(30.0, 0.0, 30.0), cfg, DT).item() == 0.0  # faster
+    # the speeds derived from the predicted positions are the ones given
+    given = SceneContext(**{**slow_ahead.__dict__, "neighbour_speed": torch.full((1, 1, H), 10.0)})
+    assert neighbour_headway_cost(me, length, ONE, given, cfg, DT).item() == pytest.approx(
+        neighbour_headway_cost(me, length, ONE, slow_ahead, cfg, DT).item(), rel=1e-4)
+    # headway_cost adds it to the platoon-predecessor barrier only when it knows the plan step
+    assert headway_cost(me, length, ONE, slow_ahead, cfg).item() == 0.0
+    assert headway_cost(me, length, ONE, slow_ahead, cfg, DT).item() > 5.0
+
+
+def test_headway_gradient_through_the_rollout_says_brake():
+    """d(cost)/d(acceleration) > 0 behind a slower vehicle: guidance moves the plan towards braking."""
+    from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
+
+    cfg = GuidanceConfig(weights=CostWeights(separation=0, neighbours=0, road=0, lane=0, headway=1, comfort=0, speed=0))
+    start = torch.tensor([[[0.0, 0.0, 0.0, 25.0]]])
+    length = torch.full((1, 1), 5.0)
+    actions = torch.zeros(1, 1, H, 2, requires_grad=True)
+    states = bicycle_rollout(start, actions, length, DT, 1, (0.0, 40.0))
+    cost = plan_costs(actions, states, length, ONE, DT, cfg, _neighbour(30.0, 0.0, 10.0))["total"]
+    (grad,) = torch.autograd.grad(cost.sum(), actions)
+    assert cost.item() > 0 and grad[..., 0].sum().item() > 0
+
+
+def test_guided_planner_on_a_real_highway_scene_lowers_the_new_terms(tiny_planner):
+    """The real pipeline: a highway-env platoon observed by the Observer, the controller's guidance context (lane
+    lines, neighbour speeds), a planner's samples with and without guidance, ranked by the same costs."""
+    from diffplatoon.agents.diffusion.controller import MemberLimits, PlannerController
+    from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
+    from diffplatoon.scenarios import load_scenario
+    from diffplatoon.sim.observation import Observer
+    from diffplatoon.sim.simulation import Simulation
+
+    spec = load_scenario("hard_brake").model_copy(update={"duration": 3.0})
+    planner = JointDiffusionPlanner.load(tiny_planner(spec))
+    sim = Simulation(spec, 0)
+    obs = Observer(sim).observe()
+    rows = np.arange(len(sim.agent_names))
+    cfg = GuidanceConfig(scale=1.0, start_fraction=1.0)
+    controller = PlannerController(dt=0.2, substeps=1, speed_range=(-40.0, 40.0), horizon=planner.config.horizon,
+                                   n_max=len(rows), m_max=16, guidance=cfg, shield=False, interval=0.2)
+    scene = controller.observe("p", obs, rows, MemberLimits.of(len(rows), 5.0, 2.0, 4.0, 8.0, 0.6))
+    ctx = controller.guidance_context([scene])
+    assert ctx.lane_points.shape[:2] == (1, len(rows)) and ctx.neighbour_speed.shape[-1] == planner.config.horizon
+    # the members start on their lane centres: their centre lines pass through them
+    offset, _ = lane_costs.lane_offsets(torch.as_tensor(scene.inputs.ego_state[None, :, None, :3]), ctx.lane_points)
+    assert offset.abs().max().item() < 1e-3
+    inputs = controller.inputs([scene])
+    plain = planner.plan(**inputs, num_samples=8, steps=4, context=ctx, selection=cfg)
+    guided = planner.plan(**inputs, num_samples=8, steps=4, context=ctx, guidance=cfg)
+    assert guided.sample_costs.mean().item() < plain.sample_costs.mean().item()
+    assert guided.cost_terms["lane"].mean().item() < plain.cost_terms["lane"].mean().item()
