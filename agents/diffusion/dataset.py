@@ -107,11 +107,14 @@ def _load_shard(path: Path, n_max: int, kc: int, horizon: int) -> dict[str, np.n
 
 
 def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, val_fraction: float = 0.1,
-               seed: int = 0, full_horizon_only: bool = True, max_shards: int | None = None) -> DemoData:
+               seed: int = 0, full_horizon_only: bool = True, max_shards: int | None = None,
+               oversample: dict[str, int] | None = None) -> DemoData:
     """Load a demo folder (see the module docstring).
 
     ``horizon`` ≤ the stored one cuts the futures; ``full_horizon_only`` keeps the scenes whose every live
     member has a valid future over the whole horizon (the training loss has no per-step mask).
+    ``oversample``: {file-name substring: k}, the training scenes of matching shards repeated k times (the
+    first matching key counts; validation scenes are never repeated).
     """
     folder = Path(folder)
     manifest = read_manifest(folder)
@@ -128,8 +131,15 @@ def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, va
                                     val_fraction, seed)
     n_max, kc = int(manifest["dims"]["n_max"]), max(int(manifest["dims"]["kc"]), 1)
 
-    def load(shards: list[str]) -> DemoSet:
-        parts = [p for p in (_load_shard(folder / SHARDS / s, n_max, kc, horizon) for s in shards) if p]
+    def repeats(name: str) -> int:
+        return next((int(k) for key, k in (oversample or {}).items() if key in name), 1)
+
+    def load(shards: list[str], weighted: bool = False) -> DemoSet:
+        parts = []
+        for s in shards:
+            part = _load_shard(folder / SHARDS / s, n_max, kc, horizon)
+            if part:
+                parts += [part] * (repeats(s) if weighted else 1)
         if not parts:
             return DemoSet({}, shards)
         arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -138,7 +148,7 @@ def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, va
             arrays = {k: v[keep] for k, v in arrays.items()}
         return DemoSet(arrays, shards)
 
-    return DemoData(train=load(train_names), val=load(val_names), manifest=manifest, horizon=horizon)
+    return DemoData(train=load(train_names, weighted=True), val=load(val_names), manifest=manifest, horizon=horizon)
 
 
 def _split(names: list[str], scenario: dict[str, str], val_fraction: float, seed: int) -> tuple[list[str], list[str]]:

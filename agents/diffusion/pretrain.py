@@ -88,7 +88,7 @@ def pretrain(config: str | os.PathLike[str] | PretrainConfig, *, resume: bool = 
     io.atomic_write_text(out / "config.yaml", _yaml_dump(cfg))
     device = resolve_device(cfg.device)
     data = load_demos(cfg.demos, horizon=cfg.model.horizon, val_fraction=cfg.data.val_fraction, seed=cfg.seed,
-                      max_shards=cfg.data.max_shards)
+                      max_shards=cfg.data.max_shards, oversample=cfg.data.oversample)
     if len(data.train) == 0:
         raise ValueError(f"{cfg.demos}: no full-horizon training scenes")
     last, best = out / "last.pt", out / "best.pt"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -64,6 +64,10 @@ class DataSection(_Section):
     max_shards: int | None = Field(None, ge=1, description="Use only the first N shards (sorted by name).")
     normalizer_scenes: int = Field(20000, ge=1, description="Training scenes the normaliser is fitted on.")
     val_scenes: int = Field(2048, ge=1, description="Validation scenes the validation loss is averaged over.")
+    oversample: dict[str, Annotated[int, Field(ge=1, le=1000)]] = Field(
+        default_factory=dict,
+        description="Training scenes of shards whose file name contains the key are repeated this many times, e.g. "
+                    "{__dagger: 4} weights DAgger rounds 4:1 against the demonstrations they were added to.")
 
 
 class EvalSection(_Section):

@@ -149,3 +149,18 @@ def test_validation_split_and_scenes_cover_every_scenario(demos):
     idx = spread(100, 10)
     assert len(idx) == 10 and idx[0] == 0 and idx[-1] == 99 and np.all(np.diff(idx) > 0)
     np.testing.assert_array_equal(spread(5, 10), np.arange(5))
+
+
+def test_oversample_repeats_matching_training_shards_only(demos):
+    from diffplatoon.agents.diffusion.dataset import load_demos
+    from diffplatoon.agents.diffusion.demos import read_manifest
+
+    plain = load_demos(demos, horizon=10, val_fraction=0.25, seed=0)
+    shards = read_manifest(demos)["shards"]
+    onramp = [s["file"] for s in shards if s["scenario"] == "onramp_merge" and s["file"] in plain.train.shards]
+    assert onramp
+    weighted = load_demos(demos, horizon=10, val_fraction=0.25, seed=0, oversample={"onramp_merge": 3})
+    extra = len(weighted.train) - len(plain.train)
+    onramp_only = load_demos(demos, horizon=10, val_fraction=0.25, seed=0, oversample={"onramp_merge": 2})
+    assert extra == 2 * (len(onramp_only.train) - len(plain.train)) > 0  # each extra copy adds the onramp scenes
+    assert len(weighted.val) == len(plain.val)  # validation is never repeated
