@@ -14,8 +14,10 @@ import torch
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.demos import platoon_rows, resolve_scenarios
 from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
+from diffplatoon.agents.expert_base import members_of
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.scenarios import ScenarioSpec, expand_sweep, load_scenario
+from diffplatoon.scenarios.schema import ObservationSpec
 from diffplatoon.sim.comm_graph import TOPOLOGIES
 from diffplatoon.sim.observation import Observer, flat_layout
 from diffplatoon.sim.simulation import Simulation
@@ -25,7 +27,7 @@ TRAIN_MIX = sorted((ROOT / "configs" / "train_mix").glob("*.yaml"))
 HELD_OUT = sorted((ROOT / "configs" / "held_out").glob("*.yaml"))
 FAST_ROADS = ("highway", "onramp_merge", "lane_drop")  # roads where the 15–33 m/s range applies
 HELD_OUT_SIZE, HELD_OUT_SPEED, HELD_OUT_COMMS = 5, 27.0, (3, 0.3)  # (latency [steps], drop probability)
-K, P = 8, 5  # the default observation: neighbour slots, lane points
+K, P = ObservationSpec().neighbours, ObservationSpec().lane_points  # the scenarios' observation (defaults)
 MAX_MIX_VARIANTS = 80  # every variant gets --episodes demo episodes: keep the mix collectable in one run
 
 
@@ -48,13 +50,21 @@ def _lanes(spec: ScenarioSpec) -> int:
     return road.main_lanes if road.type == "onramp_merge" else road.lanes
 
 
+def _cruise(spec: ScenarioSpec) -> list[float]:
+    """Each platoon's cruise speed as the experts drive it: its own speed, or the traffic's mean desired
+    speed where that is faster (a platoon entering from a ramp speeds up to the stream)."""
+    info = SimInfo.from_spec(spec)
+    cruise = members_of(info, None).cruise
+    return [float(cruise[np.flatnonzero(info.platoon == k)[0]]) for k in range(len(spec.platoons))]
+
+
 def _comms(spec: ScenarioSpec) -> tuple[int, float]:
     return spec.comms.latency, spec.comms.drop_probability
 
 
 def _signature(spec: ScenarioSpec) -> tuple:
     """What a held-out scenario varies: road type, each platoon's (size, speed), the V2V latency and drops."""
-    return (spec.road.type, tuple((p.size, p.speed) for p in spec.platoons), _comms(spec))
+    return (spec.road.type, tuple(zip((p.size for p in spec.platoons), _cruise(spec))), _comms(spec))
 
 
 # ------------------------------------------------------------------------------------------------ the mix
@@ -73,14 +83,15 @@ def test_the_mix_files_load_and_stay_collectable(mix):
 def test_the_mix_spans_sizes_speeds_lanes_roads_and_comms(mix):
     fast = [s for s in mix if s.road.type in FAST_ROADS]
     sizes = {p.size for s in fast for p in s.platoons}
-    speeds = {p.speed for s in fast for p in s.platoons}
+    speeds = {v for s in fast for v in _cruise(s)}
     assert sizes == {2, 3, 4, 6, 7, 8}
     assert min(speeds) == 15 and max(speeds) == 33 and len(speeds) >= 5
     assert all(abs(v - HELD_OUT_SPEED) >= 4 for v in speeds)
     assert {_lanes(s) for s in fast} == {2, 3, 4}
     for road in FAST_ROADS:  # sizes and speeds vary on every fast road type, not on the highway only
-        on_road = [p for s in fast if s.road.type == road for p in s.platoons]
-        assert len({p.size for p in on_road}) >= 2 and len({p.speed for p in on_road}) >= 2, road
+        on_road = [s for s in fast if s.road.type == road]
+        assert len({p.size for s in on_road for p in s.platoons}) >= 2, road
+        assert len({v for s in on_road for v in _cruise(s)}) >= 2, road
     assert {s.road.type for s in mix} == {"highway", "onramp_merge", "lane_drop", "roundabout", "intersection"}
     topologies = [p.topology if p.topology is not None else s.comms.topology for s in mix for p in s.platoons]
     assert {t for t in topologies if isinstance(t, str)} == set(TOPOLOGIES)
@@ -97,13 +108,14 @@ def test_no_mix_variant_matches_a_held_out_scenario(mix, held_out):
         assert _signature(spec) not in seen, spec.name
     # and what is held out is out of the mix altogether, not only in that combination
     assert HELD_OUT_SIZE not in {p.size for s in mix for p in s.platoons}
-    assert HELD_OUT_SPEED not in {p.speed for s in mix for p in s.platoons}
+    assert HELD_OUT_SPEED not in {v for s in mix for v in _cruise(s)} | {p.speed for s in mix for p in s.platoons}
     assert HELD_OUT_COMMS[0] not in {s.comms.latency for s in mix}
     assert HELD_OUT_COMMS[1] not in {s.comms.drop_probability for s in mix}
     assert not any(s.road.type == "roundabout" and len(s.platoons) > 1 for s in mix)
     by_name = {s.name: s for s in held_out}
     assert [p.size for p in by_name["held_out_platoon5_fast"].platoons] == [HELD_OUT_SIZE]
-    assert by_name["held_out_platoon5_fast"].platoons[0].speed == HELD_OUT_SPEED
+    for name in ("held_out_platoon5_fast", "held_out_platoon8_lossy", "held_out_onramp_platoon5"):
+        assert _cruise(by_name[name]) == [HELD_OUT_SPEED], name
     assert _comms(by_name["held_out_platoon8_lossy"]) == HELD_OUT_COMMS
     assert by_name["held_out_platoon8_lossy"].platoons[0].size == 8
     assert by_name["held_out_onramp_platoon5"].platoons[0].size == HELD_OUT_SIZE
