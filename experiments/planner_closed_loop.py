@@ -8,9 +8,10 @@ not trained on), with these policies:
 
 | label | policy string |
 |---|---|
-| bc, dagger | ``diffusion:<ckpt>,<--params>,shield=off`` (the planner as it drives, guidance as ``--params`` say) |
+| bc, dagger | ``diffusion:<ckpt>,<--params>,shield=off`` (the planner as it drives: guided, no shield) |
 | bc+shield, dagger+shield | ``diffusion:<ckpt>,<--params>,shield=on`` (plus the exact shield and its fallbacks) |
-| cacc, idm | the experts |
+| bc unguided, … (``--unguided``) | the same with ``guidance=off``, unshielded and shielded: the guidance ablation |
+| cacc, idm | the experts (``--experts`` picks them) |
 
 (rows only for the checkpoints given: ``--bc``, ``--dagger``). Then one table per scenario, one row per
 policy, from the records (the episode is the sampling unit; [lo, hi] is the Wilson 95% interval):
@@ -86,14 +87,19 @@ TARGETS = {  # key -> column header (module docstring's targets, in its order)
 _EPS = 1e-12  # k/n + 0.01 is not exact in floating point: a rate equal to the bound passes
 
 
-def policies(bc: Path | None, dagger: Path | None, params: str = "") -> dict[str, str]:
-    """label -> policy string: each given planner unshielded and shielded, then the experts."""
+def policies(bc: Path | None, dagger: Path | None, params: str = "", unguided: bool = False,
+             experts: Sequence[str] = EXPERTS) -> dict[str, str]:
+    """label -> policy string: each given planner unshielded and shielded (with ``unguided`` also both without
+    guidance: the guidance ablation), then the experts."""
     labels: dict[str, str] = {}
     for name, ckpt in (("bc", bc), ("dagger", dagger)):
         if ckpt is not None:
             base = f"diffusion:{ckpt}" + (f",{params}" if params else "")
             labels[name], labels[f"{name}+shield"] = f"{base},shield=off", f"{base},shield=on"
-    return {**labels, **{e: e for e in EXPERTS}}
+            if unguided:
+                labels[f"{name} unguided"] = f"{base},guidance=off,shield=off"
+                labels[f"{name} unguided+shield"] = f"{base},guidance=off,shield=on"
+    return {**labels, **{e: e for e in experts}}
 
 
 def check_planner_params(text: str) -> str:
@@ -101,6 +107,8 @@ def check_planner_params(text: str) -> str:
     params = parse_params(text)
     if "shield" in params:
         raise ValueError("--params: leave 'shield' out, the script runs every planner with shield=off and shield=on")
+    if "guidance" in params:
+        raise ValueError("--params: leave 'guidance' out, the planner rows are guided (--unguided adds unguided rows)")
     check_params(params)
     return text.strip().strip(",")
 
@@ -150,7 +158,7 @@ def _row(scenario: str, label: str, recs: Sequence[dict[str, Any]], failed: int,
 def verdicts(row: dict[str, Any], cacc: dict[str, Any] | None) -> dict[str, bool | None]:
     """The targets of one row (module docstring): True / False, None where a target does not apply."""
     out: dict[str, bool | None] = dict.fromkeys(TARGETS)
-    if row["policy"] in EXPERTS or not row["episodes"]:
+    if row["policy"] in EXPERTS or not row["episodes"] or "unguided" in row["policy"]:
         return out
     fault = row["at_fault_episodes"]
     c_fault = cacc["at_fault_episodes"] if cacc and cacc["episodes"] else None
@@ -237,6 +245,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="extra scenarios (names or YAML files) left out of training: held-out targets")
     parser.add_argument("--params", default="", help="diffusion policy parameters for every planner row, "
                         "e.g. 'samples=4,steps=5' (not shield)")
+    parser.add_argument("--unguided", action="store_true",
+                        help="also each planner without guidance, unshielded and shielded (the guidance ablation; "
+                             "its rows carry no targets)")
+    parser.add_argument("--experts", nargs="*", default=list(EXPERTS), choices=EXPERTS,
+                        help="expert rows (CACC is the targets' reference)")
     parser.add_argument("--duration", type=float, default=None, help="cut every episode to this many seconds")
     parser.add_argument("--out", type=Path, default=Path("runs/planner_closed_loop"))
     parser.add_argument("--num-workers", type=int, default=None)
@@ -256,7 +269,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         params = check_planner_params(args.params)
     except (ValueError, TypeError) as exc:
         parser.error(f"--params {args.params!r}: {exc}")
-    labels = policies(args.bc, args.dagger, params)
+    labels = policies(args.bc, args.dagger, params, args.unguided, args.experts)
     main_items = scenario_items(args.scenarios, args.duration)
     held_items = scenario_items(args.held_out, args.duration)
     names = [e.spec.name for e in runner.resolve_scenarios(main_items)]

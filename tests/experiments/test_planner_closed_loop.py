@@ -18,7 +18,7 @@ _spec = importlib.util.spec_from_file_location("planner_closed_loop", ROOT / "ex
 pcl = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(pcl)
 
-LABELS = pcl.policies(Path("bc.pt"), None)
+LABELS = pcl.policies(Path("bc.pt"), None, unguided=True)
 pytestmark = pytest.mark.usefixtures("restore_torch_threads")  # its policies set torch's thread count
 
 
@@ -80,6 +80,19 @@ def test_shielded_targets_stress_zero_overrides_speed_and_merge():
     assert t["highway_platoon", "bc+shield"]["at_fault_vs_cacc"] is None  # the 1% rule is the unshielded one's
 
 
+def test_unguided_ablation_rows_and_expert_choice():
+    labels = pcl.policies(Path("a.pt"), Path("b.pt"), "samples=2", unguided=True, experts=["cacc"])
+    assert list(labels) == ["bc", "bc+shield", "bc unguided", "bc unguided+shield", "dagger", "dagger+shield",
+                            "dagger unguided", "dagger unguided+shield", "cacc"]
+    assert labels["dagger unguided+shield"] == "diffusion:b.pt,samples=2,guidance=off,shield=on"
+    assert labels["bc"] == "diffusion:a.pt,samples=2,shield=off"
+    # the ablation rows are measured but judged by no target
+    t = _targets([_records("hard_brake", "cacc", 10), _records("hard_brake", "bc unguided", 10, at_fault=5),
+                  _records("hard_brake", "bc unguided+shield", 10, at_fault=1, shield={"accepted_first": 1})])
+    assert t["hard_brake", "bc unguided"] == dict.fromkeys(pcl.TARGETS)
+    assert t["hard_brake", "bc unguided+shield"] == dict.fromkeys(pcl.TARGETS)
+
+
 def test_table_matches_the_records(tmp_path, ray_session, tiny_planner):
     ckpt = tiny_planner(load_scenario("hard_brake"))
     out = tmp_path / "run"
@@ -126,6 +139,7 @@ def test_table_matches_the_records(tmp_path, ray_session, tiny_planner):
     (["--bc", "{ckpt}", "--dagger", "{ckpt}"], "--bc and --dagger are the same file"),
     (["--bc", "{ckpt}", "--params", "shield=on"], "leave 'shield' out"),
     (["--bc", "{ckpt}", "--params", "samplez=2"], "unknown diffusion policy parameter(s) samplez"),
+    (["--bc", "{ckpt}", "--params", "guidance=off"], "leave 'guidance' out"),
     (["--bc", "{ckpt}", "--duration", "0"], "--duration must be > 0 s"),
 ])
 def test_bad_arguments_are_one_usage_error(argv, message, tiny_planner, capsys):
