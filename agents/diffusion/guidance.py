@@ -12,8 +12,9 @@ Terms:
 - ``road``: distance by which a vehicle's side leaves its lane corridor, measured from the member's centre line
   (`lane_costs`, when the context has ``lane_points``), else from axis-aligned lateral bounds (B, N, 2) =
   [y_right_edge, y_left_edge], or any callable states → (B, N, H) penalty.
-- ``lane``: where the plan ends: its last quarter's squared offset from the nearest lane centre the corridor
-  admits plus its squared heading error (`lane_costs.lane_alignment_cost`; needs ``lane_points``).
+- ``lane``: over the plan's last ``lane_tail`` share of steps (default: all of them), the squared offset from the
+  nearest lane centre the corridor admits plus the squared heading error (`lane_costs.lane_alignment_cost`;
+  needs ``lane_points``).
 - ``headway``: for each member and the vehicle ahead of it in its lane — its predecessor in the platoon, and
   every predicted non-platoon vehicle — relu(d0 + T·v − gap) + relu(ttc_min·closing − gap), i.e. a time-gap
   barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing). The overlap

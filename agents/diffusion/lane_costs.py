@@ -10,11 +10,11 @@ the corridor's polyline in the platoon frame: `corridor.member_corridors`), diff
   the nearest segment, the first segment continued backwards and the last forwards.
 - ``road`` (`corridor_road_cost`): how far the vehicle's side is outside the corridor bounds
   (`SceneContext.lane_bounds`, offsets from the centre line), mean over time, summed over members.
-- ``lane`` (`lane_alignment_cost`): where the plan ends. Over its last quarter, the squared offset from the
-  nearest lane centre the corridor admits (the member's own lane, plus a side lane the route asks for) [m²],
-  plus the squared heading error weighted so that 0.05 rad costs as much as 0.5 m. A plan may change lanes when the corridor allows it but must
-  end centred and parallel to a lane; drifting plans (the compounding lateral error of imitation planners)
-  cost, whatever the frame.
+- ``lane`` (`lane_alignment_cost`): over the plan's last ``tail`` share of steps (guidance's ``lane_tail``,
+  default all of them), the squared offset from the nearest lane centre the corridor admits (the member's own
+  lane, plus a side lane the route asks for) [m²], plus the squared heading error weighted so that 0.05 rad
+  costs as much as 0.5 m. A plan may change lanes when the corridor allows it but must end centred and parallel
+  to a lane; drifting plans (the compounding lateral error of imitation planners) cost, whatever the frame.
 """
 
 from __future__ import annotations
@@ -66,7 +66,7 @@ def lane_centres(bounds: torch.Tensor, width: torch.Tensor) -> torch.Tensor:
 
 
 def lane_alignment_cost(offset: torch.Tensor, heading_err: torch.Tensor, bounds: torch.Tensor, width: torch.Tensor,
-                        member_mask: torch.Tensor, heading_weight: float, tail: float = 0.25) -> torch.Tensor:
+                        member_mask: torch.Tensor, heading_weight: float, tail: float = 1.0) -> torch.Tensor:
     """Over the plan's last ``tail`` share of steps: min over admitted lane centres of the squared offset [m²], plus
     ``heading_weight`` × the squared heading error [rad²]; mean over those steps, summed over members → (B,)."""
     horizon = offset.shape[-1]
