@@ -8,12 +8,14 @@ not trained on), with these policies:
 
 | label | policy string |
 |---|---|
-| bc, dagger | ``diffusion:<ckpt>,<--params>,shield=off`` (the planner as it drives: guided, no shield) |
-| bc+shield, dagger+shield | ``diffusion:<ckpt>,<--params>,shield=on`` (plus the exact shield and its fallbacks) |
-| bc unguided, … (``--unguided``) | the same with ``guidance=off``, unshielded and shielded: the guidance ablation |
+| bc, dagger, NAME | ``diffusion:<ckpt>,<--params>,shield=off`` (the planner as it drives: guided, no shield) |
+| bc+shield, … | ``diffusion:<ckpt>,<--params>,shield=on`` (plus the exact shield and its fallbacks) |
+| bc unguided, bc unguided+shield, … | the same with ``guidance=off`` (``--guidance off`` or ``both``) |
 | cacc, idm | the experts (``--experts`` picks them) |
 
-(rows only for the checkpoints given: ``--bc``, ``--dagger``). Then one table per scenario, one row per
+(rows only for the checkpoints given: ``--bc``, ``--dagger``, and any ``--planner NAME=CKPT``, e.g. a planner
+fine-tuned on the generalisation mix; ``--guidance both`` (alias ``--unguided``) is the guidance ablation).
+Then one table per scenario, one row per
 policy, from the records (the episode is the sampling unit; [lo, hi] is the Wilson 95% interval):
 
 | column | from the records |
@@ -27,6 +29,8 @@ policy, from the records (the episode is the sampling unit; [lo, hi] is the Wils
 | shield overrides | share of the shield's decisions that did not execute the first-ranked sample (`ShieldLevel.overrides`) |
 
 and the targets, PASS / FAIL per row (``-`` where a target does not apply to the row):
+
+Every planner row is judged, guided or not (the planner is shipped with the guidance setting that passes).
 
 | target | rows | rule |
 |---|---|---|
@@ -58,7 +62,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from rich.console import Console
 
@@ -87,19 +91,37 @@ TARGETS = {  # key -> column header (module docstring's targets, in its order)
 _EPS = 1e-12  # k/n + 0.01 is not exact in floating point: a rate equal to the bound passes
 
 
-def policies(bc: Path | None, dagger: Path | None, params: str = "", unguided: bool = False,
+GUIDANCE = ("on", "off", "both")
+
+
+def policies(planners: Mapping[str, Path | None], params: str = "", guidance: str = "on",
              experts: Sequence[str] = EXPERTS) -> dict[str, str]:
-    """label -> policy string: each given planner unshielded and shielded (with ``unguided`` also both without
-    guidance: the guidance ablation), then the experts."""
+    """label -> policy string: each given planner (name -> checkpoint) unshielded and shielded, guided
+    (``guidance`` on), unguided (off, labels ``<name> unguided``) or both, then the experts."""
+    if guidance not in GUIDANCE:
+        raise ValueError(f"guidance must be one of {', '.join(GUIDANCE)}, got {guidance!r}")
     labels: dict[str, str] = {}
-    for name, ckpt in (("bc", bc), ("dagger", dagger)):
-        if ckpt is not None:
-            base = f"diffusion:{ckpt}" + (f",{params}" if params else "")
+    for name, ckpt in planners.items():
+        if ckpt is None:
+            continue
+        base = f"diffusion:{ckpt}" + (f",{params}" if params else "")
+        if guidance in ("on", "both"):
             labels[name], labels[f"{name}+shield"] = f"{base},shield=off", f"{base},shield=on"
-            if unguided:
-                labels[f"{name} unguided"] = f"{base},guidance=off,shield=off"
-                labels[f"{name} unguided+shield"] = f"{base},guidance=off,shield=on"
+        if guidance in ("off", "both"):
+            labels[f"{name} unguided"] = f"{base},guidance=off,shield=off"
+            labels[f"{name} unguided+shield"] = f"{base},guidance=off,shield=on"
     return {**labels, **{e: e for e in experts}}
+
+
+def parse_planner(text: str) -> tuple[str, Path]:
+    """``NAME=CKPT`` of ``--planner`` (ValueError naming what is wrong)."""
+    name, sep, path = text.partition("=")
+    name = name.strip()
+    if not sep or not name or not path.strip():
+        raise ValueError(f"expected NAME=CHECKPOINT, got {text!r}")
+    if name in EXPERTS or "+" in name or " " in name:
+        raise ValueError(f"planner name {name!r} must not be an expert's name nor contain '+' or spaces")
+    return name, Path(path.strip())
 
 
 def check_planner_params(text: str) -> str:
@@ -108,7 +130,7 @@ def check_planner_params(text: str) -> str:
     if "shield" in params:
         raise ValueError("--params: leave 'shield' out, the script runs every planner with shield=off and shield=on")
     if "guidance" in params:
-        raise ValueError("--params: leave 'guidance' out, the planner rows are guided (--unguided adds unguided rows)")
+        raise ValueError("--params: leave 'guidance' out, --guidance picks guided and/or unguided rows")
     check_params(params)
     return text.strip().strip(",")
 
@@ -158,7 +180,7 @@ def _row(scenario: str, label: str, recs: Sequence[dict[str, Any]], failed: int,
 def verdicts(row: dict[str, Any], cacc: dict[str, Any] | None) -> dict[str, bool | None]:
     """The targets of one row (module docstring): True / False, None where a target does not apply."""
     out: dict[str, bool | None] = dict.fromkeys(TARGETS)
-    if row["policy"] in EXPERTS or not row["episodes"] or "unguided" in row["policy"]:
+    if row["policy"] in EXPERTS or not row["episodes"]:
         return out
     fault = row["at_fault_episodes"]
     c_fault = cacc["at_fault_episodes"] if cacc and cacc["episodes"] else None
@@ -245,9 +267,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                         help="extra scenarios (names or YAML files) left out of training: held-out targets")
     parser.add_argument("--params", default="", help="diffusion policy parameters for every planner row, "
                         "e.g. 'samples=4,steps=5' (not shield)")
-    parser.add_argument("--unguided", action="store_true",
-                        help="also each planner without guidance, unshielded and shielded (the guidance ablation; "
-                             "its rows carry no targets)")
+    parser.add_argument("--planner", action="append", default=[], metavar="NAME=CKPT",
+                        help="another planner row (repeatable), e.g. mix=runs/pretrain_dagger_mix/last.pt")
+    parser.add_argument("--guidance", choices=GUIDANCE, default="on",
+                        help="planner rows guided (on), unguided (off) or both (the guidance ablation)")
+    parser.add_argument("--unguided", action="store_true", help="the same as --guidance both")
     parser.add_argument("--experts", nargs="*", default=list(EXPERTS), choices=EXPERTS,
                         help="expert rows (CACC is the targets' reference)")
     parser.add_argument("--duration", type=float, default=None, help="cut every episode to this many seconds")
@@ -256,20 +280,34 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--ray-address", default=None)
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
-    if args.bc is None and args.dagger is None:
-        parser.error("give a planner: --bc and/or --dagger")
-    for flag, path in (("--bc", args.bc), ("--dagger", args.dagger)):
-        if path is not None and not path.is_file():
+    planners: dict[str, Path] = {n: p for n, p in (("bc", args.bc), ("dagger", args.dagger)) if p is not None}
+    for text in args.planner:
+        try:
+            name, path = parse_planner(text)
+        except ValueError as exc:
+            parser.error(f"--planner: {exc}")
+        if name in planners:
+            parser.error(f"--planner: the name {name!r} is given twice")
+        planners[name] = path
+    if not planners:
+        parser.error("give a planner: --bc, --dagger and/or --planner NAME=CKPT")
+    for name, path in planners.items():
+        if not path.is_file():
+            flag = f"--{name}" if name in ("bc", "dagger") else f"--planner {name}"
             parser.error(f"{flag}: no planner checkpoint at {path}")
-    if args.bc is not None and args.dagger is not None and os.path.samefile(args.bc, args.dagger):
-        parser.error("--bc and --dagger are the same file; their rows would be one policy")
+    names_of = list(planners)
+    for i, a in enumerate(names_of):
+        for b in names_of[i + 1:]:
+            if os.path.samefile(planners[a], planners[b]):
+                parser.error(f"planners {a!r} and {b!r} are the same file; their rows would be one policy")
     if args.duration is not None and args.duration <= 0:
         parser.error(f"--duration must be > 0 s, got {args.duration}")
     try:
         params = check_planner_params(args.params)
     except (ValueError, TypeError) as exc:
         parser.error(f"--params {args.params!r}: {exc}")
-    labels = policies(args.bc, args.dagger, params, args.unguided, args.experts)
+    guidance = "both" if args.unguided else args.guidance
+    labels = policies(planners, params, guidance, args.experts)
     main_items = scenario_items(args.scenarios, args.duration)
     held_items = scenario_items(args.held_out, args.duration)
     names = [e.spec.name for e in runner.resolve_scenarios(main_items)]
