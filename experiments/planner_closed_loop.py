@@ -262,7 +262,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--bc", type=Path, default=None, help="planner pre-trained on the expert demonstrations")
     parser.add_argument("--dagger", type=Path, default=None, help="planner retrained with DAgger shards")
     parser.add_argument("--episodes", type=int, default=200, help="episodes per scenario variant and policy")
-    parser.add_argument("--scenarios", nargs="+", default=list(SCENARIOS), help="catalogue names or YAML files")
+    parser.add_argument("--scenarios", nargs="*", default=list(SCENARIOS),
+                        help="catalogue names or YAML files (none: only the --held-out ones)")
     parser.add_argument("--held-out", nargs="+", default=[],
                         help="extra scenarios (names or YAML files) left out of training: held-out targets")
     parser.add_argument("--params", default="", help="diffusion policy parameters for every planner row, "
@@ -291,6 +292,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         planners[name] = path
     if not planners:
         parser.error("give a planner: --bc, --dagger and/or --planner NAME=CKPT")
+    if not args.scenarios and not args.held_out:
+        parser.error("no scenarios: give --scenarios and/or --held-out")
     for name, path in planners.items():
         if not path.is_file():
             flag = f"--{name}" if name in ("bc", "dagger") else f"--planner {name}"

@@ -336,8 +336,10 @@ def neighbour_headway_cost(states: torch.Tensor, length: torch.Tensor, member_ma
                            cfg: GuidanceConfig, dt: float) -> torch.Tensor:
     """Headway barriers of each member to every predicted non-platoon vehicle ahead of it in its lane → (B,).
 
-    "Ahead in its lane" is measured in the member's own heading frame at each step (ahead within
-    ``headway_range``, lateral offset under ``same_lane_tol``), so a rotated platoon frame does not mislead it."""
+    "Ahead in its lane" is measured in the neighbour's predicted heading frame at each step (ahead within
+    ``headway_range``, lateral offset under ``same_lane_tol``): a rotated platoon frame does not mislead it, and
+    the gap does not depend on the member's own heading, so the barrier brakes the member rather than steering it
+    (in the member's frame turning away lengthens the projected gap, a gradient that swerved plans off the road)."""
     if ctx.neighbours is None or ctx.neighbours.shape[1] == 0:
         return states.new_zeros(states.shape[0])
     horizon = states.shape[-2]
@@ -349,7 +351,7 @@ def neighbour_headway_cost(states: torch.Tensor, length: torch.Tensor, member_ma
                                                                                    device=states.device)
     speed = neighbour_speeds(ctx, dt)[:, :, :horizon]
     d = nb[:, None, ..., :2] - states[:, :, None, :, :2]  # (B, N, M, H, 2)
-    c, s = torch.cos(states[..., 2])[:, :, None], torch.sin(states[..., 2])[:, :, None]
+    c, s = torch.cos(nb[..., 2])[:, None], torch.sin(nb[..., 2])[:, None]  # (B, 1, M, H)
     along = d[..., 0] * c + d[..., 1] * s
     across = -d[..., 0] * s + d[..., 1] * c
     gap = along - (length[:, :, None, None] + nb_len[:, None, :, None]) / 2

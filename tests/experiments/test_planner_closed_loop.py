@@ -151,6 +151,7 @@ def test_table_matches_the_records(tmp_path, ray_session, tiny_planner):
     (["--bc", "{ckpt}", "--params", "samplez=2"], "unknown diffusion policy parameter(s) samplez"),
     (["--bc", "{ckpt}", "--params", "guidance=off"], "leave 'guidance' out"),
     (["--bc", "{ckpt}", "--duration", "0"], "--duration must be > 0 s"),
+    (["--bc", "{ckpt}", "--scenarios"], "no scenarios: give --scenarios and/or --held-out"),
 ])
 def test_bad_arguments_are_one_usage_error(argv, message, tiny_planner, capsys):
     ckpt = str(tiny_planner(load_scenario("hard_brake")))
