@@ -1,7 +1,10 @@
 """Demonstration shards → in-memory arrays, a train/validation split by shard, and `Batch` iterators.
 
 `load_demos(folder)` reads every shard listed in the manifest into one `DemoSet` of numpy arrays, padding
-members to the folder's largest platoon and inbox slots to its largest inbox (both masked). The split is by
+members to the folder's largest platoon and inbox slots to its largest inbox (both masked). Given several
+folders (DAgger rounds, a generalisation mix) it reads their union: a shard file name names one episode
+(scenario, seed, DAgger round), so a name listed by two folders is read once, from the first; the folders must
+agree on the feature widths and time step. The split is by
 shard (whole episodes), stratified by the shards' scenario (each scenario holds out its share, chosen by a
 seeded permutation of its sorted shard names), so a validation episode is never seen in training, every
 scenario is validated on, and the split does not depend on the order shards were collected in.
@@ -17,7 +20,7 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -106,20 +109,50 @@ def _load_shard(path: Path, n_max: int, kc: int, horizon: int) -> dict[str, np.n
     return a
 
 
-def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, val_fraction: float = 0.1,
+# Manifest dims that every folder of one training set must share (the rest, n_max and kc, are padded to the max).
+_SAME_DIMS = ("obs_dim", "msg_dim", "dt", "substeps")
+
+
+def merged_manifest(folders: Sequence[Path]) -> tuple[dict, dict[str, Path]]:
+    """The manifest of the union of ``folders`` (module docstring) and the folder each shard is read from."""
+    merged: dict | None = None
+    where: dict[str, Path] = {}
+    for folder in folders:
+        manifest = read_manifest(folder)
+        if manifest is None or not manifest.get("shards"):
+            raise FileNotFoundError(f"{folder}: no demonstrations (expected {folder / 'manifest.json'} listing shards)")
+        if merged is None:
+            merged = {**manifest, "dims": dict(manifest["dims"]), "shards": []}
+        else:
+            for key in _SAME_DIMS:
+                if key in manifest["dims"] and manifest["dims"][key] != merged["dims"].get(key):
+                    raise ValueError(f"{folder}: {key} {manifest['dims'][key]} differs from {folders[0]}'s "
+                                     f"{merged['dims'].get(key)}; demo folders trained together must share it")
+            for key in ("n_max", "kc"):
+                merged["dims"][key] = max(int(merged["dims"][key]), int(manifest["dims"][key]))
+            merged["horizon"] = min(int(merged["horizon"]), int(manifest["horizon"]))
+        for shard in manifest["shards"]:
+            if shard["file"] not in where:
+                where[shard["file"]] = folder
+                merged["shards"].append(shard)
+    assert merged is not None
+    return merged, where
+
+
+def load_demos(folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, horizon: int | None = None, val_fraction: float = 0.1,
                seed: int = 0, full_horizon_only: bool = True, max_shards: int | None = None,
                oversample: dict[str, int] | None = None) -> DemoData:
-    """Load a demo folder (see the module docstring).
+    """Load a demo folder, or the union of several (see the module docstring).
 
     ``horizon`` ≤ the stored one cuts the futures; ``full_horizon_only`` keeps the scenes whose every live
     member has a valid future over the whole horizon (the training loss has no per-step mask).
     ``oversample``: {file-name substring: k}, the training scenes of matching shards repeated k times (the
     first matching key counts; validation scenes are never repeated).
     """
-    folder = Path(folder)
-    manifest = read_manifest(folder)
-    if manifest is None or not manifest.get("shards"):
-        raise FileNotFoundError(f"{folder}: no demonstrations (expected {folder / 'manifest.json'} listing shards)")
+    folders = [Path(folder)] if isinstance(folder, (str, os.PathLike)) else [Path(f) for f in folder]
+    if not folders:
+        raise ValueError("no demo folder given")
+    manifest, where = merged_manifest(folders)
     stored = int(manifest["horizon"])
     horizon = stored if horizon is None else int(horizon)
     if not 1 <= horizon <= stored:
@@ -137,7 +170,7 @@ def load_demos(folder: str | os.PathLike[str], *, horizon: int | None = None, va
     def load(shards: list[str], weighted: bool = False) -> DemoSet:
         parts = []
         for s in shards:
-            part = _load_shard(folder / SHARDS / s, n_max, kc, horizon)
+            part = _load_shard(where[s] / SHARDS / s, n_max, kc, horizon)
             if part:
                 parts += [part] * (repeats(s) if weighted else 1)
         if not parts:

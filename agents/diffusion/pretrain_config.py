@@ -84,7 +84,9 @@ class EvalSection(_Section):
 class PretrainConfig(_Section):
     """`diffplatoon pretrain` configuration (YAML); every field has a default that runs."""
 
-    demos: str = Field("runs/demos", description="Demo folder written by `diffplatoon demos collect`.")
+    demos: str | Annotated[list[str], Field(min_length=1)] = Field(
+        "runs/demos", description="Demo folder written by `diffplatoon demos collect`, or a list of them (e.g. "
+                                  "DAgger rounds and a mix): their union, each shard once.")
     out: str = Field("runs/pretrain", description="Run folder: checkpoints, TensorBoard, loss.png, metrics.json.")
     seed: int = Field(0, ge=0, description="Seeds the split, initialisation, minibatches, noise and dropout.")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available, else CPU.")

@@ -164,3 +164,34 @@ def test_oversample_repeats_matching_training_shards_only(demos):
     onramp_only = load_demos(demos, horizon=10, val_fraction=0.25, seed=0, oversample={"onramp_merge": 2})
     assert extra == 2 * (len(onramp_only.train) - len(plain.train)) > 0  # each extra copy adds the onramp scenes
     assert len(weighted.val) == len(plain.val)  # validation is never repeated
+
+
+def test_several_demo_folders_load_as_their_union_each_shard_once(demos, tmp_path):
+    """A DAgger round collected into a copy of the demonstrations: both folders together are that copy's shards,
+    each read once; folders of other feature widths are refused by name."""
+    import shutil
+
+    from diffplatoon.agents.diffusion.dataset import load_demos
+    from diffplatoon.agents.diffusion.demos import read_manifest
+
+    more = tmp_path / "more"
+    shutil.copytree(demos, more)
+    spec = load_scenario("lane_drop").model_copy(update={"duration": 8.0})
+    collect_demos([spec], "cacc", 3, more, horizon=10, progress=False)  # episode 2 of lane_drop is new
+    new = {s["file"] for s in read_manifest(more)["shards"]} - {s["file"] for s in read_manifest(demos)["shards"]}
+    assert len(new) == 1
+    kw = dict(horizon=10, val_fraction=0.0, seed=0)
+    union = load_demos([demos, more], **kw)
+    alone = load_demos(more, **kw)
+    assert union.train.shards == alone.train.shards and len(union.train) == len(alone.train)
+    assert len(union.train) > len(load_demos(demos, **kw).train)
+    np.testing.assert_array_equal(union.train.arrays["actions"], alone.train.arrays["actions"])
+    assert len(load_demos([demos, demos], **kw).train) == len(load_demos(demos, **kw).train)
+    manifest = json.loads((more / "manifest.json").read_text())
+    manifest["dims"]["obs_dim"] += 1
+    (more / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match=r"more: obs_dim \d+ differs from .*demo folders trained together"):
+        load_demos([demos, more], **kw)
+    assert PretrainConfig.model_validate({"demos": [str(demos), str(more)]}).demos == [str(demos), str(more)]
+    with pytest.raises(ValueError):
+        PretrainConfig.model_validate({"demos": []})
