@@ -61,6 +61,10 @@ class GuidanceConfig:
         start_fraction: fraction of the denoising steps, counted from the end, that are guided (0.3 = last 30%).
         inner_steps: gradient steps per guided denoising step.
         max_grad_norm: per-scene clip on the gradient norm (None = no clip), keeps one bad pair from exploding.
+        line_search: fractions of the step tried per scene (one batched cost evaluation); each scene keeps the
+            candidate of lowest cost, its unguided x̂0 included, so a guidance step never raises a plan's cost.
+            Empty: the full step, always taken (a fixed step overshoots where the cost is steep in steering:
+            measured on the DAgger planner's highway plans, it raised the cost of 97 % of them, 18-fold on mean).
         weights: cost term weights.
         vehicle_width: width of every vehicle [m] (highway-env Vehicle.WIDTH).
         n_discs: discs per vehicle along its length.
@@ -80,6 +84,7 @@ class GuidanceConfig:
     start_fraction: float = 0.3
     inner_steps: int = 1
     max_grad_norm: float | None = 5.0
+    line_search: tuple[float, ...] = (1.0, 0.25, 0.0625)
     weights: CostWeights = field(default_factory=CostWeights)
     vehicle_width: float = VEHICLE_WIDTH
     n_discs: int = 3
@@ -95,6 +100,12 @@ class GuidanceConfig:
     jerk_weight: float = 0.1
     steer_weight: float = 100.0
     steer_rate_weight: float = 10.0
+
+    def __post_init__(self) -> None:
+        fractions = tuple(float(f) for f in self.line_search)
+        if any(not 0.0 < f <= 1.0 for f in fractions):
+            raise ValueError(f"line_search fractions must be in (0, 1], got {list(fractions)}")
+        object.__setattr__(self, "line_search", fractions)  # a YAML list becomes the (hashable) tuple
 
     def guided_steps(self, steps: int) -> int:
         """How many of the last denoising steps are guided."""
@@ -152,7 +163,8 @@ class SceneContext:
 
 @dataclass(frozen=True)
 class CostGuidance:
-    """x̂0 ← x̂0 − scale · ∇cost(rollout(x̂0)), the per-scene gradient norm clipped, ``inner_steps`` times.
+    """x̂0 ← x̂0 − f · scale · ∇cost(rollout(x̂0)), the per-scene gradient norm clipped, ``inner_steps`` times; f per
+    scene the ``line_search`` fraction of lowest cost, or 0 when no fraction lowers it (`GuidanceConfig`).
 
     Attributes:
         config: the guidance settings (costs, step size, clipping).
@@ -186,8 +198,27 @@ class CostGuidance:
             if cfg.max_grad_norm is not None:
                 norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
                 grad = grad * (cfg.max_grad_norm / norm).clamp(max=1.0).view(-1, 1, 1, 1)
-            x0 = self.encode(self.decode(x0 - cfg.scale * grad))
+            if not cfg.line_search:
+                x0 = self.encode(self.decode(x0 - cfg.scale * grad))
+                continue
+            x0 = self._line_search(x0, cfg.scale * grad, cost.detach(), ego_state, length, member_mask, ctx)
         return x0
+
+    def _line_search(self, x0: torch.Tensor, step: torch.Tensor, cost: torch.Tensor, ego_state: torch.Tensor,
+                     length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext) -> torch.Tensor:
+        """Per scene, the lowest-cost of x0 and x0 − f·step over the fractions f (scene b, fraction k → row b·K + k)."""
+        b, k = x0.shape[0], len(self.config.line_search)
+        fractions = torch.tensor(self.config.line_search, device=x0.device, dtype=x0.dtype)
+        cand = self.encode(self.decode((x0[:, None] - fractions.view(1, k, 1, 1, 1) * step[:, None]).flatten(0, 1)))
+        with torch.no_grad():
+            rep = lambda v: v.repeat_interleave(k, dim=0)  # noqa: E731
+            ego_k, len_k, mask_k = rep(ego_state), rep(length), rep(member_mask)
+            actions = self.decode(cand)
+            states = self.rollout(ego_k, actions, len_k)
+            costs = plan_costs(actions, states, len_k, mask_k, self.dt, self.config, ctx.repeat_interleave(k))["total"]
+        options = torch.cat((x0[:, None], cand.view(b, k, *x0.shape[1:])), dim=1)  # (B, 1 + K, N, H, 2)
+        best = torch.cat((cost[:, None], costs.view(b, k)), dim=1).argmin(dim=1)
+        return options[torch.arange(b, device=x0.device), best]
 
 
 def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs: int) -> torch.Tensor:

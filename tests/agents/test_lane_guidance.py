@@ -170,3 +170,44 @@ def test_guided_planner_on_a_real_highway_scene_lowers_the_new_terms(tiny_planne
     guided = planner.plan(**inputs, num_samples=8, steps=4, context=ctx, guidance=cfg)
     assert guided.sample_costs.mean().item() < plain.sample_costs.mean().item()
     assert guided.cost_terms["lane"].mean().item() < plain.cost_terms["lane"].mean().item()
+
+
+def test_guidance_step_never_raises_a_plans_cost_and_still_corrects_drift():
+    """A fixed step overshoots where the cost is steep in steering; the line search keeps, per scene, the best of the
+    unguided estimate and the step's fractions: costs never rise, a drifting plan is pulled back to its lane."""
+    from diffplatoon.agents.diffusion.guidance import CostGuidance
+    from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
+
+    ctx = SceneContext(lane_points=_line(), lane_bounds=OWN_LANE, lane_width=WIDTH).repeat_interleave(2)  # 2 scenes
+    steer_scale = 0.01  # normalised steering unit [rad], as small as a trained planner's action std
+
+    def decode(x: torch.Tensor) -> torch.Tensor:
+        return torch.stack((x[..., 0], (x[..., 1] * steer_scale).clamp(-0.5, 0.5)), dim=-1)
+
+    def encode(a: torch.Tensor) -> torch.Tensor:
+        return torch.stack((a[..., 0], a[..., 1] / steer_scale), dim=-1)
+
+    def rollout(ego: torch.Tensor, actions: torch.Tensor, length: torch.Tensor) -> torch.Tensor:
+        return bicycle_rollout(ego, actions, length, DT, 1, (0.0, 40.0))
+
+    start = torch.tensor([[[0.0, 0.0, 0.0, 25.0]], [[0.0, 0.6, 0.0, 25.0]]])  # centred; 0.6 m off the centre
+    x0 = torch.zeros(2, 1, H, 2)
+    x0[1, :, :, 1] = 0.5  # the second scene also steers further off its lane
+    length, mask = torch.full((2, 1), 5.0), torch.ones(2, 1, dtype=torch.bool)
+
+    def cost(x: torch.Tensor) -> torch.Tensor:
+        a = decode(x)
+        return plan_costs(a, rollout(start, a, length), length, mask, DT, cfg, ctx)["total"]
+
+    cfg = GuidanceConfig(scale=5.0, line_search=())
+    plain = CostGuidance(cfg, decode, encode, rollout, DT)(x0, start, length, mask, ctx)
+    before, after_plain = cost(x0), cost(plain)
+    assert (after_plain > before).any()  # the full step overshoots
+    cfg = GuidanceConfig(scale=5.0)
+    searched = CostGuidance(cfg, decode, encode, rollout, DT)(x0, start, length, mask, ctx)
+    after = cost(searched)
+    assert (after <= before + 1e-6).all()
+    assert after[1].item() < 0.5 * before[1].item()  # the drifting plan is corrected
+    with pytest.raises(ValueError, match="line_search fractions"):
+        GuidanceConfig(line_search=(0.5, 0.0))
+    assert GuidanceConfig(line_search=[1, 0.5]).line_search == (1.0, 0.5)  # a YAML list
