@@ -73,13 +73,12 @@ from diffplatoon.agents.diffusion.controller import (ControlScene, MemberLimits,
                                                      clip_actions)
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerConfig, check_planner_config
 from diffplatoon.agents.rllib.diffusion_config import DiffusionModuleConfig, module_model_config, planner_config_of
-from diffplatoon.agents.rllib.dppo_batch import (CHAIN, CHAIN_LOGP, FT_INDEX, INPUT_KEYS, SHIELDED, SHIFT,
+from diffplatoon.agents.rllib.dppo_batch import (CHAIN, CHAIN_LOGP, FT_INDEX, INPUT_KEYS, LOGP_RANGE, SHIELDED, SHIFT,
                                                  platoon_state, policy_rows)
 from diffplatoon.agents.rllib.mlp_module import _mlp, symexp
 from diffplatoon.geometry import VEHICLE_LENGTH
 from diffplatoon.sim.observation import Observation, flat_layout
 
-LOGP_RANGE = (-5.0, 2.0)
 __all__ = ["CHAIN", "CHAIN_LOGP", "ChainOut", "DiffusionModuleConfig", "DiffusionPlannerModule", "FT_INDEX",
            "INPUT_KEYS", "SHIELDED", "SHIFT", "module_model_config", "planner_config_of", "platoon_state",
            "policy_rows"]

@@ -15,6 +15,7 @@ from ray.rllib.core.columns import Columns
 from diffplatoon.agents.rllib.mlp_module import symlog
 
 CHAIN, SHIFT, CHAIN_LOGP, SHIELDED = "chain", "chain_shift", "chain_logp", "shielded"
+LOGP_RANGE = (-5.0, 2.0)  # clamp of a denoising step's log-probability (as DPPO clamps it)
 FT_INDEX = "ft_index"  # train output: which fine-tuned steps `chain_logp` holds when `update_steps` < K
 INPUT_KEYS = {"obs": "p_obs", "inbox": "p_inbox", "inbox_mask": "p_inbox_mask", "comm_mask": "p_comm_mask",
               "member_mask": "p_member_mask", "ego_state": "p_ego", "length": "p_length"}

@@ -2,7 +2,8 @@
 
 Per train-batch row (one platoon at one env step) the module recomputes the log-probabilities of its
 K stored fine-tuned denoising steps (`_forward_train`). With the env step's advantage A (RLlib's GAE,
-standardised per module) the policy loss is DPPO's
+standardised per module, then by default again over the minibatch rows that enter the policy loss:
+`adv_norm`) the policy loss is DPPO's
 
     r_k = exp(logp_k − logp_k^old),   A_k = A · γ_d^(K−1−k)   (k = 0 noisiest … K−1 final step)
     L_pi = −mean_{rows, k} min(r_k A_k, clip(r_k, 1 ± ε_k) A_k)
@@ -11,11 +12,27 @@ over all K steps (or the random subset the module recomputed, its `update_steps`
 interpolated exponentially from `clip_base` (noisiest step) to the PPO `clip` (final step).
 Rows of RLlib's artificial bootstrap step (``loss_mask``) and, with the module's `shielded_steps`
 "drop", rows where the safety shield replaced the sampled plan (``shielded``; see the module's
-docstring) are left out of L_pi; the value loss (clipped squared error, `vf_clip`) uses every real row. Optional on-manifold regulariser: the DDPM loss of the
-trainable denoiser on demonstration scenes (`bc_demos`, weight `bc_coeff`; off when either is unset).
+docstring) are left out of L_pi; the value loss (clipped squared error, `vf_clip`) uses every real row.
+Optional on-manifold regulariser: the DDPM loss of the trainable denoiser on demonstration scenes
+(`bc_demos`, weight `bc_coeff`; off when either is unset).
+
+Why `adv_norm: policy_rows`: RLlib standardises A over every row, shield overrides included, and the
+loss then drops those rows, so the kept rows' advantages do not average 0 (on onramp_merge with the
+DAgger planner −0.04 on average, ±0.1 per minibatch). A constant c in A adds c · Σ ∇log p to the
+gradient: zero-mean noise for samples of the chain, and over the plans the shield accepted (a selected
+sample) a push towards (c > 0) or away from them. Standardising over each minibatch's kept rows
+removes both; it does not add signal.
 
 Optimisers: one Adam for the denoiser (the PPO `lr`), one for the critic (`critic_lr`); frozen
 parameters (the pre-trained copy that runs the early denoising steps) are in neither.
+
+Diagnostics in the learner results (RLlib's result dict, ``learners/<module>``), per fine-tuned step
+k: `adv_mean_k{k}`, `adv_abs_k{k}`, `adv_std_k{k}` (the advantages the loss used), `clip_fraction_k{k}`,
+`approx_kl_k{k}`, `ratio_dev_k{k}` (mean |r − 1|), `actor_grad_norm_k{k}` (the denoiser's gradient
+norm before RLlib's clipping, for minibatches that recomputed step k alone); and `policy_row_share`
+(real rows in the policy loss; the rest were overridden by the shield), `actor_grad_norm`,
+`logp_at_bound` (log-probabilities at the clamp, where they have no gradient), optionally
+`pg_agreement_k{k}` (see `pg_agreement`). Means over the iteration's minibatches.
 
 learner_config_dict keys: `DPPOLearnerConfig`.
 """
@@ -23,7 +40,8 @@ learner_config_dict keys: `DPPOLearnerConfig`.
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -35,7 +53,8 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 
-from diffplatoon.agents.rllib.dppo_batch import CHAIN_LOGP, FT_INDEX, SHIELDED, policy_rows as module_policy_rows
+from diffplatoon.agents.rllib.dppo_batch import (CHAIN, CHAIN_LOGP, FT_INDEX, INPUT_KEYS, LOGP_RANGE, SHIELDED,
+                                                 SHIFT, policy_rows as module_policy_rows)
 
 
 class DPPOLearnerConfig(BaseModel):
@@ -50,6 +69,13 @@ class DPPOLearnerConfig(BaseModel):
     bc_demos: str | None = Field(None, description="Demonstration folder (agents.diffusion.demos); null: no BC loss.")
     bc_batch_size: int = Field(64, ge=1, description="Demonstration scenes per BC minibatch.")
     seed: int = Field(0, ge=0, description="Seed of the BC minibatches and diffusion noise.")
+    adv_norm: Literal["policy_rows", "batch"] = Field(
+        "policy_rows", description="'policy_rows': standardise the advantages over the minibatch rows that enter "
+        "the policy loss (mean 0 there); 'batch': RLlib's standardisation over every row, shield overrides "
+        "included, whose rows the loss drops, so the kept rows' mean advantage is not 0 (module docstring).")
+    pg_agreement: bool = Field(False, description="Log `pg_agreement_k{k}` each iteration: the cosine between the "
+                               "policy gradients of step k on two disjoint halves of the first minibatch (about 0: "
+                               "the gradient is noise; costs about K extra minibatch passes).")
 
 
 class DPPOLearner(PPOTorchLearner):
@@ -94,7 +120,10 @@ class DPPOLearner(PPOTorchLearner):
 
         log_ratio = new_logp - old_logp
         ratio = torch.exp(log_ratio)
-        adv = batch[Postprocessing.ADVANTAGES][:, None] * discount  # (B, K)
+        row_adv = batch[Postprocessing.ADVANTAGES]
+        if dcfg.adv_norm == "policy_rows":
+            row_adv = standardise(row_adv, policy_rows)
+        adv = row_adv[:, None] * discount  # (B, K)
         surrogate = torch.min(adv * ratio, adv * torch.clamp(ratio, 1 - clip, 1 + clip)).mean(-1)
         n_policy = policy_rows.sum().clamp(min=1)
         policy_loss = -(surrogate * policy_rows).sum() / n_policy
@@ -123,8 +152,38 @@ class DPPOLearner(PPOTorchLearner):
                 "shield_rate": (batch[SHIELDED][valid] > 0.5).float().mean(),
                 "logp_old_mean": old_logp[policy_rows].mean() if policy_rows.any() else torch.zeros(()),
             })
+            diagnostics = step_diagnostics(adv, ratio, log_ratio, clip, steps, policy_rows, valid)
+            diagnostics["logp_at_bound"] = _at_bound(new_logp[policy_rows]) if policy_rows.any() else torch.zeros(())
+        if dcfg.pg_agreement and policy_rows.sum() >= 4 and bool((log_ratio[policy_rows].abs() < 1e-5).all()):
+            # ratio 1 everywhere: the iteration's first minibatch, still at the sampling weights
+            diagnostics.update(pg_agreement(module, batch, row_adv.detach(), policy_rows,
+                                            lambda j: dcfg.gamma_denoise ** (k - 1 - j),
+                                            seed=dcfg.seed + int(self._weights_seq_no)))
         self.metrics.log_dict(stats, key=module_id, window=1)
+        # Per-step diagnostics: means over the iteration's minibatches (a step absent from a minibatch, with
+        # `update_steps` < K, contributes nothing to it).
+        self.metrics.log_dict(diagnostics, key=module_id, reduce="mean", clear_on_reduce=True)
+        self._diag_steps = [int(s) for s in steps.tolist()]
         return total
+
+    @override(PPOTorchLearner)
+    def postprocess_gradients_for_module(self, *, module_id: str, config: Any = None,
+                                         module_gradients_dict: dict[Any, torch.Tensor]) -> dict[Any, torch.Tensor]:
+        """Logs the actor's gradient norm before RLlib's clipping: overall and per recomputed denoising step
+        (`actor_grad_norm_k{k}` when the minibatch recomputed step k alone, the `update_steps: 1` case)."""
+        for name, optimizer in self.get_optimizers_for_module(module_id):
+            if not name.endswith("actor"):
+                continue
+            grads = self.filter_param_dict_for_optimizer(module_gradients_dict, optimizer)
+            norms = [g.detach().norm() for g in grads.values() if g is not None]
+            norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+            values = {"actor_grad_norm": norm}
+            steps = getattr(self, "_diag_steps", [])
+            if len(steps) == 1:
+                values[f"actor_grad_norm_k{steps[0]}"] = norm
+            self.metrics.log_dict(values, key=module_id, reduce="mean", clear_on_reduce=True)
+        return super().postprocess_gradients_for_module(module_id=module_id, config=config,
+                                                        module_gradients_dict=module_gradients_dict)
 
     def _bc_loss(self, module: Any, dcfg: DPPOLearnerConfig) -> torch.Tensor:
         """DDPM loss of the trainable denoiser on one demonstration minibatch."""
@@ -138,3 +197,65 @@ class DPPOLearner(PPOTorchLearner):
         batch = self._bc_data.batch_at(self._bc_step, dcfg.bc_batch_size, dcfg.seed).to(module._planner.device)
         self._bc_step += 1
         return ddpm_loss(module._planner, batch, self._bc_generator)
+
+
+def standardise(adv: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``adv`` shifted and scaled to mean 0, std 1 over ``rows`` (other rows: shifted and scaled alike)."""
+    if rows.sum() < 2:
+        return adv - adv[rows].mean() if rows.any() else adv
+    kept = adv[rows]
+    return (adv - kept.mean()) / kept.std().clamp(min=1e-6)
+
+
+def _at_bound(logp: torch.Tensor) -> torch.Tensor:
+    """Share of log-probabilities at the clamp bounds of the module's `LOGP_RANGE` (there the gradient is 0)."""
+    lo, hi = LOGP_RANGE
+    return ((logp <= lo + 1e-6) | (logp >= hi - 1e-6)).float().mean()
+
+
+def step_diagnostics(adv: torch.Tensor, ratio: torch.Tensor, log_ratio: torch.Tensor, clip: torch.Tensor,
+                     steps: torch.Tensor, policy_rows: torch.Tensor, valid: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per fine-tuned denoising step k (0 = noisiest) over the policy rows: mean advantage (`adv_mean_k{k}`; not 0
+    when the dropped rows were better or worse than the rest), mean |advantage| (`adv_abs_k{k}`),
+    advantage std (`adv_std_k{k}`), clip fraction (`clip_fraction_k{k}`), approximate KL (`approx_kl_k{k}`) and
+    mean |ratio − 1| (`ratio_dev_k{k}`); plus the share of real rows in the policy loss (`policy_row_share`;
+    the rest were overridden by the shield and dropped). Columns of ``adv``/``ratio`` are ``steps``."""
+    out: dict[str, torch.Tensor] = {"policy_row_share": policy_rows[valid].float().mean() if valid.any()
+                                    else torch.zeros(())}
+    if not policy_rows.any():
+        return out
+    a, r, lr = adv[policy_rows], ratio[policy_rows], log_ratio[policy_rows]
+    for j, step in enumerate(steps.tolist()):
+        k = int(step)
+        out[f"adv_mean_k{k}"] = a[:, j].mean()
+        out[f"adv_abs_k{k}"] = a[:, j].abs().mean()
+        out[f"adv_std_k{k}"] = a[:, j].std() if len(a) > 1 else torch.zeros(())
+        out[f"clip_fraction_k{k}"] = ((r[:, j] - 1).abs() > clip[j]).float().mean()
+        out[f"approx_kl_k{k}"] = ((r[:, j] - 1) - lr[:, j]).mean()
+        out[f"ratio_dev_k{k}"] = (r[:, j] - 1).abs().mean()
+    return out
+
+
+def pg_agreement(module: Any, batch: dict[str, Any], adv: torch.Tensor, policy_rows: torch.Tensor,
+                 discount: Callable[[int], float], seed: int = 0) -> dict[str, torch.Tensor]:
+    """`pg_agreement_k{k}`: cosine between the actor's policy gradients (at ratio 1: mean of A·∇log p_k, with
+    ``adv`` (B,) the rows' advantages and ``discount(k)`` the step's factor) on two random disjoint halves of the
+    policy rows, per fine-tuned step k. With independent halves its expectation is |g|² / (|g|² + noise²) of the
+    half-batch estimate: about 0 when the gradient is noise, 1 when it is signal."""
+    index = policy_rows.nonzero()[:, 0]
+    perm = index[torch.randperm(len(index), generator=torch.Generator().manual_seed(seed))]
+    halves = (perm[: len(perm) // 2], perm[len(perm) // 2: 2 * (len(perm) // 2)])
+    params = [p for p in module.denoiser.parameters() if p.requires_grad]
+    out: dict[str, torch.Tensor] = {}
+    for k in range(module.cfg.ft_steps):
+        grads = []
+        for half in halves:
+            inp = {name: batch[key].index_select(0, half) for name, key in INPUT_KEYS.items()}
+            logp = module.chain_logp(inp, batch[CHAIN].index_select(0, half), batch[SHIFT].index_select(0, half),
+                                     [k])[:, 0]
+            surrogate = (adv.index_select(0, half) * discount(k) * logp).mean()
+            g = torch.autograd.grad(surrogate, params, allow_unused=True)
+            grads.append(torch.cat([(x if x is not None else torch.zeros_like(p)).flatten()
+                                    for x, p in zip(g, params)]))
+        out[f"pg_agreement_k{k}"] = torch.nn.functional.cosine_similarity(grads[0], grads[1], dim=0).detach()
+    return out
