@@ -31,7 +31,8 @@ k: `adv_mean_k{k}`, `adv_abs_k{k}`, `adv_std_k{k}` (the advantages the loss used
 `approx_kl_k{k}`, `ratio_dev_k{k}` (mean |r − 1|), `actor_grad_norm_k{k}` (the denoiser's gradient
 norm before RLlib's clipping, for minibatches that recomputed step k alone); and `policy_row_share`
 (real rows in the policy loss; the rest were overridden by the shield), `actor_grad_norm`,
-`logp_at_bound` (log-probabilities at the clamp, where they have no gradient), optionally
+`logp_at_bound` (log-probabilities at the clamp, where they have no gradient), `chain_action_match`
+(share of kept rows whose stored action is their chain's final plan; 1: chains and actions align), optionally
 `pg_agreement_k{k}` (see `pg_agreement`). Means over the iteration's minibatches.
 
 learner_config_dict keys: `DPPOLearnerConfig`.
@@ -43,6 +44,7 @@ import math
 from collections.abc import Callable
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from ray.rllib.algorithms.ppo.ppo import LEARNER_RESULTS_KL_KEY, LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY
@@ -53,6 +55,7 @@ from ray.rllib.evaluation.postprocessing import Postprocessing
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.torch_utils import explained_variance
 
+from diffplatoon.agents.diffusion.controller import clip_actions
 from diffplatoon.agents.rllib.dppo_batch import (CHAIN, CHAIN_LOGP, FT_INDEX, INPUT_KEYS, LOGP_RANGE, SHIELDED,
                                                  SHIFT, policy_rows as module_policy_rows)
 
@@ -154,6 +157,8 @@ class DPPOLearner(PPOTorchLearner):
             })
             diagnostics = step_diagnostics(adv, ratio, log_ratio, clip, steps, policy_rows, valid)
             diagnostics["logp_at_bound"] = _at_bound(new_logp[policy_rows]) if policy_rows.any() else torch.zeros(())
+            if Columns.ACTIONS in batch and policy_rows.any():
+                diagnostics["chain_action_match"] = chain_action_match(module, batch, policy_rows)
         if dcfg.pg_agreement and policy_rows.sum() >= 4 and bool((log_ratio[policy_rows].abs() < 1e-5).all()):
             # ratio 1 everywhere: the iteration's first minibatch, still at the sampling weights
             diagnostics.update(pg_agreement(module, batch, row_adv.detach(), policy_rows,
@@ -234,6 +239,21 @@ def step_diagnostics(adv: torch.Tensor, ratio: torch.Tensor, log_ratio: torch.Te
         out[f"approx_kl_k{k}"] = ((r[:, j] - 1) - lr[:, j]).mean()
         out[f"ratio_dev_k{k}"] = (r[:, j] - 1).abs().mean()
     return out
+
+
+def chain_action_match(module: Any, batch: dict[str, Any], rows: torch.Tensor) -> torch.Tensor:
+    """Share of ``rows`` whose stored env action is the stored chain's final plan (its first act_steps steps,
+    clipped as the module executes them): 1 unless the chain columns and the actions are misaligned."""
+    t = module.cfg.act_steps
+    index = rows.nonzero()[:, 0]
+    mm = batch[INPUT_KEYS["member_mask"]].index_select(0, index) > 0.5  # (R, N)
+    plan = module._planner.decode_actions(batch[CHAIN].index_select(0, index)[:, -1].float())  # (R, N, H, 2)
+    plan = torch.where(mm[..., None, None], plan, 0.0)[:, :, :t].transpose(1, 2).double().cpu().numpy()
+    speed = batch[INPUT_KEYS["ego_state"]].index_select(0, index)[..., 3].double().cpu().numpy()
+    executed = clip_actions(plan, speed, module._limits, module._planner.config.dt)
+    executed = np.where(mm.cpu().numpy()[:, None, :, None], executed, 0.0)
+    stored = batch[Columns.ACTIONS].index_select(0, index).detach().cpu().numpy()
+    return torch.tensor(float((np.abs(module.to_env(executed) - stored).max(axis=1) < 1e-3).mean()))
 
 
 def pg_agreement(module: Any, batch: dict[str, Any], adv: torch.Tensor, policy_rows: torch.Tensor,

@@ -21,8 +21,9 @@ from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner, PlannerC
 from diffplatoon.agents.policy import SimInfo, make_policy
 from diffplatoon.agents.rllib.diffusion_module import (CHAIN, CHAIN_LOGP, INPUT_KEYS, SHIELDED, SHIFT,
                                                        DiffusionPlannerModule, module_model_config)
+from diffplatoon.agents.rllib.dppo_learner import chain_action_match, pg_agreement, standardise, step_diagnostics
 from diffplatoon.agents.rllib.policy import load_module, resolve_checkpoint
-from diffplatoon.agents.rllib.train import TrainConfig, train, validate_config
+from diffplatoon.agents.rllib.train import TrainConfig, build_ppo_config, train, validate_config
 from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
 from diffplatoon.io import read_jsonl
 from diffplatoon.scenarios import ScenarioError, validate_data
@@ -271,3 +272,93 @@ def test_config_checks(planner_path: Path) -> None:
     spec = validate_data({**TINY, "policy_frequency": 3}, "<test>")
     with pytest.raises(ValueError, match="plans in steps of 0.2 s"):
         module_model_config({"checkpoint": str(planner_path)}, spec)
+
+
+def test_step_diagnostics_per_denoising_step() -> None:
+    """Per-step advantage scale, clip fraction, approximate KL and the share of rows the shield dropped."""
+    adv = torch.tensor([[1.0, 2.0], [-1.0, -2.0], [3.0, 6.0], [5.0, 5.0]])
+    ratio = torch.tensor([[1.0, 1.5], [1.1, 1.0], [0.95, 0.5], [9.0, 9.0]])
+    rows = torch.tensor([True, True, True, False])  # the last one overridden by the shield
+    valid = torch.tensor([True, True, True, True])
+    out = step_diagnostics(adv, ratio, ratio.log(), torch.tensor([0.08, 0.2]), torch.tensor([1, 3]), rows, valid)
+    assert out["policy_row_share"] == pytest.approx(0.75)
+    names = ("adv_mean", "adv_abs", "adv_std", "clip_fraction", "approx_kl", "ratio_dev")
+    assert set(out) == {"policy_row_share"} | {f"{name}_k{k}" for k in (1, 3) for name in names}
+    assert out["adv_abs_k1"] == pytest.approx(5 / 3) and out["adv_abs_k3"] == pytest.approx(10 / 3)
+    assert out["adv_std_k3"] == pytest.approx(torch.tensor([2.0, -2.0, 6.0]).std().item())
+    assert out["clip_fraction_k1"] == pytest.approx(1 / 3) and out["clip_fraction_k3"] == pytest.approx(2 / 3)
+    assert out["ratio_dev_k3"] == pytest.approx((0.5 + 0 + 0.5) / 3)
+    kl = ratio[:3, 1] - 1 - ratio[:3, 1].log()
+    assert out["approx_kl_k3"] == pytest.approx(kl.mean().item())
+    assert step_diagnostics(adv, ratio, ratio.log(), torch.tensor([0.1, 0.1]), torch.tensor([0, 1]),
+                            torch.zeros(4, dtype=torch.bool), valid) == {"policy_row_share": 0.0}
+
+
+def test_advantages_standardised_over_policy_rows() -> None:
+    """`adv_norm: policy_rows`: mean 0 and std 1 over the rows in the policy loss, whatever the dropped rows hold."""
+    adv = torch.tensor([3.0, 1.0, 2.0, -10.0, 0.5])
+    rows = torch.tensor([True, True, True, False, True])
+    out = standardise(adv, rows)
+    assert out[rows].mean().item() == pytest.approx(0.0, abs=1e-6)
+    assert out[rows].std().item() == pytest.approx(1.0, abs=1e-6)
+    assert torch.argsort(out[rows]).tolist() == torch.argsort(adv[rows]).tolist()
+    assert standardise(adv, torch.tensor([False, True, False, False, False]))[1].item() == 0.0  # one row: centred
+    assert torch.equal(standardise(adv, torch.zeros(5, dtype=torch.bool)), adv)
+
+
+def test_pg_agreement_is_one_for_identical_halves(planner_path: Path) -> None:
+    """Two halves of the same row give the same policy gradient (cosine 1); two halves of unrelated rows with
+    advantages of random sign give a cosine strictly inside (−1, 1)."""
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                    action_space=env.action_spaces["p0"], model_config=model)
+    obs = _obs_batch(env, 4)
+    torch.manual_seed(2)
+    out = module.forward_exploration(obs)
+    rows = {CHAIN: out[CHAIN], SHIFT: out[SHIFT], **{key: out[key] for key in INPUT_KEYS.values()}}
+    k = module.cfg.ft_steps
+    same = {key: value[:1].expand(4, *value.shape[1:]) for key, value in rows.items()}
+    agree = pg_agreement(module, same, torch.ones(4), torch.ones(4, dtype=torch.bool), lambda s: 1.0)
+    assert set(agree) == {f"pg_agreement_k{j}" for j in range(k)}
+    for value in agree.values():
+        assert value.item() == pytest.approx(1.0, abs=1e-4)
+    adv = torch.tensor([1.0, -1.0, -1.0, 1.0])
+    for value in pg_agreement(module, rows, adv, torch.ones(4, dtype=torch.bool), lambda s: 1.0, seed=1).values():
+        assert -1.0 < value.item() < 0.999
+
+
+@pytest.mark.slow
+def test_learner_results_carry_step_diagnostics(ray_session, planner_path: Path) -> None:
+    """One real iteration: the per-denoising-step diagnostics are in RLlib's learner results."""
+    cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",
+                      model={**MODEL, "checkpoint": str(planner_path), "shield": False},
+                      learner={"pg_agreement": True}, train_batch_size=30, minibatch_size=30, num_epochs=2,
+                      lr=1e-3, iterations=1, act_steps=2)
+    algo = build_ppo_config(cfg).build_algo()
+    try:
+        stats = algo.train()["learners"]["platoon"]
+    finally:
+        algo.stop()
+    for k in range(MODEL["ft_steps"]):
+        for name in ("adv_mean", "adv_abs", "adv_std", "clip_fraction", "approx_kl", "ratio_dev", "pg_agreement"):
+            assert math.isfinite(float(stats[f"{name}_k{k}"])), (name, k)
+    assert float(stats["policy_row_share"]) == 1.0  # shield off: every real row is in the policy loss
+    assert float(stats["chain_action_match"]) == 1.0  # RLlib's batch keeps each chain next to its own action
+    assert float(stats["actor_grad_norm"]) > 0 and float(stats["logp_at_bound"]) >= 0
+    assert -1.0 <= float(stats["pg_agreement_k0"]) <= 1.0
+
+
+def test_chain_action_match_detects_misaligned_rows(planner_path: Path) -> None:
+    """The stored action of a row the shield let through is its chain's final plan; rolled by one row it is not."""
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon", "act_steps": 2})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path), "shield": False}, env.spec, act_steps=2)
+    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                    action_space=env.action_spaces["p0"], model_config=model)
+    torch.manual_seed(4)
+    out = module.forward_exploration(_obs_batch(env, 6))
+    batch = {CHAIN: out[CHAIN], Columns.ACTIONS: out[Columns.ACTIONS], **{key: out[key] for key in INPUT_KEYS.values()}}
+    rows = torch.ones(6, dtype=torch.bool)
+    assert chain_action_match(module, batch, rows).item() == 1.0
+    rolled = {**batch, Columns.ACTIONS: out[Columns.ACTIONS].roll(1, dims=0)}
+    assert chain_action_match(module, rolled, rows).item() < 0.5
