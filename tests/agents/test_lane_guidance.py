@@ -105,41 +105,42 @@ def test_neighbour_headway_costs_the_approach_to_a_slower_vehicle_ahead_in_lane_
     assert headway_cost(me, length, ONE, slow_ahead, cfg, DT).item() > 5.0
 
 
-def test_headway_gradient_through_the_rollout_says_brake():
-    """d(cost)/d(acceleration) > 0 behind a slower vehicle: guidance moves the plan towards braking."""
+HEADWAY_ONLY = GuidanceConfig(weights=CostWeights(separation=0, neighbours=0, road=0, lane=0, headway=1, comfort=0,
+                                                speed=0))
+
+
+def _headway_gradient(neighbour: SceneContext) -> tuple[float, torch.Tensor]:
+    """The headway cost of driving straight at 25 m/s for the plan, and its gradient on the actions (1, 1, H, 2)."""
     from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
 
-    cfg = GuidanceConfig(weights=CostWeights(separation=0, neighbours=0, road=0, lane=0, headway=1, comfort=0, speed=0))
     start = torch.tensor([[[0.0, 0.0, 0.0, 25.0]]])
     length = torch.full((1, 1), 5.0)
     actions = torch.zeros(1, 1, H, 2, requires_grad=True)
     states = bicycle_rollout(start, actions, length, DT, 1, (0.0, 40.0))
-    cost = plan_costs(actions, states, length, ONE, DT, cfg, _neighbour(30.0, 0.0, 10.0))["total"]
+    cost = plan_costs(actions, states, length, ONE, DT, HEADWAY_ONLY, neighbour)["total"]
     (grad,) = torch.autograd.grad(cost.sum(), actions)
-    assert cost.item() > 0 and grad[..., 0].sum().item() > 0
+    return cost.item(), grad
+
+
+def test_headway_gradient_through_the_rollout_says_brake():
+    """d(cost)/d(acceleration) > 0 behind a slower vehicle: guidance moves the plan towards braking."""
+    cost, grad = _headway_gradient(_neighbour(30.0, 0.0, 10.0))
+    assert cost > 0 and grad[..., 0].sum().item() > 0
 
 
 def test_headway_barrier_brakes_rather_than_steers():
     """Behind a slower vehicle offset inside the lane, the barrier's gradient on steering is ~0 while braking pays:
     the gap is measured along the neighbour's heading, so turning away does not look like opening it."""
-    from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
-
-    cfg = GuidanceConfig(weights=CostWeights(separation=0, neighbours=0, road=0, lane=0, headway=1, comfort=0, speed=0))
-    start = torch.tensor([[[0.0, 0.0, 0.0, 25.0]]])
-    length = torch.full((1, 1), 5.0)
-    actions = torch.zeros(1, 1, H, 2, requires_grad=True)
-    states = bicycle_rollout(start, actions, length, DT, 1, (0.0, 40.0))
-    cost = plan_costs(actions, states, length, ONE, DT, cfg, _neighbour(30.0, 1.0, 10.0))["total"]
-    (grad,) = torch.autograd.grad(cost.sum(), actions)
+    ctx = _neighbour(30.0, 1.0, 10.0)
+    _, grad = _headway_gradient(ctx)
     brake, steer = grad[..., 0].abs().sum().item(), grad[..., 1].abs().sum().item()
     assert brake > 0 and steer < 1e-3 * brake
     # the member's own heading does not change the barrier (same positions, turned 5°)
-    me = _drive(0.0, speed=25.0)
+    me, length = _drive(0.0, speed=25.0), torch.full((1, 1), 5.0)
     turned = me.clone()
     turned[..., 2] = math.radians(5.0)
-    ctx = _neighbour(30.0, 1.0, 10.0)
-    assert neighbour_headway_cost(turned, length, ONE, ctx, cfg, DT).item() == pytest.approx(
-        neighbour_headway_cost(me, length, ONE, ctx, cfg, DT).item(), rel=1e-6)
+    assert neighbour_headway_cost(turned, length, ONE, ctx, HEADWAY_ONLY, DT).item() == pytest.approx(
+        neighbour_headway_cost(me, length, ONE, ctx, HEADWAY_ONLY, DT).item(), rel=1e-6)
 
 
 def test_guided_planner_on_a_real_highway_scene_lowers_the_new_terms(tiny_planner):
