@@ -23,6 +23,12 @@ gradient: zero-mean noise for samples of the chain, and over the plans the shiel
 sample) a push towards (c > 0) or away from them. Standardising over each minibatch's kept rows
 removes both; it does not add signal.
 
+Measured on onramp_merge with the DAgger planner (10 iterations of 1000 decisions): per step the clip
+fraction was 0.55-0.68 and |r − 1| 0.02-0.04 against ε 0.01-0.02, so every iteration reaches the trust
+region's edge; `pg_agreement` was 0.03 ± 0.02 (0 within noise, also at 4000 decisions per iteration,
+exploration std 0.3 or GAE λ 0.5), so that step points in a random direction: the weights moved as a
+random walk (|Δθ| 0.72 after 5 iterations, 1.00 after 10) and the return did not move.
+
 Optimisers: one Adam for the denoiser (the PPO `lr`), one for the critic (`critic_lr`); frozen
 parameters (the pre-trained copy that runs the early denoising steps) are in neither.
 
