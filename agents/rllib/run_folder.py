@@ -94,6 +94,14 @@ def summary_writer(out: Path) -> Any:
 # -- metrics ---------------------------------------------------------------------------------------
 
 
+# Learner statistics copied into metrics.jsonl: the losses, and the DPPO learner's per-denoising-step diagnostics
+# (`dppo_learner`: advantage scale, clip fraction, approximate KL, ratio deviation, gradient norms, agreement).
+_LEARNER_KEYS = frozenset({"policy_loss", "vf_loss", "entropy", "total_loss", "mean_kl_loss", "vf_explained_var",
+                           "clip_fraction", "shield_rate", "bc_loss", "policy_row_share", "logp_at_bound",
+                           "chain_action_match"})
+_LEARNER_PREFIXES = ("adv_", "clip_fraction_k", "approx_kl_k", "ratio_dev_k", "actor_grad_norm", "pg_agreement_k")
+
+
 def metrics_row(result: dict[str, Any], iteration: int, elapsed: float, act_steps: int = 1) -> dict[str, Any]:
     """The metrics.jsonl row of one `algo.train()` result. ``env_steps`` are RLlib's (action chunks when
     ``act_steps`` > 1), ``policy_steps`` the simulated policy steps they ran."""
@@ -122,10 +130,9 @@ def metrics_row(result: dict[str, Any], iteration: int, elapsed: float, act_step
     for mid, stats in result.get("learners", {}).items():
         if mid.startswith("__") or not isinstance(stats, dict):
             continue
-        for key in ("policy_loss", "vf_loss", "entropy", "total_loss", "mean_kl_loss", "vf_explained_var",
-                    "clip_fraction", "shield_rate", "bc_loss"):
-            if key in stats:
-                row[f"{mid}/{key}"] = float(stats[key])
+        for key, value in stats.items():
+            if (key in _LEARNER_KEYS or key.startswith(_LEARNER_PREFIXES)) and isinstance(value, (int, float)):
+                row[f"{mid}/{key}"] = float(value)
     return {k: (v if k == "iteration" or v is None or isinstance(v, (bool, str)) else float(v)) for k, v in row.items()}
 
 

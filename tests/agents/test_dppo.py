@@ -234,6 +234,9 @@ def test_dppo_iterations_change_weights_and_checkpoint_acts(ray_session, planner
     for row in rows:
         for key in ("policy_loss", "vf_loss", "total_loss", "mean_kl_loss", "shield_rate"):
             assert math.isfinite(row[f"platoon/{key}"]), (key, row)
+        steps = {k.rsplit("_k", 1)[1] for k in row if k.startswith("platoon/clip_fraction_k")}  # fine-tuned steps
+        assert steps and all(0.0 <= row[f"platoon/clip_fraction_k{k}"] <= 1.0 for k in steps)
+        assert all(math.isfinite(row[f"platoon/{name}_k{k}"]) for k in steps for name in ("adv_std", "approx_kl"))
         assert row["env_steps"] >= 30 and row["episode_len_mean"] == 15  # 30 policy steps in chunks of 2
         assert row["episode_policy_steps"] == 30 and row["policy_steps"] == 2 * row["env_steps"]
 
