@@ -14,8 +14,9 @@ sampler they pass and in how many plan steps they execute.
 2. **guidance context** (`guidance_context`): the neighbours predicted as the shield predicts them
    (constant heading and estimated acceleration, so a braking vehicle ahead is seen braking), padding
    rows after the last valid neighbour dropped (masked rows cost exactly 0, and guidance's neighbour
-   term costs in proportion to the rows), each member's lateral road bounds from its corridor and its
-   lane's speed limit (the speed cost).
+   term costs in proportion to the rows), each member's lateral road bounds from its corridor, its lane's
+   centre line and width (``road``, ``lane``), its lane's speed limit (``speed``) and the distance to where
+   its lane ends (``lane_end``).
 3. **sample** (the caller's sampler) from `inputs`: the stacked scenes with the inbox messages' plan
    fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan. A
    sampler may warm-start from ``warm`` (`warm_start.WarmStarts`: each key's last chosen plan, kept while the
@@ -48,6 +49,7 @@ from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _SPEED, _SPEED_LIMIT = EGO_FEATURES.index("speed"), EGO_FEATURES.index("speed_limit")
 _LANE_WIDTH = EGO_FEATURES.index("lane_width")
+_LANE_END = EGO_FEATURES.index("distance_to_lane_end")
 _PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last call's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0
@@ -203,8 +205,10 @@ class PlannerController:
         predicted = path[:, :, 1:]
         speed = np.linalg.norm(np.diff(path[..., :2], axis=2), axis=-1) / self.shield.dt  # mean speed of each step
         limits = np.zeros((len(scenes), self.n_max), dtype=np.float32)
+        lane_end = np.full((len(scenes), self.n_max), 1000.0, dtype=np.float32)  # the observation's cap
         for b, s in enumerate(scenes):
             limits[b, :s.n] = s.obs.ego[s.rows, _SPEED_LIMIT]
+            lane_end[b, :s.n] = s.obs.ego[s.rows, _LANE_END]
         lanes = [self._lane_lines(s) for s in scenes]
 
         def tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -221,6 +225,7 @@ class PlannerController:
             lane_points=tensor(np.stack([lane[0] for lane in lanes])),
             lane_bounds=tensor(np.stack([lane[1] for lane in lanes])),
             lane_width=tensor(np.stack([lane[2] for lane in lanes])),
+            lane_end=tensor(lane_end),
         )
 
     def _lane_lines(self, scene: ControlScene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -19,6 +19,10 @@ Terms:
   every predicted non-platoon vehicle — relu(d0 + T·v − gap) + relu(ttc_min·closing − gap), i.e. a time-gap
   barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing). The overlap
   terms alone only cost once a collision is predicted, too late to brake for; the barrier costs the approach.
+- ``lane_end``: distance [m] by which a member's front would pass the end of its lane while the plan keeps it
+  in that lane (its travelled distance, Σ v·dt, against ``lane_end``: the observation's ``distance_to_lane_end``,
+  plus half its length and ``lane_end_margin``), mean over time, summed over members. Without it a member
+  waiting to merge at the end of an acceleration lane creeps past the end (the centre line continues there).
 - ``comfort``: mean squared acceleration, jerk, steering and steering rate.
 - ``speed``: speed above each member's speed limit [m/s], summed over members, averaged over time (0 without limits).
 
@@ -47,6 +51,7 @@ class CostWeights:
     neighbours: float = 10.0
     road: float = 2.0
     lane: float = 1.0
+    lane_end: float = 2.0
     headway: float = 1.0
     comfort: float = 0.01
     speed: float = 1.0
@@ -77,6 +82,7 @@ class GuidanceConfig:
         headway_range: neighbours further ahead than this [m] are outside the headway barrier.
         lane_heading_weight: weight of the squared heading error [rad²] against the squared offset [m²] in ``lane``.
         lane_tail: share of the plan's last steps the ``lane`` term measures.
+        lane_end_margin: room [m] the ``lane_end`` term keeps between a member's front and its lane's end.
         jerk_weight, steer_weight, steer_rate_weight: relative weights inside the comfort term.
     """
 
@@ -97,6 +103,7 @@ class GuidanceConfig:
     headway_range: float = 80.0
     lane_heading_weight: float = 100.0
     lane_tail: float = 1.0
+    lane_end_margin: float = 1.0
     jerk_weight: float = 0.1
     steer_weight: float = 100.0
     steer_rate_weight: float = 10.0
@@ -134,6 +141,7 @@ class SceneContext:
         lane_points: (B, N, P, 2) each member's lane centre line in the platoon frame (`lane_costs`).
         lane_bounds: (B, N, 2) [low, high] lateral offsets of each member's corridor from its centre line [m].
         lane_width: (B, N) width of each member's lane [m].
+        lane_end: (B, N) distance [m] from each member along its lane (or route) to where the lane ends.
     """
 
     neighbours: torch.Tensor | None = None
@@ -147,6 +155,7 @@ class SceneContext:
     lane_points: torch.Tensor | None = None
     lane_bounds: torch.Tensor | None = None
     lane_width: torch.Tensor | None = None
+    lane_end: torch.Tensor | None = None
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> SceneContext:
         tensors = {k.name: getattr(self, k.name) for k in fields(self) if k.name != "boundary_fn"}
@@ -349,6 +358,22 @@ def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
                                           cfg.lane_heading_weight, cfg.lane_tail)
 
 
+def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext,
+                  cfg: GuidanceConfig, dt: float | None, located: Located | None = None) -> torch.Tensor:
+    """How far [m] each member's front passes its lane's end while the plan keeps it in that lane → (B,); 0 without
+    ``lane_end`` in the context or a plan step ``dt``. In the lane: within half a lane of its centre line (when
+    the context has the lines); the choice is discrete, the distance is differentiable in the speeds."""
+    if ctx.lane_end is None or dt is None:
+        return states.new_zeros(states.shape[0])
+    travelled = (states[..., 3].clamp(min=0.0) * dt).cumsum(-1)  # (B, N, H) along the lane from now
+    over = torch.relu(travelled + length[..., None] / 2 + cfg.lane_end_margin - ctx.lane_end[..., None])
+    located = _locate(states, ctx, located)
+    if located is not None:
+        width = ctx.lane_width if ctx.lane_width is not None else torch.full_like(ctx.lane_end, 4.0)
+        over = torch.where(located[0].abs() < width[..., None] / 2, over, 0.0)
+    return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
+
+
 def _barrier(gap: torch.Tensor, speed: torch.Tensor, closing: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
     """Time-gap and TTC barriers [m] on a gap to a vehicle ahead (module docstring, ``headway``)."""
     return torch.relu(cfg.standstill_gap + cfg.min_time_gap * speed - gap) + torch.relu(cfg.ttc_min * closing - gap)
@@ -449,12 +474,13 @@ def plan_costs(
     ctx = ctx or SceneContext()
     member_mask = member_mask.bool()
     w = cfg.weights
-    located = _locate(states, ctx, None) if (w.road or w.lane) and ctx.boundary_fn is None else None
+    located = _locate(states, ctx, None) if (w.road or w.lane or w.lane_end) and ctx.boundary_fn is None else None
     fns = {
         "separation": lambda: separation_cost(states, length, member_mask, cfg),
         "neighbours": lambda: neighbour_cost(states, length, member_mask, ctx, cfg),
         "road": lambda: road_cost(states, member_mask, ctx, cfg, located),
         "lane": lambda: lane_cost(states, member_mask, ctx, cfg, located),
+        "lane_end": lambda: lane_end_cost(states, length, member_mask, ctx, cfg, dt, located),
         "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg, dt),
         "comfort": lambda: comfort_cost(actions, member_mask, dt, cfg),
         "speed": lambda: speed_cost(states, member_mask, ctx),

@@ -163,6 +163,10 @@ def test_guided_planner_on_a_real_highway_scene_lowers_the_new_terms(tiny_planne
     scene = controller.observe("p", obs, rows, MemberLimits.of(len(rows), 5.0, 2.0, 4.0, 8.0, 0.6))
     ctx = controller.guidance_context([scene])
     assert ctx.lane_points.shape[:2] == (1, len(rows)) and ctx.neighbour_speed.shape[-1] == planner.config.horizon
+    from diffplatoon.sim.observation import EGO_FEATURES
+
+    np.testing.assert_allclose(ctx.lane_end[0].numpy(), obs.ego[rows, EGO_FEATURES.index("distance_to_lane_end")],
+                               rtol=1e-6)
     # the members start on their lane centres: their centre lines pass through them
     offset, _ = lane_costs.lane_offsets(torch.as_tensor(scene.inputs.ego_state[None, :, None, :3]), ctx.lane_points)
     assert offset.abs().max().item() < 1e-3
@@ -212,3 +216,29 @@ def test_guidance_step_never_raises_a_plans_cost_and_still_corrects_drift():
     with pytest.raises(ValueError, match="line_search fractions"):
         GuidanceConfig(line_search=(0.5, 0.0))
     assert GuidanceConfig(line_search=[1, 0.5]).line_search == (1.0, 0.5)  # a YAML list
+
+
+def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_left_the_lane():
+    """An acceleration lane ending 40 m ahead: driving on at 20 m/s passes it within the plan and costs (brake to
+    lower it); the same plan one lane over (merged) costs nothing; without ``lane_end`` the term is 0."""
+    from diffplatoon.agents.diffusion.guidance import lane_end_cost
+
+    cfg = GuidanceConfig()
+    length = torch.full((1, 1), 5.0)
+    ctx = SceneContext(lane_points=_line(), lane_bounds=OWN_LANE, lane_width=WIDTH, lane_end=torch.tensor([[40.0]]))
+    on = _drive(0.0, speed=20.0)
+    cost = lane_end_cost(on, length, ONE, ctx, cfg, DT)
+    assert cost.item() > 10.0  # 80 m travelled against 40 − 2.5 − 1 m of room
+    slower = _drive(0.0, speed=8.0)  # 32 m in 4 s: front at 35.5 m, within the room
+    assert lane_end_cost(slower, length, ONE, ctx, cfg, DT).item() == 0.0
+    merged = _drive(4.0, speed=20.0)
+    assert lane_end_cost(merged, length, ONE, ctx, cfg, DT).item() == 0.0
+    far = SceneContext(**{**ctx.__dict__, "lane_end": torch.tensor([[1000.0]])})
+    assert lane_end_cost(on, length, ONE, far, cfg, DT).item() == 0.0
+    assert lane_end_cost(on, length, ONE, SceneContext(lane_points=_line()), cfg, DT).item() == 0.0
+    speeds = on[..., 3].clone().requires_grad_(True)
+    states = torch.cat((on[..., :3], speeds[..., None]), dim=-1)
+    (grad,) = torch.autograd.grad(lane_end_cost(states, length, ONE, ctx, cfg, DT).sum(), speeds)
+    assert (grad >= 0).all() and grad.sum().item() > 0  # lower speeds lower the cost
+    assert plan_costs(torch.zeros(1, 1, H, 2), on, length, ONE, DT, cfg, ctx)["lane_end"].item() == pytest.approx(
+        cfg.weights.lane_end * cost.item())
