@@ -145,13 +145,18 @@ def test_shield_corridor_adds_the_road_check(planner_path: Path) -> None:
     assert shielded[True].sum() > shielded[False].sum()
 
 
+def _env_and_module(planner_path: Path) -> tuple[PlatoonMultiAgentEnv, DiffusionPlannerModule]:
+    """The tiny scenario's platoon env and a DPPO module on the planner checkpoint."""
+    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
+    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    return env, DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
+                                       action_space=env.action_spaces["p0"], model_config=model)
+
+
 def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None:
     """Rows the policy loss drops (shield overrides, RLlib's bootstrap step) keep their stored log-probabilities
     and get no gradient; the other rows are recomputed as in a full pass."""
-    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
-    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
-    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
-                                    action_space=env.action_spaces["p0"], model_config=model)
+    env, module = _env_and_module(planner_path)
     batch = _obs_batch(env, 4)
     torch.manual_seed(5)
     out = module.forward_exploration(batch)
@@ -181,10 +186,7 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
 
 
 def test_guidance_context_drops_only_padding_and_acting_keeps_the_mode(planner_path: Path) -> None:
-    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
-    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
-    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
-                                    action_space=env.action_spaces["p0"], model_config=model)
+    env, module = _env_and_module(planner_path)
     batch = _obs_batch(env, 4)
     batch[Columns.OBS]["inbox"][..., len(MESSAGE_FIELDS):] = 1.0  # messages carrying plan summaries
     scenes = module.scenes(batch[Columns.OBS])
@@ -312,10 +314,7 @@ def test_advantages_standardised_over_policy_rows() -> None:
 def test_pg_agreement_is_one_for_identical_halves(planner_path: Path) -> None:
     """Two halves of the same row give the same policy gradient (cosine 1); two halves of unrelated rows with
     advantages of random sign give a cosine strictly inside (−1, 1)."""
-    env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
-    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
-    module = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
-                                    action_space=env.action_spaces["p0"], model_config=model)
+    env, module = _env_and_module(planner_path)
     obs = _obs_batch(env, 4)
     torch.manual_seed(2)
     out = module.forward_exploration(obs)
