@@ -7,6 +7,7 @@ import copy
 import io
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -145,10 +146,10 @@ def test_shield_corridor_adds_the_road_check(planner_path: Path) -> None:
     assert shielded[True].sum() > shielded[False].sum()
 
 
-def _env_and_module(planner_path: Path) -> tuple[PlatoonMultiAgentEnv, DiffusionPlannerModule]:
-    """The tiny scenario's platoon env and a DPPO module on the planner checkpoint."""
+def _env_and_module(planner_path: Path, **overrides: Any) -> tuple[PlatoonMultiAgentEnv, DiffusionPlannerModule]:
+    """The tiny scenario's platoon env and a DPPO module on the planner checkpoint (``overrides``: model config)."""
     env = PlatoonMultiAgentEnv({"scenario": TINY, "grouping": "platoon"})
-    model = module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec)
+    model = {**module_model_config({**MODEL, "checkpoint": str(planner_path)}, env.spec), **overrides}
     return env, DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
                                        action_space=env.action_spaces["p0"], model_config=model)
 
@@ -176,9 +177,7 @@ def test_learner_forward_recomputes_only_policy_rows(planner_path: Path) -> None
     torch.testing.assert_close(grad, grad_used, rtol=1e-3, atol=1e-6)  # float32 sums over other batch shapes
 
     # shielded_steps "train": the overridden row's sampled plan is scored too (only the bootstrap row is kept)
-    trained = DiffusionPlannerModule(observation_space=env.observation_spaces["p0"],
-                                     action_space=env.action_spaces["p0"],
-                                     model_config={**model, "shielded_steps": "train"})
+    _, trained = _env_and_module(planner_path, shielded_steps="train")
     trained.load_state_dict(module.state_dict())
     part = trained.forward_train(skipped)[CHAIN_LOGP]
     assert torch.equal(part[2], out[CHAIN_LOGP][2])
