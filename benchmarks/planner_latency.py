@@ -230,6 +230,14 @@ def main() -> None:
     args = ap.parse_args()
     budget = args.budget or (0.6 if args.quick else 0.4)
 
+    if args.scene_only:
+        print(f"# planner latency on a real scene — {platform.processor() or platform.machine()}, "
+              f"{os.cpu_count()} CPUs, torch {torch.__version__}")
+        rows = scene_rows(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"scene": args.scene, "rows": rows}, f, indent=1)
+        return
     if args.checkpoint:
         planner = JointDiffusionPlanner.load(args.checkpoint)
     elif args.config:
@@ -243,14 +251,6 @@ def main() -> None:
     else:
         planner = JointDiffusionPlanner.with_random_weights(PlannerConfig(DenoiserConfig(obs_dim=OBS_DIM, msg_dim=MSG_DIM)),
                                                             std=0.02)
-    if args.scene_only:
-        print(f"# planner latency on a real scene — {platform.processor() or platform.machine()}, "
-              f"{os.cpu_count()} CPUs, torch {torch.__version__}")
-        rows = scene_rows(args)
-        if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"scene": args.scene, "rows": rows}, f, indent=1)
-        return
     cfg = planner.config
     print(f"# planner latency — {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}")
     net = cfg.denoiser

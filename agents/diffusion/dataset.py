@@ -139,9 +139,9 @@ def merged_manifest(folders: Sequence[Path]) -> tuple[dict, dict[str, Path]]:
     return merged, where
 
 
-def load_demos(folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, horizon: int | None = None, val_fraction: float = 0.1,
-               seed: int = 0, full_horizon_only: bool = True, max_shards: int | None = None,
-               oversample: dict[str, int] | None = None) -> DemoData:
+def load_demos(folder: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *, horizon: int | None = None,
+               val_fraction: float = 0.1, seed: int = 0, full_horizon_only: bool = True,
+               max_shards: int | None = None, oversample: dict[str, int] | None = None) -> DemoData:
     """Load a demo folder, or the union of several (see the module docstring).
 
     ``horizon`` ≤ the stored one cuts the futures; ``full_horizon_only`` keeps the scenes whose every live

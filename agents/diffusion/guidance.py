@@ -346,6 +346,11 @@ def road_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
     return torch.where(member_mask[..., None], pen, 0.0).sum(1).mean(-1)
 
 
+def _lane_width(ctx: SceneContext, like: torch.Tensor) -> torch.Tensor:
+    """(B, N) each member's lane width: the context's, else highway-env's 4 m."""
+    return ctx.lane_width if ctx.lane_width is not None else torch.full_like(like, 4.0)
+
+
 def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig,
               located: Located | None = None) -> torch.Tensor:
     """Misalignment of the plan's end with the lanes its corridor admits (`lane_costs.lane_alignment_cost`) → (B,);
@@ -353,7 +358,7 @@ def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
     located = _locate(states, ctx, located)
     if located is None:
         return states.new_zeros(states.shape[0])
-    width = ctx.lane_width if ctx.lane_width is not None else torch.full_like(ctx.lane_bounds[..., 0], 4.0)
+    width = _lane_width(ctx, ctx.lane_bounds[..., 0])
     return lane_costs.lane_alignment_cost(located[0], located[1], ctx.lane_bounds, width, member_mask,
                                           cfg.lane_heading_weight, cfg.lane_tail)
 
@@ -369,7 +374,7 @@ def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch
     over = torch.relu(travelled + length[..., None] / 2 + cfg.lane_end_margin - ctx.lane_end[..., None])
     located = _locate(states, ctx, located)
     if located is not None:
-        width = ctx.lane_width if ctx.lane_width is not None else torch.full_like(ctx.lane_end, 4.0)
+        width = _lane_width(ctx, ctx.lane_end)
         over = torch.where(located[0].abs() < width[..., None] / 2, over, 0.0)
     return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
 
