@@ -15,8 +15,9 @@ sampler they pass and in how many plan steps they execute.
    (constant heading and estimated acceleration, so a braking vehicle ahead is seen braking), padding
    rows after the last valid neighbour dropped (masked rows cost exactly 0, and guidance's neighbour
    term costs in proportion to the rows), each member's lateral road bounds from its corridor, its lane's
-   centre line and width (``road``, ``lane``), its lane's speed limit (``speed``) and the distance to where
-   its lane ends (``lane_end``).
+   centre line and width (``road``, ``lane``), its lane's speed limit (``speed``), the distance to where
+   its lane ends (``lane_end``) and, where its route asks for a lane change the corridor admits, the target
+   lane's offset and the distance left to make it (``route``).
 3. **sample** (the caller's sampler) from `inputs`: the stacked scenes with the inbox messages' plan
    fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan. A
    sampler may warm-start from ``warm`` (`warm_start.WarmStarts`: each key's last chosen plan, kept while the
@@ -45,11 +46,12 @@ from diffplatoon.agents.diffusion.warm_start import WarmStarts
 from diffplatoon.agents.experts import member_lane_keeping
 from diffplatoon.sim.comms import MESSAGE_FIELDS
 from diffplatoon.geometry import VEHICLE_LENGTH
-from diffplatoon.sim.observation import EGO_FEATURES, Observation
+from diffplatoon.sim.observation import EGO_FEATURES, ROUTE_FEATURES, Observation
 
 _SPEED, _SPEED_LIMIT = EGO_FEATURES.index("speed"), EGO_FEATURES.index("speed_limit")
 _LANE_WIDTH = EGO_FEATURES.index("lane_width")
 _LANE_END = EGO_FEATURES.index("distance_to_lane_end")
+_LANES_TO_MOVE, _ROUTE_DISTANCE = ROUTE_FEATURES.index("lane_changes_needed"), ROUTE_FEATURES.index("distance_to_do_it")
 _PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last call's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0
@@ -210,6 +212,7 @@ class PlannerController:
             limits[b, :s.n] = s.obs.ego[s.rows, _SPEED_LIMIT]
             lane_end[b, :s.n] = s.obs.ego[s.rows, _LANE_END]
         lanes = [self._lane_lines(s) for s in scenes]
+        routes = [self._route(s, lane[1], lane[2]) for s, lane in zip(scenes, lanes)]
 
         def tensor(x: np.ndarray, dtype: torch.dtype = torch.float32) -> torch.Tensor:
             return torch.as_tensor(x, dtype=dtype, device=device)
@@ -226,7 +229,23 @@ class PlannerController:
             lane_bounds=tensor(np.stack([lane[1] for lane in lanes])),
             lane_width=tensor(np.stack([lane[2] for lane in lanes])),
             lane_end=tensor(lane_end),
+            route_target=tensor(np.stack([r[0] for r in routes])),
+            route_distance=tensor(np.stack([r[1] for r in routes])),
         )
+
+    def _route(self, scene: ControlScene, bounds: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n_max,) each member's target-lane offset from its lane centre (one lane towards the side its route asks
+        for, 0 where it asks for none or its corridor does not reach that lane) and (n_max,) the distance left to
+        change [m] (the observation's 1000 m cap for absent members)."""
+        target = np.zeros(self.n_max)
+        distance = np.full(self.n_max, 1000.0)
+        need = np.sign(np.rint(scene.obs.route[scene.rows, _LANES_TO_MOVE].astype(np.float64)))
+        n = scene.n
+        side = need * width[:n]
+        admitted = np.where(need < 0, bounds[:n, 0] < -width[:n], bounds[:n, 1] > width[:n]) & (need != 0)
+        target[:n] = np.where(admitted & scene.inputs.member_mask[:n], side, 0.0)
+        distance[:n] = scene.obs.route[scene.rows, _ROUTE_DISTANCE]
+        return target, distance
 
     def _lane_lines(self, scene: ControlScene) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(n_max, P, 2) centre lines, (n_max, 2) corridor bounds and (n_max,) lane widths of a scene's members in

@@ -23,6 +23,12 @@ Terms:
   in that lane (its travelled distance, Σ v·dt, against ``lane_end``: the observation's ``distance_to_lane_end``,
   plus half its length and ``lane_end_margin``), mean over time, summed over members. Without it a member
   waiting to merge at the end of an acceleration lane creeps past the end (the centre line continues there).
+- ``route``: for a member whose route asks it to change lanes (the observation's ``route``: the lane to move to
+  and the distance left to do it), |offset − target| [m] from the target lane's centre, mean over time, times an
+  urgency that grows linearly from 0 at ``route_horizon`` metres before the place where the change must be done
+  to 1 there; summed over members. Without it sample-and-select prefers the plan that waits at the end of an
+  acceleration lane (it costs nothing) to one that merges into a gap (headway costs), and the planner, whose
+  samples rarely change lanes, stops there: the term makes waiting cost and pulls guided plans towards the gap.
 - ``comfort``: mean squared acceleration, jerk, steering and steering rate.
 - ``speed``: speed above each member's speed limit [m/s], summed over members, averaged over time (0 without limits).
 
@@ -52,6 +58,7 @@ class CostWeights:
     road: float = 2.0
     lane: float = 1.0
     lane_end: float = 2.0
+    route: float = 1.0
     headway: float = 1.0
     comfort: float = 0.01
     speed: float = 1.0
@@ -83,6 +90,8 @@ class GuidanceConfig:
         lane_heading_weight: weight of the squared heading error [rad²] against the squared offset [m²] in ``lane``.
         lane_tail: share of the plan's last steps the ``lane`` term measures.
         lane_end_margin: room [m] the ``lane_end`` term keeps between a member's front and its lane's end.
+        route_horizon: distance [m] before the place where a route's lane change must be done from which the
+            ``route`` term pulls (its urgency 0 there, 1 at the place).
         jerk_weight, steer_weight, steer_rate_weight: relative weights inside the comfort term.
     """
 
@@ -104,6 +113,7 @@ class GuidanceConfig:
     lane_heading_weight: float = 100.0
     lane_tail: float = 1.0
     lane_end_margin: float = 1.0
+    route_horizon: float = 150.0
     jerk_weight: float = 0.1
     steer_weight: float = 100.0
     steer_rate_weight: float = 10.0
@@ -142,6 +152,9 @@ class SceneContext:
         lane_bounds: (B, N, 2) [low, high] lateral offsets of each member's corridor from its centre line [m].
         lane_width: (B, N) width of each member's lane [m].
         lane_end: (B, N) distance [m] from each member along its lane (or route) to where the lane ends.
+        route_target: (B, N) lateral offset [m] from each member's lane centre of the lane centre its route asks it
+            to move to (0: no change asked, or none the corridor admits).
+        route_distance: (B, N) distance [m] left to make that change.
     """
 
     neighbours: torch.Tensor | None = None
@@ -156,6 +169,8 @@ class SceneContext:
     lane_bounds: torch.Tensor | None = None
     lane_width: torch.Tensor | None = None
     lane_end: torch.Tensor | None = None
+    route_target: torch.Tensor | None = None
+    route_distance: torch.Tensor | None = None
 
     def _map(self, f: Callable[[torch.Tensor], torch.Tensor]) -> SceneContext:
         tensors = {k.name: getattr(self, k.name) for k in fields(self) if k.name != "boundary_fn"}
@@ -379,6 +394,23 @@ def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch
     return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
 
 
+def route_cost(member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig, located: Located) -> torch.Tensor:
+    """Urgency-weighted distance [m] of each member asked to change lanes from its target lane's centre, mean over
+    time, summed over members → (B,) (module docstring, ``route``); 0 without a route target in the context.
+
+    ``located``: `lane_costs.lane_offsets` of the plan's states."""
+    if ctx.route_target is None or ctx.route_distance is None:
+        return located[0].new_zeros(located[0].shape[0])
+    urgency = (1.0 - ctx.route_distance / cfg.route_horizon).clamp(0.0, 1.0)
+    urgency = torch.where(member_mask & (ctx.route_target != 0), urgency, 0.0)
+    error = (located[0] - ctx.route_target[..., None]).pow(2).add(_SMOOTH_L1).sqrt()  # |e|, smooth at 0
+    return (urgency * error.mean(-1)).sum(1)
+
+
+# (m²) under the square root of the route term's |e|: its gradient is defined where the plan is on target.
+_SMOOTH_L1 = 1e-2
+
+
 def _barrier(gap: torch.Tensor, speed: torch.Tensor, closing: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:
     """Time-gap and TTC barriers [m] on a gap to a vehicle ahead (module docstring, ``headway``)."""
     return torch.relu(cfg.standstill_gap + cfg.min_time_gap * speed - gap) + torch.relu(cfg.ttc_min * closing - gap)
@@ -479,13 +511,15 @@ def plan_costs(
     ctx = ctx or SceneContext()
     member_mask = member_mask.bool()
     w = cfg.weights
-    located = _locate(states, ctx, None) if (w.road or w.lane or w.lane_end) and ctx.boundary_fn is None else None
+    located = _locate(states, ctx, None) if (w.road or w.lane or w.lane_end or w.route) and ctx.boundary_fn is None \
+        else None
     fns = {
         "separation": lambda: separation_cost(states, length, member_mask, cfg),
         "neighbours": lambda: neighbour_cost(states, length, member_mask, ctx, cfg),
         "road": lambda: road_cost(states, member_mask, ctx, cfg, located),
         "lane": lambda: lane_cost(states, member_mask, ctx, cfg, located),
         "lane_end": lambda: lane_end_cost(states, length, member_mask, ctx, cfg, dt, located),
+        "route": lambda: route_cost(member_mask, ctx, cfg, located) if located is not None else zero,
         "headway": lambda: headway_cost(states, length, member_mask, ctx, cfg, dt),
         "comfort": lambda: comfort_cost(actions, member_mask, dt, cfg),
         "speed": lambda: speed_cost(states, member_mask, ctx),

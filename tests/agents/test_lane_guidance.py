@@ -242,3 +242,59 @@ def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_l
     assert (grad >= 0).all() and grad.sum().item() > 0  # lower speeds lower the cost
     assert plan_costs(torch.zeros(1, 1, H, 2), on, length, ONE, DT, cfg, ctx)["lane_end"].item() == pytest.approx(
         cfg.weights.lane_end * cost.item())
+
+
+def test_route_term_makes_waiting_in_an_ending_lane_cost_and_pulls_towards_the_target_lane():
+    """A member asked to move one lane left (target −4 m) 30 m before the change must be done (urgency 0.8 at the
+    150 m horizon): staying costs 0.8 × 4 m, the merged plan ~0; beyond the horizon, or with no target, 0; and the
+    gradient of staying points the plan towards the target side."""
+    from diffplatoon.agents.diffusion.guidance import route_cost
+
+    cfg = GuidanceConfig()
+    ctx = SceneContext(lane_points=_line(), lane_bounds=torch.tensor([[[-6.0, 2.0]]]), lane_width=WIDTH,
+                       route_target=torch.tensor([[-4.0]]), route_distance=torch.tensor([[30.0]]))
+    stay, merged = _drive(0.0), _drive(-4.0)
+    located = lambda s: lane_costs.lane_offsets(s, ctx.lane_points)  # noqa: E731
+    assert route_cost(ONE, ctx, cfg, located(stay)).item() == pytest.approx(0.8 * 4.0, rel=1e-3)
+    assert route_cost(ONE, ctx, cfg, located(merged)).item() < 0.1
+    far = SceneContext(**{**ctx.__dict__, "route_distance": torch.tensor([[200.0]])})
+    assert route_cost(ONE, far, cfg, located(stay)).item() == 0.0
+    none = SceneContext(**{**ctx.__dict__, "route_target": torch.tensor([[0.0]])})
+    assert route_cost(ONE, none, cfg, located(stay)).item() == 0.0
+    assert route_cost(~ONE, ctx, cfg, located(stay)).item() == 0.0  # absent member
+    ys = torch.zeros(1, requires_grad=True)
+    cost = plan_costs(torch.zeros(1, 1, H, 2), _drive(ys), torch.full((1, 1), 5.0), ONE, DT, cfg, ctx)
+    (grad,) = torch.autograd.grad(cost["route"].sum(), ys)
+    assert grad.item() > 0  # descending moves the plan to −y, the target side
+    assert cost["route"].item() == pytest.approx(cfg.weights.route * 0.8 * 4.0, rel=1e-3)
+
+
+def test_controller_gives_the_route_target_on_an_acceleration_lane_and_none_on_the_single_lane_ramp():
+    """On the on-ramp's acceleration lane the route asks for one lane left, which the corridor admits: the target is
+    one lane width towards it and the distance the observation's; on the single-lane ramp before it, none."""
+    from diffplatoon.agents.diffusion.controller import MemberLimits, PlannerController
+    from diffplatoon.scenarios import ScenarioSpec
+    from diffplatoon.sim.observation import EGO_FEATURES, ROUTE_FEATURES, Observer
+    from diffplatoon.sim.simulation import Simulation
+
+    spec = ScenarioSpec.model_validate({
+        "name": "route_target", "road": {"type": "onramp_merge", "main_lanes": 2, "main_length": 600},
+        "traffic": {"count": 0},
+        "platoons": [{"id": "accel", "size": 1, "lane": "accel", "start": 40.0, "speed": 20.0,
+                      "destination": "main_out"},
+                     {"id": "ramp", "size": 1, "lane": "ramp", "start": 20.0, "speed": 15.0,
+                      "destination": "main_out"}],
+    })
+    sim = Simulation(spec, 0)
+    obs = Observer(sim).observe()
+    controller = PlannerController(dt=0.2, substeps=1, speed_range=(-40.0, 40.0), horizon=H, n_max=2, m_max=4,
+                                   guidance=GuidanceConfig(), shield=False)
+    limits = MemberLimits.of(1, 5.0, 2.0, 4.0, 8.0, 0.6)
+    scenes = [controller.observe(k, obs, np.array([k]), limits) for k in range(2)]
+    ctx = controller.guidance_context(scenes)
+    width = obs.ego[0, EGO_FEATURES.index("lane_width")]
+    assert obs.route[0, ROUTE_FEATURES.index("lane_changes_needed")] == -1.0
+    assert ctx.route_target[0, 0].item() == pytest.approx(-width)
+    assert ctx.route_distance[0, 0].item() == pytest.approx(spec.road.accel_length - 40.0, abs=1e-3)
+    assert ctx.route_target[1, 0].item() == 0.0  # the ramp has no lane to its left yet
+    assert ctx.route_target[:, 1].abs().max().item() == 0.0  # padding rows
