@@ -16,7 +16,7 @@ sampler they pass and in how many plan steps they execute.
    rows after the last valid neighbour dropped (masked rows cost exactly 0, and guidance's neighbour
    term costs in proportion to the rows), each member's lateral road bounds from its corridor, its lane's
    centre line and width (``road``, ``lane``), its lane's speed limit (``speed``), the distance to where
-   its lane ends (``lane_end``) and, where its route asks for a lane change the corridor admits, the target
+   its lane ends where its route asks it to leave the lane first (``lane_end``) and, where its route asks for a lane change the corridor admits, the target
    lane's offset and the distance left to make it (``route``).
 3. **sample** (the caller's sampler) from `inputs`: the stacked scenes with the inbox messages' plan
    fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan. A
@@ -210,7 +210,9 @@ class PlannerController:
         lane_end = np.full((len(scenes), self.n_max), 1000.0, dtype=np.float32)  # the observation's cap
         for b, s in enumerate(scenes):
             limits[b, :s.n] = s.obs.ego[s.rows, _SPEED_LIMIT]
-            lane_end[b, :s.n] = s.obs.ego[s.rows, _LANE_END]
+            # only where the route asks to leave the lane before its end (at a route's exit the lane ends too)
+            asked = s.obs.route[s.rows, _LANES_TO_MOVE] != 0
+            lane_end[b, :s.n] = np.where(asked, s.obs.ego[s.rows, _LANE_END], 1000.0)
         lanes = [self._lane_lines(s) for s in scenes]
         routes = [self._route(s, lane[1], lane[2]) for s, lane in zip(scenes, lanes)]
 

@@ -10,8 +10,11 @@ right, as the observation's ``lateral_offset`` (highway-env's lateral coordinate
 
 `Corridor.deviation` measures, for planned poses, how far a vehicle's outermost corner is outside the
 bounds [m] and how far its heading is off the centre line's direction beyond ``max_heading_error`` [rad],
-so the shield can reject plans that leave the road or turn across it. Everything is in one frame
-(the platoon frame of the planner or the world frame), as for the shield.
+so the shield can reject plans that leave the road or turn across it. `Corridor.end_excess` measures how
+far a member still in its own lane would pass that lane's end (the observation's ``distance_to_lane_end``,
+where its route asks it to leave the lane before then) if it braked at full deceleration from each planned pose, so the shield can reject plans that drive past the
+end of an acceleration lane or a dropped lane (the centre line continues beyond it, the bounds do not end).
+Everything is in one frame (the platoon frame of the planner or the world frame), as for the shield.
 """
 
 from __future__ import annotations
@@ -29,11 +32,14 @@ _E = {name: k for k, name in enumerate(EGO_FEATURES)}
 @dataclass
 class Corridor:
     """Per member: centre-line points (N, P, 2) ordered along travel, the line's direction at each point
-    (N, P) [rad] and the bounds [low, high] (N, 2) [m]."""
+    (N, P) [rad] and the bounds [low, high] (N, 2) [m]; optionally the distance along the line to where the
+    member's lane ends (N,) [m] and the lane's width (N,) [m] (`end_excess`)."""
 
     points: np.ndarray
     tangents: np.ndarray
     bounds: np.ndarray
+    end: np.ndarray | None = None
+    lane_width: np.ndarray | None = None
 
     def locate(self, poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Signed lateral offset [m] and heading error [rad] of poses (..., N, R, ≥3) → two (..., N, R).
@@ -67,21 +73,41 @@ class Corridor:
         heading_error = wrap_angle(np.asarray(poses, dtype=np.float64)[..., 2] - reference)
         return lateral, heading_error
 
-    def deviation(self, poses: np.ndarray, length: np.ndarray, width: np.ndarray,
-                  max_heading_error: float) -> tuple[np.ndarray, np.ndarray]:
+    def deviation(self, poses: np.ndarray, length: np.ndarray, width: np.ndarray, max_heading_error: float,
+                  located: tuple[np.ndarray, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """How far outside the corridor poses (..., N, R, ≥3) are → (side excess [m], heading excess [rad]).
 
         Side excess: how far the vehicle's outermost corner (box ``length`` × ``width``, turned by its
         heading error) lies beyond the bounds, else 0; heading excess: max(0, |heading error| −
-        ``max_heading_error``). Both are 0 for a pose inside the corridor.
+        ``max_heading_error``). Both are 0 for a pose inside the corridor. ``located``: `locate` of the
+        poses when the caller has it.
         """
-        lateral, heading_error = self.locate(poses)
+        lateral, heading_error = self.locate(poses) if located is None else located
         length = np.asarray(length, dtype=np.float64)[:, None]  # (N, 1)
         width = np.asarray(width, dtype=np.float64)[:, None]
         half = 0.5 * (length * np.abs(np.sin(heading_error)) + width * np.abs(np.cos(heading_error)))
         low, high = self.bounds[:, 0, None], self.bounds[:, 1, None]
         side = np.maximum(np.maximum(low - (lateral - half), (lateral + half) - high), 0.0)
         return side, np.maximum(np.abs(heading_error) - max_heading_error, 0.0)
+
+    def end_excess(self, states: np.ndarray, lateral: np.ndarray, length: np.ndarray, decel: np.ndarray,
+                   margin: float) -> np.ndarray:
+        """(..., N, R) how far [m] each member's front would pass its lane's end, braking at ``decel`` (N,)
+        [m/s²] from each of the consecutive states (..., N, R, 4) [x, y, heading, speed] — the distance
+        driven from the first state plus the stopping distance plus half the ``length`` (N,) and ``margin``,
+        against `end` — while it is within half a lane of its own centre line (``lateral``: `locate`'s
+        offsets of the states); 0 once it has moved towards another lane, and 0 without `end`."""
+        states = np.asarray(states, dtype=np.float64)
+        if self.end is None:
+            return np.zeros(states.shape[:-1])
+        step = np.linalg.norm(np.diff(states[..., :2], axis=-2), axis=-1)
+        driven = np.concatenate([np.zeros(step.shape[:-1] + (1,)), np.cumsum(step, axis=-1)], axis=-1)
+        speed = np.maximum(states[..., 3], 0.0)
+        decel = np.maximum(np.asarray(decel, dtype=np.float64), 1e-3)[:, None]
+        front = driven + speed ** 2 / (2.0 * decel) + 0.5 * np.asarray(length, dtype=np.float64)[:, None] + margin
+        excess = np.maximum(front - self.end[:, None], 0.0)
+        width = self.lane_width if self.lane_width is not None else self.bounds[:, 1] - self.bounds[:, 0]
+        return np.where(np.abs(lateral) < 0.5 * width[:, None], excess, 0.0)
 
 
 def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | None = None, *,
@@ -123,7 +149,10 @@ def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | Non
         needed = obs.route[rows, 0]
         left, right = left & (needed < 0), right & (needed > 0)
     bounds = np.stack([-0.5 * width - width * left, 0.5 * width + width * right], axis=1)
-    return Corridor(points=points, tangents=tangents, bounds=bounds)
+    # A lane end counts only where the route asks to leave the lane before it: at a route's exit the lane
+    # "ends" too, and the vehicle drives off there rather than stopping.
+    end = np.where(obs.route[rows, 0] != 0, ego[:, _E["distance_to_lane_end"]], np.inf)
+    return Corridor(points=points, tangents=tangents, bounds=bounds, end=end, lane_width=width.copy())
 
 
 def _tangents(points: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -16,7 +16,10 @@ accepts the first one whose *executed part* (the first ``steps`` plan steps) is 
 3. with a lane corridor in the scene (`corridor.Corridor`, from each member's observed lane), every
    member stays on the drivable lanes — its sides inside the corridor's bounds — and within
    ``max_heading_error`` of the lane direction during the executed part; a member already outside
-   must not get further out. This keeps a plan from leaving the road or turning across it.
+   must not get further out. This keeps a plan from leaving the road or turning across it. Where the
+   member's lane ends (an acceleration lane, a dropped lane: the corridor's ``end``), a member still in
+   that lane must also be able to stop before the end (``lane_end_margin`` short of it) braking at its
+   ``max_deceleration`` from every executed pose; one that already cannot must not make it worse.
 
 Neighbours are predicted from the current observation with constant heading and constant speed, or
 constant acceleration when the caller estimated one (``ShieldScene.neighbour_accel``; the speed stops
@@ -313,10 +316,15 @@ class SafetyShield:
         for b, corridor in enumerate(st.corridors):
             if corridor is None:
                 continue
-            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :3], states.shape[1:3] + (1, 3)),
-                                    states[b, ..., :3]], axis=2)  # (S, N, R+1, 3)
+            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4)),
+                                    states[b, ..., :4]], axis=2)  # (S, N, R+1, 4)
+            located = corridor.locate(poses)
+            excesses = [*corridor.deviation(poses, st.length[b], st.width[b], cfg.max_heading_error, located)]
+            if corridor.end is not None:
+                excesses.append(corridor.end_excess(poses, located[0], st.length[b], st.max_deceleration[b],
+                                                    cfg.lane_end_margin))
             worse = np.zeros(states.shape[1:4], dtype=bool)
-            for excess in corridor.deviation(poses, st.length[b], st.width[b], cfg.max_heading_error):
+            for excess in excesses:
                 allowed = excess[..., :1] + cfg.road_tolerance  # an excess at the start may not grow
                 worse |= excess[..., 1:] > allowed
             out[b] = (worse & st.member_mask[b, None, :, None]).any(axis=(1, 2))

@@ -53,6 +53,8 @@ class ShieldConfig:
         max_speed: speed cap of accelerating predicted neighbours [m/s].
         max_heading_error: largest heading difference to the lane direction a plan may reach [rad].
         road_tolerance: growth of an existing corridor excess that is still accepted [m, rad].
+        lane_end_margin: room [m] a member still in a lane that ends must be able to keep, braking at its
+            ``max_deceleration``, between its front and the end (`corridor.Corridor.end_excess`).
     """
 
     comfortable_decel: float = 3.0
@@ -65,6 +67,7 @@ class ShieldConfig:
     max_speed: float = 40.0
     max_heading_error: float = 0.35
     road_tolerance: float = 0.02
+    lane_end_margin: float = 0.5
 
 
 @dataclass

@@ -165,8 +165,6 @@ def test_guided_planner_on_a_real_highway_scene_lowers_the_new_terms(tiny_planne
     assert ctx.lane_points.shape[:2] == (1, len(rows)) and ctx.neighbour_speed.shape[-1] == planner.config.horizon
     from diffplatoon.sim.observation import EGO_FEATURES
 
-    np.testing.assert_allclose(ctx.lane_end[0].numpy(), obs.ego[rows, EGO_FEATURES.index("distance_to_lane_end")],
-                               rtol=1e-6)
     # the members start on their lane centres: their centre lines pass through them
     offset, _ = lane_costs.lane_offsets(torch.as_tensor(scene.inputs.ego_state[None, :, None, :3]), ctx.lane_points)
     assert offset.abs().max().item() < 1e-3
@@ -283,18 +281,25 @@ def test_controller_gives_the_route_target_on_an_acceleration_lane_and_none_on_t
         "platoons": [{"id": "accel", "size": 1, "lane": "accel", "start": 40.0, "speed": 20.0,
                       "destination": "main_out"},
                      {"id": "ramp", "size": 1, "lane": "ramp", "start": 20.0, "speed": 15.0,
-                      "destination": "main_out"}],
+                      "destination": "main_out"},
+                     {"id": "main", "size": 1, "lane": ["merge_begin", "merge_end", 1], "start": 60.0, "speed": 20.0}],
     })
     sim = Simulation(spec, 0)
     obs = Observer(sim).observe()
     controller = PlannerController(dt=0.2, substeps=1, speed_range=(-40.0, 40.0), horizon=H, n_max=2, m_max=4,
                                    guidance=GuidanceConfig(), shield=False)
     limits = MemberLimits.of(1, 5.0, 2.0, 4.0, 8.0, 0.6)
-    scenes = [controller.observe(k, obs, np.array([k]), limits) for k in range(2)]
+    scenes = [controller.observe(k, obs, np.array([k]), limits) for k in range(3)]
     ctx = controller.guidance_context(scenes)
     width = obs.ego[0, EGO_FEATURES.index("lane_width")]
     assert obs.route[0, ROUTE_FEATURES.index("lane_changes_needed")] == -1.0
     assert ctx.route_target[0, 0].item() == pytest.approx(-width)
     assert ctx.route_distance[0, 0].item() == pytest.approx(spec.road.accel_length - 40.0, abs=1e-3)
     assert ctx.route_target[1, 0].item() == 0.0  # the ramp has no lane to its left yet
+    # the lane that must be left ends where the change must be done
+    assert ctx.lane_end[0, 0].item() == pytest.approx(obs.ego[0, EGO_FEATURES.index("distance_to_lane_end")])
+    assert ctx.lane_end[0, 0].item() == pytest.approx(ctx.route_distance[0, 0].item())
+    # the main road's lane ends only at the road's exit, where vehicles drive off: no lane end there
+    assert obs.ego[2, EGO_FEATURES.index("distance_to_lane_end")] < 1000.0
+    assert ctx.lane_end[2, 0].item() == 1000.0 and ctx.route_target[2, 0].item() == 0.0
     assert ctx.route_target[:, 1].abs().max().item() == 0.0  # padding rows

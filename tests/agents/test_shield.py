@@ -398,3 +398,54 @@ def test_batched_selection_equals_per_scene_selection():
         np.testing.assert_array_equal(g.states, e.states)
     assert batched.counts == per_scene.counts
     assert sum(v > 0 for v in batched.counts.values()) >= 3  # several levels fired
+
+
+def test_a_member_in_a_lane_that_ends_must_be_able_to_stop_before_the_end():
+    """20 m/s, full braking 8 m/s² (25 m), half a length and the 0.5 m margin: 28 m of room needed now. With the end
+    40 m ahead, holding speed for the executed second leaves no room to stop (rejected), braking at 4 m/s² does
+    (accepted); one lane over, or with no end, holding speed is fine; a member that can no longer stop may not
+    hold speed or brake gently."""
+    from dataclasses import replace
+
+    start = [[0.0, 0.0, 0.0, 20.0]]
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    acts, states = samples(start, constant(1, 0.0), constant(1, -4.0), constant(1, -8.0))
+    sc = scene(start)
+    sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([40.0]), lane_width=np.array([4.0]))
+    assert shield.leaves_road(sc, states).tolist() == [True, False, False]
+    decision = shield.select(sc, acts, states, costs=np.array([0.0, 1.0, 2.0]), steps=STEPS)
+    assert decision.level == "next_sample" and decision.sample == 1
+
+    sc.corridor = replace(sc.corridor, end=np.array([np.inf]))
+    assert not shield.leaves_road(sc, states).any()
+
+    beside = [[0.0, -4.0, 0.0, 20.0]]  # already one lane over (the corridor's left lane): the end is not its own
+    sc = scene(beside)
+    sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([40.0]), lane_width=np.array([4.0]))
+    _, beside_states = samples(beside, constant(1, 0.0))
+    assert not shield.leaves_road(sc, beside_states)[0]
+
+    sc = scene(start)
+    sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([20.0]), lane_width=np.array([4.0]))
+    assert shield.leaves_road(sc, states)[:2].tolist() == [True, True]
+
+
+def test_corridors_end_where_the_route_leaves_the_lane_not_at_the_road_exit():
+    from diffplatoon.agents.diffusion.corridor import member_corridors
+    from diffplatoon.scenarios import ScenarioSpec
+    from diffplatoon.sim.observation import EGO_FEATURES, Observer
+    from diffplatoon.sim.simulation import Simulation
+
+    spec = ScenarioSpec.model_validate({
+        "name": "corridor_end", "road": {"type": "onramp_merge", "main_lanes": 2, "main_length": 600},
+        "traffic": {"count": 0},
+        "platoons": [{"id": "accel", "size": 1, "lane": "accel", "start": 40.0, "speed": 20.0,
+                      "destination": "main_out"},
+                     {"id": "main", "size": 1, "lane": ["merge_begin", "merge_end", 1], "start": 60.0, "speed": 20.0}],
+    })
+    obs = Observer(Simulation(spec, 0)).observe()
+    corridor = member_corridors(obs, np.arange(2))
+    to_end = obs.ego[:, EGO_FEATURES.index("distance_to_lane_end")]
+    assert corridor.end[0] == pytest.approx(to_end[0]) and corridor.end[0] < 100.0
+    assert to_end[1] < 1000.0 and corridor.end[1] == np.inf  # the main road's lane ends at the exit only
+    np.testing.assert_allclose(corridor.lane_width, obs.ego[:, EGO_FEATURES.index("lane_width")])
