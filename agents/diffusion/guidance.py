@@ -209,28 +209,37 @@ class CostGuidance:
         return self.config.guided_steps(steps)
 
     def __call__(self, x0: torch.Tensor, ego_state: torch.Tensor, length: torch.Tensor,
-                 member_mask: torch.Tensor, ctx: SceneContext) -> torch.Tensor:
-        """The guided clean estimate (normalised, clipped) of x0 (B, N, H, 2)."""
+                 member_mask: torch.Tensor, ctx: SceneContext, record: dict | None = None) -> torch.Tensor:
+        """The guided clean estimate (normalised, clipped) of x0 (B, N, H, 2).
+
+        ``record``: when given and the last inner step ran the line search, it is filled with what that search
+        already computed for the returned x0: ``x0``, its ``states`` (B, N, H, 4) and ``terms`` (`plan_costs`
+        under this config, detached), so that a caller ranking with the same costs need not roll out again."""
         cfg = self.config
         for _ in range(cfg.inner_steps):
             with torch.enable_grad():
                 x_var = x0.detach().requires_grad_(True)
                 actions = self.decode(x_var)
                 states = self.rollout(ego_state, actions, length)
-                cost = plan_costs(actions, states, length, member_mask, self.dt, cfg, ctx)["total"]
-                (grad,) = torch.autograd.grad(cost.sum(), x_var)
+                terms = plan_costs(actions, states, length, member_mask, self.dt, cfg, ctx)
+                (grad,) = torch.autograd.grad(terms["total"].sum(), x_var)
             if cfg.max_grad_norm is not None:
                 norm = grad.flatten(1).norm(dim=1).clamp(min=1e-12)
                 grad = grad * (cfg.max_grad_norm / norm).clamp(max=1.0).view(-1, 1, 1, 1)
+            if record is not None:
+                record.clear()
             if not cfg.line_search:
                 x0 = self.encode(self.decode(x0 - cfg.scale * grad))
                 continue
-            x0 = self._line_search(x0, cfg.scale * grad, cost.detach(), ego_state, length, member_mask, ctx)
+            x0 = self._line_search(x0, cfg.scale * grad, terms, states.detach(), ego_state, length, member_mask, ctx,
+                                   record)
         return x0
 
-    def _line_search(self, x0: torch.Tensor, step: torch.Tensor, cost: torch.Tensor, ego_state: torch.Tensor,
-                     length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext) -> torch.Tensor:
-        """Per scene, the lowest-cost of x0 and x0 − f·step over the fractions f (scene b, fraction k → row b·K + k)."""
+    def _line_search(self, x0: torch.Tensor, step: torch.Tensor, terms: dict[str, torch.Tensor], states: torch.Tensor,
+                     ego_state: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext,
+                     record: dict | None = None) -> torch.Tensor:
+        """Per scene, the lowest-cost of x0 (its cost ``terms`` and ``states``) and x0 − f·step over the fractions f
+        (scene b, fraction k → row b·K + k); ``record``: see ``__call__``."""
         b, k = x0.shape[0], len(self.config.line_search)
         fractions = torch.tensor(self.config.line_search, device=x0.device, dtype=x0.dtype)
         cand = self.encode(self.decode((x0[:, None] - fractions.view(1, k, 1, 1, 1) * step[:, None]).flatten(0, 1)))
@@ -238,11 +247,21 @@ class CostGuidance:
             rep = lambda v: v.repeat_interleave(k, dim=0)  # noqa: E731
             ego_k, len_k, mask_k = rep(ego_state), rep(length), rep(member_mask)
             actions = self.decode(cand)
-            states = self.rollout(ego_k, actions, len_k)
-            costs = plan_costs(actions, states, len_k, mask_k, self.dt, self.config, ctx.repeat_interleave(k))["total"]
+            cand_states = self.rollout(ego_k, actions, len_k)
+            cand_terms = plan_costs(actions, cand_states, len_k, mask_k, self.dt, self.config, ctx.repeat_interleave(k))
+        rows = torch.arange(b, device=x0.device)
         options = torch.cat((x0[:, None], cand.view(b, k, *x0.shape[1:])), dim=1)  # (B, 1 + K, N, H, 2)
-        best = torch.cat((cost[:, None], costs.view(b, k)), dim=1).argmin(dim=1)
-        return options[torch.arange(b, device=x0.device), best]
+        best = torch.cat((terms["total"].detach()[:, None], cand_terms["total"].view(b, k)), dim=1).argmin(dim=1)
+        x0 = options[rows, best]
+        if record is not None:
+            names = list(terms)
+            # one stacked gather for every term instead of one per term
+            first = torch.stack([terms[n].detach() for n in names], dim=-1)  # (B, T)
+            rest = torch.stack([cand_terms[n] for n in names], dim=-1).view(b, k, len(names))
+            picked = torch.cat((first[:, None], rest), dim=1)[rows, best]  # (B, T)
+            all_states = torch.cat((states[:, None], cand_states.view(b, k, *states.shape[1:])), dim=1)
+            record.update(x0=x0, states=all_states[rows, best], terms=dict(zip(names, picked.unbind(-1))))
+        return x0
 
 
 def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs: int) -> torch.Tensor:

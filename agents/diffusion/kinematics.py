@@ -74,23 +74,25 @@ def bicycle_rollout(
     if substeps > 1:
         actions = actions.repeat_interleave(substeps, dim=-2)
     h = dt / substeps
-    acc, steer = actions[..., 0], actions[..., 1]  # (..., H·substeps)
-    x0, y0, psi0, v0 = (c[..., None] for c in state0.unbind(-1))  # (..., 1)
+    acc, steer = actions.unbind(-1)  # (..., H·substeps)
+    state0 = state0[..., None]  # (..., 4, 1)
 
     # speeds before each sub-step (v_0 … v_{S−1}) and after the last
-    v_all = torch.cumsum(torch.cat((v0, acc * h), dim=-1), dim=-1)  # (..., S+1)
+    v_all = torch.cumsum(torch.cat((state0[..., 3, :], acc * h), dim=-1), dim=-1)  # (..., S+1)
+    v = v_all[..., :-1]
     if speed_range is not None:
         lo, hi = speed_range
-        if bool(((v_all[..., :-1] > hi) | (v_all[..., :-1] < lo)).any()):
-            return _rollout_loop(state0, actions, length, h, substeps, horizon, speed_range)
-    v = v_all[..., :-1]
+        v_min, v_max = torch.aminmax(v)
+        if v_max > hi or v_min < lo:
+            return _rollout_loop(state0[..., 0], actions, length, h, substeps, horizon, speed_range)
     beta = torch.atan(0.5 * torch.tan(steer))
-    psi_all = torch.cumsum(torch.cat((psi0, v * torch.sin(beta) / (0.5 * length) * h), dim=-1), dim=-1)
+    psi_all = torch.cumsum(torch.cat((state0[..., 2, :], v * torch.sin(beta) / (0.5 * length) * h), dim=-1), dim=-1)
     course = psi_all[..., :-1] + beta
-    x = torch.cumsum(torch.cat((x0, v * torch.cos(course) * h), dim=-1), dim=-1)[..., 1:]
-    y = torch.cumsum(torch.cat((y0, v * torch.sin(course) * h), dim=-1), dim=-1)[..., 1:]
-    states = torch.stack((x, y, psi_all[..., 1:], v_all[..., 1:]), dim=-1)  # (..., S, 4)
-    return states[..., substeps - 1 :: substeps, :]
+    # x and y in one cumulative sum over a (..., 2, S+1) tensor: the same additions in the same order
+    step = v[..., None, :] * torch.stack((torch.cos(course), torch.sin(course)), dim=-2) * h  # (..., 2, S)
+    xy = torch.cumsum(torch.cat((state0[..., :2, :], step), dim=-1), dim=-1)[..., substeps::substeps]  # (..., 2, H)
+    out = torch.cat((xy, psi_all[..., None, substeps::substeps], v_all[..., None, substeps::substeps]), dim=-2)
+    return out.transpose(-1, -2)  # (..., H, 4)
 
 
 def _rollout_loop(state0, actions, length, h, substeps, horizon, speed_range):

@@ -220,6 +220,7 @@ class JointDiffusionPlanner:
         selection: GuidanceConfig | None = None,
         warm_start: torch.Tensor | None = None,
         warm: WarmStartConfig | None = None,
+        reuse_search: bool = True,
     ) -> Plan:
         """Sample ``num_samples`` joint plans per scene and return the lowest-cost one (see module docstring).
 
@@ -232,6 +233,10 @@ class JointDiffusionPlanner:
         `warm_start.shift_plan`); the samples then follow ``warm`` (default `WarmStartConfig()`): ``warm.steps``
         DDIM steps from the prior re-noised to step t_k, ``warm.fresh`` of them from pure noise (``steps`` is
         then unused).
+
+        ``reuse_search``: when the samples are ranked with the guidance's own costs, take the chosen samples'
+        rollouts and cost terms from the last guidance step's line search instead of computing them again (the
+        same values; False recomputes them, the reference the tests compare with).
         """
         cfg = self.config
         horizon = horizon or cfg.horizon
@@ -279,6 +284,7 @@ class JointDiffusionPlanner:
         time_cond = net.time_conditioning(torch.tensor(ts, device=self.device))  # (distinct steps, P)
         guide = self.guide(guidance) if guidance is not None else None
         n_guided = guide.guided_steps(steps) if guide is not None else 0
+        searched: dict = {}  # the last guidance step's line search: its chosen x0, rollout and cost terms
 
         def predict_x0(x_t: torch.Tensor, i: int, t: int | torch.Tensor) -> torch.Tensor:
             if isinstance(t, torch.Tensor):  # one step per row
@@ -288,14 +294,20 @@ class JointDiffusionPlanner:
                 t_cond = time_cond[lut[t]][None]
             x0 = self.encode_actions(self.decode_actions(
                 net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=t_cond)))
-            return guide(x0, ego_s, len_s, mm, ctx_s) if i >= steps - n_guided else x0
+            return guide(x0, ego_s, len_s, mm, ctx_s, record=searched) if i >= steps - n_guided else x0
 
         x = ddim_sample(self.schedule, x, predict_x0, steps, eta=eta, generator=generator, start=start)
 
         # 3. Roll out, score, select per scene.
         actions = torch.where(mm[..., None, None], self.decode_actions(x), 0.0)
-        states = self.rollout(ego_s, actions, len_s)
-        terms = plan_costs(actions, states, len_s, mm, cfg.dt, score_cfg, ctx_s)
+        if reuse_search and searched and score_cfg == guidance and torch.equal(searched["x0"], x):
+            # The last DDIM step returns the guided x̂0, whose rollout and costs under the ranking's own config the
+            # line search has just computed. An absent member's placeholder (zero start, zero actions) stays at 0.
+            states = torch.where(mm[..., None, None], searched["states"], 0.0)
+            terms = searched["terms"]
+        else:
+            states = self.rollout(ego_s, actions, len_s)
+            terms = plan_costs(actions, states, len_s, mm, cfg.dt, score_cfg, ctx_s)
         terms = {k: v.view(b, s) for k, v in terms.items()}
         sample_actions = actions.view(b, s, n, horizon, 2)
         sample_states = states.view(b, s, n, horizon, 4)

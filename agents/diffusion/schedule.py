@@ -131,8 +131,9 @@ def ddim_sample(
         t_rows[:, rows] = torch.tensor(ts, device=x.device)[:, None]
     for i in range(steps):
         x0_hat = predict_x0(x, i, t_rows[i])
+        if i + 1 == steps:  # every chain's last step goes to t = −1, which returns x̂0 itself
+            return x0_hat
         x = x.clone()
         for rows, ts in chains:
-            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-            x[rows] = schedule.ddim_step(x[rows], x0_hat[rows], ts[i], t_prev, eta=eta, generator=generator)
+            x[rows] = schedule.ddim_step(x[rows], x0_hat[rows], ts[i], ts[i + 1], eta=eta, generator=generator)
     return x
