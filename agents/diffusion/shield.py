@@ -29,7 +29,8 @@ If no sample passes and the scene has a corridor, the samples' accelerations are
 members' lane-keeping steering instead of the sampled steering ("lane_kept": the planner's speed
 plan, driven in lane), best first, under all three conditions. If none passes either, the platoon
 brakes at ``comfortable_decel`` keeping its lane when that passes condition 1 (the same way out
-included); otherwise every member brakes at its ``max_deceleration``. Braking never reverses (speed
+included) and leaves every member in a lane that ends able to stop before the end (condition 3's end check);
+otherwise every member brakes at its ``max_deceleration``. Braking never reverses (speed
 stops at 0). Each decision increments one counter of ``LEVELS`` (`ShieldLevel`); from "lane_kept" on, the
 executor steers by lane keeping: a fallback's actions hold the law's steering along the predicted states
 when the scene has a corridor (what an executor running the steps open-loop applies; one that observes
@@ -323,11 +324,29 @@ class SafetyShield:
             if corridor.end is not None:
                 excesses.append(corridor.end_excess(poses, located[0], st.length[b], st.max_deceleration[b],
                                                     cfg.lane_end_margin))
-            worse = np.zeros(states.shape[1:4], dtype=bool)
-            for excess in excesses:
-                allowed = excess[..., :1] + cfg.road_tolerance  # an excess at the start may not grow
-                worse |= excess[..., 1:] > allowed
-            out[b] = (worse & st.member_mask[b, None, :, None]).any(axis=(1, 2))
+            out[b] = self._grows(excesses, st.member_mask[b])
+        return out
+
+    def _grows(self, excesses: list[np.ndarray], member_mask: np.ndarray) -> np.ndarray:
+        """(S,) bool: some present member's excess (S, N, R+1) grows beyond its start value + ``road_tolerance``."""
+        worse = np.zeros(excesses[0].shape[:-1] + (excesses[0].shape[-1] - 1,), dtype=bool)
+        for excess in excesses:
+            allowed = excess[..., :1] + self.config.road_tolerance  # an excess at the start may not grow
+            worse |= excess[..., 1:] > allowed
+        return (worse & member_mask[None, :, None]).any(axis=(1, 2))
+
+    def _passes_lane_end(self, st: _Stack, states: np.ndarray) -> np.ndarray:
+        """(B, S) bool: with states (B, S, N, R, 4), some member still in a lane that ends could no longer stop
+        before the end (`corridor.Corridor.end_excess`), or further past it than at the start."""
+        out = np.zeros(states.shape[:2], dtype=bool)
+        for b, corridor in enumerate(st.corridors):
+            if corridor is None or corridor.end is None:
+                continue
+            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4)),
+                                    states[b, ..., :4]], axis=2)
+            excess = corridor.end_excess(poses, corridor.locate(poses)[0], st.length[b], st.max_deceleration[b],
+                                         self.config.lane_end_margin)
+            out[b] = self._grows([excess], st.member_mask[b])
         return out
 
     def safe(self, scene: ShieldScene, states: np.ndarray) -> np.ndarray:
@@ -404,7 +423,8 @@ class SafetyShield:
         if rest:  # comfortable braking when it leaves a way out, else emergency braking
             sub = st.rows(rest)
             actions, states = self._brake_scenes(sub, sub.start, self.config.comfortable_decel, horizon)
-            hit = self._collides(sub, self._with_backup(sub, states[:, None, :, :steps]))[:, 0]
+            executed = states[:, None, :, :steps]
+            hit = (self._collides(sub, self._with_backup(sub, executed)) | self._passes_lane_end(sub, executed))[:, 0]
             if hit.any():
                 hard = sub.rows(np.flatnonzero(hit))
                 actions[hit], states[hit] = self._brake_scenes(hard, hard.start, hard.max_deceleration, horizon)

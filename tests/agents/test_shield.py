@@ -449,3 +449,21 @@ def test_corridors_end_where_the_route_leaves_the_lane_not_at_the_road_exit():
     assert corridor.end[0] == pytest.approx(to_end[0]) and corridor.end[0] < 100.0
     assert to_end[1] < 1000.0 and corridor.end[1] == np.inf  # the main road's lane ends at the exit only
     np.testing.assert_allclose(corridor.lane_width, obs.ego[:, EGO_FEATURES.index("lane_width")])
+
+
+def test_braking_fallback_is_hard_when_comfortable_braking_would_pass_the_lane_end():
+    """A car 12 m ahead at 17 m/s: holding 20 m/s (or speeding up) breaks the headway floor, so the shield falls
+    back to braking. Without a lane end it brakes comfortably (3 m/s² clears the car); with the lane ending 35 m
+    ahead comfortable braking (67 m to stop) would carry the member past the end, so it brakes at its limit."""
+    from dataclasses import replace
+
+    start = [[0.0, 0.0, 0.0, 20.0]]
+    shield = SafetyShield(ShieldConfig(), dt=DT)
+    acts, states = samples(start, constant(1, 0.0), constant(1, 1.0))
+    sc = scene(start, [[17.0, 0.0, 0.0, 17.0, 5.0]])
+    sc.corridor = replace(straight_corridor(1), end=np.array([np.inf]), lane_width=np.array([4.0]))
+    assert shield.select(sc, acts, states, steps=STEPS).level == "comfortable_brake"
+    sc.corridor = replace(sc.corridor, end=np.array([35.0]))
+    decision = shield.select(sc, acts, states, steps=STEPS)
+    assert decision.level == "emergency_brake"
+    assert decision.actions[0, 0, 0] == pytest.approx(-8.0)
