@@ -100,7 +100,7 @@ class _Attention(nn.Module):
         self.out = nn.Linear(d, d)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, n_query: int | None = None) -> torch.Tensor:
-        """x (S, L, d), boolean mask (S, L, L) where True = may attend → (S, L, d).
+        """x (S, L, d), mask (S, L, L): boolean, True = may attend, or additive (0 or −inf) → (S, L, d).
 
         ``n_query``: only the first n_query positions attend (keys and values still cover all L) → (S, n_query, d).
         """
@@ -118,6 +118,15 @@ class _Attention(nn.Module):
         return self.out(y.transpose(1, 2).reshape(s, n_query, d))
 
 
+def chunk_attention_mask(member_attn_mask: torch.Tensor, chunks: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(B,N,N) bool member mask → the additive mask (B·chunks, N, N) of the member attention at every chunk (0 where
+    i may attend to j, −inf where not: what the attention makes of a boolean mask, built once for all blocks)."""
+    b, n, _ = member_attn_mask.shape
+    bias = torch.zeros(member_attn_mask.shape, dtype=dtype, device=member_attn_mask.device)
+    bias = bias.masked_fill(~member_attn_mask, float("-inf"))
+    return bias[:, None].expand(b, chunks, n, n).reshape(b * chunks, n, n)
+
+
 class _Block(nn.Module):
     """Time attention within a member, comm-masked attention across members, MLP; AdaLN-Zero per member."""
 
@@ -131,10 +140,11 @@ class _Block(nn.Module):
         self.mlp = _mlp(d, mlp_ratio * d, d)
 
     def forward(self, x: torch.Tensor, m: tuple[torch.Tensor, ...], member_attn_mask: torch.Tensor,
-                n_query: int | None = None) -> torch.Tensor:
+                n_query: int | None = None, chunk_mask: torch.Tensor | None = None) -> torch.Tensor:
         """x (B,N,C,d) tokens, m 9 × (B,N,1,d) = (shift, 1 + scale, gate) × 3, member_attn_mask (B,N,N).
 
         ``n_query``: only the first n_query chunks are computed (they still attend to all C) → (B,N,n_query,d).
+        ``chunk_mask``: `chunk_attention_mask` of member_attn_mask for the chunks computed, when precomputed.
         """
         b, n, ch, d = x.shape
         h = torch.addcmul(m[0], self.norm(x), m[1])
@@ -145,7 +155,8 @@ class _Block(nn.Module):
             ch = n_query
             x = torch.addcmul(x[:, :, :ch], m[2], y)
 
-        chunk_mask = member_attn_mask[:, None].expand(b, ch, n, n).reshape(b * ch, n, n)
+        if chunk_mask is None:
+            chunk_mask = chunk_attention_mask(member_attn_mask, ch, x.dtype)
         h = torch.addcmul(m[3], self.norm(x), m[4]).transpose(1, 2).reshape(b * ch, n, d)
         y = self.member_attn(h, chunk_mask).view(b, ch, n, d).transpose(1, 2)
         x = torch.addcmul(x, m[5], y).contiguous()
@@ -257,9 +268,11 @@ class JointDenoiser(nn.Module):
         if out_steps is not None and out_steps < horizon:
             n_query = -(-out_steps // self.config.chunk)
         last = len(self.blocks) - 1
+        chunk_mask = chunk_attention_mask(member_attn_mask, ch, tokens.dtype)
         for k, block in enumerate(self.blocks):
             tokens = block(tokens, mods[k * _Block.N_MODS : (k + 1) * _Block.N_MODS], member_attn_mask,
-                           n_query=n_query if k == last else None)
+                           n_query=n_query if k == last else None,
+                           chunk_mask=None if k == last and n_query is not None else chunk_mask)
         shift, scale = mods[-2:]
         steps = tokens.shape[2] * self.config.chunk
         out = self.token_out(torch.addcmul(shift, self.final_norm(tokens), scale)).reshape(b, n, steps, ACTION_DIM)

@@ -126,6 +126,12 @@ class Plan:
     cost_terms: dict[str, torch.Tensor]
 
 
+def repeat_rows(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    """``x.repeat_interleave(repeats, dim=0)`` (row b → rows b·repeats … b·repeats + repeats − 1), without a copy
+    when x has one row (the usual single scene): a broadcast view."""
+    return x[:, None].expand(x.shape[0], repeats, *x.shape[1:]).reshape(x.shape[0] * repeats, *x.shape[1:])
+
+
 def resolve_device(device: str | torch.device) -> torch.device:
     """'auto' → CUDA when available, else CPU."""
     if device == "auto":
@@ -259,9 +265,10 @@ class JointDiffusionPlanner:
         obs_n, inbox_n, ego_n = self.normalized_inputs(obs, inbox, ego_state, length)
         cond = net.encode(obs_n, ego_n, inbox_n, inbox_mask, member_mask)
         attn_mask = net.member_attention_mask(comm_mask, member_mask)
-        rep = (lambda x: x.repeat_interleave(s, dim=0)) if s > 1 else (lambda x: x)
+        rep = (lambda x: repeat_rows(x, s)) if s > 1 else (lambda x: x)
         cond, attn_mask, mm, ego_s, len_s = (rep(v) for v in (cond, attn_mask, member_mask, ego_state, length))
-        ctx_s = context.repeat_interleave(s) if s > 1 else context
+        ctx_s = SceneContext(**{f.name: rep(v) if isinstance(v := getattr(context, f.name), torch.Tensor) else v
+                                for f in dataclasses.fields(context)})
 
         # 2. DDIM from scaled noise (a warm start: the prior re-noised to t_k, some rows pure noise); guidance on
         #    x̂0 in the last steps.
@@ -292,7 +299,8 @@ class JointDiffusionPlanner:
             else:
                 t_vec = torch.full((b * s,), t, dtype=torch.long, device=self.device)
                 t_cond = time_cond[lut[t]][None]
-            x0 = self.encode_actions(self.decode_actions(
+            # normalise(clip(denormalise(·))): encode_actions would clip the already clipped actions again
+            x0 = self.normalizer.normalize("action", self.decode_actions(
                 net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=t_cond)))
             return guide(x0, ego_s, len_s, mm, ctx_s, record=searched) if i >= steps - n_guided else x0
 
