@@ -12,7 +12,7 @@ Terms:
 - ``road``: distance by which a vehicle's side leaves its lane corridor, measured from the member's centre line
   (`lane_costs`, when the context has ``lane_points``), else from axis-aligned lateral bounds (B, N, 2) =
   [y_right_edge, y_left_edge], or any callable states → (B, N, H) penalty.
-- ``lane``: over the plan's last ``lane_tail`` share of steps (default: all of them), the squared offset from the
+- ``lane``: over the plan's last ``lane_tail`` share of steps (default: the second half), the squared offset from the
   nearest lane centre the corridor admits plus the squared heading error (`lane_costs.lane_alignment_cost`;
   needs ``lane_points``).
 - ``headway``: for each member and the vehicle ahead of it in its lane — its predecessor in the platoon, and
@@ -58,7 +58,7 @@ class CostWeights:
     road: float = 2.0
     lane: float = 1.0
     lane_end: float = 2.0
-    route: float = 1.0
+    route: float = 3.0
     headway: float = 1.0
     comfort: float = 0.01
     speed: float = 1.0
@@ -88,7 +88,9 @@ class GuidanceConfig:
         same_lane_tol: lateral offset [m] under which a predecessor counts as in the same lane.
         headway_range: neighbours further ahead than this [m] are outside the headway barrier.
         lane_heading_weight: weight of the squared heading error [rad²] against the squared offset [m²] in ``lane``.
-        lane_tail: share of the plan's last steps the ``lane`` term measures.
+        lane_tail: share of the plan's last steps the ``lane`` term measures. Half: a plan may spend its first
+            half changing lanes without paying for the offsets on the way (README, planner rows: with every step
+            measured the planner merged less often on lane_drop).
         lane_end_margin: room [m] the ``lane_end`` term keeps between a member's front and its lane's end.
         route_horizon: distance [m] before the place where a route's lane change must be done from which the
             ``route`` term pulls (its urgency 0 there, 1 at the place).
@@ -111,7 +113,7 @@ class GuidanceConfig:
     same_lane_tol: float = 2.0
     headway_range: float = 80.0
     lane_heading_weight: float = 100.0
-    lane_tail: float = 1.0
+    lane_tail: float = 0.5
     lane_end_margin: float = 1.0
     route_horizon: float = 150.0
     jerk_weight: float = 0.1
