@@ -80,7 +80,7 @@ def bicycle_rollout(
     # speeds before each sub-step (v_0 … v_{S−1}) and after the last
     v_all = torch.cumsum(torch.cat((state0[..., 3, :], acc * h), dim=-1), dim=-1)  # (..., S+1)
     v = v_all[..., :-1]
-    if speed_range is not None:
+    if speed_range is not None and v.numel():
         lo, hi = speed_range
         v_min, v_max = torch.aminmax(v)
         if v_max > hi or v_min < lo:
