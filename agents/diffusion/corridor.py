@@ -2,7 +2,7 @@
 
 A member's corridor is the centre line of its current lane/route as it observes it — its own
 projection on the lane (position minus the lateral offset r along the lane normal) followed by the
-``lane_ahead`` points — together with lateral bounds measured from that centre line: half a lane
+``lane_ahead`` points, with points on the smooth curve through them added between each two (`_densify`) — together with lateral bounds measured from that centre line: half a lane
 on each side, widened by one lane towards a side lane that exists, may be entered
 (``Observation.side_lane``) and — unless discretionary changes are allowed — is where the route
 asks the member to go (``Observation.route``). Lateral offsets are positive towards the lane's
@@ -27,6 +27,8 @@ from diffplatoon.geometry import wrap_angle
 from diffplatoon.sim.observation import EGO_FEATURES, Observation
 
 _E = {name: k for k, name in enumerate(EGO_FEATURES)}
+# Pieces each segment between two observed centre-line points is cut into (`_densify`).
+_SUBDIVISIONS = 4
 
 
 @dataclass
@@ -142,7 +144,9 @@ def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | Non
         cf, sf = np.cos(h0), np.sin(h0)
         dx, dy = points[..., 0] - x0, points[..., 1] - y0
         points = np.stack([cf * dx + sf * dy, -sf * dx + cf * dy], axis=-1)
-    tangents = _tangents(points, lane_heading - (0.0 if frame is None else float(frame[2])))
+    first = lane_heading - (0.0 if frame is None else float(frame[2]))
+    points = _densify(points, _tangents(points, first))
+    tangents = _tangents(points, first)
     width = ego[:, _E["lane_width"]]
     left, right = obs.side_lane[rows, 0] > 0.5, obs.side_lane[rows, 1] > 0.5
     if not lane_changes:  # only the changes the route asks for (observation `route`: −left / +right)
@@ -153,6 +157,31 @@ def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | Non
     # "ends" too, and the vehicle drives off there rather than stopping.
     end = np.where(obs.route[rows, 0] != 0, ego[:, _E["distance_to_lane_end"]], np.inf)
     return Corridor(points=points, tangents=tangents, bounds=bounds, end=end, lane_width=width.copy())
+
+
+def _densify(points: np.ndarray, tangents: np.ndarray) -> np.ndarray:
+    """(N, k(P−1)+1, 2): ``_SUBDIVISIONS`` − 1 points added inside each segment, on the cubic Hermite curve through
+    the segment's end points with their tangent directions (``tangents`` (N, P) [rad]) and the chord length as
+    speed (a circular arc to within a few mm at these spacings).
+
+    The observation's points are 10 m apart; on a curve the chord between two of them lies inside the arc (by
+    c²/8R: 0.6 m at R = 20 m), so a vehicle following the lane exactly looks that much off-centre, and a plan that
+    drifts outwards looks as if it came back: on a roundabout entry the shield accepted such plans step after
+    step and the members left the road, shielded, in 10 of 10 episodes. Quartering the chords divides that
+    error by 16 (halving them was not enough there).
+    """
+    k = _SUBDIVISIONS
+    p0, p1 = points[:, :-1], points[:, 1:]
+    chord = np.linalg.norm(p1 - p0, axis=-1, keepdims=True)  # (N, P-1, 1)
+    u = np.stack([np.cos(tangents), np.sin(tangents)], axis=-1)  # (N, P, 2)
+    m0, m1 = chord * u[:, :-1], chord * u[:, 1:]
+    out = np.empty((points.shape[0], k * (points.shape[1] - 1) + 1, 2))
+    out[:, 0::k] = points
+    for j in range(1, k):
+        t = j / k
+        out[:, j::k] = ((2 * t**3 - 3 * t**2 + 1) * p0 + (t**3 - 2 * t**2 + t) * m0 + (3 * t**2 - 2 * t**3) * p1
+                        + (t**3 - t**2) * m1)
+    return out
 
 
 def _tangents(points: np.ndarray, first: np.ndarray) -> np.ndarray:

@@ -14,7 +14,7 @@ accepts the first one whose *executed part* (the first ``steps`` plan steps) is 
    the executed part: deficit = standstill_gap + min_time_headway·v − gap [m]. A member already under
    the floor must not let its deficit grow; otherwise it must stay above the floor;
 3. with a lane corridor in the scene (`corridor.Corridor`, from each member's observed lane), every
-   member stays on the drivable lanes — its sides inside the corridor's bounds — and within
+   member stays on the drivable lanes — its sides ``road_margin`` inside the corridor's bounds — and within
    ``max_heading_error`` of the lane direction during the executed part; a member already outside
    must not get further out. This keeps a plan from leaving the road or turning across it. Where the
    member's lane ends (an acceleration lane, a dropped lane: the corridor's ``end``), a member still in
@@ -320,7 +320,8 @@ class SafetyShield:
             poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4)),
                                     states[b, ..., :4]], axis=2)  # (S, N, R+1, 4)
             located = corridor.locate(poses)
-            excesses = [*corridor.deviation(poses, st.length[b], st.width[b], cfg.max_heading_error, located)]
+            excesses = [*corridor.deviation(poses, st.length[b], st.width[b] + 2.0 * cfg.road_margin,
+                                            cfg.max_heading_error, located)]
             if corridor.end is not None:
                 excesses.append(corridor.end_excess(poses, located[0], st.length[b], st.max_deceleration[b],
                                                     cfg.lane_end_margin))

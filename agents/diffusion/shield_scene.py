@@ -53,6 +53,9 @@ class ShieldConfig:
         max_speed: speed cap of accelerating predicted neighbours [m/s].
         max_heading_error: largest heading difference to the lane direction a plan may reach [rad].
         road_tolerance: growth of an existing corridor excess that is still accepted [m, rad].
+        road_margin: room [m] each side of a member keeps inside its corridor's bounds (condition 3 checks a box
+            this much wider on each side): where the corridor's chords cut a curve (a roundabout's entry) a plan
+            that grazes the bound leaves the lane on the next observation.
         lane_end_margin: room [m] a member still in a lane that ends must be able to keep, braking at its
             ``max_deceleration``, between its front and the end (`corridor.Corridor.end_excess`).
     """
@@ -67,6 +70,7 @@ class ShieldConfig:
     max_speed: float = 40.0
     max_heading_error: float = 0.35
     road_tolerance: float = 0.02
+    road_margin: float = 0.25
     lane_end_margin: float = 0.5
 
 
