@@ -36,13 +36,17 @@ Columns:
 
 Target from the issue: diffusion >= 0.8 x mlp (it was 0.67-0.73 x).
 
-Measured on a 2-core AMD EPYC shared with other jobs (default command, 3 rounds, guidance as committed at
-10:29 on 2026-12-03): diffusion / mlp = 0.71 (rounds 0.70-0.71; per CPU second 0.72) at load 6.0; 0.62
-(rounds 0.59-0.68) at load 3.1 in a run with two more diffusion variants in the process. With `--envs 16`
-(both columns): 0.75 (rounds 0.73-0.76) and 0.70 (0.62-0.82). The sequential version of this script
-gave 0.71 at load 2.0 on the code before that guidance commit.
+Measured on a 2-core AMD EPYC shared with other jobs (`OMP_NUM_THREADS=1 .venv/bin/python
+benchmarks/train_throughput.py`, 3 rounds, code of 17:05 on 2026-12-03: the route and lane-end guidance
+terms, curved corridors, the shield's lane-end checks): diffusion / mlp = 0.63 (rounds 0.60-0.70; per CPU
+second 0.64) at load 1.7; 0.65 (0.62-0.69) and 0.66 (0.61-0.71) at load 3.3 in two more runs; 0.73
+(0.71-0.74) at load 3.2 on the code just before its featurisation and learner speed-ups. Those save about
+0.5 s of the diffusion column's 21-25 s per iteration, less than the spread between runs (two columns of
+the diffusion config in one process, one on the earlier code, 6 alternating rounds: 1.01 x, rounds ranging
+over +-10 %). With `--envs 16` (both columns): 0.67 (0.66-0.70) at load 1.4. At 10:29 the same command gave
+0.71 (0.70-0.71) at load 6.0, with the guidance of that time.
 
-Where the diffusion column's time goes (one iteration of 2000 policy steps, 20.8 s wall, perf_counter
+Where the diffusion column's time went at 10:29 (one iteration of 2000 policy steps, 20.8 s wall, perf_counter
 around each function): env stepping 10.5 s (the MLP column's: 11-12 s); the module's forward 5.2 s =
 the 5 denoising steps 2.0 s + encoder 0.3 s (2.8 ms per step for 8 scenes, 1.4 ms for one: half is
 per-call cost of the denoiser), guidance 0.8 s, shield 0.7 s, featurisation 0.7 s (`platoon_inputs`
@@ -52,6 +56,11 @@ bookkeeping (chain, log-probabilities, clipping, tensor conversions) about 0.3 s
 roughly 60 GFLOP/s; the rest attention and elementwise work). The MLP column spends 0.2 s in its
 forward and 1.8 s in its learner. More env copies per runner amortise the per-call cost of the
 denoiser, guidance and shield (`--envs 16`: 3.2-3.4 ms of forward per scene instead of 4.2-5.6 ms).
+On the code of 17:05 (two iterations, 24.4 s each, load 3.2): env stepping 11.4 s and resets 1.1 s; the
+forward 6.3 s = denoising steps 2.1 s + encoder 0.2 s, guidance 1.6 s (its cost terms twice, their
+gradient, the line search), shield 0.9 s, featurisation 0.8 s (`platoon_inputs` 0.4 s, corridors 0.2 s),
+guidance context 0.2 s; the learner 5.0 s (21 minibatches of forward 1.6 s + backward 2.9 s; the encoder's
+part of a forward and backward is about 30 %, its 96 -> 1920 modulation layer more than half of that).
 """
 
 from __future__ import annotations

@@ -116,12 +116,12 @@ def to_world(plan_states, frame):
 
 
 def _obs_without_inbox(obs: Observation, rows: np.ndarray) -> np.ndarray:
-    """Flat rows of `rows` without the inbox columns."""
-    flat = obs.select(rows).flat()
-    k, p = obs.neighbours.shape[1], obs.lane_ahead.shape[1]
-    kc, d = obs.inbox.shape[1], obs.inbox.shape[2]
-    keep = [sl for name, sl in flat_layout(k, p, kc, d).slices.items() if name not in _INBOX_FIELDS]
-    return np.concatenate([flat[:, sl] for sl in keep], axis=1)
+    """Flat rows of `rows` without the inbox columns: `obs.select(rows).flat()` without those columns, built from
+    the kept fields alone (masks as 0/1, float32)."""
+    layout = obs.layout
+    n = len(rows)
+    return np.concatenate([getattr(obs, f.name)[rows].reshape(n, f.size) for f in layout.fields
+                           if f.name not in _INBOX_FIELDS], axis=1, dtype=np.float32)
 
 
 def _observed_vehicles(obs: Observation, rows: np.ndarray) -> np.ndarray:
@@ -194,11 +194,8 @@ def platoon_inputs(obs: Observation, rows: np.ndarray, n_max: int, m_max: int = 
     out.inbox[:n] = np.where(mask[..., None], msg, 0.0)
     out.inbox_mask[:n] = mask
     sender = np.where(mask, obs.inbox_sender[rows], -1)  # (n, Kc) comm ids
-    member_of = {int(r): j for j, r in enumerate(rows)}
-    for i, j in zip(*np.nonzero(sender >= 0)):
-        col = member_of.get(int(sender[i, j]))
-        if col is not None:
-            out.comm_mask[i, col] = True
+    # [i, j]: some slot of member i holds a message of member j (rows are distinct, senders of empty slots −1)
+    out.comm_mask[:n, :n] = (sender[:, :, None] == rows[None, None, :]).any(axis=1)
     out.comm_mask[:n, :n] &= alive[None, :]  # a crashed sender's held message stays in the inbox, not in the graph
     out.comm_mask[np.arange(n), np.arange(n)] = alive
 
@@ -224,10 +221,12 @@ def _distinct_others(seen: np.ndarray, member_xy: np.ndarray) -> np.ndarray:
         near = np.hypot(member_xy[None, :, 0] - seen[:, None, 0], member_xy[None, :, 1] - seen[:, None, 1])
         seen = seen[~(near.min(axis=1) < _SAME_VEHICLE)]
     same = np.hypot(seen[:, None, 0] - seen[None, :, 0], seen[:, None, 1] - seen[None, :, 1]) < _SAME_VEHICLE
-    kept: list[int] = []
-    for i in range(len(seen)):
-        if not same[i, kept].any():
-            kept.append(i)
+    # Row i is kept unless an earlier kept row is the same vehicle: rows without an earlier match are kept, the
+    # others are decided in order (each against the final decisions of the rows before it).
+    earlier = np.tril(same, -1)
+    kept = ~earlier.any(axis=1)
+    for i in np.flatnonzero(~kept):
+        kept[i] = not (earlier[i, :i] & kept[:i]).any()
     return seen[kept]
 
 

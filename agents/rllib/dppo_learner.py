@@ -186,8 +186,9 @@ class DPPOLearner(PPOTorchLearner):
             if not name.endswith("actor"):
                 continue
             grads = self.filter_param_dict_for_optimizer(module_gradients_dict, optimizer)
-            norms = [g.detach().norm() for g in grads.values() if g is not None]
-            norm = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+            present = [g.detach() for g in grads.values() if g is not None]
+            # one fused call for every tensor's norm (the same values as a norm per tensor)
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present))) if present else torch.zeros(())
             values = {"actor_grad_norm": norm}
             steps = getattr(self, "_diag_steps", [])
             if len(steps) == 1:
@@ -195,6 +196,25 @@ class DPPOLearner(PPOTorchLearner):
             self.metrics.log_dict(values, key=module_id, reduce="mean", clear_on_reduce=True)
         return super().postprocess_gradients_for_module(module_id=module_id, config=config,
                                                         module_gradients_dict=module_gradients_dict)
+
+    @override(PPOTorchLearner)
+    def apply_gradients(self, gradients_dict: dict[Any, torch.Tensor]) -> None:
+        """RLlib's `apply_gradients`, with one fused finiteness check of all gradients in place of its two
+        per-tensor passes (about 100 small checks per minibatch, 13 ms of each 0.18 s update on 2 CPU cores):
+        when every gradient is finite (their norms are; a NaN or inf makes a norm non-finite) the gradients
+        are set and every optimiser steps, as RLlib does then; otherwise, or with learning-rate schedulers
+        or gradient scalers, RLlib's own path runs (it zeroes or skips the non-finite gradients)."""
+        grads = list(gradients_dict.values())
+        fused = (self._lr_scheduler_classes is None and self._grad_scalers is None and all(g is not None for g in grads)
+                 and (not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())))
+        if not fused:
+            super().apply_gradients(gradients_dict)
+            return
+        for pid, grad in gradients_dict.items():
+            self._params[pid].grad = grad
+        for module_id, optimizer_names in self._module_optimizers.items():
+            for optimizer_name in optimizer_names:
+                self.get_optimizer(module_id, optimizer_name).step()
 
     def _bc_loss(self, module: Any, dcfg: DPPOLearnerConfig) -> torch.Tensor:
         """DDPM loss of the trainable denoiser on one demonstration minibatch."""

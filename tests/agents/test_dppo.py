@@ -363,3 +363,46 @@ def test_chain_action_match_detects_misaligned_rows(planner_path: Path) -> None:
     assert chain_action_match(module, batch, rows).item() == 1.0
     rolled = {**batch, Columns.ACTIONS: out[Columns.ACTIONS].roll(1, dims=0)}
     assert chain_action_match(module, rolled, rows).item() < 0.5
+
+
+def test_fused_gradient_check_applies_what_rllib_applies(ray_session, planner_path: Path) -> None:
+    """`DPPOLearner.apply_gradients` (one fused finiteness check) moves the weights and the optimiser states exactly
+    as RLlib's per-tensor path does, with finite gradients and with a NaN among them (RLlib zeroes it)."""
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    cfg = TrainConfig(scenario=TINY, grouping="platoon", module="diffusion",
+                      model={**MODEL, "checkpoint": str(planner_path), "shield": False}, train_batch_size=20,
+                      minibatch_size=20, num_epochs=1, lr=1e-3, iterations=1, act_steps=2)
+    algo = build_ppo_config(cfg).build_algo()
+    try:
+        algo.train()  # Adam states exist
+        learner = algo.learner_group._learner
+        module = learner.module["platoon"]
+        optimizers = [learner.get_optimizer("platoon", name) for name in learner._module_optimizers["platoon"]]
+        weights0 = copy.deepcopy(module.state_dict())
+        states0 = [copy.deepcopy(o.state_dict()) for o in optimizers]
+        generator = torch.Generator().manual_seed(0)
+        grads = {pid: torch.randn(p.shape, generator=generator) for pid, p in learner._params.items()}
+
+        def applied(apply, grads) -> tuple[dict, list]:
+            module.load_state_dict(weights0)
+            for o, s in zip(optimizers, states0):
+                o.load_state_dict(copy.deepcopy(s))
+            apply(learner, {pid: g.clone() for pid, g in grads.items()})
+            return copy.deepcopy(module.state_dict()), [copy.deepcopy(o.state_dict()["state"]) for o in optimizers]
+
+        with_nan = dict(grads)
+        first = next(iter(with_nan))
+        with_nan[first] = with_nan[first].clone().view(-1).index_fill(0, torch.tensor([0]), float("nan")).view_as(
+            with_nan[first])
+        for case in (grads, with_nan):
+            fused, fused_states = applied(type(learner).apply_gradients, case)
+            reference, reference_states = applied(PPOTorchLearner.apply_gradients, case)
+            assert any(not torch.equal(fused[k], weights0[k]) for k in weights0)  # a step was taken
+            assert all(torch.equal(fused[k], reference[k]) for k in reference)
+            for mine, theirs in zip(fused_states, reference_states):
+                assert mine.keys() == theirs.keys()
+                for key in theirs:
+                    assert all(torch.equal(mine[key][n], theirs[key][n]) for n in theirs[key])
+    finally:
+        algo.stop()
