@@ -16,8 +16,9 @@ sampler they pass and in how many plan steps they execute.
    rows after the last valid neighbour dropped (masked rows cost exactly 0, and guidance's neighbour
    term costs in proportion to the rows), each member's lateral road bounds from its corridor, its lane's
    centre line and width (``road``, ``lane``), its lane's speed limit (``speed``), the distance to where
-   its lane ends where its route asks it to leave the lane first (``lane_end``) and, where its route asks for a lane change the corridor admits, the target
-   lane's offset and the distance left to make it (``route``).
+   its lane ends where its route asks it to leave the lane first (``lane_end``) and, where its route asks
+   for a lane change the corridor admits, the target lane's offset and the distance left to make it
+   (``route``).
 3. **sample** (the caller's sampler) from `inputs`: the stacked scenes with the inbox messages' plan
    fields zeroed — the planner is pre-trained on expert demonstrations, whose messages carry no plan. A
    sampler may warm-start from ``warm`` (`warm_start.WarmStarts`: each key's last chosen plan, kept while the
@@ -51,7 +52,8 @@ from diffplatoon.sim.observation import EGO_FEATURES, ROUTE_FEATURES, Observatio
 _SPEED, _SPEED_LIMIT = EGO_FEATURES.index("speed"), EGO_FEATURES.index("speed_limit")
 _LANE_WIDTH = EGO_FEATURES.index("lane_width")
 _LANE_END = EGO_FEATURES.index("distance_to_lane_end")
-_LANES_TO_MOVE, _ROUTE_DISTANCE = ROUTE_FEATURES.index("lane_changes_needed"), ROUTE_FEATURES.index("distance_to_do_it")
+_LANES_TO_MOVE = ROUTE_FEATURES.index("lane_changes_needed")
+_ROUTE_DISTANCE = ROUTE_FEATURES.index("distance_to_do_it")
 _PLAN_FIELDS = slice(len(MESSAGE_FIELDS), -1)  # planner message columns: named fields, plan floats, age
 # A neighbour seen now is last call's neighbour if within this distance of its constant-velocity position [m].
 _MATCH_RADIUS = 1.0

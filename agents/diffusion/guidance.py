@@ -415,6 +415,10 @@ def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch
     return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
 
 
+# (m²) under the square root of the route term's |e|: its gradient is defined where the plan is on target.
+_SMOOTH_L1 = 1e-2
+
+
 def route_cost(member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig, located: Located) -> torch.Tensor:
     """Urgency-weighted distance [m] of each member asked to change lanes from its target lane's centre, mean over
     time, summed over members → (B,) (module docstring, ``route``); 0 without a route target in the context.
@@ -427,9 +431,6 @@ def route_cost(member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
     error = (located[0] - ctx.route_target[..., None]).pow(2).add(_SMOOTH_L1).sqrt()  # |e|, smooth at 0
     return (urgency * error.mean(-1)).sum(1)
 
-
-# (m²) under the square root of the route term's |e|: its gradient is defined where the plan is on target.
-_SMOOTH_L1 = 1e-2
 
 
 def _barrier(gap: torch.Tensor, speed: torch.Tensor, closing: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:

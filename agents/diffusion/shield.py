@@ -317,8 +317,7 @@ class SafetyShield:
         for b, corridor in enumerate(st.corridors):
             if corridor is None:
                 continue
-            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4)),
-                                    states[b, ..., :4]], axis=2)  # (S, N, R+1, 4)
+            poses = self._from_start(st, b, states)
             located = corridor.locate(poses)
             excesses = [*corridor.deviation(poses, st.length[b], st.width[b] + 2.0 * cfg.road_margin,
                                             cfg.max_heading_error, located)]
@@ -327,6 +326,12 @@ class SafetyShield:
                                                     cfg.lane_end_margin))
             out[b] = self._grows(excesses, st.member_mask[b])
         return out
+
+    @staticmethod
+    def _from_start(st: _Stack, b: int, states: np.ndarray) -> np.ndarray:
+        """(S, N, R+1, 4): scene b's members now, then the states (B, S, N, R, 4) of each of its plans."""
+        now = np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4))
+        return np.concatenate([now, states[b, ..., :4]], axis=2)
 
     def _grows(self, excesses: list[np.ndarray], member_mask: np.ndarray) -> np.ndarray:
         """(S,) bool: some present member's excess (S, N, R+1) grows beyond its start value + ``road_tolerance``."""
@@ -343,8 +348,7 @@ class SafetyShield:
         for b, corridor in enumerate(st.corridors):
             if corridor is None or corridor.end is None:
                 continue
-            poses = np.concatenate([np.broadcast_to(st.start[b, None, :, None, :4], states.shape[1:3] + (1, 4)),
-                                    states[b, ..., :4]], axis=2)
+            poses = self._from_start(st, b, states)
             excess = corridor.end_excess(poses, corridor.locate(poses)[0], st.length[b], st.max_deceleration[b],
                                          self.config.lane_end_margin)
             out[b] = self._grows([excess], st.member_mask[b])
