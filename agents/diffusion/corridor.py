@@ -2,18 +2,20 @@
 
 A member's corridor is the centre line of its current lane/route as it observes it — its own
 projection on the lane (position minus the lateral offset r along the lane normal) followed by the
-``lane_ahead`` points, with points on the smooth curve through them added between each two (`_densify`) — together with lateral bounds measured from that centre line: half a lane
-on each side, widened by one lane towards a side lane that exists, may be entered
-(``Observation.side_lane``) and — unless discretionary changes are allowed — is where the route
-asks the member to go (``Observation.route``). Lateral offsets are positive towards the lane's
+``lane_ahead`` points, with points on the smooth curve through them added between each two
+(`_densify`) — together with lateral bounds measured from that centre line: half a lane on each side,
+widened by one lane towards a side lane that exists, may be entered (``Observation.side_lane``) and —
+unless discretionary changes are allowed — is where the route asks the member to go
+(``Observation.route``). Lateral offsets are positive towards the lane's
 right, as the observation's ``lateral_offset`` (highway-env's lateral coordinate).
 
 `Corridor.deviation` measures, for planned poses, how far a vehicle's outermost corner is outside the
 bounds [m] and how far its heading is off the centre line's direction beyond ``max_heading_error`` [rad],
 so the shield can reject plans that leave the road or turn across it. `Corridor.end_excess` measures how
 far a member still in its own lane would pass that lane's end (the observation's ``distance_to_lane_end``,
-where its route asks it to leave the lane before then) if it braked at full deceleration from each planned pose, so the shield can reject plans that drive past the
-end of an acceleration lane or a dropped lane (the centre line continues beyond it, the bounds do not end).
+where its route asks it to leave the lane before then) if it braked at full deceleration from each planned
+pose, so the shield can reject plans that drive past the end of an acceleration lane or a dropped lane (the
+centre line continues beyond it, the bounds do not end).
 Everything is in one frame (the platoon frame of the planner or the world frame), as for the shield.
 """
 

@@ -137,6 +137,12 @@ class GuidanceConfig:
         return replace(self, weights=replace(self.weights, **weights))
 
 
+def repeat_rows(x: torch.Tensor, repeats: int) -> torch.Tensor:
+    """``x.repeat_interleave(repeats, dim=0)`` (row b → rows b·repeats … b·repeats + repeats − 1), without a copy
+    when x has one row (the usual single scene): a broadcast view."""
+    return x[:, None].expand(x.shape[0], repeats, *x.shape[1:]).reshape(x.shape[0] * repeats, *x.shape[1:])
+
+
 @dataclass
 class SceneContext:
     """Per-scene inputs of the costs beyond the plan itself (all optional).
@@ -179,8 +185,8 @@ class SceneContext:
         return SceneContext(boundary_fn=self.boundary_fn, **{k: None if v is None else f(v) for k, v in tensors.items()})
 
     def repeat_interleave(self, repeats: int) -> SceneContext:
-        """Repeat every per-scene tensor along the batch dim (to match samples folded into the batch)."""
-        return self._map(lambda x: x.repeat_interleave(repeats, dim=0))
+        """Repeat every per-scene tensor along the batch dim (to match samples folded into the batch; `repeat_rows`)."""
+        return self._map(lambda x: repeat_rows(x, repeats))
 
     def to(self, device: torch.device | str) -> SceneContext:
         """Move tensors to a device."""
@@ -246,8 +252,7 @@ class CostGuidance:
         fractions = torch.tensor(self.config.line_search, device=x0.device, dtype=x0.dtype)
         cand = self.encode(self.decode((x0[:, None] - fractions.view(1, k, 1, 1, 1) * step[:, None]).flatten(0, 1)))
         with torch.no_grad():
-            rep = lambda v: v.repeat_interleave(k, dim=0)  # noqa: E731
-            ego_k, len_k, mask_k = rep(ego_state), rep(length), rep(member_mask)
+            ego_k, len_k, mask_k = (repeat_rows(v, k) for v in (ego_state, length, member_mask))
             actions = self.decode(cand)
             cand_states = self.rollout(ego_k, actions, len_k)
             cand_terms = plan_costs(actions, cand_states, len_k, mask_k, self.dt, self.config, ctx.repeat_interleave(k))
@@ -430,7 +435,6 @@ def route_cost(member_mask: torch.Tensor, ctx: SceneContext, cfg: GuidanceConfig
     urgency = torch.where(member_mask & (ctx.route_target != 0), urgency, 0.0)
     error = (located[0] - ctx.route_target[..., None]).pow(2).add(_SMOOTH_L1).sqrt()  # |e|, smooth at 0
     return (urgency * error.mean(-1)).sum(1)
-
 
 
 def _barrier(gap: torch.Tensor, speed: torch.Tensor, closing: torch.Tensor, cfg: GuidanceConfig) -> torch.Tensor:

@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from diffplatoon.agents.diffusion.guidance import CostGuidance, GuidanceConfig, SceneContext, plan_costs
+from diffplatoon.agents.diffusion.guidance import (CostGuidance, GuidanceConfig, SceneContext, plan_costs,
+                                                   repeat_rows)
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
 from diffplatoon.agents.diffusion.model import DenoiserConfig, JointDenoiser
 from diffplatoon.agents.diffusion.normalizer import Normalizer
@@ -124,12 +125,6 @@ class Plan:
     sample_states: torch.Tensor
     sample_costs: torch.Tensor
     cost_terms: dict[str, torch.Tensor]
-
-
-def repeat_rows(x: torch.Tensor, repeats: int) -> torch.Tensor:
-    """``x.repeat_interleave(repeats, dim=0)`` (row b → rows b·repeats … b·repeats + repeats − 1), without a copy
-    when x has one row (the usual single scene): a broadcast view."""
-    return x[:, None].expand(x.shape[0], repeats, *x.shape[1:]).reshape(x.shape[0] * repeats, *x.shape[1:])
 
 
 def resolve_device(device: str | torch.device) -> torch.device:
@@ -267,8 +262,7 @@ class JointDiffusionPlanner:
         attn_mask = net.member_attention_mask(comm_mask, member_mask)
         rep = (lambda x: repeat_rows(x, s)) if s > 1 else (lambda x: x)
         cond, attn_mask, mm, ego_s, len_s = (rep(v) for v in (cond, attn_mask, member_mask, ego_state, length))
-        ctx_s = SceneContext(**{f.name: rep(v) if isinstance(v := getattr(context, f.name), torch.Tensor) else v
-                                for f in dataclasses.fields(context)})
+        ctx_s = context.repeat_interleave(s) if s > 1 else context
 
         # 2. DDIM from scaled noise (a warm start: the prior re-noised to t_k, some rows pure noise); guidance on
         #    x̂0 in the last steps.

@@ -434,7 +434,8 @@ class SafetyShield:
                 hard = sub.rows(np.flatnonzero(hit))
                 actions[hit], states[hit] = self._brake_scenes(hard, hard.start, hard.max_deceleration, horizon)
             for j, b in enumerate(rest):
-                decisions[b] = ShieldDecision(ShieldLevel.EMERGENCY_BRAKE if hit[j] else ShieldLevel.COMFORTABLE_BRAKE, -1, actions[j], states[j])
+                level = ShieldLevel.EMERGENCY_BRAKE if hit[j] else ShieldLevel.COMFORTABLE_BRAKE
+                decisions[b] = ShieldDecision(level, -1, actions[j], states[j])
         for d in decisions:
             self.counts[d.level.value] += 1
         return decisions

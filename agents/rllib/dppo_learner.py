@@ -87,6 +87,11 @@ class DPPOLearnerConfig(BaseModel):
                                "the gradient is noise; costs about K extra minibatch passes).")
 
 
+def _norms(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """(len,) each tensor's 2-norm in one fused call (the same values as a norm per tensor)."""
+    return torch.stack(torch._foreach_norm(tensors))
+
+
 class DPPOLearner(PPOTorchLearner):
     """DPPO loss for `DiffusionPlannerModule` (see the module docstring)."""
 
@@ -187,8 +192,7 @@ class DPPOLearner(PPOTorchLearner):
                 continue
             grads = self.filter_param_dict_for_optimizer(module_gradients_dict, optimizer)
             present = [g.detach() for g in grads.values() if g is not None]
-            # one fused call for every tensor's norm (the same values as a norm per tensor)
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(present))) if present else torch.zeros(())
+            norm = torch.linalg.vector_norm(_norms(present)) if present else torch.zeros(())
             values = {"actor_grad_norm": norm}
             steps = getattr(self, "_diag_steps", [])
             if len(steps) == 1:
@@ -206,7 +210,7 @@ class DPPOLearner(PPOTorchLearner):
         or gradient scalers, RLlib's own path runs (it zeroes or skips the non-finite gradients)."""
         grads = list(gradients_dict.values())
         fused = (self._lr_scheduler_classes is None and self._grad_scalers is None and all(g is not None for g in grads)
-                 and (not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())))
+                 and (not grads or bool(torch.isfinite(_norms(grads)).all())))
         if not fused:
             super().apply_gradients(gradients_dict)
             return
