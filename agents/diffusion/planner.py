@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from diffplatoon.agents.diffusion.anchors import ANCHOR_ACCELERATIONS, Traffic, lane_change_prior
 from diffplatoon.agents.diffusion.guidance import (CostGuidance, GuidanceConfig, SceneContext, plan_costs,
                                                    repeat_rows)
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
@@ -233,7 +234,8 @@ class JointDiffusionPlanner:
         ``warm_start`` (B, N, H, 2): a prior plan per scene (physical actions, e.g. the last chosen plan shifted,
         `warm_start.shift_plan`); the samples then follow ``warm`` (default `WarmStartConfig()`): ``warm.steps``
         DDIM steps from the prior re-noised to step t_k, ``warm.fresh`` of them from pure noise (``steps`` is
-        then unused).
+        then unused) and, in scenes where the context's ``route_target`` asks a member to change lanes,
+        ``warm.anchors`` of them from the prior with that lane change (`anchors.lane_change_prior`).
 
         ``reuse_search``: when the samples are ranked with the guidance's own costs, take the chosen samples'
         rollouts and cost terms from the last guidance step's line search instead of computing them again (the
@@ -269,11 +271,25 @@ class JointDiffusionPlanner:
         scale = cfg.noise_scale if noise_scale is None else noise_scale
         x = scale * torch.randn((b * s, n, horizon, 2), generator=generator, device=self.device)
         start: int | torch.Tensor | None = None
+        anchored: torch.Tensor | None = None  # (B·S,) rows proposing the route's lane change
         if warm_start is not None:
             warm = warm or WarmStartConfig()
             steps, t_k = warm.steps, warm.start_step(cfg.num_train_steps)
-            x0_prior = rep(self.encode_actions(self._as_tensor(warm_start)[:, :, :horizon]))
-            fresh = torch.arange(b * s, device=self.device) % s >= s - min(warm.fresh, s - 1)  # last rows of a scene
+            prior = self._as_tensor(warm_start)[:, :, :horizon]
+            x0_prior = rep(self.encode_actions(prior))
+            n_fresh, n_anchored = warm.rows(s)
+            row = torch.arange(b * s, device=self.device) % s
+            fresh = row >= s - n_fresh  # the last rows of a scene
+            if n_anchored and context.route_target is not None and context.lane_points is not None:
+                target = torch.where(member_mask, context.route_target, 0.0)
+                anchored = (row >= s - n_fresh - n_anchored) & ~fresh & rep((target != 0).any(dim=1))
+                if not anchored.any():
+                    anchored = None
+                else:
+                    anchor = self._anchor(anchored, row - (s - n_fresh - n_anchored), ego_s, len_s, ctx_s,
+                                          rep(target))
+                    x0_prior = x0_prior.clone()
+                    x0_prior[anchored] = self.encode_actions(anchor(rep(prior)[anchored]))
             start = torch.where(fresh, cfg.num_train_steps - 1, t_k)
             x = torch.where(fresh[:, None, None, None], x, self.schedule.add_noise(x0_prior, x, start))
             if not fresh.any():
@@ -296,6 +312,9 @@ class JointDiffusionPlanner:
             # normalise(clip(denormalise(·))): encode_actions would clip the already clipped actions again
             x0 = self.normalizer.normalize("action", self.decode_actions(
                 net.denoise(x_t, t_vec, cond, attn_mask, mm, time_cond=t_cond)))
+            if anchored is not None:  # the model's speed profile (offset), the lane change's steering (`anchors`)
+                x0 = x0.clone()
+                x0[anchored] = self.encode_actions(anchor(self.decode_actions(x0[anchored])))
             return guide(x0, ego_s, len_s, mm, ctx_s, record=searched) if i >= steps - n_guided else x0
 
         x = ddim_sample(self.schedule, x, predict_x0, steps, eta=eta, generator=generator, start=start)
@@ -325,6 +344,32 @@ class JointDiffusionPlanner:
             sample_costs=terms["total"],
             cost_terms=terms,
         )
+
+    def _anchor(self, anchored: torch.Tensor, index: torch.Tensor, ego_state: torch.Tensor, length: torch.Tensor,
+                ctx: SceneContext, target: torch.Tensor) -> typing.Callable[[torch.Tensor], torch.Tensor]:
+        """actions (A, N, H, 2) of the ``anchored`` rows (of B·S) → those actions with the row's acceleration offset
+        (`anchors.ANCHOR_ACCELERATIONS` by its ``index`` among the scene's anchored rows) and the lane change to the
+        route's ``target`` lane where the predicted neighbours leave a gap (`anchors.lane_change_prior`)."""
+        cfg = self.config
+        offsets = torch.tensor(ANCHOR_ACCELERATIONS, device=self.device)
+        accel = offsets[index[anchored] % len(offsets)][:, None, None]
+        traffic = None
+        if ctx.neighbours is not None:
+            mask = ctx.neighbour_mask if ctx.neighbour_mask is not None else torch.ones(
+                ctx.neighbours.shape[:2], dtype=torch.bool, device=self.device)
+            nb_len = ctx.neighbour_length if ctx.neighbour_length is not None else torch.full(
+                mask.shape, VEHICLE_LENGTH, device=self.device)
+            traffic = Traffic(ctx.neighbours[anchored], mask[anchored], nb_len[anchored])
+        width = ctx.lane_width[anchored] if ctx.lane_width is not None else None
+
+        def anchor(actions: torch.Tensor) -> torch.Tensor:
+            base = torch.stack((actions[..., 0] + accel, actions[..., 1]), dim=-1)
+            return lane_change_prior(self.clip_actions(base), ego_state[anchored], length[anchored],
+                                     ctx.lane_points[anchored], target[anchored], dt=cfg.dt, substeps=cfg.substeps,
+                                     speed_range=cfg.speed_range, steer_limit=cfg.steer_range[1], traffic=traffic,
+                                     lane_width=width)
+
+        return anchor
 
     def guide(self, guidance: GuidanceConfig) -> CostGuidance:
         """The guidance step of ``guidance`` on this planner's action space, rollout and plan step."""

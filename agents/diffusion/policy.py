@@ -12,7 +12,8 @@ acceleration estimated from their speed change since the last step — lateral r
 members' lane corridors and their speed limits), and the chosen plan's first ``replan_every`` actions
 are executed one per step. By default a platoon's plan is warm-started from its previous chosen plan,
 shifted by the steps executed since (`warm_start`: ``warm_steps`` DDIM steps from the plan re-noised to an
-intermediate level, ``warm_fresh`` samples from pure noise), unless the platoon's layout changed (a member
+intermediate level, ``warm_fresh`` samples from pure noise, and where a member's route asks for a lane change
+``warm_anchors`` samples from that lane change, `anchors`), unless the platoon's layout changed (a member
 left, a vehicle cut in between members), the last plan was a shield fallback, or the episode is new: then
 the plan is cold (``steps`` steps from noise). ``replan_every=5,warm_steps=0`` is the earlier behaviour
 (a cold plan every 5 steps). With the shield on, the chosen plan is the first sample `SafetyShield`
@@ -70,6 +71,8 @@ class DiffusionParams:
         warm_steps: DDIM steps of a warm-started plan (0 = no warm start: every plan runs ``steps`` from noise).
         warm_level: re-noising level of the warm start (`WarmStartConfig.level`).
         warm_fresh: samples per warm-started plan drawn from pure noise (`WarmStartConfig.fresh`).
+        warm_anchors: samples per warm-started plan whose prior is the route's lane change, where the route asks a
+            member to change lanes (`WarmStartConfig.anchors`, `anchors`).
         neighbours: most non-platoon vehicles passed to guidance and the shield.
         noise_scale: start-noise scale (None: the checkpoint's default).
         guidance_scale: guidance step size (None: GuidanceConfig's default).
@@ -85,6 +88,7 @@ class DiffusionParams:
     warm_steps: int = 2
     warm_level: float = 0.3
     warm_fresh: int = 2
+    warm_anchors: int = 3
     neighbours: int = 16
     noise_scale: float | None = None
     guidance_scale: float | None = None
@@ -111,7 +115,7 @@ def check_params(params: dict[str, Any]) -> DiffusionParams:
     if p.samples < 1 or p.steps < 1 or p.replan_every < 1:
         raise ValueError(f"samples, steps and replan_every must be >= 1, got {p.samples}, {p.steps}, {p.replan_every}")
     if p.warm_steps:
-        WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh)  # raises on a bad combination
+        WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh, p.warm_anchors)  # raises on a bad combination
     elif p.warm_steps < 0:
         raise ValueError(f"warm_steps must be >= 0, got {p.warm_steps}")
     return p
@@ -137,7 +141,7 @@ class DiffusionPolicy(Policy):
         cfg = self.planner.config
         if p.replan_every > cfg.horizon:
             raise ValueError(f"replan_every={p.replan_every} exceeds the planner's horizon {cfg.horizon}")
-        self.warm = WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh) if p.warm_steps else None
+        self.warm = WarmStartConfig(p.warm_steps, p.warm_level, p.warm_fresh, p.warm_anchors) if p.warm_steps else None
         flags = [f"{k}={'on' if getattr(p, k) else 'off'}" for k in ("guidance", "shield")]
         self.name = f"diffusion:{self.checkpoint}," + ",".join(flags)
         self.guidance = None

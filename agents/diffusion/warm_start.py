@@ -34,15 +34,25 @@ class WarmStartConfig:
         steps: DDIM steps (network calls) of a warm plan, k.
         level: the re-noising step t_k as a fraction of the schedule's last step (0.3 of T − 1 = 99 → t_k = 30).
         fresh: samples per scene drawn from pure noise instead (at most samples − 1: one sample is always warm).
+        anchors: samples per scene whose prior is the route's lane change instead (`anchors.lane_change_prior`),
+            in scenes where the route asks some member to change lanes; taken from the warm samples, of which one
+            always stays.
     """
 
     steps: int = 2
     level: float = 0.3
     fresh: int = 2
+    anchors: int = 3
 
     def __post_init__(self) -> None:
-        if self.steps < 1 or not 0.0 <= self.level <= 1.0 or self.fresh < 0:
-            raise ValueError(f"warm start needs steps >= 1, level in [0, 1] and fresh >= 0, got {self}")
+        if self.steps < 1 or not 0.0 <= self.level <= 1.0 or self.fresh < 0 or self.anchors < 0:
+            raise ValueError(f"warm start needs steps >= 1, level in [0, 1], fresh >= 0 and anchors >= 0, got {self}")
+
+    def rows(self, samples: int) -> tuple[int, int]:
+        """(fresh, anchored) samples of a scene of ``samples``: the last ``fresh`` rows start from noise, the
+        ``anchored`` rows before them from the lane-change anchor; at least the first row stays warm."""
+        fresh = min(self.fresh, samples - 1)
+        return fresh, min(self.anchors, samples - 1 - fresh)
 
     def start_step(self, num_train_steps: int) -> int:
         """t_k: the diffusion step the previous plan is re-noised to (at least steps − 1, so the chain fits)."""

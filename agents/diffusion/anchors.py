@@ -1,0 +1,147 @@
+"""Route anchors: lane-change priors for members whose route asks them to change lanes.
+
+A lane change is a discrete choice. The planner's samples either change lanes or they do not, and guidance
+cannot turn one into the other: a lateral step towards the target lane raises the lane term (offset from the
+nearest lane centre) before it lowers the route term, so a gradient step from a lane-keeping plan stops where it
+started. Where the demonstrations hold few lane changes in a situation (a fast on-ramp, a platoon larger than
+those it saw merge), no sample changes lanes and sample-and-select has nothing to choose.
+
+An anchor supplies the missing mode, in the spirit of DiffusionDrive's trajectory anchors: the member's steering
+replaced by a lane change towards the target lane's centre, rolled out in closed loop on the member's lane centre
+line. The planner re-noises the warm-start prior with that steering like any warm prior; at every denoising step it
+keeps the model's accelerations of the anchored sample and steers them by the lane change again. (Denoising
+the anchor whole does not work: measured on a fast on-ramp, this planner's x̂0 at diffusion step 2 of 100 already
+returns its lane-keeping mode, so even a barely noised lane change comes back as lane keeping.) The speed profile
+is the model's; the lateral path is the law's. Guidance, the costs and the shield then choose between the anchored
+samples and those that keep the lane.
+
+`lane_change_prior` builds the anchors; `JointDiffusionPlanner.plan` gives ``WarmStartConfig.anchors`` of each
+warm-started scene's samples this prior when some member of the scene has a route target.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from diffplatoon.agents.diffusion.kinematics import bicycle_step
+from diffplatoon.agents.diffusion.lane_costs import lane_offsets
+
+# The lane-change law: lateral speed [m/s] towards the target lane centre, _LATERAL_GAIN × the lateral error
+# (1/s) capped at _MAX_LATERAL_SPEED; heading towards it at _HEADING_GAIN × the heading error (1/s), the yaw rate
+# capped so that the lateral acceleration stays under _MAX_LATERAL_ACCELERATION [m/s²]. It depends on the state
+# alone, so a plan re-anchored after every executed step continues the same lane change (a time profile restarted
+# at every replan would never finish it).
+_LATERAL_GAIN = 0.8
+_MAX_LATERAL_SPEED = 1.5
+_HEADING_GAIN = 3.0
+_MAX_LATERAL_ACCELERATION = 2.0
+# Below this speed [m/s] the law divides by it instead (a standing member steers, it does not spin).
+_MIN_SPEED = 1.0
+
+
+# Acceleration offsets [m/s²] of the anchored samples of a scene, in row order: the model's speed profile, one
+# that drops back (into the gap behind a vehicle alongside) and one that pulls ahead (to merge at the target
+# lane's speed). Clipped to the action limits.
+ANCHOR_ACCELERATIONS = (0.0, -2.0, 2.0)
+# A member merges only where the target lane is clear of predicted vehicles within half the two lengths plus
+# _GAP_DISTANCE + _GAP_TIME × its speed ahead and behind (the gap an expert accepts); until then it keeps its lane.
+_GAP_DISTANCE = 2.0
+_GAP_TIME = 0.5
+
+
+@dataclass(frozen=True)
+class Traffic:
+    """Predicted vehicles a lane change must find a gap among: poses (B, M, H, ≥2) in the plan's frame after each
+    plan step, mask (B, M) (True = real), lengths (B, M) [m]."""
+
+    poses: torch.Tensor
+    mask: torch.Tensor
+    length: torch.Tensor
+
+
+def lane_change_prior(
+    base: torch.Tensor,
+    ego_state: torch.Tensor,
+    length: torch.Tensor,
+    lane_points: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    dt: float,
+    substeps: int = 1,
+    speed_range: tuple[float, float] | None = None,
+    steer_limit: float = math.pi / 4,
+    traffic: Traffic | None = None,
+    lane_width: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``base`` actions (B, N, H, 2) with each member's steering replaced by a lane change to ``target`` (B, N)
+    [m, offset of the target lane's centre from the member's lane centre line ``lane_points`` (B, N, P, 2)];
+    members with target 0 keep ``base`` unchanged. The accelerations stay ``base``'s.
+
+    The steering follows the lane-change law (above), on top of the yaw rate that holds the lane's bend, in closed
+    loop through the bicycle model from ``ego_state`` (``dt`` per plan step, ``substeps`` integration steps each),
+    clipped to ±``steer_limit``. With ``traffic``, a member that has not yet crossed half way starts (or goes on)
+    only while the target lane (``lane_width`` (B, N) wide, default 4 m) has a gap beside it, else it holds its
+    own lane's centre."""
+    horizon = base.shape[-2]
+    changing = target != 0
+    state = ego_state.to(base.dtype)
+    steer = base[..., 1].clone()
+    h = dt / substeps
+    occupied = None if traffic is None else _target_lane_traffic(traffic, lane_points, target, lane_width, horizon)
+    for k in range(horizon):
+        speed = state[..., 3].clamp(min=_MIN_SPEED)
+        offset, heading_error, curvature = _lane_frame(state, speed * dt, lane_points)
+        goal = target
+        if occupied is not None:
+            x, half = occupied
+            clearance = 0.5 * length[..., None] + _GAP_DISTANCE + _GAP_TIME * speed[..., None] + half  # (B, N, M)
+            blocked = ((x[:, :, :, k] - state[..., 0, None]).abs() < clearance).any(-1)
+            committed = (offset * target.sign()) > 0.5 * target.abs()
+            goal = torch.where(blocked & ~committed, torch.zeros_like(target), target)
+        lateral_speed = (_LATERAL_GAIN * (goal - offset)).clamp(-_MAX_LATERAL_SPEED, _MAX_LATERAL_SPEED)
+        max_yaw_rate = _MAX_LATERAL_ACCELERATION / speed
+        turn = _HEADING_GAIN * (torch.atan2(lateral_speed, speed) - heading_error)
+        yaw_rate = speed * curvature + torch.maximum(torch.minimum(turn, max_yaw_rate), -max_yaw_rate)
+        # the bicycle model's yaw rate is v·sin β / (L/2) with tan β = tan δ / 2
+        sin_beta = (yaw_rate * length / (2 * speed)).clamp(-0.99, 0.99)
+        delta = torch.atan(2 * torch.tan(torch.asin(sin_beta))).clamp(-steer_limit, steer_limit)
+        steer[..., k] = torch.where(changing, delta, steer[..., k])
+        action = torch.stack((base[..., k, 0], steer[..., k]), dim=-1)
+        for _ in range(substeps):
+            state = bicycle_step(state, action, length, h, speed_range)
+    return torch.stack((base[..., 0], steer), dim=-1)
+
+
+def _target_lane_traffic(traffic: Traffic, lane_points: torch.Tensor, target: torch.Tensor,
+                         lane_width: torch.Tensor | None, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per member, the predicted vehicles in its target lane: their x (B, N, M, H) in the plan's frame, +inf where
+    a vehicle is not in that lane (or not real), and half their lengths (B, N, M)."""
+    b, m = traffic.mask.shape
+    n, p = lane_points.shape[1], traffic.poses.shape[2]
+    width = lane_width if lane_width is not None else torch.full_like(target, 4.0)
+    if m == 0:
+        return target.new_full((b, n, 0, horizon), math.inf), target.new_zeros((b, n, 0))
+    steps = torch.arange(horizon, device=target.device).clamp(max=p - 1)
+    poses = traffic.poses[:, :, steps, :2].to(target.dtype)  # (B, M, H, 2)
+    flat = poses.reshape(b, 1, m * horizon, 2).expand(b, n, m * horizon, 2)
+    offset, _ = lane_offsets(torch.cat((flat, torch.zeros_like(flat[..., :1])), dim=-1), lane_points)
+    inside = (offset.view(b, n, m, horizon) - target[..., None, None]).abs() < 0.5 * width[..., None, None]
+    inside = inside & traffic.mask[:, None, :, None]
+    x = torch.where(inside, poses[..., 0][:, None].expand(b, n, m, horizon), math.inf)
+    return x, 0.5 * traffic.length[:, None, :].to(target.dtype).expand(b, n, m)
+
+
+def _lane_frame(state: torch.Tensor, ahead: torch.Tensor,
+                lane_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, N) each state's lateral offset and heading error on its lane centre line, and the line's curvature
+    [1/m] between there and ``ahead`` (B, N) metres further along it (the yaw rate that holds the lane)."""
+    offset, heading_error = (v[..., 0] for v in lane_offsets(state[:, :, None], lane_points))
+    lane_heading = state[..., 2] - heading_error
+    ahead = ahead.clamp(min=1.0)
+    probe = torch.stack((state[..., 0] + ahead * torch.cos(lane_heading), state[..., 1] + ahead * torch.sin(lane_heading),
+                         lane_heading), dim=-1)
+    _, probe_error = (v[..., 0] for v in lane_offsets(probe[:, :, None], lane_points))
+    return offset, heading_error, -probe_error / ahead  # the probe's heading lags the bend by its error
