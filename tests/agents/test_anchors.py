@@ -116,3 +116,22 @@ def test_planner_anchors_only_the_scenes_a_route_asks_to_change_lanes(planner):
     torch.testing.assert_close(rows, law, rtol=0, atol=1e-5)  # the law's steering on the model's accelerations
     end = anchored.sample_states[1, 2:4, :, -1, 1]  # final lateral positions (2 rows, n members)
     assert (end[:, :2] > 3.0).all()
+
+
+@pytest.mark.parametrize("ahead, changes", [(0.0, False), (8.0, False), (60.0, True), (-60.0, True)])
+def test_lane_change_waits_for_a_gap_in_the_target_lane(ahead, changes):
+    """A vehicle predicted alongside in the target lane (or within the accepted gap) holds the member in its lane;
+    one far enough ahead or behind leaves the change free."""
+    from diffplatoon.agents.diffusion.anchors import Traffic
+
+    ego = torch.tensor([[[0.0, 0.0, 0.0, 20.0]]])
+    length = torch.full((1, 1), 5.0)
+    t = DT * torch.arange(1, H + 1, dtype=torch.float32)
+    poses = torch.stack((ahead + 20.0 * t, torch.full_like(t, 4.0), torch.zeros_like(t)), dim=-1)[None, None]
+    traffic = Traffic(poses, torch.ones(1, 1, dtype=torch.bool), torch.full((1, 1), 5.0))
+    anchor = lane_change_prior(torch.zeros(1, 1, H, 2), ego, length, _straight(1, 1), torch.tensor([[4.0]]), dt=DT,
+                               traffic=traffic)
+    offset, _ = lane_offsets(bicycle_rollout(ego, anchor, length, DT), _straight(1, 1))
+    assert (float(offset[0, 0, -1]) > 3.0) == changes
+    if not changes:
+        assert offset[0, 0].abs().max() < 0.5
