@@ -30,7 +30,7 @@ from diffplatoon.agents.diffusion.kinematics import bicycle_step
 from diffplatoon.agents.diffusion.lane_costs import lane_offsets
 
 # The lane-change law: lateral speed [m/s] towards the target lane centre, _LATERAL_GAIN × the lateral error
-# (1/s) capped at _MAX_LATERAL_SPEED; heading towards it at _HEADING_GAIN × the heading error (1/s), the yaw rate
+# (1/s) capped at _MAX_LATERAL_SPEED (and at _MAX_RELATIVE_HEADING); heading towards it at _HEADING_GAIN × the heading error (1/s), the yaw rate
 # capped so that the lateral acceleration stays under _MAX_LATERAL_ACCELERATION [m/s²]. It depends on the state
 # alone, so a plan re-anchored after every executed step continues the same lane change (a time profile restarted
 # at every replan would never finish it).
@@ -38,6 +38,8 @@ _LATERAL_GAIN = 0.8
 _MAX_LATERAL_SPEED = 1.5
 _HEADING_GAIN = 3.0
 _MAX_LATERAL_ACCELERATION = 2.0
+# The heading [rad] relative to the lane the law asks for at most: slow members merge at a shallow angle too.
+_MAX_RELATIVE_HEADING = 0.2
 # Below this speed [m/s] the law divides by it instead (a standing member steers, it does not spin).
 _MIN_SPEED = 1.0
 
@@ -103,7 +105,8 @@ def lane_change_prior(
             goal = torch.where(blocked & ~committed, torch.zeros_like(target), target)
         lateral_speed = (_LATERAL_GAIN * (goal - offset)).clamp(-_MAX_LATERAL_SPEED, _MAX_LATERAL_SPEED)
         max_yaw_rate = _MAX_LATERAL_ACCELERATION / speed
-        turn = _HEADING_GAIN * (torch.atan2(lateral_speed, speed) - heading_error)
+        wanted = torch.atan2(lateral_speed, speed).clamp(-_MAX_RELATIVE_HEADING, _MAX_RELATIVE_HEADING)
+        turn = _HEADING_GAIN * (wanted - heading_error)
         yaw_rate = speed * curvature + torch.maximum(torch.minimum(turn, max_yaw_rate), -max_yaw_rate)
         # the bicycle model's yaw rate is v·sin β / (L/2) with tan β = tan δ / 2
         sin_beta = (yaw_rate * length / (2 * speed)).clamp(-0.99, 0.99)

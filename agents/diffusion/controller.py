@@ -12,7 +12,9 @@ sampler they pass and in how many plan steps they execute.
    where it would be at constant velocity; unmatched ones get 0, clipped to ±`_MAX_ESTIMATED_ACCEL`),
    and the members' lane corridors (`corridor.member_corridors`) when guidance or the shield use them.
 2. **guidance context** (`guidance_context`): the neighbours predicted as the shield predicts them
-   (constant heading and estimated acceleration, so a braking vehicle ahead is seen braking), padding
+   (constant heading and estimated acceleration, so a braking vehicle ahead is seen braking) or, for members of
+   another platoon that broadcast their plan to this one, along that plan (`intents`; the shield keeps its own
+   prediction, which does not trust intents), padding
    rows after the last valid neighbour dropped (masked rows cost exactly 0, and guidance's neighbour
    term costs in proportion to the rows), each member's lateral road bounds from its corridor, its lane's
    centre line and width (``road``, ``lane``), its lane's speed limit (``speed``), the distance to where
@@ -42,6 +44,7 @@ import torch
 from diffplatoon.agents.diffusion import features
 from diffplatoon.agents.diffusion.corridor import Corridor, member_corridors
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
+from diffplatoon.agents.diffusion.intents import broadcast_paths
 from diffplatoon.agents.diffusion.shield import SafetyShield, ShieldConfig, ShieldLevel, ShieldScene
 from diffplatoon.agents.diffusion.warm_start import WarmStarts
 from diffplatoon.agents.experts import member_lane_keeping
@@ -89,6 +92,8 @@ class ControlScene:
         limits: the members' sizes and action limits.
         accel: (m_max,) estimated accelerations of ``inputs.neighbours`` [m/s²].
         corridor: the members' lane corridors in the platoon frame (None when nothing uses them).
+        intents: (m_max, H, 3) platoon-frame paths of the neighbours that broadcast a plan to the platoon from
+            another platoon, and (m_max,) bool which do (`intents.broadcast_paths`); None when nothing uses them.
     """
 
     obs: Observation
@@ -97,6 +102,7 @@ class ControlScene:
     limits: MemberLimits
     accel: np.ndarray
     corridor: Corridor | None
+    intents: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -169,7 +175,20 @@ class PlannerController:
         inputs = features.platoon_inputs(obs, rows, self.n_max, self.m_max, length=limits.length)
         road = self.needs_context or (self.use_shield and self.shield_corridor)
         corridor = member_corridors(obs, rows, inputs.frame.astype(np.float64)) if road else None
-        return ControlScene(obs, rows, inputs, limits, self._neighbour_accel(key, inputs), corridor)
+        return ControlScene(obs, rows, inputs, limits, self._neighbour_accel(key, inputs), corridor,
+                            self._intents(obs, rows, inputs) if self.needs_context else None)
+
+    def _intents(self, obs: Observation, rows: np.ndarray, scene: features.PlatoonInputs
+                 ) -> tuple[np.ndarray, np.ndarray] | None:
+        """The platoon-frame paths of the neighbours another platoon's broadcast plan predicts (`intents`)."""
+        frame = scene.frame.astype(np.float64)
+        world = features.to_world(scene.neighbours[:, :4].astype(np.float64), frame)
+        paths, found = broadcast_paths(obs, rows, world, scene.neighbour_mask, horizon=self.horizon, dt=self.shield.dt,
+                                       interval=self.interval)
+        if not found.any():
+            return None
+        x, y, heading = features.to_frame(paths[..., 0], paths[..., 1], paths[..., 2], frame)
+        return np.stack((x, y, heading), axis=-1), found
 
     def _neighbour_accel(self, key: Hashable, scene: features.PlatoonInputs) -> np.ndarray:
         """(m_max,) neighbour accelerations from their speed change since the last call for ``key`` [m/s²]."""
@@ -206,6 +225,10 @@ class PlannerController:
         nb = np.stack([s.inputs.neighbours[:m] for s in scenes])  # (B, m, 5)
         accel = np.stack([s.accel[:m] for s in scenes])
         path = self.shield.predict(nb, accel, self.horizon)  # (B, m, H + 1, 3) from t = 0
+        for b, s in enumerate(scenes):  # other platoons' members as they broadcast their plans
+            if s.intents is not None:
+                found = s.intents[1][:m]
+                path[b, found, 1:] = s.intents[0][:m][found]
         predicted = path[:, :, 1:]
         speed = np.linalg.norm(np.diff(path[..., :2], axis=2), axis=-1) / self.shield.dt  # mean speed of each step
         limits = np.zeros((len(scenes), self.n_max), dtype=np.float32)

@@ -25,9 +25,10 @@ shield uses the same neighbour predictions and checks the road against each memb
 
 Actions are clipped to each platoon's `VehicleSpec` limits and never brake into reverse; absent
 members get zeros. Randomness is seeded by (scenario seed, episode index, policy step), so an episode
-is reproducible. Each member broadcasts a plan summary (`plan_summary`): its planned displacement
-(dx, dy) from its position at plan time, in the platoon frame, at ``plan_dim // 2`` evenly spaced future
-plan steps (the last one = the horizon); it changes at each replan. The planner itself reads the
+is reproducible. Each member broadcasts a plan summary (`plan_summary`, `intents.summarise`): its planned
+world-frame displacement (dx, dy) from the state of the step it executes, at ``plan_dim // 2`` evenly spaced later
+plan steps (the last one a horizon later); where platoons hear each other, the others' controllers predict it
+from that plan (`intents.broadcast_paths`). The planner itself reads the
 received messages without their plan fields (zeroed at its input): it is pre-trained on expert
 demonstrations, whose messages carry no plan, and the RLlib module does not broadcast one either, so
 conditioning on summaries would put it off its training distribution.
@@ -49,6 +50,7 @@ from diffplatoon.agents.diffusion.controller import (Choice, ControlScene, Membe
                                                      Samples, clip_actions)
 from diffplatoon.agents.diffusion.guidance import GuidanceConfig, SceneContext
 from diffplatoon.agents.diffusion.kinematics import bicycle_rollout
+from diffplatoon.agents.diffusion import intents
 from diffplatoon.agents.diffusion.planner import JointDiffusionPlanner
 from diffplatoon.agents.diffusion.warm_start import WarmStartConfig, layout
 from diffplatoon.agents.policy import CheckpointError, Policy, SimInfo, parse_params
@@ -177,6 +179,7 @@ class DiffusionPolicy(Policy):
         # shield level that chose it (None with the shield off).
         self.plans: list[Choice | None] = [None] * n_platoons
         self._cursor = np.zeros(n_platoons, dtype=np.intp)
+        self._frames = np.zeros(n_platoons)  # heading of the platoon frame each plan was made in [rad]
         self.step_index = 0
         self.replan_steps: list[int] = []  # policy steps at which some platoon replanned
         self.plan_calls = 0
@@ -218,6 +221,9 @@ class DiffusionPolicy(Policy):
             if choice is None or self._cursor[k] >= choice.actions.shape[1]:
                 continue
             actions[0, rows] = choice.actions[:, self._cursor[k]]
+            if self.plan_dim:
+                self._summary[rows] = intents.summarise(choice.states, alive[rows], self._frames[k], self.plan_dim,
+                                                        executed=int(self._cursor[k]))
             if PlannerController.steers_by_lane_keeping(choice) and k in scenes:
                 actions[0, rows, 1] = PlannerController.fallback_steering(scenes[k])
             self._cursor[k] += 1
@@ -282,26 +288,13 @@ class DiffusionPolicy(Policy):
                 k, scene = due[j], scenes[j]
                 self.plans[k] = choice
                 self._cursor[k] = 0
-                self._summary[scene.rows] = self._summarise(scene.inputs.ego_state[:scene.n], choice.states,
-                                                            scene.inputs.member_mask[:scene.n])
+                self._frames[k] = float(scene.inputs.frame[2])
                 if choice.sample >= 0 and not PlannerController.steers_by_lane_keeping(choice):
                     memory.remember(k, choice.actions, layouts[j], self.step_index)
                 else:
                     memory.forget(k)
         self.plan_calls += 1
         self.replan_steps.append(self.step_index)
-
-    def _summarise(self, start: np.ndarray, states: np.ndarray, present: np.ndarray) -> np.ndarray:
-        """(n, plan_dim): planned (dx, dy) from the start at evenly spaced future steps, zeros for absent members."""
-        n, horizon = states.shape[:2]
-        pairs = self.plan_dim // 2
-        out = np.zeros((n, self.plan_dim))
-        if pairs == 0:
-            return out
-        idx = np.ceil(horizon * np.arange(1, pairs + 1) / pairs).astype(np.intp) - 1  # last = horizon − 1
-        disp = states[:, idx, :2] - start[:, None, :2]  # (n, pairs, 2)
-        out[:, : 2 * pairs] = disp.reshape(n, 2 * pairs)
-        return np.where(present[:, None], out, 0.0)
 
 
 def make_diffusion_policy(spec: ScenarioSpec, argument: str | None, **params: Any) -> DiffusionPolicy:
