@@ -148,14 +148,16 @@ class PlannerController:
         shield: check plans with `SafetyShield` (else the lowest-cost sample is executed).
         shield_corridor: give the shield each member's lane corridor (road check, lane-kept fallback).
         interval: time between two `observe` calls for one key [s] (the neighbour acceleration estimate).
+        intents: predict other platoons' members from their broadcast plans in the guidance context (`intents`).
     """
 
     def __init__(self, *, dt: float, substeps: int, speed_range: tuple[float, float], horizon: int, n_max: int,
                  m_max: int, guidance: GuidanceConfig | None, shield: bool, shield_corridor: bool = True,
-                 rank_context: bool = False, interval: float | None = None) -> None:
+                 rank_context: bool = False, interval: float | None = None, intents: bool = True) -> None:
         self.horizon, self.n_max, self.m_max = horizon, n_max, m_max
         self.guidance = guidance
         self.needs_context = guidance is not None or rank_context
+        self.use_intents = intents
         self.shield = SafetyShield(ShieldConfig(), dt=dt, substeps=substeps, speed_range=speed_range)
         self.use_shield, self.shield_corridor = shield, shield_corridor
         self.interval = dt if interval is None else interval
@@ -176,7 +178,7 @@ class PlannerController:
         road = self.needs_context or (self.use_shield and self.shield_corridor)
         corridor = member_corridors(obs, rows, inputs.frame.astype(np.float64)) if road else None
         return ControlScene(obs, rows, inputs, limits, self._neighbour_accel(key, inputs), corridor,
-                            self._intents(obs, rows, inputs) if self.needs_context else None)
+                            self._intents(obs, rows, inputs) if self.needs_context and self.use_intents else None)
 
     def _intents(self, obs: Observation, rows: np.ndarray, scene: features.PlatoonInputs
                  ) -> tuple[np.ndarray, np.ndarray] | None:

@@ -75,6 +75,8 @@ class DiffusionParams:
         warm_fresh: samples per warm-started plan drawn from pure noise (`WarmStartConfig.fresh`).
         warm_anchors: samples per warm-started plan whose prior is the route's lane change, where the route asks a
             member to change lanes (`WarmStartConfig.anchors`, `anchors`).
+        intents: predict other platoons' members from the plans they broadcast (`intents`; needs
+            ``comms.inter_platoon``).
         neighbours: most non-platoon vehicles passed to guidance and the shield.
         noise_scale: start-noise scale (None: the checkpoint's default).
         guidance_scale: guidance step size (None: GuidanceConfig's default).
@@ -91,6 +93,7 @@ class DiffusionParams:
     warm_level: float = 0.3
     warm_fresh: int = 2
     warm_anchors: int = 3
+    intents: bool = True
     neighbours: int = 16
     noise_scale: float | None = None
     guidance_scale: float | None = None
@@ -171,7 +174,7 @@ class DiffusionPolicy(Policy):
         self.controller = PlannerController(dt=cfg.dt, substeps=cfg.substeps, speed_range=cfg.speed_range,
                                             horizon=cfg.horizon, n_max=self.n_max, m_max=self.params.neighbours,
                                             guidance=self.guidance, shield=self.params.shield, rank_context=True,
-                                            interval=info.dt)
+                                            interval=info.dt, intents=self.params.intents)
         self.plan_dim = spec.comms.plan_dim
         self._summary = np.zeros((m, self.plan_dim))
         n_platoons = len(self.platoon_rows)
