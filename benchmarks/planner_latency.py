@@ -19,8 +19,9 @@ also gives the process CPU time per call, which a loaded machine inflates much l
 The scene rows (``--scene``, default ``configs/held_out/platoon8_lossy.yaml``: 8 members, traffic) time what the
 synthetic rows leave out: the diffusion policy's whole decision, ``DiffusionPolicy.act`` on a real highway-env
 scene (featurise, corridors, the guidance context with lane lines and predicted neighbours, the warm-started
-sample, the shield), and its planner call alone, guided or not, shielded or not, each beside the synthetic
-default row of the same process (ratio). The planner is ``--checkpoint`` (its input widths must match the
+sample, the shield), and its planner call alone, guided or not, shielded or not, and the default without the route
+anchors and the other platoons' intents (they cost only where a route asks for a lane change or platoons hear
+each other: ``--scene lane_drop``), each beside the synthetic default row of the same process (ratio). The planner is ``--checkpoint`` (its input widths must match the
 scene's) or random weights sized for the scene; the first ``_SCENE_WARMUP`` decisions (the cold first plan) are
 not timed.
 
@@ -128,7 +129,8 @@ def measure(planner, *, n, horizon, steps, samples, batch, budget_s, guidance=No
 SCENE = "configs/held_out/platoon8_lossy.yaml"
 # (label, diffusion policy parameters): the default decision first, then without guidance and/or shield
 SCENE_ROWS = [("default (guided, shield)", ""), ("unguided, shield", "guidance=off"),
-              ("guided, no shield", "shield=off"), ("unguided, no shield", "guidance=off,shield=off")]
+              ("guided, no shield", "shield=off"), ("unguided, no shield", "guidance=off,shield=off"),
+              ("default without route anchors and intents", "warm_anchors=0,intents=off")]
 _SCENE_WARMUP = 3
 
 

@@ -54,6 +54,11 @@ _GAP_DISTANCE = 2.0
 _GAP_TIME = 0.5
 
 
+Occupancy = tuple[torch.Tensor, torch.Tensor]
+"""`target_lane_traffic`: x (B, N, M, H) of the vehicles in each member's target lane (+inf elsewhere), and half
+their lengths (B, N, M)."""
+
+
 @dataclass(frozen=True)
 class Traffic:
     """Predicted vehicles a lane change must find a gap among: poses (B, M, H, ≥2) in the plan's frame after each
@@ -75,8 +80,7 @@ def lane_change_prior(
     substeps: int = 1,
     speed_range: tuple[float, float] | None = None,
     steer_limit: float = math.pi / 4,
-    traffic: Traffic | None = None,
-    lane_width: torch.Tensor | None = None,
+    occupied: Occupancy | None = None,
 ) -> torch.Tensor:
     """``base`` actions (B, N, H, 2) with each member's steering replaced by a lane change to ``target`` (B, N)
     [m, offset of the target lane's centre from the member's lane centre line ``lane_points`` (B, N, P, 2)];
@@ -84,15 +88,13 @@ def lane_change_prior(
 
     The steering follows the lane-change law (above), on top of the yaw rate that holds the lane's bend, in closed
     loop through the bicycle model from ``ego_state`` (``dt`` per plan step, ``substeps`` integration steps each),
-    clipped to ±``steer_limit``. With ``traffic``, a member that has not yet crossed half way starts (or goes on)
-    only while the target lane (``lane_width`` (B, N) wide, default 4 m) has a gap beside it, else it holds its
-    own lane's centre."""
+    clipped to ±``steer_limit``. With ``occupied`` (`target_lane_traffic`), a member that has not yet crossed half
+    way starts (or goes on) only while its target lane has a gap beside it, else it holds its own lane's centre."""
     horizon = base.shape[-2]
     changing = target != 0
     state = ego_state.to(base.dtype)
     steer = base[..., 1].clone()
     h = dt / substeps
-    occupied = None if traffic is None else _target_lane_traffic(traffic, lane_points, target, lane_width, horizon)
     for k in range(horizon):
         speed = state[..., 3].clamp(min=_MIN_SPEED)
         offset, heading_error, curvature = _lane_frame(state, speed * dt, lane_points)
@@ -118,10 +120,11 @@ def lane_change_prior(
     return torch.stack((base[..., 0], steer), dim=-1)
 
 
-def _target_lane_traffic(traffic: Traffic, lane_points: torch.Tensor, target: torch.Tensor,
-                         lane_width: torch.Tensor | None, horizon: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per member, the predicted vehicles in its target lane: their x (B, N, M, H) in the plan's frame, +inf where
-    a vehicle is not in that lane (or not real), and half their lengths (B, N, M)."""
+def target_lane_traffic(traffic: Traffic, lane_points: torch.Tensor, target: torch.Tensor,
+                        lane_width: torch.Tensor | None, horizon: int) -> Occupancy:
+    """Per member, the predicted vehicles in its target lane (``target`` (B, N) from its lane centre line
+    ``lane_points``, ``lane_width`` (B, N) wide, default 4 m): their x (B, N, M, H) in the plan's frame over
+    ``horizon`` steps, +inf where a vehicle is not in that lane (or not real), and half their lengths (B, N, M)."""
     b, m = traffic.mask.shape
     n, p = lane_points.shape[1], traffic.poses.shape[2]
     width = lane_width if lane_width is not None else torch.full_like(target, 4.0)
@@ -140,11 +143,11 @@ def _target_lane_traffic(traffic: Traffic, lane_points: torch.Tensor, target: to
 def _lane_frame(state: torch.Tensor, ahead: torch.Tensor,
                 lane_points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(B, N) each state's lateral offset and heading error on its lane centre line, and the line's curvature
-    [1/m] between there and ``ahead`` (B, N) metres further along it (the yaw rate that holds the lane)."""
-    offset, heading_error = (v[..., 0] for v in lane_offsets(state[:, :, None], lane_points))
-    lane_heading = state[..., 2] - heading_error
+    [1/m] between there and a point ``ahead`` (B, N) metres further along the state's heading (the yaw rate that
+    holds the lane): both points in one `lane_offsets` call."""
     ahead = ahead.clamp(min=1.0)
-    probe = torch.stack((state[..., 0] + ahead * torch.cos(lane_heading), state[..., 1] + ahead * torch.sin(lane_heading),
-                         lane_heading), dim=-1)
-    _, probe_error = (v[..., 0] for v in lane_offsets(probe[:, :, None], lane_points))
-    return offset, heading_error, -probe_error / ahead  # the probe's heading lags the bend by its error
+    probe = torch.stack((state[..., 0] + ahead * torch.cos(state[..., 2]),
+                         state[..., 1] + ahead * torch.sin(state[..., 2]), state[..., 2]), dim=-1)
+    offset, heading_error = lane_offsets(torch.stack((state[..., :3], probe), dim=2), lane_points)  # (B, N, 2)
+    # the lane turns by the change of the heading error between the two points
+    return offset[..., 0], heading_error[..., 0], (heading_error[..., 0] - heading_error[..., 1]) / ahead

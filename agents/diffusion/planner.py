@@ -30,7 +30,8 @@ from pathlib import Path
 
 import torch
 
-from diffplatoon.agents.diffusion.anchors import ANCHOR_ACCELERATIONS, Traffic, lane_change_prior
+from diffplatoon.agents.diffusion.anchors import (ANCHOR_ACCELERATIONS, Traffic, lane_change_prior,
+                                                  target_lane_traffic)
 from diffplatoon.agents.diffusion.guidance import (CostGuidance, GuidanceConfig, SceneContext, plan_costs,
                                                    repeat_rows)
 from diffplatoon.agents.diffusion.kinematics import HIGHWAY_ENV_SPEED_RANGE, bicycle_rollout
@@ -286,8 +287,8 @@ class JointDiffusionPlanner:
                 if not anchored.any():
                     anchored = None
                 else:
-                    anchor = self._anchor(anchored, row - (s - n_fresh - n_anchored), ego_s, len_s, ctx_s,
-                                          rep(target))
+                    anchor = self._anchor(rep(prior)[anchored], anchored, row - (s - n_fresh - n_anchored), ego_s,
+                                          len_s, ctx_s, rep(target))
                     x0_prior = x0_prior.clone()
                     x0_prior[anchored] = self.encode_actions(anchor(rep(prior)[anchored]))
             start = torch.where(fresh, cfg.num_train_steps - 1, t_k)
@@ -345,29 +346,51 @@ class JointDiffusionPlanner:
             cost_terms=terms,
         )
 
-    def _anchor(self, anchored: torch.Tensor, index: torch.Tensor, ego_state: torch.Tensor, length: torch.Tensor,
-                ctx: SceneContext, target: torch.Tensor) -> typing.Callable[[torch.Tensor], torch.Tensor]:
+    def _anchor(self, prior: torch.Tensor, anchored: torch.Tensor, index: torch.Tensor, ego_state: torch.Tensor,
+                length: torch.Tensor, ctx: SceneContext, target: torch.Tensor
+                ) -> typing.Callable[[torch.Tensor], torch.Tensor]:
         """actions (A, N, H, 2) of the ``anchored`` rows (of B·S) → those actions with the row's acceleration offset
-        (`anchors.ANCHOR_ACCELERATIONS` by its ``index`` among the scene's anchored rows) and the lane change to the
-        route's ``target`` lane where the predicted neighbours leave a gap (`anchors.lane_change_prior`)."""
+        (`anchors.ANCHOR_ACCELERATIONS` by its ``index`` among the scene's anchored rows; the speed kept between 0 and
+        the lane's limit) and the steering of the lane
+        change to the route's ``target`` lane where the predicted neighbours leave a gap (`anchors.lane_change_prior`),
+        the law run once, on the warm ``prior`` (A, N, H, 2) with the offsets: each denoising step keeps that steering
+        with the model's new accelerations (running the law again at every step cost 5x the whole plan).
+        Members without a target keep their own steering."""
         cfg = self.config
         offsets = torch.tensor(ANCHOR_ACCELERATIONS, device=self.device)
         accel = offsets[index[anchored] % len(offsets)][:, None, None]
-        traffic = None
-        if ctx.neighbours is not None:
+        occupied = None
+        if ctx.neighbours is not None:  # once per scene (its anchored rows share the traffic and the lanes)
             mask = ctx.neighbour_mask if ctx.neighbour_mask is not None else torch.ones(
                 ctx.neighbours.shape[:2], dtype=torch.bool, device=self.device)
             nb_len = ctx.neighbour_length if ctx.neighbour_length is not None else torch.full(
                 mask.shape, VEHICLE_LENGTH, device=self.device)
-            traffic = Traffic(ctx.neighbours[anchored], mask[anchored], nb_len[anchored])
-        width = ctx.lane_width[anchored] if ctx.lane_width is not None else None
+            first = anchored & (index == 0)  # one row per anchored scene
+            scene_of = torch.cumsum(first.long(), 0)[anchored] - 1  # each anchored row's scene among those
+            width = ctx.lane_width[first] if ctx.lane_width is not None else None
+            x, half = target_lane_traffic(Traffic(ctx.neighbours[first], mask[first], nb_len[first]),
+                                          ctx.lane_points[first], target[first], width, prior.shape[-2])
+            occupied = (x[scene_of], half[scene_of])
+        changing = (target[anchored] != 0)[..., None]
+
+        start = ego_state[anchored][..., 3:4]  # (A, N, 1)
+        top = torch.maximum(start, ctx.speed_limit[anchored][..., None]) if ctx.speed_limit is not None else None
+
+        def offset(actions: torch.Tensor) -> torch.Tensor:
+            # the offset speed profile stays between standstill and the lane's limit (or the speed now, if above)
+            speed = (start + torch.cumsum(actions[..., 0] + accel, dim=-1) * cfg.dt).clamp(min=0.0)
+            if top is not None:
+                speed = torch.minimum(speed, top)
+            acc = torch.diff(speed, dim=-1, prepend=start) / cfg.dt
+            return self.clip_actions(torch.stack((acc, actions[..., 1]), dim=-1))
+
+        steer = lane_change_prior(offset(prior), ego_state[anchored], length[anchored], ctx.lane_points[anchored],
+                                  target[anchored], dt=cfg.dt, substeps=cfg.substeps, speed_range=cfg.speed_range,
+                                  steer_limit=cfg.steer_range[1], occupied=occupied)[..., 1]
 
         def anchor(actions: torch.Tensor) -> torch.Tensor:
-            base = torch.stack((actions[..., 0] + accel, actions[..., 1]), dim=-1)
-            return lane_change_prior(self.clip_actions(base), ego_state[anchored], length[anchored],
-                                     ctx.lane_points[anchored], target[anchored], dt=cfg.dt, substeps=cfg.substeps,
-                                     speed_range=cfg.speed_range, steer_limit=cfg.steer_range[1], traffic=traffic,
-                                     lane_width=width)
+            base = offset(actions)
+            return torch.stack((base[..., 0], torch.where(changing, steer, base[..., 1])), dim=-1)
 
         return anchor
 

@@ -110,28 +110,61 @@ def test_planner_anchors_only_the_scenes_a_route_asks_to_change_lanes(planner):
     for k in (0, 1, 4, 5):
         assert torch.equal(anchored.sample_actions[1, k], plain.sample_actions[1, k])
     rows = anchored.sample_actions[1, 2:4]  # (2, n, H, 2)
-    law = lane_change_prior(rows, ego[1:2].expand(2, n, 4), torch.full((2, n), 5.0), _straight(2, n),
-                            target[1:2].expand(2, n), dt=planner.config.dt,
-                            steer_limit=planner.config.steer_range[1])
-    torch.testing.assert_close(rows, law, rtol=0, atol=1e-5)  # the law's steering on the model's accelerations
+    # the law's steering, run once on the warm prior with each row's acceleration offset (0, then -2 m/s²)
+    offsets = torch.tensor([0.0, -2.0])[:, None, None, None]
+    law = lane_change_prior(prior[1:2].expand(2, n, H, 2) + torch.cat((offsets.expand(2, n, H, 1),
+                                                                      torch.zeros(2, n, H, 1)), dim=-1),
+                            ego[1:2].expand(2, n, 4), torch.full((2, n), 5.0), _straight(2, n),
+                            target[1:2].expand(2, n), dt=planner.config.dt, steer_limit=planner.config.steer_range[1])
+    torch.testing.assert_close(rows[:, :2, :, 1], law[:, :2, :, 1], rtol=0, atol=1e-5)
+    assert not torch.equal(rows[:, 2, :, 1], law[:, 2, :, 1])  # a member without a target steers as the model does
+    # the second anchored row brakes 2 m/s² harder than the model's plan for it would, so it ends slower
+    assert (anchored.sample_states[1, 3, :, -1, 3] < anchored.sample_states[1, 2, :, -1, 3]).all()
     end = anchored.sample_states[1, 2:4, :, -1, 1]  # final lateral positions (2 rows, n members)
-    assert (end[:, :2] > 3.0).all()
+    assert (end[:, :2] > 2.5).all()  # most of the way to the target lane 4 m away within the 4 s horizon
 
 
 @pytest.mark.parametrize("ahead, changes", [(0.0, False), (8.0, False), (60.0, True), (-60.0, True)])
 def test_lane_change_waits_for_a_gap_in_the_target_lane(ahead, changes):
     """A vehicle predicted alongside in the target lane (or within the accepted gap) holds the member in its lane;
     one far enough ahead or behind leaves the change free."""
-    from diffplatoon.agents.diffusion.anchors import Traffic
+    from diffplatoon.agents.diffusion.anchors import Traffic, target_lane_traffic
 
     ego = torch.tensor([[[0.0, 0.0, 0.0, 20.0]]])
     length = torch.full((1, 1), 5.0)
     t = DT * torch.arange(1, H + 1, dtype=torch.float32)
     poses = torch.stack((ahead + 20.0 * t, torch.full_like(t, 4.0), torch.zeros_like(t)), dim=-1)[None, None]
     traffic = Traffic(poses, torch.ones(1, 1, dtype=torch.bool), torch.full((1, 1), 5.0))
-    anchor = lane_change_prior(torch.zeros(1, 1, H, 2), ego, length, _straight(1, 1), torch.tensor([[4.0]]), dt=DT,
-                               traffic=traffic)
+    target = torch.tensor([[4.0]])
+    occupied = target_lane_traffic(traffic, _straight(1, 1), target, None, H)
+    anchor = lane_change_prior(torch.zeros(1, 1, H, 2), ego, length, _straight(1, 1), target, dt=DT, occupied=occupied)
     offset, _ = lane_offsets(bicycle_rollout(ego, anchor, length, DT), _straight(1, 1))
     assert (float(offset[0, 0, -1]) > 3.0) == changes
     if not changes:
         assert offset[0, 0].abs().max() < 0.5
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("alongside, moves", [(False, True), (True, False)])
+def test_planner_anchors_wait_for_the_gap_its_context_predicts(planner, alongside, moves):
+    """The planner's anchored rows read the target lane's traffic from the guidance context's predicted
+    neighbours: a vehicle driving alongside the members in the target lane holds them in their lane."""
+    b, n, s = 2, 2, 6
+    g = torch.Generator().manual_seed(2)
+    ego = torch.zeros(b, n, 4)
+    ego[..., 0] = -20.0 * torch.arange(n, dtype=torch.float32)
+    ego[..., 3] = 20.0
+    scene = dict(obs=torch.randn(b, n, 6, generator=g), inbox=torch.randn(b, n, 2, 4, generator=g),
+                 inbox_mask=torch.ones(b, n, 2, dtype=torch.bool), comm_mask=torch.ones(b, n, n, dtype=torch.bool),
+                 member_mask=torch.ones(b, n, dtype=torch.bool), ego_state=ego, length=torch.full((b, n), 5.0))
+    t = DT * torch.arange(1, H + 1, dtype=torch.float32)
+    x0 = torch.tensor([0.0, -20.0]) if alongside else torch.tensor([150.0, -150.0])  # (M,) one per member or far
+    nb = torch.stack((x0[:, None] + 20.0 * t, torch.full((2, H), 4.0), torch.zeros(2, H)), dim=-1)  # (M, H, 3)
+    ctx = SceneContext(lane_points=_straight(b, n), lane_bounds=torch.tensor([-2.0, 6.0]).expand(b, n, 2),
+                       route_target=torch.full((b, n), 4.0), route_distance=torch.full((b, n), 100.0),
+                       neighbours=nb.expand(b, 2, H, 3), neighbour_mask=torch.ones(b, 2, dtype=torch.bool),
+                       neighbour_length=torch.full((b, 2), 5.0))
+    plan = planner.plan(**scene, num_samples=s, seed=3, context=ctx, warm_start=torch.zeros(b, n, H, 2),
+                        selection=GuidanceConfig(), warm=WarmStartConfig(anchors=3))
+    end = plan.sample_states[:, 1:4, :, -1, 1]  # anchored rows 1-3 of both scenes
+    assert ((end > 2.5).all() if moves else (end.abs() < 1.0).all())
