@@ -9,7 +9,9 @@ accepts the first one whose *executed part* (the first ``steps`` plan steps) is 
    (``backup_steps`` more steps of braking at each member's ``max_deceleration``, steered by the
    fallback's lane keeping when the scene has a corridor): executing the plan must leave the platoon a
    way out. A neighbour that starts directly behind a member in its lane
-   is left out: only that vehicle can avoid a rear-end, and no plan of ours can;
+   is left out while the member keeps that lane (near its centre line, along it): only that vehicle can avoid
+   a rear-end, and no plan of ours can; a member part-way through a lane change has cut in, and the vehicle
+   stays in the check;
 2. a time-headway floor to whatever is ahead of each member in its lane (members and neighbours) during
    the executed part: deficit = standstill_gap + min_time_headway·v − gap [m]. A member already under
    the floor must not let its deficit grow; otherwise it must stay above the floor;
@@ -57,6 +59,10 @@ __all__ = ["LEVELS", "SafetyShield", "ShieldConfig", "ShieldDecision", "ShieldLe
 
 # Extra room [m] between the (sample, step) blocks that one vectorized collision query holds.
 _BLOCK_MARGIN = 100.0
+# A member keeps its lane (a vehicle behind it in that lane may be left out of the collision check) while it is
+# within this offset [m] of its lane's centre line and this heading [rad] of the lane's direction.
+_STEADY_OFFSET = 0.5
+_STEADY_HEADING = 0.05
 
 
 class SafetyShield:
@@ -378,14 +384,23 @@ class SafetyShield:
                 & ~self._leaves_road(st, states))
 
     def _behind(self, st: _Stack) -> np.ndarray:
-        """(B, N, M) bool: neighbour j starts behind member i, laterally overlapping its lane."""
+        """(B, N, M) bool: neighbour j starts behind member i, laterally overlapping its lane, while member i keeps
+        its lane: within `_STEADY_OFFSET` of its corridor's centre line and `_STEADY_HEADING` of its direction
+        (without a corridor: of neighbour j's heading). A member part-way through a lane change has cut in front of
+        that vehicle; a rear-end is then the member's doing, and the vehicle stays in the check."""
         nb, start = st.neighbours, st.start
         c, s = np.cos(start[..., 2])[..., None], np.sin(start[..., 2])[..., None]  # (B, N, 1)
         dx = nb[:, None, :, 0] - start[..., 0, None]  # (B, N, M)
         dy = nb[:, None, :, 1] - start[..., 1, None]
         lon, lat = c * dx + s * dy, -s * dx + c * dy
         half = 0.5 * (st.width[..., None] + self.config.neighbour_width)
-        return (lon < 0) & (np.abs(lat) < half + self.config.lateral_margin)
+        behind = (lon < 0) & (np.abs(lat) < half + self.config.lateral_margin)
+        turned = np.abs(np.angle(np.exp(1j * (start[..., 2, None] - nb[:, None, :, 2])))) > _STEADY_HEADING
+        for b, corridor in enumerate(st.corridors):
+            if corridor is not None:
+                offset, error = (v[:, 0] for v in corridor.locate(st.start[b, :, None, :3]))  # (N,) each
+                turned[b] = ((np.abs(offset) > _STEADY_OFFSET) | (np.abs(error) > _STEADY_HEADING))[:, None]
+        return behind & ~turned
 
     # -- decision --------------------------------------------------------------------------------------
     def select(self, scene: ShieldScene, sample_actions: np.ndarray, sample_states: np.ndarray,

@@ -515,3 +515,20 @@ def test_road_margin_steps_in_before_a_drifting_member_reaches_the_lane_edge():
     sc.corridor = straight_corridor(1)
     assert SafetyShield(ShieldConfig(road_margin=0.0), dt=DT).leaves_road(sc, states).tolist() == [False, False]
     assert SafetyShield(ShieldConfig(), dt=DT).leaves_road(sc, states).tolist() == [True, False]
+
+
+@pytest.mark.parametrize("with_corridor", [True, False])
+def test_a_member_cutting_in_keeps_the_vehicle_behind_in_the_check(with_corridor):
+    """A vehicle right behind in the member's lane is left out of the collision check only while the member keeps
+    that lane. Part-way through a lane change (1.5 m off the centre line of the lane it now counts as its own,
+    turned 0.12 rad into it), braking in front of a faster vehicle behind in that lane is a cut-in: rejected.
+    Centred and along the lane, the same vehicle and the same braking are the follower's to avoid: accepted."""
+    shield = SafetyShield(dt=DT)
+    follower = [[-9.0, 0.0, 0.0, 25.0, 5.0]]  # 9 m behind, 5 m/s faster, in the target lane (centre y = 0)
+    braking = constant(1, -4.0)
+    for start, cut_in in (([[0.0, 0.8, -0.12, 20.0]], True), ([[0.0, 0.0, 0.0, 20.0]], False)):
+        acts, states = samples(start, braking)
+        sc = scene(start, follower)
+        if with_corridor:
+            sc.corridor = straight_corridor(1, lanes_right=1)  # the lane the member is merging from lies at +y
+        assert shield.collides(sc, states)[0] == cut_in
