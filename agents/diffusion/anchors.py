@@ -48,10 +48,13 @@ _MIN_SPEED = 1.0
 # that drops back (into the gap behind a vehicle alongside) and one that pulls ahead (to merge at the target
 # lane's speed). Clipped to the action limits.
 ANCHOR_ACCELERATIONS = (0.0, -2.0, 2.0)
-# A member merges only where the target lane is clear of predicted vehicles within half the two lengths plus
-# _GAP_DISTANCE + _GAP_TIME × its speed ahead and behind (the gap an expert accepts); until then it keeps its lane.
+# A member merges (and goes on merging) only while the target lane is clear of predicted vehicles within half
+# the two lengths plus _GAP_DISTANCE + _GAP_TIME × the speed of whichever drives behind, plus the distance in
+# which the faster one of the pair brakes to the other's speed at _GAP_DECELERATION (the gap an expert accepts,
+# and what a shielded follower needs); otherwise it holds, or returns to, its own lane.
 _GAP_DISTANCE = 2.0
 _GAP_TIME = 0.5
+_GAP_DECELERATION = 3.0
 
 
 Occupancy = tuple[torch.Tensor, torch.Tensor]
@@ -88,8 +91,8 @@ def lane_change_prior(
 
     The steering follows the lane-change law (above), on top of the yaw rate that holds the lane's bend, in closed
     loop through the bicycle model from ``ego_state`` (``dt`` per plan step, ``substeps`` integration steps each),
-    clipped to ±``steer_limit``. With ``occupied`` (`target_lane_traffic`), a member that has not yet crossed half
-    way starts (or goes on) only while its target lane has a gap beside it, else it holds its own lane's centre."""
+    clipped to ±``steer_limit``. With ``occupied`` (`target_lane_traffic`), a member starts (or goes on) only while
+    its target lane has a gap beside it (above), else it holds, or returns to, its own lane's centre."""
     horizon = base.shape[-2]
     changing = target != 0
     state = ego_state.to(base.dtype)
@@ -101,10 +104,17 @@ def lane_change_prior(
         goal = target
         if occupied is not None:
             x, half = occupied
-            clearance = 0.5 * length[..., None] + _GAP_DISTANCE + _GAP_TIME * speed[..., None] + half  # (B, N, M)
-            blocked = ((x[:, :, :, k] - state[..., 0, None]).abs() < clearance).any(-1)
-            committed = (offset * target.sign()) > 0.5 * target.abs()
-            goal = torch.where(blocked & ~committed, torch.zeros_like(target), target)
+            j = max(k - 1, 0)  # the traffic's poses are after each step; the state here is after k steps
+            gap = x[:, :, :, j] - state[..., 0, None]  # (B, N, M) centre to centre, + ahead
+            j2 = min(j + 1, horizon - 1)
+            other = torch.nan_to_num(x[:, :, :, j2] - x[:, :, :, j2 - 1], nan=0.0, posinf=0.0,
+                                     neginf=0.0) / dt  # its speed [m/s]
+            faster = torch.where(gap > 0, speed[..., None] - other, other - speed[..., None]).clamp(min=0.0)
+            rear = torch.where(gap > 0, speed[..., None], other)  # the speed of whichever drives behind
+            clearance = (0.5 * length[..., None] + half + _GAP_DISTANCE + _GAP_TIME * rear
+                         + faster**2 / (2 * _GAP_DECELERATION))
+            blocked = (gap.abs() < clearance).any(-1)
+            goal = torch.where(blocked, torch.zeros_like(target), target)
         lateral_speed = (_LATERAL_GAIN * (goal - offset)).clamp(-_MAX_LATERAL_SPEED, _MAX_LATERAL_SPEED)
         max_yaw_rate = _MAX_LATERAL_ACCELERATION / speed
         wanted = torch.atan2(lateral_speed, speed).clamp(-_MAX_RELATIVE_HEADING, _MAX_RELATIVE_HEADING)

@@ -168,3 +168,21 @@ def test_planner_anchors_wait_for_the_gap_its_context_predicts(planner, alongsid
                         selection=GuidanceConfig(), warm=WarmStartConfig(anchors=3))
     end = plan.sample_states[:, 1:4, :, -1, 1]  # anchored rows 1-3 of both scenes
     assert ((end > 2.5).all() if moves else (end.abs() < 1.0).all())
+
+
+@pytest.mark.parametrize("speed, changes", [(20.0, True), (28.0, False)])
+def test_a_faster_vehicle_behind_needs_a_larger_gap(speed, changes):
+    """20 m behind in the target lane is a gap for a vehicle at the member's speed, not for one closing at 8 m/s
+    (it could not brake to the member's speed in the room left)."""
+    from diffplatoon.agents.diffusion.anchors import Traffic, target_lane_traffic
+
+    ego = torch.tensor([[[0.0, 0.0, 0.0, 20.0]]])
+    length = torch.full((1, 1), 5.0)
+    t = DT * torch.arange(1, H + 1, dtype=torch.float32)
+    poses = torch.stack((-20.0 + speed * t, torch.full_like(t, 4.0), torch.zeros_like(t)), dim=-1)[None, None]
+    target = torch.tensor([[4.0]])
+    occupied = target_lane_traffic(Traffic(poses, torch.ones(1, 1, dtype=torch.bool), torch.full((1, 1), 5.0)),
+                                   _straight(1, 1), target, None, H)
+    anchor = lane_change_prior(torch.zeros(1, 1, H, 2), ego, length, _straight(1, 1), target, dt=DT, occupied=occupied)
+    offset, _ = lane_offsets(bicycle_rollout(ego, anchor, length, DT), _straight(1, 1))
+    assert (float(offset[0, 0, 4]) > 0.5) == changes  # under way within the first second, or not
