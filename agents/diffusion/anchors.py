@@ -8,8 +8,9 @@ those it saw merge), no sample changes lanes and sample-and-select has nothing t
 
 An anchor supplies the missing mode, in the spirit of DiffusionDrive's trajectory anchors: the member's steering
 replaced by a lane change towards the target lane's centre, rolled out in closed loop on the member's lane centre
-line. The planner re-noises the warm-start prior with that steering like any warm prior; at every denoising step it
-keeps the model's accelerations of the anchored sample and steers them by the lane change again. (Denoising
+line, into a gap the predicted traffic leaves. The planner runs the law once per plan, on the warm-start prior with
+the anchor's acceleration offset (`ANCHOR_ACCELERATIONS`), re-noises that prior like any warm prior, and at every
+denoising step keeps the model's accelerations of the anchored sample (offset) with the law's steering. (Denoising
 the anchor whole does not work: measured on a fast on-ramp, this planner's x̂0 at diffusion step 2 of 100 already
 returns its lane-keeping mode, so even a barely noised lane change comes back as lane keeping.) The speed profile
 is the model's; the lateral path is the law's. Guidance, the costs and the shield then choose between the anchored
