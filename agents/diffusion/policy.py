@@ -74,7 +74,7 @@ class DiffusionParams:
         warm_level: re-noising level of the warm start (`WarmStartConfig.level`).
         warm_fresh: samples per warm-started plan drawn from pure noise (`WarmStartConfig.fresh`).
         warm_anchors: samples per warm-started plan whose prior is the route's lane change, where the route asks a
-            member to change lanes (`WarmStartConfig.anchors`, `anchors`).
+            member to change lanes (`WarmStartConfig.anchors`, `anchors`; 0 = off, the default; 3 was measured).
         intents: predict other platoons' members from the plans they broadcast (`intents`; needs
             ``comms.inter_platoon``).
         neighbours: most non-platoon vehicles passed to guidance and the shield.
@@ -92,7 +92,7 @@ class DiffusionParams:
     warm_steps: int = 2
     warm_level: float = 0.3
     warm_fresh: int = 2
-    warm_anchors: int = 3
+    warm_anchors: int = 0
     intents: bool = True
     neighbours: int = 16
     noise_scale: float | None = None
