@@ -237,6 +237,8 @@ def plot_curves(scenario: str, series: dict[str, dict[str, list]], png: Path, cu
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from diffplatoon.agents.rllib.run_folder import save_figure
+
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
     panels = (("return", "iteration", "training episode return per member"),
               ("collisions", "iteration", "collisions per training episode"),
@@ -257,12 +259,7 @@ def plot_curves(scenario: str, series: dict[str, dict[str, list]], png: Path, cu
         ax.grid(alpha=0.3)
     fig.suptitle(scenario)
     fig.tight_layout()
-    png.parent.mkdir(parents=True, exist_ok=True)
-    tmp = png.with_name(f".{png.name}.tmp.png")
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, png)
-    return png
+    return save_figure(fig, png)
 
 
 # -- driver ----------------------------------------------------------------------------------------

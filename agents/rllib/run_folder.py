@@ -169,6 +169,13 @@ def plot_learning_curve(metrics_path: Path, png: Path) -> Path | None:
         ax.set_title(label)
         ax.grid(alpha=0.3)
     fig.tight_layout()
+    return save_figure(fig, png)
+
+
+def save_figure(fig, png: Path) -> Path:
+    """Write a matplotlib figure to ``png`` atomically (a temporary file renamed over it) and close it."""
+    import matplotlib.pyplot as plt
+
     png.parent.mkdir(parents=True, exist_ok=True)
     tmp = png.with_name(f".{png.name}.tmp.png")
     fig.savefig(tmp, dpi=100)

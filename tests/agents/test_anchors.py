@@ -87,16 +87,22 @@ def planner() -> JointDiffusionPlanner:
     return p
 
 
-@torch.no_grad()
-def test_planner_anchors_only_the_scenes_a_route_asks_to_change_lanes(planner):
-    b, n, s = 2, 3, 6
-    g = torch.Generator().manual_seed(1)
+def _platoon_inputs(b: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+    """Planner inputs of b scenes of n members in a column 20 m apart at 20 m/s (random observations, full comms)."""
+    g = torch.Generator().manual_seed(seed)
     ego = torch.zeros(b, n, 4)
     ego[..., 0] = -20.0 * torch.arange(n, dtype=torch.float32)
     ego[..., 3] = 20.0
-    scene = dict(obs=torch.randn(b, n, 6, generator=g), inbox=torch.randn(b, n, 2, 4, generator=g),
-                 inbox_mask=torch.ones(b, n, 2, dtype=torch.bool), comm_mask=torch.ones(b, n, n, dtype=torch.bool),
-                 member_mask=torch.ones(b, n, dtype=torch.bool), ego_state=ego, length=torch.full((b, n), 5.0))
+    return dict(obs=torch.randn(b, n, 6, generator=g), inbox=torch.randn(b, n, 2, 4, generator=g),
+                inbox_mask=torch.ones(b, n, 2, dtype=torch.bool), comm_mask=torch.ones(b, n, n, dtype=torch.bool),
+                member_mask=torch.ones(b, n, dtype=torch.bool), ego_state=ego, length=torch.full((b, n), 5.0))
+
+
+@torch.no_grad()
+def test_planner_anchors_only_the_scenes_a_route_asks_to_change_lanes(planner):
+    b, n, s = 2, 3, 6
+    scene = _platoon_inputs(b, n, seed=1)
+    ego = scene["ego_state"]
     target = torch.tensor([[0.0, 0.0, 0.0], [4.0, 4.0, 0.0]])  # scene 1: members 0 and 1 must move left
     ctx = SceneContext(lane_points=_straight(b, n), lane_bounds=torch.tensor([-2.0, 6.0]).expand(b, n, 2),
                        route_target=target, route_distance=torch.full((b, n), 100.0))
@@ -150,13 +156,7 @@ def test_planner_anchors_wait_for_the_gap_its_context_predicts(planner, alongsid
     """The planner's anchored rows read the target lane's traffic from the guidance context's predicted
     neighbours: a vehicle driving alongside the members in the target lane holds them in their lane."""
     b, n, s = 2, 2, 6
-    g = torch.Generator().manual_seed(2)
-    ego = torch.zeros(b, n, 4)
-    ego[..., 0] = -20.0 * torch.arange(n, dtype=torch.float32)
-    ego[..., 3] = 20.0
-    scene = dict(obs=torch.randn(b, n, 6, generator=g), inbox=torch.randn(b, n, 2, 4, generator=g),
-                 inbox_mask=torch.ones(b, n, 2, dtype=torch.bool), comm_mask=torch.ones(b, n, n, dtype=torch.bool),
-                 member_mask=torch.ones(b, n, dtype=torch.bool), ego_state=ego, length=torch.full((b, n), 5.0))
+    scene = _platoon_inputs(b, n, seed=2)
     t = DT * torch.arange(1, H + 1, dtype=torch.float32)
     x0 = torch.tensor([0.0, -20.0]) if alongside else torch.tensor([150.0, -150.0])  # (M,) one per member or far
     nb = torch.stack((x0[:, None] + 20.0 * t, torch.full((2, H), 4.0), torch.zeros(2, H)), dim=-1)  # (M, H, 3)
