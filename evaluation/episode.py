@@ -236,7 +236,8 @@ def run_episode(scenario: str | ScenarioSpec, policy: str | Policy, episode: int
         platoons.append(list(range(offset, offset + p.size)))
         offset += p.size
     th = Thresholds.for_spec(spec)
-    merge_kw = _merge_args(targets, lanes)
+    left_road = {sim.agent_names.index(name): t for name, t in ev.offroad.items()}
+    merge_kw = _merge_args(targets, lanes, left_road, float(trace.dt))
     member_collisions = ev.member_collisions()
     summary = measures.episode_summary(trace, subjects=members, platoons=platoons, thresholds=th,
                                        collided=bool(member_collisions), **merge_kw)
@@ -293,17 +294,26 @@ def _member_departures(sim: Simulation, result: Any) -> list[_Departure]:
     return [_Departure(name, d.reason) for name, d in zip(result.departed, sim.world.departed) if name in members]
 
 
-def _merge_args(targets: MergeTargets, lanes: np.ndarray) -> dict[str, Any]:
+def _merge_args(targets: MergeTargets, lanes: np.ndarray, left_road: dict[int, float] | None = None,
+                dt: float = 1.0) -> dict[str, Any]:
     """Merge-success inputs: who must merge and, per step and member, whether it is in a lane that counts
     (the rule of `diffplatoon.sim.merge_targets`, shared with the environments' merge bonus).
 
-    The lane trace handed on is 1 where a member is in one of its own targets; a member that left
-    the road keeps its last lane.
+    The lane trace handed on is 1 where a member is in one of its own targets. A member that left
+    the road keeps the lane of its last sample before it left (`left_road`: member column -> the
+    time [s] the collision evaluator saw it outside the road; samples every `dt` s from 0): the
+    World still maps an off-road vehicle to its nearest lane, which past a dropped lane's end is
+    the lane it should have merged into, and driving off the end is no merge (the reward's merge
+    bonus asks for the road too).
     """
     if not targets.mergers.any():
         return {}
     filled = lanes.copy()
-    for k in range(1, len(filled)):  # a member that left the road keeps its last lane
+    for col, t in (left_road or {}).items():
+        first_out = int(np.ceil(t / dt - 1e-6))
+        if 0 < first_out < len(filled):
+            filled[first_out:, col] = filled[first_out - 1, col]
+    for k in range(1, len(filled)):  # a member that left the World keeps its last lane
         filled[k] = np.where(filled[k] == -1, filled[k - 1], filled[k])
     m = len(targets.mergers)
     inside = np.zeros(filled.shape, dtype=np.intp)

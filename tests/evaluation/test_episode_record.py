@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from diffplatoon.evaluation import measures
+from diffplatoon.agents.policy import Policy
 from diffplatoon.evaluation.episode import run_episode
 from diffplatoon.evaluation.thresholds import Thresholds
 from diffplatoon.scenarios import load_scenario
@@ -68,3 +69,27 @@ def test_drac_ahead_sees_the_car_two_ahead_through_traffic():
     assert len(k) > 100 and np.all(np.abs(gap2[k, i] - geometry) < 0.5)
     assert np.any(lead1[k, i] >= members)  # through a traffic car
     assert res.record["max_drac_ahead"] > res.record["max_drac"] + 0.5
+
+
+class _LaneKeeping(Policy):
+    """Every member holds its speed and its wheel straight: platoon 0 of lane_drop drives off its lane's end."""
+
+    name = "lane_keeping"
+
+    def reset(self, info) -> None:
+        pass
+
+    def act(self, obs) -> np.ndarray:
+        return np.tile([0.0, 0.0], (len(obs.ego), 1))
+
+
+def test_driving_off_a_dropped_lanes_end_is_no_merge():
+    """lane_drop without traffic: members that keep their dropped lane leave the road at its end, where
+    the World maps them to the lane they should have merged into; merge success counts none of them."""
+    spec = load_scenario("lane_drop")
+    spec = spec.model_copy(update={"duration": 30.0, "traffic": spec.traffic.model_copy(
+        update={"count": 0, "density": 0.0, "keep_density": False})})
+    rec = run_episode(spec, _LaneKeeping(), 0).record
+    assert not rec["collision"]
+    assert set(rec["offroad_members"]) == {n for n in spec.platoons[0].member_names()}
+    assert rec["merge_success"] == 0.0
