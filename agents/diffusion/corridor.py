@@ -95,12 +95,14 @@ class Corridor:
         return side, np.maximum(np.abs(heading_error) - max_heading_error, 0.0)
 
     def end_excess(self, states: np.ndarray, lateral: np.ndarray, length: np.ndarray, decel: np.ndarray,
-                   margin: float) -> np.ndarray:
+                   margin: float, width: np.ndarray | None = None) -> np.ndarray:
         """(..., N, R) how far [m] each member's front would pass its lane's end, braking at ``decel`` (N,)
         [m/s²] from each of the consecutive states (..., N, R, 4) [x, y, heading, speed] — the distance
         driven from the first state plus the stopping distance plus half the ``length`` (N,) and ``margin``,
-        against `end` — while it is within half a lane of its own centre line (``lateral``: `locate`'s
-        offsets of the states); 0 once it has moved towards another lane, and 0 without `end`."""
+        against `end` — while some of its body is in its lane: its centre within half a lane plus half its
+        ``width`` (N,; default 2 m) of the lane's centre line (``lateral``: `locate`'s offsets of the states),
+        since past the end a car straddling the line is off the road; 0 once it is wholly in another lane,
+        and 0 without `end`."""
         states = np.asarray(states, dtype=np.float64)
         if self.end is None:
             return np.zeros(states.shape[:-1])
@@ -110,8 +112,9 @@ class Corridor:
         decel = np.maximum(np.asarray(decel, dtype=np.float64), 1e-3)[:, None]
         front = driven + speed ** 2 / (2.0 * decel) + 0.5 * np.asarray(length, dtype=np.float64)[:, None] + margin
         excess = np.maximum(front - self.end[:, None], 0.0)
-        width = self.lane_width if self.lane_width is not None else self.bounds[:, 1] - self.bounds[:, 0]
-        return np.where(np.abs(lateral) < 0.5 * width[:, None], excess, 0.0)
+        lane = self.lane_width if self.lane_width is not None else self.bounds[:, 1] - self.bounds[:, 0]
+        car = np.full(lane.shape, 2.0) if width is None else np.asarray(width, dtype=np.float64)
+        return np.where(np.abs(lateral) < 0.5 * (lane + car)[:, None], excess, 0.0)
 
 
 def member_corridors(obs: Observation, rows: np.ndarray, frame: np.ndarray | None = None, *,

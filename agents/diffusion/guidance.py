@@ -407,8 +407,9 @@ def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
 def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext,
                   cfg: GuidanceConfig, dt: float | None, located: Located | None = None) -> torch.Tensor:
     """How far [m] each member's front passes its lane's end while the plan keeps it in that lane → (B,); 0 without
-    ``lane_end`` in the context or a plan step ``dt``. In the lane: within half a lane of its centre line (when
-    the context has the lines); the choice is discrete, the distance is differentiable in the speeds."""
+    ``lane_end`` in the context or a plan step ``dt``. In the lane: its centre within half a lane plus half a car's
+    width of the lane's centre line, so some of its body is in the lane (when the context has the lines); the
+    choice is discrete, the distance is differentiable in the speeds."""
     if ctx.lane_end is None or dt is None:
         return states.new_zeros(states.shape[0])
     travelled = (states[..., 3].clamp(min=0.0) * dt).cumsum(-1)  # (B, N, H) along the lane from now
@@ -416,7 +417,8 @@ def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch
     located = _locate(states, ctx, located)
     if located is not None:
         width = _lane_width(ctx, ctx.lane_end)
-        over = torch.where(located[0].abs() < width[..., None] / 2, over, 0.0)
+        # in the lane while any part of the body is: past a lane's end a car straddling the line is off the road
+        over = torch.where(located[0].abs() < (width[..., None] + cfg.vehicle_width) / 2, over, 0.0)
     return torch.where(member_mask[..., None], over, 0.0).sum(1).mean(-1)
 
 

@@ -329,7 +329,7 @@ class SafetyShield:
                                             cfg.max_heading_error, located)]
             if corridor.end is not None:
                 excesses.append(corridor.end_excess(poses, located[0], st.length[b], st.max_deceleration[b],
-                                                    cfg.lane_end_margin))
+                                                    cfg.lane_end_margin, st.width[b]))
             out[b] = self._grows(excesses, st.member_mask[b])
         return out
 
@@ -356,7 +356,7 @@ class SafetyShield:
                 continue
             poses = self._from_start(st, b, states)
             excess = corridor.end_excess(poses, corridor.locate(poses)[0], st.length[b], st.max_deceleration[b],
-                                         self.config.lane_end_margin)
+                                         self.config.lane_end_margin, st.width[b])
             out[b] = self._grows([excess], st.member_mask[b])
         return out
 

@@ -218,7 +218,8 @@ def test_guidance_step_never_raises_a_plans_cost_and_still_corrects_drift():
 
 def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_left_the_lane():
     """An acceleration lane ending 40 m ahead: driving on at 20 m/s passes it within the plan and costs (brake to
-    lower it); the same plan one lane over (merged) costs nothing; without ``lane_end`` the term is 0."""
+    lower it), also astride the lane line (part of the body still in the ending lane); the same plan one lane over
+    (merged) or wholly past the line costs nothing; without ``lane_end`` the term is 0."""
     from diffplatoon.agents.diffusion.guidance import lane_end_cost
 
     cfg = GuidanceConfig()
@@ -231,6 +232,9 @@ def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_l
     assert lane_end_cost(slower, length, ONE, ctx, cfg, DT).item() == 0.0
     merged = _drive(4.0, speed=20.0)
     assert lane_end_cost(merged, length, ONE, ctx, cfg, DT).item() == 0.0
+    straddling = _drive(2.5, speed=20.0)  # centre past the line, but 0.5 m of its 2 m body still in the ending lane
+    assert lane_end_cost(straddling, length, ONE, ctx, cfg, DT).item() == pytest.approx(cost.item())
+    assert lane_end_cost(_drive(3.1, speed=20.0), length, ONE, ctx, cfg, DT).item() == 0.0
     far = SceneContext(**{**ctx.__dict__, "lane_end": torch.tensor([[1000.0]])})
     assert lane_end_cost(on, length, ONE, far, cfg, DT).item() == 0.0
     assert lane_end_cost(on, length, ONE, SceneContext(lane_points=_line()), cfg, DT).item() == 0.0

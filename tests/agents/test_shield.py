@@ -438,8 +438,8 @@ def test_batched_selection_equals_per_scene_selection():
 def test_a_member_in_a_lane_that_ends_must_be_able_to_stop_before_the_end():
     """20 m/s, full braking 8 m/s² (25 m), half a length and the 0.5 m margin: 28 m of room needed now. With the end
     40 m ahead, holding speed for the executed second leaves no room to stop (rejected), braking at 4 m/s² does
-    (accepted); one lane over, or with no end, holding speed is fine; a member that can no longer stop may not
-    hold speed or brake gently."""
+    (accepted); one lane over, or with no end, holding speed is fine, but not astride the lane line (part of the
+    body still in the ending lane); a member that can no longer stop may not hold speed or brake gently."""
     from dataclasses import replace
 
     start = [[0.0, 0.0, 0.0, 20.0]]
@@ -459,6 +459,11 @@ def test_a_member_in_a_lane_that_ends_must_be_able_to_stop_before_the_end():
     sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([40.0]), lane_width=np.array([4.0]))
     _, beside_states = samples(beside, constant(1, 0.0))
     assert not shield.leaves_road(sc, beside_states)[0]
+    astride = [[0.0, -2.5, 0.0, 20.0]]  # centre past the line, 0.5 m of the 2 m body still in the ending lane
+    sc = scene(astride)
+    sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([40.0]), lane_width=np.array([4.0]))
+    _, astride_states = samples(astride, constant(1, 0.0))
+    assert shield.leaves_road(sc, astride_states)[0]
 
     sc = scene(start)
     sc.corridor = replace(straight_corridor(1, lanes_left=1), end=np.array([20.0]), lane_width=np.array([4.0]))
