@@ -122,6 +122,7 @@ def metrics_row(result: dict[str, Any], iteration: int, elapsed: float, act_step
         "collisions": runners.get("collisions"),
         "offroad_steps": runners.get("offroad_steps"),
         "mean_speed": runners.get("mean_speed"),
+        "merge_success": runners.get("merge_success"),
     }
     evaluation = result.get("evaluation", {}).get("env_runners", {})
     if evaluation:
@@ -146,7 +147,8 @@ def progress_line(cfg: TrainConfig, row: dict[str, Any]) -> str:
 
 
 def plot_learning_curve(metrics_path: Path, png: Path) -> Path | None:
-    """Return, collisions and throughput per iteration as a PNG; None without rows."""
+    """Return, collisions, merge success (where the training episodes have merge tasks) and throughput per
+    iteration as a PNG; None without rows."""
     rows = list(read_jsonl(metrics_path))
     if not rows:
         return None
@@ -156,9 +158,12 @@ def plot_learning_curve(metrics_path: Path, png: Path) -> Path | None:
     import matplotlib.pyplot as plt
 
     it = [r["iteration"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    for ax, key, label in zip(axes, ("return_mean", "collisions", "policy_steps_per_s"),
-                              ("mean episode return", "collisions per episode", "policy steps / s")):
+    panels = [("return_mean", "mean episode return"), ("collisions", "collisions per episode")]
+    if any(r.get("merge_success") is not None for r in rows):
+        panels.append(("merge_success", "merge success (training episodes)"))
+    panels.append(("policy_steps_per_s", "policy steps / s"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.6))
+    for ax, (key, label) in zip(axes, panels):
         ys = [r.get(key, r.get("env_steps_per_s")) for r in rows]  # rows written before policy steps existed
         ax.plot([i for i, y in zip(it, ys) if y is not None], [y for y in ys if y is not None], marker=".")
         if key == "return_mean" and any(r.get("eval_return_mean") is not None for r in rows):

@@ -12,7 +12,7 @@ Run folder (`out`):
 | metrics.jsonl | one row per iteration, appended as one line (`diffplatoon.io.append_jsonl`) |
 | checkpoint_{iter:06d}/ | every `checkpoint_every` iterations and at the last one: `Algorithm.save_to_path` into a temp folder, plus diffplatoon's own copy of each module (`module_file`: tensors-only weights, and in `diffplatoon.json` the spaces and model config, next to grouping, module, env_config, module ids), then renamed |
 | tb/ | TensorBoard event files (tensorboardX; `torch.utils.tensorboard` needs the `tensorboard` package) |
-| learning_curve.png | at the end: return, collisions and throughput per iteration |
+| learning_curve.png | at the end: return, collisions, merge success (where training episodes have merge tasks) and throughput per iteration |
 
 Resume restores the newest complete checkpoint with `Algorithm.from_checkpoint` (weights, optimiser,
 iteration and step counters; RLlib unpickles its own files, so a folder resumed from is trusted code,

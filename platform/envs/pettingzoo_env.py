@@ -14,7 +14,7 @@ override scenario fields, validated like YAML (`diffplatoon.envs.episodes`).
 | reward | per agent, `diffplatoon.envs.rewards` (terms weighted by `spec.reward`) |
 | termination | the member crashed (when `spec.safety.terminate_on_collision`) or left the road (end of road / destination) |
 | truncation | every remaining agent when the scenario's duration has elapsed |
-| info | `crashed`, `departed`, `offroad` (bools, this step), `reward_terms` (weighted terms by name), `time` [s] |
+| info | `crashed`, `departed`, `offroad`, `merged` (bools, this step; `merged`: the member completed its merge task, the reward's `merge` event), `reward_terms` (weighted terms by name), `time` [s] |
 | reset(seed) | episode index = `episode_offset + seed`; `seed=None` takes the episode after the last one |
 
 Observation layout (`env.observation.layout`, a `diffplatoon.sim.observation.ObservationLayout`:
@@ -138,7 +138,7 @@ class PlatoonParallelEnv(ParallelEnv):
         flat = self._last_obs.flat()
         obs = {a: flat[i] for i, a in enumerate(self.agents)}
         t = self.sim.time
-        infos = {a: {"crashed": False, "departed": False, "offroad": False, "time": t} for a in self.agents}
+        infos = {a: {"crashed": False, "departed": False, "offroad": False, "merged": False, "time": t} for a in self.agents}
         return obs, infos
 
     def scale_actions(self, actions: dict[str, Any]) -> np.ndarray:
@@ -168,6 +168,7 @@ class PlatoonParallelEnv(ParallelEnv):
         # Python lists: per-agent scalars from lists are cheaper than numpy scalar indexing
         reward_l, terminate_l, terms_l = reward.tolist(), terminate.tolist(), terms.tolist()
         crashed_l, departed_l, outside_l = crashed.tolist(), departed.tolist(), events["outside"].tolist()
+        merged_l = events["merged"].tolist()
         truncate = bool(truncate)
 
         observations, rewards, terminations, truncations, infos = {}, {}, {}, {}, {}
@@ -181,6 +182,7 @@ class PlatoonParallelEnv(ParallelEnv):
                 "crashed": crashed_l[i],
                 "departed": departed_l[i],
                 "offroad": outside_l[i],
+                "merged": merged_l[i],
                 "reward_terms": dict(zip(REWARD_TERMS, terms_l[i])),
                 "time": t,
             }

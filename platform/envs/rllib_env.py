@@ -156,7 +156,7 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
         self.spec = self.engine.spec
         member_obs, member_infos = self.engine.reset(options={"episode": episode})
         self.episode_stats = {"collisions": 0.0, "offroad_steps": 0.0, "departed": 0.0, "steps": 0.0,
-                              "speed_sum": 0.0, "speed_count": 0.0}
+                              "speed_sum": 0.0, "speed_count": 0.0, "merged": 0.0}
         self._track_speed()
         if self.grouping == "vehicle":
             self.agents = list(self.members)
@@ -311,15 +311,23 @@ class PlatoonMultiAgentEnv(MultiAgentEnv):
             stats["collisions"] += info["crashed"]
             stats["offroad_steps"] += info["offroad"]
             stats["departed"] += info["departed"]
+            stats["merged"] += info["merged"]
         self._track_speed()
 
     def summary(self) -> dict[str, float]:
-        """Counts of the current episode: member collisions, member-steps off the road, departures, steps, mean speed [m/s]."""
+        """Counts of the current episode: member collisions, member-steps off the road, departures, steps, mean speed
+        [m/s], and where members have a merge task (`diffplatoon.sim.merge_targets`) the share of them that completed
+        it (the reward's `merge` event: on a target lane and on the road; the evaluation's merge success also asks
+        them to end the episode there)."""
         s = self.episode_stats
-        return {
+        out = {
             "collisions": s["collisions"], "offroad_steps": s["offroad_steps"], "departed": s["departed"], "steps": s["steps"],
             "mean_speed": s["speed_sum"] / max(s["speed_count"], 1.0),
         }
+        mergers = int(self.engine.reward_fn.targets.mergers.sum())
+        if mergers:
+            out["merge_success"] = s["merged"] / mergers
+        return out
 
 
 # -- registered names ------------------------------------------------------------------------------

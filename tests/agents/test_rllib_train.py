@@ -59,6 +59,17 @@ def trained_run(ray_session, tmp_path_factory) -> Path:
     return out
 
 
+def test_training_episodes_with_merge_tasks_log_merge_success(ray_session, tmp_path: Path) -> None:
+    """On lane_drop (a platoon on the dropped lane) every iteration's row has the training episodes' merge
+    success, a share, and the learning curve gets its panel."""
+    cfg = TrainConfig(**{**SMALL_PPO, "scenario": "lane_drop"}, duration=4, iterations=1, checkpoint_every=1,
+                      out=str(tmp_path / "run"))
+    out = train(cfg, console=quiet())
+    (row,) = read_jsonl(out / "metrics.jsonl")
+    assert row["merge_success"] is not None and 0.0 <= row["merge_success"] <= 1.0
+    assert (out / "learning_curve.png").stat().st_size > 0
+
+
 def test_two_iterations_metrics_checkpoint_and_policy(trained_run: Path) -> None:
     out = trained_run
     rows = list(read_jsonl(out / "metrics.jsonl"))
@@ -69,6 +80,7 @@ def test_two_iterations_metrics_checkpoint_and_policy(trained_run: Path) -> None
         assert row["env_steps"] >= 120 and row["env_steps_per_s"] > 0
         assert math.isfinite(row["return_mean"]) and row["episode_len_mean"] == 30
         assert row["collisions"] is not None and row["mean_speed"] is not None
+        assert row["merge_success"] is None  # the tiny highway has no merge task
     assert [c.name for c in checkpoints(out)] == ["checkpoint_000002"]
     assert (out / "learning_curve.png").stat().st_size > 0
     assert any((out / "tb").iterdir())

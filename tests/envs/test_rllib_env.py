@@ -226,3 +226,33 @@ def test_sweep_variants_cycle_per_episode() -> None:
         names.add(env.spec.name)
     assert len(names) == 3
     assert load_scenario("dense_highway_sweep").sweep  # the catalogue entry really is a sweep
+
+
+def _cacc_episode_stats(scenario, coast: bool = False) -> dict[str, float]:
+    """The vehicle-grouped env's `last_episode_stats` of episode 0 driven by the CACC expert (normalised actions),
+    or with `coast` by zero actions (speed held, wheel straight)."""
+    from diffplatoon.agents.policy import SimInfo, make_policy
+
+    env = PlatoonMultiAgentEnv({"scenario": scenario, "grouping": "vehicle"})
+    env.reset(seed=0)
+    engine = env.engine
+    policy = make_policy("cacc", env.spec)
+    policy.reset(SimInfo.from_spec(env.spec, env.episode))
+    low, high = engine._low, engine._high
+    while env.agents:
+        si = policy.act(engine.observation) * (not coast)
+        norm = np.where(si < 0, -si / low, si / high)
+        env.step({a: norm[engine.possible_agents.index(a)].astype(np.float32) for a in env.agents})
+    return env.last_episode_stats
+
+
+def test_episode_stats_give_the_share_of_mergers_that_merged() -> None:
+    """lane_drop without traffic under CACC: every member of the platoon on the dropped lane merges (1.0, as the
+    evaluation counts it), coasting none of them (they drive off the lane's end); a scenario without merge tasks
+    has no merge_success."""
+    from diffplatoon.envs.episodes import resolve_scenario
+
+    spec = resolve_scenario("lane_drop", {"traffic": {"density": 0}})
+    assert _cacc_episode_stats(spec)["merge_success"] == 1.0
+    assert _cacc_episode_stats(spec, coast=True)["merge_success"] == 0.0
+    assert "merge_success" not in _cacc_episode_stats(SMALL)
