@@ -19,10 +19,12 @@ Terms:
   every predicted non-platoon vehicle — relu(d0 + T·v − gap) + relu(ttc_min·closing − gap), i.e. a time-gap
   barrier and a TTC barrier written without a division (TTC < ttc_min ⇔ gap < ttc_min·closing). The overlap
   terms alone only cost once a collision is predicted, too late to brake for; the barrier costs the approach.
-- ``lane_end``: distance [m] by which a member's front would pass the end of its lane while the plan keeps it
-  in that lane (its travelled distance, Σ v·dt, against ``lane_end``: the observation's ``distance_to_lane_end``,
-  plus half its length and ``lane_end_margin``), mean over time, summed over members. Without it a member
-  waiting to merge at the end of an acceleration lane creeps past the end (the centre line continues there).
+- ``lane_end``: distance [m] by which a member's front would pass the end of its lane, braking at ``lane_end_decel``
+  from a planned state in which some of its body is still in that lane (its travelled distance, Σ v·dt, plus
+  v²/(2·lane_end_decel), against ``lane_end``: the observation's ``distance_to_lane_end``, plus half its length and
+  ``lane_end_margin``), mean over time, summed over members. Without it a member waiting to merge at the end of an
+  acceleration lane creeps past the end (the centre line continues there); without the braking distance a plan
+  that keeps promising to leave the lane a second later, replanned every step, drives off its end.
 - ``route``: for a member whose route asks it to change lanes (the observation's ``route``: the lane to move to
   and the distance left to do it), |offset − target| [m] from the target lane's centre, mean over time, times an
   urgency that grows linearly from 0 at ``route_horizon`` metres before the place where the change must be done
@@ -92,6 +94,8 @@ class GuidanceConfig:
             half changing lanes without paying for the offsets on the way (README, planner rows: with every step
             measured the planner merged less often on lane_drop).
         lane_end_margin: room [m] the ``lane_end`` term keeps between a member's front and its lane's end.
+        lane_end_decel: deceleration [m/s²] at which a member still in its ending lane must be able to stop before
+            the end from every planned state (``lane_end``; 0: only the planned positions count).
         route_horizon: distance [m] before the place where a route's lane change must be done from which the
             ``route`` term pulls (its urgency 0 there, 1 at the place).
         jerk_weight, steer_weight, steer_rate_weight: relative weights inside the comfort term.
@@ -115,6 +119,7 @@ class GuidanceConfig:
     lane_heading_weight: float = 100.0
     lane_tail: float = 0.5
     lane_end_margin: float = 1.0
+    lane_end_decel: float = 4.0
     route_horizon: float = 150.0
     jerk_weight: float = 0.1
     steer_weight: float = 100.0
@@ -406,13 +411,17 @@ def lane_cost(states: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext
 
 def lane_end_cost(states: torch.Tensor, length: torch.Tensor, member_mask: torch.Tensor, ctx: SceneContext,
                   cfg: GuidanceConfig, dt: float | None, located: Located | None = None) -> torch.Tensor:
-    """How far [m] each member's front passes its lane's end while the plan keeps it in that lane → (B,); 0 without
+    """How far [m] each member's front passes its lane's end, braking at ``lane_end_decel`` from each planned state,
+    while the plan keeps it in that lane → (B,); 0 without
     ``lane_end`` in the context or a plan step ``dt``. In the lane: its centre within half a lane plus half a car's
     width of the lane's centre line, so some of its body is in the lane (when the context has the lines); the
     choice is discrete, the distance is differentiable in the speeds."""
     if ctx.lane_end is None or dt is None:
         return states.new_zeros(states.shape[0])
-    travelled = (states[..., 3].clamp(min=0.0) * dt).cumsum(-1)  # (B, N, H) along the lane from now
+    speed = states[..., 3].clamp(min=0.0)
+    travelled = (speed * dt).cumsum(-1)  # (B, N, H) along the lane from now
+    if cfg.lane_end_decel > 0:  # a plan that keeps promising to leave the lane later must still be able to stop
+        travelled = travelled + speed.pow(2) / (2.0 * cfg.lane_end_decel)
     over = torch.relu(travelled + length[..., None] / 2 + cfg.lane_end_margin - ctx.lane_end[..., None])
     located = _locate(states, ctx, located)
     if located is not None:

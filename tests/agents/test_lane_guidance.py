@@ -218,7 +218,7 @@ def test_guidance_step_never_raises_a_plans_cost_and_still_corrects_drift():
 
 def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_left_the_lane():
     """An acceleration lane ending 40 m ahead: driving on at 20 m/s passes it within the plan and costs (brake to
-    lower it), also astride the lane line (part of the body still in the ending lane); the same plan one lane over
+    lower it), so does a plan that stays short of it but could no longer stop before it, also astride the lane line (part of the body still in the ending lane); the same plan one lane over
     (merged) or wholly past the line costs nothing; without ``lane_end`` the term is 0."""
     from diffplatoon.agents.diffusion.guidance import lane_end_cost
 
@@ -228,8 +228,13 @@ def test_lane_end_term_stops_a_member_before_its_lane_ends_but_not_once_it_has_l
     on = _drive(0.0, speed=20.0)
     cost = lane_end_cost(on, length, ONE, ctx, cfg, DT)
     assert cost.item() > 10.0  # 80 m travelled against 40 − 2.5 − 1 m of room
-    slower = _drive(0.0, speed=8.0)  # 32 m in 4 s: front at 35.5 m, within the room
+    slower = _drive(0.0, speed=6.0)  # 24 m in 4 s + 4.5 m to stop at 4 m/s²: front at 32 m, within the room
     assert lane_end_cost(slower, length, ONE, ctx, cfg, DT).item() == 0.0
+    # 36 m in 4 s keeps the front 0.5 m short of the end, but from 9 m/s it could not stop there any more
+    unstoppable = _drive(0.0, speed=9.0)
+    assert lane_end_cost(unstoppable, length, ONE, ctx, cfg, DT).item() > 1.0
+    positions_only = GuidanceConfig(lane_end_decel=0.0)
+    assert lane_end_cost(unstoppable, length, ONE, ctx, positions_only, DT).item() == 0.0
     merged = _drive(4.0, speed=20.0)
     assert lane_end_cost(merged, length, ONE, ctx, cfg, DT).item() == 0.0
     straddling = _drive(2.5, speed=20.0)  # centre past the line, but 0.5 m of its 2 m body still in the ending lane
