@@ -6,7 +6,8 @@ every cost returns one value per scene (B,) so sample-and-select can rank joint 
 Lower is better; all terms are 0 for a plan with no violation except comfort.
 
 Terms:
-- ``separation``: members as ``n_discs`` discs of radius width/2 along their length; for each pair of present
+- ``separation``: members as ``n_discs`` discs along their length, centred as discs of radius width/2 would fit
+  inside the box but of radius width/√2, which reaches the box's corners (`disc_radius`); for each pair of present
   members and each step, relu(r_i + r_j + buffer − min disc distance) [m], summed over pairs, averaged over time.
 - ``neighbours``: the same between members and predicted non-platoon vehicles (B, M, H, 3) = [x, y, heading].
 - ``road``: distance by which a vehicle's side leaves its lane corridor, measured from the member's centre line
@@ -43,6 +44,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Callable
 
+import math
 import torch
 
 from diffplatoon.agents.diffusion import lane_costs
@@ -286,6 +288,14 @@ def disc_centres(pose: torch.Tensor, length: torch.Tensor, width: float, n_discs
     return torch.stack((pose[..., 0, None] + offs * c[..., None], pose[..., 1, None] + offs * s[..., None]), dim=-1)
 
 
+def disc_radius(cfg: GuidanceConfig) -> float:
+    """Radius [m] of the discs of `disc_centres`: width/√2, the distance from an end disc's centre to the box's
+    corners, so the discs cover the whole box (with 3 discs, of a car up to 3 widths long). Discs of radius width/2
+    left each corner 0.41 m out of reach for a 2 m wide car: two cars could clip corners at a low closing speed
+    while the term read 0."""
+    return cfg.vehicle_width / math.sqrt(2.0)
+
+
 def _min_disc_distance(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """a (..., Da, 2), b (..., Db, 2) → min centre distance over disc pairs (...).
 
@@ -304,11 +314,11 @@ def _near_pairs(pos_a: torch.Tensor, span_a: torch.Tensor, pos_b: torch.Tensor, 
 
     pos_a (B,I,H,2), pos_b (B,J,H,2) vehicle centres, span_* the largest disc offset from the centre (B,I), (B,J).
     Every disc-pair distance is at least the centre distance minus both spans, so a pair whose bound stays
-    above width + buffer over the whole horizon has zero overlap and zero gradient at every step."""
+    above two disc radii + buffer over the whole horizon has zero overlap and zero gradient at every step."""
     with torch.no_grad():
         gap = (pos_a[:, :, None] - pos_b[:, None]).pow(2).sum(-1).amin(-1).sqrt()  # (B,I,J)
         bound = gap - span_a[:, :, None] - span_b[:, None, :]
-        near = pair & (bound < cfg.vehicle_width + cfg.buffer + _REACH_MARGIN)
+        near = pair & (bound < 2.0 * disc_radius(cfg) + cfg.buffer + _REACH_MARGIN)
     return near.nonzero(as_tuple=True)
 
 
@@ -322,7 +332,7 @@ def _pair_overlap(pose_a: torch.Tensor, len_a: torch.Tensor, pose_b: torch.Tenso
         return pose_a.new_zeros(batch)
     mine = disc_centres(pose_a[bi, ai], len_a[bi, ai, None].expand(-1, horizon), cfg.vehicle_width, cfg.n_discs)
     theirs = disc_centres(pose_b[bi, bj], len_b[bi, bj, None].expand(-1, horizon), cfg.vehicle_width, cfg.n_discs)
-    viol = torch.relu(cfg.vehicle_width + cfg.buffer - _min_disc_distance(mine, theirs))  # (P,H)
+    viol = torch.relu(2.0 * disc_radius(cfg) + cfg.buffer - _min_disc_distance(mine, theirs))  # (P,H)
     return pose_a.new_zeros(batch, horizon).index_add(0, bi, viol).mean(-1)
 
 

@@ -150,9 +150,14 @@ def _states(xs, ys, speeds=None, horizon=4):
 def test_cost_terms_on_hand_checked_geometry():
     cfg = GuidanceConfig(buffer=0.0)
     length, mask = torch.full((1, 2), 5.0), torch.ones(1, 2, dtype=torch.bool)
-    # side by side 1.5 m apart: discs of radius 1 overlap by 2 − 1.5 = 0.5 m
-    assert separation_cost(_states([0.0, 0.0], [0.0, 1.5]), length, mask, cfg).item() == pytest.approx(0.5, abs=1e-3)
+    # discs of radius 2/√2 = 1.414 m (they reach the 5 × 2 m box's corners): side by side 1.5 m apart they overlap
+    # by 2.828 − 1.5 = 1.328 m
+    assert separation_cost(_states([0.0, 0.0], [0.0, 1.5]), length, mask, cfg).item() == pytest.approx(1.328, abs=1e-3)
     assert separation_cost(_states([0.0, 0.0], [0.0, 3.5]), length, mask, cfg).item() == 0.0
+    # corners overlapping by 0.2 m (the second car 4.8 m ahead, 2 m to the side): end discs 2.69 m apart, so the
+    # term sees it (discs of radius 1 did not: 2 − 2.69 < 0)
+    corner = separation_cost(_states([0.0, 4.8], [0.0, 2.0]), length, mask, cfg).item()
+    assert corner == pytest.approx(2.0 * math.sqrt(2.0) - math.hypot(1.8, 2.0), abs=1e-3) and corner > 0.1
     # absent member is ignored
     assert separation_cost(_states([0.0, 0.0], [0.0, 1.5]), length, torch.tensor([[True, False]]), cfg).item() == 0.0
     # neighbour 6 m ahead: rear disc centre at −1.5 m from it, front disc of member at +1.5 → 3 m apart, no overlap
@@ -161,8 +166,8 @@ def test_cost_terms_on_hand_checked_geometry():
     ctx = SceneContext(neighbours=nb, neighbour_mask=torch.ones(1, 1, dtype=torch.bool))
     one = torch.ones(1, 1, dtype=torch.bool)
     assert neighbour_cost(_states([0.0], [0.0]), torch.full((1, 1), 5.0), one, ctx, cfg).item() == 0.0
-    nb[..., 0] = 4.5  # 1.5 m between disc centres → 0.5 m overlap
-    assert neighbour_cost(_states([0.0], [0.0]), torch.full((1, 1), 5.0), one, ctx, cfg).item() == pytest.approx(0.5, abs=1e-3)
+    nb[..., 0] = 4.5  # 1.5 m between disc centres → 1.328 m overlap
+    assert neighbour_cost(_states([0.0], [0.0]), torch.full((1, 1), 5.0), one, ctx, cfg).item() == pytest.approx(1.328, abs=1e-3)
     # road: right edge at −1.5, vehicle half-width 1 → centre at −1 is 0.5 m over
     bounds = SceneContext(lateral_bounds=torch.tensor([[[-1.5, 5.0]]]))
     assert road_cost(_states([0.0], [-1.0]), one, bounds, cfg).item() == pytest.approx(0.5)
@@ -291,7 +296,7 @@ def _all_pairs_overlap(a_pose, a_len, b_pose, b_len, pair, cfg):
     b = disc_centres(b_pose, b_len[:, :, None].expand(-1, -1, h), cfg.vehicle_width, cfg.n_discs)
     diff = a[:, :, None, :, :, None, :] - b[:, None, :, :, None, :, :]  # (B,I,J,H,D,D,2)
     d = (diff.pow(2).sum(-1) + 1e-6).sqrt().flatten(-2).amin(-1)
-    viol = torch.where(pair[..., None], torch.relu(cfg.vehicle_width + cfg.buffer - d), 0.0)
+    viol = torch.where(pair[..., None], torch.relu(2.0 * cfg.vehicle_width / math.sqrt(2.0) + cfg.buffer - d), 0.0)
     return viol.sum(dim=(1, 2)).mean(-1)
 
 
