@@ -87,6 +87,13 @@ def build_ppo_config(cfg: TrainConfig) -> Any:
 
     from diffplatoon.envs.rllib_env import PlatoonMultiAgentEnv
 
+    if cfg.gpus_per_learner > 0 and cfg.learners == 0:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ValueError(f"gpus_per_learner: {cfg.gpus_per_learner} with learners: 0 puts the learner on this "
+                             f"process's GPU, but torch sees none here; set learners >= 1 for learner actors on "
+                             f"cluster nodes with GPUs, or gpus_per_learner: 0")
     env_config = cfg.env_config()
     probe = PlatoonMultiAgentEnv(env_config)
     ppo = (PPOConfig()
@@ -94,7 +101,7 @@ def build_ppo_config(cfg: TrainConfig) -> Any:
            .env_runners(num_env_runners=cfg.env_runners, num_envs_per_env_runner=cfg.envs_per_runner,
                         num_cpus_per_env_runner=cfg.cpus_per_runner,
                         rollout_fragment_length=cfg.rollout_fragment_length)
-           .learners(num_learners=0)
+           .learners(num_learners=cfg.learners, num_gpus_per_learner=cfg.gpus_per_learner)
            .training(train_batch_size_per_learner=cfg.train_batch_size, minibatch_size=cfg.minibatch_size,
                      num_epochs=cfg.num_epochs, lr=cfg.lr, clip_param=cfg.clip, vf_clip_param=cfg.vf_clip,
                      vf_loss_coeff=cfg.vf_loss_coeff, entropy_coeff=cfg.entropy_coeff, grad_clip=cfg.grad_clip,

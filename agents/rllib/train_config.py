@@ -46,6 +46,11 @@ class TrainConfig(BaseModel):
     envs_per_runner: int = Field(1, ge=1, description="Vectorized env copies per runner.")
     cpus_per_runner: float = Field(1, gt=0, description="CPUs reserved per remote EnvRunner.")
     rollout_fragment_length: int | Literal["auto"] = Field("auto", description="Steps per runner sample call.")
+    learners: int = Field(0, ge=0, description="Remote Learner actors, each updating on its share of the batch and "
+                          "averaging gradients (0 = learn in the driver process). `train_batch_size` is per "
+                          "learner: an iteration samples that many env steps for each.")
+    gpus_per_learner: float = Field(0, ge=0, description="GPUs per learner (0 = CPU); with `learners: 0` the "
+                                    "driver's own learner takes the GPU.")
     train_batch_size: int = Field(2000, ge=1, description="Env steps per training iteration (per learner).")
     minibatch_size: int = Field(250, ge=1, description="SGD minibatch size.")
     num_epochs: int = Field(5, ge=1, description="Passes over each train batch.")

@@ -70,6 +70,22 @@ def test_training_episodes_with_merge_tasks_log_merge_success(ray_session, tmp_p
     assert (out / "learning_curve.png").stat().st_size > 0
 
 
+def test_a_remote_learner_actor_trains_the_same_config(ray_session, tmp_path: Path) -> None:
+    """`learners: 1` moves the update into a Learner actor (the cluster layout; with `gpus_per_learner` it takes a
+    GPU): one real iteration logs finite losses and saves a policy that loads; asking for the driver's GPU where
+    torch sees none is refused before Ray does anything."""
+    import torch
+
+    cfg = TrainConfig(**SMALL_PPO, learners=1, iterations=1, checkpoint_every=1, out=str(tmp_path / "run"))
+    out = train(cfg, console=quiet())
+    (row,) = read_jsonl(out / "metrics.jsonl")
+    assert math.isfinite(row["vehicle/policy_loss"]) and math.isfinite(row["vehicle/vf_loss"])
+    assert [c.name for c in checkpoints(out)] == ["checkpoint_000001"]
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="gpus_per_learner: 1.0 with learners: 0"):
+            train(TrainConfig(**SMALL_PPO, gpus_per_learner=1, out=str(tmp_path / "gpu")), console=quiet())
+
+
 def test_two_iterations_metrics_checkpoint_and_policy(trained_run: Path) -> None:
     out = trained_run
     rows = list(read_jsonl(out / "metrics.jsonl"))
